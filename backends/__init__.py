@@ -1,0 +1,1 @@
+"""graphc backends: one package per backend (installed as ``graphc.backends``)."""

@@ -1,0 +1,31 @@
+"""The reference backend: runs a Graph with the ops' NumPy implementations.
+
+``graphc.compile(graph, backend="reference", float64=True)`` is the oracle mode: every
+float tensor is computed in float64 (outputs come back as float64).
+"""
+from __future__ import annotations
+
+from graphc.runtime.executable import Executable
+from graphc.runtime.interpreter import run_graph
+
+
+class ReferenceExecutable(Executable):
+    backend = "reference"
+
+    def __init__(self, graph, float64: bool = False):
+        super().__init__(graph)
+        self.float64 = float64
+
+    def run(self, arrays, bindings):
+        return run_graph(self.graph, arrays, bindings, float64=self.float64)
+
+
+class ReferenceBackend:
+    name = "reference"
+
+    @staticmethod
+    def compile(graph, float64: bool = False, **options):
+        if options:
+            from graphc.errors import BackendError
+            raise BackendError(f"reference backend: unknown options {sorted(options)}")
+        return ReferenceExecutable(graph, float64=float64)

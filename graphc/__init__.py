@@ -1,0 +1,20 @@
+"""graphc: a compiler for Transformer models written in Python.
+
+    g = graphc.trace(fn, graphc.spec(("S", 768), "float32"))
+    print(g)
+    exe = graphc.compile(g, backend="reference")
+    y = exe(x)
+"""
+from .errors import (AttrError, BackendError, DTypeError, GraphcError, InputError,  # noqa: F401
+                     ShapeError, SymbolError, TraceError, UnknownOpError, VerifyError)
+from .ir import Graph, Node, SourceLoc, Sym, TensorType, verify  # noqa: F401
+from .ops import (OpDef, add, all_ops, cast, causal_mask, concat, div, embedding,  # noqa: F401
+                  erf, exp, gelu, get_op, greater, layernorm, less, log, matmul, max,
+                  maximum, mean, minimum, mul, neg, register_op, relu, reshape, rmsnorm,
+                  rsqrt, scale, sigmoid, silu, slice, softmax, sqrt, sub, sum, tanh,
+                  transpose, where)
+from .frontend import Spec, Tensor, spec, split, topk, trace  # noqa: F401
+from .api import compile  # noqa: F401
+from .runtime.backends import available_backends  # noqa: F401
+
+__version__ = "0.1.0"

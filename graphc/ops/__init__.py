@@ -1,0 +1,11 @@
+"""The op registry and every built-in op. Each name here is also a traced function."""
+from .registry import (KINDS, OpDef, all_ops, build_node, get_op, register_op,  # noqa: F401
+                       unregister_op)
+from .elementwise import (add, cast, div, erf, exp, gelu, greater, less, log,  # noqa: F401
+                          maximum, minimum, mul, neg, relu, rsqrt, scale, sigmoid, silu,
+                          sqrt, sub, tanh, where)
+from .reduction import layernorm, max, mean, rmsnorm, softmax, sum  # noqa: F401
+from .contraction import matmul  # noqa: F401
+from .movement import concat, embedding, reshape, transpose  # noqa: F401
+from .movement import slice_ as slice  # noqa: F401
+from .selection import causal_mask, topk  # noqa: F401

@@ -1,0 +1,159 @@
+"""Movement ops: reshape, transpose, slice, concat, and embedding (a gather of rows)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AttrError, DTypeError, InputError, ShapeError
+from ..ir.dims import Sym, as_dim, exact_div, prod
+from ..ir.types import INT_DTYPES, TensorType
+from .registry import norm_axis, register_op, same_dtype
+
+
+def _shape_str(shape) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _reshape_infer(types, attrs):
+    (x,) = types
+    try:
+        target = [as_dim(d) for d in attrs["shape"]]
+    except TypeError as e:
+        raise AttrError(f"reshape(): {e}") from None
+    total = prod(x.shape)
+    holes = [k for k, d in enumerate(target) if isinstance(d, int) and d == -1]
+    if len(holes) > 1:
+        raise ShapeError(f"reshape(): only one dim can be -1, got {_shape_str(target)}")
+    if any(isinstance(d, int) and d < -1 for d in target):
+        raise ShapeError(f"reshape(): negative dim in {_shape_str(target)}")
+    if holes:
+        known = prod(d for k, d in enumerate(target) if k != holes[0])
+        fill = exact_div(total, known) if known != 0 else None
+        if fill is None:
+            raise ShapeError(f"reshape(): cannot reshape {x} ({total} elements) into "
+                             f"{_shape_str(target)}: {total} is not a multiple of {known}")
+        target[holes[0]] = fill
+    elif prod(target) != total:
+        raise ShapeError(f"reshape(): cannot reshape {x} ({total} elements) into "
+                         f"{_shape_str(target)} ({prod(target)} elements)")
+    attrs["shape"] = tuple(target)
+    return TensorType(tuple(target), x.dtype)
+
+
+@register_op("reshape", kind="movement", infer=_reshape_infer)
+def reshape(x, *, shape):
+    """same elements, new shape (row-major); one dim may be -1"""
+    return np.reshape(x, shape)
+
+
+def _transpose_infer(types, attrs):
+    (x,) = types
+    axes = attrs["axes"]
+    if axes is None:
+        axes = tuple(reversed(range(x.rank)))
+    else:
+        axes = tuple(norm_axis(a, x.rank) for a in axes)
+        if sorted(axes) != list(range(x.rank)):
+            raise AttrError(f"transpose(): axes {tuple(attrs['axes'])} are not a permutation "
+                            f"of the {x.rank} axes of {x}")
+    attrs["axes"] = axes
+    return TensorType(tuple(x.shape[a] for a in axes), x.dtype)
+
+
+@register_op("transpose", kind="movement", infer=_transpose_infer)
+def transpose(x, *, axes=None):
+    """permute axes (reverse them when axes is None)"""
+    return np.transpose(x, axes)
+
+
+def _slice_dim(dim, start, stop, step):
+    """Canonical (start, stop, step, size) of one axis; symbolic bounds allowed."""
+    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+        raise AttrError(f"slice(): step must be a positive int, got {step!r}")
+    if isinstance(dim, int) and not isinstance(start, Sym) and not isinstance(stop, Sym):
+        s, e, st = slice(start, stop, step).indices(dim)
+        return s, e, st, max(0, -(-(e - s) // st))
+    start = 0 if start is None else start
+    stop = dim if stop is None else stop
+    if isinstance(start, int) and start < 0:
+        start = dim + start
+    if isinstance(stop, int) and stop < 0:
+        stop = dim + stop
+    size = stop - start
+    if step != 1:
+        if isinstance(size, Sym):
+            raise AttrError("slice(): a step other than 1 needs static bounds")
+        size = max(0, -(-size // step))
+    if isinstance(size, int) and size < 0:
+        size = 0
+    return start, stop, step, size
+
+
+def _slice_infer(types, attrs):
+    (x,) = types
+    starts, stops, steps = (list(attrs[k]) for k in ("starts", "stops", "steps"))
+    n = x.rank
+    if not len(starts) == len(stops) == len(steps) <= n:
+        raise AttrError(f"slice(): starts/stops/steps must have one entry per axis (<= {n})")
+    pad = n - len(starts)
+    starts += [None] * pad
+    stops += [None] * pad
+    steps += [1] * pad
+    shape, cs, ce, cst = [], [], [], []
+    for d, s, e, st in zip(x.shape, starts, stops, steps):
+        s, e, st, size = _slice_dim(d, s, e, st)
+        cs.append(s)
+        ce.append(e)
+        cst.append(st)
+        shape.append(size)
+    attrs.update(starts=tuple(cs), stops=tuple(ce), steps=tuple(cst))
+    return TensorType(tuple(shape), x.dtype)
+
+
+@register_op("slice", kind="movement", infer=_slice_infer)
+def slice_(x, *, starts, stops, steps):
+    """x[start:stop:step] per axis (bounds may be symbolic)"""
+    return x[tuple(slice(s, e, st) for s, e, st in zip(starts, stops, steps))]
+
+
+def _concat_infer(types, attrs):
+    if not types:
+        raise ShapeError("concat() needs at least one tensor")
+    dt = same_dtype(types, "concat() operands")
+    first = types[0]
+    axis = norm_axis(attrs["axis"], first.rank)
+    attrs["axis"] = axis
+    total = 0
+    for t in types:
+        if t.rank != first.rank or any(a != b for k, (a, b) in
+                                       enumerate(zip(t.shape, first.shape)) if k != axis):
+            raise ShapeError(f"concat(): shapes {', '.join(map(str, types))} differ outside "
+                             f"axis {axis}")
+        total = total + t.shape[axis]
+    shape = list(first.shape)
+    shape[axis] = total
+    return TensorType(tuple(shape), dt)
+
+
+@register_op("concat", kind="movement", infer=_concat_infer)
+def concat(*xs, axis=0):
+    """join tensors along an existing axis"""
+    return np.concatenate(xs, axis=axis)
+
+
+def _embedding_infer(types, attrs):
+    table, ids = types
+    if ids.dtype not in INT_DTYPES:
+        raise DTypeError(f"embedding(): ids must be int32 or int64, got {ids.dtype}")
+    if table.rank < 1:
+        raise ShapeError(f"embedding(): the table must have rank >= 1, got {table}")
+    return TensorType(ids.shape + table.shape[1:], table.dtype)
+
+
+@register_op("embedding", kind="movement", infer=_embedding_infer)
+def embedding(table, ids):
+    """table[ids]: gather rows of ``table``; ids out of range are an error"""
+    n = table.shape[0]
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        bad = ids[(ids < 0) | (ids >= n)].ravel()[0]
+        raise InputError(f"embedding(): id {int(bad)} is out of range for a table of {n} rows")
+    return table[ids]

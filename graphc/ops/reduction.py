@@ -1,0 +1,127 @@
+"""Reductions over axes, and the row-wise normalisations built on them (softmax,
+layernorm, rmsnorm: composite ops with a decomposition into primitives)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AttrError, ShapeError
+from ..ir.types import TensorType
+from .registry import norm_axes, norm_axis, register_op, require_float, same_dtype
+
+
+def _reduce_infer(types, attrs):
+    (x,) = types
+    axes = norm_axes(attrs["axis"], x.rank)
+    attrs["axis"] = axes
+    attrs["keepdims"] = bool(attrs["keepdims"])
+    if attrs["keepdims"]:
+        shape = tuple(1 if k in axes else d for k, d in enumerate(x.shape))
+    else:
+        shape = tuple(d for k, d in enumerate(x.shape) if k not in axes)
+    return TensorType(shape, x.dtype)
+
+
+def _mean_infer(types, attrs):
+    require_float(types[0])
+    return _reduce_infer(types, attrs)
+
+
+@register_op("sum", kind="reduction", infer=_reduce_infer)
+def sum(x, *, axis=None, keepdims=False):
+    return np.sum(x, axis=axis, keepdims=keepdims)
+
+
+@register_op("mean", kind="reduction", infer=_mean_infer)
+def mean(x, *, axis=None, keepdims=False):
+    return np.mean(x, axis=axis, keepdims=keepdims)
+
+
+@register_op("max", kind="reduction", infer=_reduce_infer)
+def max(x, *, axis=None, keepdims=False):
+    return np.max(x, axis=axis, keepdims=keepdims)
+
+
+# -- normalisations --------------------------------------------------------------------
+
+def _softmax_infer(types, attrs):
+    (x,) = types
+    require_float(x)
+    attrs["axis"] = norm_axis(attrs["axis"], x.rank)
+    return x
+
+
+def _softmax_decompose(x, *, axis):
+    from . import div, exp, sub
+    from . import max as max_, sum as sum_
+    e = exp(sub(x, max_(x, axis=axis, keepdims=True)))
+    return div(e, sum_(e, axis=axis, keepdims=True))
+
+
+@register_op("softmax", kind="reduction", infer=_softmax_infer, decompose=_softmax_decompose)
+def softmax(x, *, axis=-1):
+    """exp(x - max) / sum(exp(x - max)) along ``axis``"""
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _check_eps(attrs, op):
+    try:
+        attrs["eps"] = float(attrs["eps"])
+    except (TypeError, ValueError):
+        raise AttrError(f"{op}(): eps must be a number, got {attrs['eps']!r}") from None
+    if not attrs["eps"] >= 0:
+        raise AttrError(f"{op}(): eps must be >= 0, got {attrs['eps']}")
+
+
+def _norm_params(types, n_params, op):
+    x = types[0]
+    require_float(x)
+    if x.rank < 1:
+        raise ShapeError(f"{op}() needs a tensor of rank >= 1")
+    same_dtype(types, f"{op}() input and parameters")
+    for p in types[1:1 + n_params]:
+        if p.shape != (x.shape[-1],):
+            raise ShapeError(f"{op}(): parameter shape {p} must be [{x.shape[-1]}], the size "
+                             f"of the last axis of {x}")
+    return x
+
+
+def _layernorm_infer(types, attrs):
+    _check_eps(attrs, "layernorm")
+    return _norm_params(types, 2, "layernorm")
+
+
+def _layernorm_decompose(x, weight, bias, *, eps):
+    from . import add, mean, mul, rsqrt, sub
+    mu = mean(x, axis=-1, keepdims=True)
+    xc = sub(x, mu)
+    var = mean(mul(xc, xc), axis=-1, keepdims=True)
+    return add(mul(mul(xc, rsqrt(add(var, eps))), weight), bias)
+
+
+@register_op("layernorm", kind="reduction", infer=_layernorm_infer,
+             decompose=_layernorm_decompose)
+def layernorm(x, weight, bias, *, eps=1e-5):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis"""
+    mu = np.mean(x, axis=-1, keepdims=True)
+    xc = x - mu
+    var = np.mean(xc * xc, axis=-1, keepdims=True)
+    return xc / np.sqrt(var + np.asarray(eps, x.dtype)) * weight + bias
+
+
+def _rmsnorm_infer(types, attrs):
+    _check_eps(attrs, "rmsnorm")
+    return _norm_params(types, 1, "rmsnorm")
+
+
+def _rmsnorm_decompose(x, weight, *, eps):
+    from . import add, mean, mul, rsqrt
+    ms = mean(mul(x, x), axis=-1, keepdims=True)
+    return mul(mul(x, rsqrt(add(ms, eps))), weight)
+
+
+@register_op("rmsnorm", kind="reduction", infer=_rmsnorm_infer, decompose=_rmsnorm_decompose)
+def rmsnorm(x, weight, *, eps=1e-6):
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis"""
+    ms = np.mean(x * x, axis=-1, keepdims=True)
+    return x / np.sqrt(ms + np.asarray(eps, x.dtype)) * weight

@@ -1,0 +1,69 @@
+"""Index-dependent ops: the causal mask generator and top-k selection."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AttrError, InputError, ShapeError
+from ..ir.dims import as_dim
+from ..ir.types import TensorType, normalize_dtype
+from .registry import norm_axis, register_op, require_float
+
+
+def _causal_mask_infer(types, attrs):
+    try:
+        rows, cols = as_dim(attrs["rows"]), as_dim(attrs["cols"])
+    except TypeError as e:
+        raise AttrError(f"causal_mask(): {e}") from None
+    attrs["rows"], attrs["cols"] = rows, cols
+    attrs["dtype"] = normalize_dtype(attrs["dtype"])
+    if attrs["dtype"] not in ("float32", "float64"):
+        raise AttrError("causal_mask(): dtype must be float32 or float64")
+    if isinstance(rows, int) and isinstance(cols, int) and rows > cols:
+        raise ShapeError(f"causal_mask(): {rows} query rows but only {cols} key columns; "
+                         "the first rows would see no key")
+    return TensorType((rows, cols), attrs["dtype"])
+
+
+@register_op("causal_mask", kind="elementwise", infer=_causal_mask_infer)
+def causal_mask(*, rows, cols, dtype="float32"):
+    """Additive mask [rows, cols]: 0 where key j <= query i + (cols - rows), -inf above.
+    Queries are the last ``rows`` positions of ``cols`` keys (prefill: rows == cols;
+    decode with a cache: rows = new tokens)."""
+    if rows > cols:
+        raise InputError(f"causal_mask(): {rows} query rows but only {cols} key columns")
+    i = np.arange(rows)[:, None]
+    j = np.arange(cols)[None, :]
+    out = np.zeros((rows, cols), dtype=dtype)
+    out[j > i + (cols - rows)] = -np.inf
+    return out
+
+
+def _topk_infer(types, attrs):
+    (x,) = types
+    require_float(x)
+    axis = norm_axis(attrs["axis"], x.rank)
+    attrs["axis"] = axis
+    k = attrs["k"]
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise AttrError(f"topk(): k must be a positive int, got {k!r}")
+    d = x.shape[axis]
+    if isinstance(d, int) and k > d:
+        raise AttrError(f"topk(): k={k} exceeds the size {d} of axis {axis} of {x}")
+    if attrs["output"] not in ("values", "indices"):
+        raise AttrError("topk(): output must be 'values' or 'indices'")
+    shape = list(x.shape)
+    shape[axis] = k
+    return TensorType(tuple(shape), x.dtype if attrs["output"] == "values" else "int64")
+
+
+@register_op("topk", kind="opaque", infer=_topk_infer)
+def topk(x, *, k, axis=-1, output="values"):
+    """The k largest entries along ``axis``, largest first; ties go to the lower index.
+    One node yields either the values or the indices (``graphc.topk`` returns both)."""
+    if k > x.shape[axis]:
+        raise InputError(f"topk(): k={k} exceeds the size {x.shape[axis]} of axis {axis}")
+    idx = np.argsort(-x, axis=axis, kind="stable")
+    idx = np.take(idx, np.arange(k), axis=axis)
+    if output == "indices":
+        return idx.astype(np.int64)
+    return np.take_along_axis(x, idx, axis=axis)
