@@ -13,7 +13,7 @@ from .ops import (OpDef, add, all_ops, cast, causal_mask, concat, div, embedding
                   maximum, mean, minimum, mul, neg, register_op, relu, reshape, rmsnorm,
                   rsqrt, scale, sigmoid, silu, slice, softmax, sqrt, sub, sum, tanh,
                   transpose, where)
-from .frontend import Spec, Tensor, spec, split, topk, trace  # noqa: F401
+from .frontend import Spec, Tensor, constant, spec, split, topk, trace  # noqa: F401
 from .api import compile  # noqa: F401
 from .runtime.backends import available_backends  # noqa: F401
 

@@ -1,2 +1,144 @@
-def main(argv=None):
-    raise SystemExit("placeholder")
+"""The ``graphc`` command line.
+
+    graphc show transformer [--dot FILE]        print the IR (or write Graphviz DOT)
+    graphc run transformer --backend reference  run on random tokens, check vs float64
+    graphc ops                                  list the registered ops
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from .errors import GraphcError
+
+MODELS = ("transformer",)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", choices=MODELS, help="which model to build")
+    p.add_argument("--layers", type=int, default=2, help="number of layers (default 2)")
+    p.add_argument("--d-model", type=int, default=64, help="model width (default 64)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    p.add_argument("--d-ff", type=int, default=256, help="feed-forward width (default 256)")
+    p.add_argument("--vocab", type=int, default=1000, help="vocabulary size (default 1000)")
+    p.add_argument("--causal", action="store_true", help="causal attention mask")
+    p.add_argument("--no-positions", action="store_true",
+                   help="leave out the sinusoidal position encodings")
+    p.add_argument("--seed", type=int, default=0, help="parameter seed (default 0)")
+    p.add_argument("--layer-only", action="store_true",
+                   help="one encoder layer (input x [S, d_model]) instead of the whole model")
+
+
+def _build(args):
+    from graphc.models import transformer
+    cfg = transformer.TransformerConfig(
+        vocab_size=args.vocab, d_model=args.d_model, n_heads=args.heads, d_ff=args.d_ff,
+        n_layers=args.layers, causal=args.causal, positional=not args.no_positions)
+    return transformer.random(cfg, seed=args.seed)
+
+
+def _trace(model, args, seq="S"):
+    return model.trace_layer(0, seq) if args.layer_only else model.trace(seq)
+
+
+def _random_inputs(graph, seq: int, rng, vocab: int):
+    from .ir.dims import evaluate
+    arrays = []
+    for t in graph.input_types:
+        bindings = {s: seq for s in t.symbols}
+        shape = tuple(evaluate(d, bindings) for d in t.shape)
+        if t.dtype.startswith("int"):
+            arrays.append(rng.integers(0, vocab, size=shape).astype(t.dtype))
+        else:
+            arrays.append(rng.standard_normal(shape).astype(t.dtype))
+    return arrays
+
+
+def cmd_show(args) -> int:
+    model = _build(args)
+    graph = _trace(model, args, args.seq)
+    if args.dot:
+        with open(args.dot, "w") as f:
+            f.write(graph.to_dot())
+        print(f"wrote {args.dot} ({len(graph)} nodes); render with: dot -Tsvg {args.dot} -o "
+              f"graph.svg")
+    else:
+        print(graph)
+    return 0
+
+
+def cmd_run(args) -> int:
+    import graphc
+    model = _build(args)
+    graph = _trace(model, args)
+    rng = np.random.default_rng(args.seed + 1)
+    inputs = _random_inputs(graph, args.seq, rng, args.vocab)
+    t0 = time.perf_counter()
+    exe = graphc.compile(graph, backend=args.backend)
+    t_compile = time.perf_counter() - t0
+    times = []
+    for _ in range(max(1, args.repeat)):
+        t0 = time.perf_counter()
+        out = exe(*inputs)
+        times.append(time.perf_counter() - t0)
+    ref = graphc.compile(graph, backend="reference", float64=True)(*inputs)
+    err = float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
+    what = "encoder layer" if args.layer_only else f"{args.layers}-layer {args.model}"
+    print(f"{what}: S={args.seq}, d_model={args.d_model}, heads={args.heads}, "
+          f"backend={args.backend}")
+    print(f"input  {', '.join(f'{n} {a.dtype}{list(a.shape)}' for n, a in zip(graph.input_names, inputs))}")
+    print(f"output {out.dtype}{list(out.shape)}")
+    print(f"relative error vs float64 reference: {err:.3e}  "
+          f"({'ok' if err < args.tol else 'FAILED'}, tolerance {args.tol:g})")
+    print(f"compile {t_compile * 1e3:.1f} ms, run median {np.median(times) * 1e3:.2f} ms "
+          f"over {len(times)} runs")
+    return 0 if err < args.tol else 1
+
+
+def cmd_ops(args) -> int:
+    from .ops import all_ops
+    for name, op in sorted(all_ops().items()):
+        first = op.doc.splitlines()[0] if op.doc else ""
+        print(f"{name:14s} {op.kind:12s} {first}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphc", description="graphc: compile Transformer "
+                                     "models written in Python")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("show", help="print a model's IR")
+    _add_model_args(p)
+    p.add_argument("--seq", default="S", help="sequence length: a symbol (default S) or int")
+    p.add_argument("--dot", metavar="FILE", help="write Graphviz DOT to FILE instead")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("run", help="run a model on random tokens and check it")
+    _add_model_args(p)
+    p.add_argument("--seq", type=int, default=32, help="sequence length (default 32)")
+    p.add_argument("--backend", default="reference", help="backend (default reference)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs (default 3)")
+    p.add_argument("--tol", type=float, default=1e-4,
+                   help="max relative error vs float64 (default 1e-4)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("ops", help="list registered ops")
+    p.set_defaults(func=cmd_ops)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "seq", None) is not None and isinstance(args.seq, str) \
+            and args.seq.isdigit():
+        args.seq = int(args.seq)
+    try:
+        return args.func(args)
+    except GraphcError as e:
+        print(f"graphc: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,22 @@ from ..ir.node import capture_loc
 from .. import ops
 
 
+def constant(value, name: str | None = None):
+    """Use a NumPy array as a named graph constant (a weight) inside a traced function.
+    Arrays used directly become constants too; the name only makes the IR readable."""
+    import numpy as np
+    from ..errors import TraceError
+    from .tracer import current_builder
+    builder = current_builder()
+    if builder is None:
+        raise TraceError("graphc.constant() is only meaningful inside graphc.trace",
+                         loc=capture_loc())
+    if not isinstance(value, np.ndarray):
+        raise TraceError(f"graphc.constant() takes a NumPy array, got {type(value).__name__}",
+                         loc=capture_loc())
+    return builder.wrap(builder.constant(value, name=name))
+
+
 def topk(x, k: int, axis: int = -1):
     """(values, indices) of the k largest entries along ``axis``."""
     return (ops.topk(x, k=k, axis=axis, output="values"),

@@ -57,12 +57,13 @@ class Builder:
     def wrap(self, node_id: int) -> Tensor:
         return Tensor(self, node_id)
 
-    def constant(self, value: np.ndarray, loc=None) -> int:
+    def constant(self, value: np.ndarray, loc=None, name: str | None = None) -> int:
+        """The constant node for ``value``; the same array object gives the same node."""
         key = id(value)
         hit = self._const_cache.get(key)
         if hit is not None and hit[0] is value:
             return hit[1]
-        node = self.graph.add_constant(value, loc=loc or self.loc or capture_loc())
+        node = self.graph.add_constant(value, loc=loc or self.loc or capture_loc(), name=name)
         self._const_cache[key] = (value, node.id)
         return node.id
 
