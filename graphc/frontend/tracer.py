@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import GraphcError, TraceError
+from ..ir.dims import Sym
 from ..ir.graph import Graph
 from ..ir.node import SourceLoc, capture_loc
 from ..ir.types import TensorType, normalize_dtype
@@ -202,7 +203,28 @@ def trace(fn: Callable, *specs: Spec, name: str | None = None, **kwargs: Any) ->
         out_ids.append(o.id)
     graph.outputs = out_ids
     graph.meta = {"single_output": not isinstance(result, (tuple, list))}
+    _check_symbols_bound(graph)
     return graph
+
+
+def _attr_symbols(v) -> set[str]:
+    if isinstance(v, Sym):
+        return set(v.symbols)
+    if isinstance(v, (tuple, list)):
+        return set().union(*(_attr_symbols(x) for x in v))
+    return set()
+
+
+def _check_symbols_bound(graph: Graph) -> None:
+    """Every symbol a node uses must come from an input spec, or no call can size it."""
+    bound = set().union(*(t.symbols for t in graph.input_types))
+    for nid in sorted(graph.nodes):
+        node = graph.nodes[nid]
+        missing = (set(node.type.symbols) | _attr_symbols(tuple(node.attrs.values()))) - bound
+        if missing:
+            raise TraceError(f"symbol {', '.join(sorted(missing))} is not a dim of any input "
+                             f"spec, so no call can give it a size; declare it in a spec",
+                             op=node.op, node=node.name, loc=node.loc)
 
 
 __all__ = ["Spec", "spec", "trace", "Builder", "building", "current_builder", "emit",

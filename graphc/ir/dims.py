@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Union
 
+from ..errors import TraceError
+
 Dim = Union[int, "Sym"]
+
+
+class SymbolicSizeError(TraceError, TypeError):
+    """A symbolic dim used where Python or NumPy needs a fixed int. Also a TypeError, which
+    is what ``__index__`` callers expect."""
 
 
 def _mono_str(mono: tuple[str, ...]) -> str:
@@ -88,8 +95,12 @@ class Sym:
             raise ValueError(f"{other} is not divisible by {self}")
         return q
 
-    def __index__(self):  # pragma: no cover - makes misuse loud
-        raise TypeError(f"symbolic dim {self} has no fixed size at trace time")
+    def __index__(self):
+        # range(S), ndarray[:S], int(S) land here: name the user's line and the way out.
+        from .node import capture_loc
+        raise SymbolicSizeError(f"symbolic dim {self} has no fixed size at trace time; "
+                                "index a traced tensor instead of a NumPy array "
+                                "(graphc.constant(table)[:S])", loc=capture_loc())
 
     def __str__(self) -> str:
         out = []
@@ -123,7 +134,8 @@ def exact_div(a: Dim, b: Dim) -> Dim | None:
         return a // b if b != 0 and a % b == 0 else None
     bd = _as_dict(b)
     if len(bd) != 1:
-        return a if a == b else None
+        # A divisor with several terms (S-1, S+T) only divides itself here.
+        return 1 if a == b else None
     (bm, bc), = bd.items()
     if bc == 0:
         return None

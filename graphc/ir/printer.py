@@ -18,6 +18,8 @@ def format_attr(v) -> str:
         return repr(v)
     if isinstance(v, np.ndarray):
         return f"array{list(v.shape)}"
+    if hasattr(v, "nodes") and hasattr(v, "outputs"):  # a subgraph (fusion group body)
+        return f"<{len(v.nodes) - len(v.inputs)} ops>"
     return str(v)
 
 
@@ -37,13 +39,18 @@ def format_node(graph, node) -> str:
     return line
 
 
-def format_graph(graph) -> str:
+def format_graph(graph, indent: str = "") -> str:
+    """The graph, one line per node; subgraphs (fusion group bodies) nested below the
+    node that holds them."""
     ins = ", ".join(f"%{i}: {graph.nodes[i].type}" for i in graph.inputs)
     outs = ", ".join(f"%{o}" for o in graph.outputs)
-    lines = [f"graph {graph.name}({ins}) -> ({outs}) {{"]
+    lines = [f"{indent}graph {graph.name}({ins}) -> ({outs}) {{"]
     for node in graph:
-        lines.append("  " + format_node(graph, node))
-    lines.append("}")
+        lines.append(indent + "  " + format_node(graph, node))
+        for v in node.attrs.values():
+            if hasattr(v, "nodes") and hasattr(v, "outputs"):
+                lines.append(format_graph(v, indent + "    "))
+    lines.append(indent + "}")
     return "\n".join(lines)
 
 

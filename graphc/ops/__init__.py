@@ -9,3 +9,4 @@ from .contraction import matmul  # noqa: F401
 from .movement import concat, embedding, reshape, transpose  # noqa: F401
 from .movement import slice_ as slice  # noqa: F401
 from .selection import causal_mask, topk  # noqa: F401
+from .fused import add_layernorm, attention, fused, gemm  # noqa: F401

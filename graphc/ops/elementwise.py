@@ -11,20 +11,23 @@ from .registry import broadcast_shapes, register_op, require_float, same_dtype
 
 # -- binary arithmetic -----------------------------------------------------------------
 
+# Arithmetic on bool is not defined (NumPy rejects - and unary -, and / gives float64).
+_NUMERIC = ("float32", "float64", "int32", "int64")
 
-@register_op("add", kind="elementwise")
+
+@register_op("add", kind="elementwise", dtypes=_NUMERIC)
 def add(a, b):
     """a + b"""
     return a + b
 
 
-@register_op("sub", kind="elementwise")
+@register_op("sub", kind="elementwise", dtypes=_NUMERIC)
 def sub(a, b):
     """a - b"""
     return a - b
 
 
-@register_op("mul", kind="elementwise")
+@register_op("mul", kind="elementwise", dtypes=_NUMERIC)
 def mul(a, b):
     """a * b"""
     return a * b
@@ -36,7 +39,7 @@ def _div_ref(a, b):
     return a / b
 
 
-@register_op("div", kind="elementwise")
+@register_op("div", kind="elementwise", dtypes=_NUMERIC)
 def div(a, b):
     """a / b (floor division for integer tensors)"""
     return _div_ref(a, b)
@@ -83,7 +86,7 @@ def where(cond, a, b):
 # -- unary -----------------------------------------------------------------------------
 
 
-@register_op("neg", kind="elementwise")
+@register_op("neg", kind="elementwise", dtypes=_NUMERIC)
 def neg(x):
     """-x"""
     return -x

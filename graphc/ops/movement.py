@@ -17,7 +17,7 @@ def _reshape_infer(types, attrs):
     (x,) = types
     try:
         target = [as_dim(d) for d in attrs["shape"]]
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise AttrError(f"reshape(): {e}") from None
     total = prod(x.shape)
     holes = [k for k, d in enumerate(target) if isinstance(d, int) and d == -1]

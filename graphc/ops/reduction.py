@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import AttrError, ShapeError
+from ..errors import AttrError, DTypeError, ShapeError
 from ..ir.types import TensorType
 from .registry import norm_axes, norm_axis, register_op, require_float, same_dtype
 
@@ -21,14 +21,21 @@ def _reduce_infer(types, attrs):
     return TensorType(shape, x.dtype)
 
 
+def _sum_infer(types, attrs):
+    if types[0].dtype == "bool":
+        raise DTypeError("sum() of a bool tensor: cast it to int32 or int64 first")
+    return _reduce_infer(types, attrs)
+
+
 def _mean_infer(types, attrs):
     require_float(types[0])
     return _reduce_infer(types, attrs)
 
 
-@register_op("sum", kind="reduction", infer=_reduce_infer)
+@register_op("sum", kind="reduction", infer=_sum_infer)
 def sum(x, *, axis=None, keepdims=False):
-    return np.sum(x, axis=axis, keepdims=keepdims)
+    # dtype=: NumPy would widen int32 to int64; the result keeps the input's dtype.
+    return np.sum(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
 
 
 @register_op("mean", kind="reduction", infer=_mean_infer)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import AttrError, DTypeError, GraphcError, ShapeError, UnknownOpError
 from ..ir.dims import Sym
+from ..ir.node import capture_loc
 from ..ir.types import FLOAT_DTYPES, TensorType
 
 KINDS = ("elementwise", "broadcast", "reduction", "contraction", "movement", "opaque")
@@ -62,7 +63,7 @@ class OpDef:
         if len(extra_pos) > len(attr_names):
             raise AttrError(f"{self.name}() takes {len(self.inputs)} tensor operands and "
                             f"attributes {attr_names}, got {len(args)} positional arguments",
-                            op=self.name)
+                            op=self.name, loc=capture_loc())
         for name, v in zip(attr_names, extra_pos):
             attrs[name] = v
         for k, v in kwargs.items():
@@ -74,15 +75,17 @@ class OpDef:
                 continue
             if k not in self.attrs:
                 raise AttrError(f"{self.name}() got an unknown attribute {k!r}; "
-                                f"it takes {attr_names or 'no attributes'}", op=self.name)
+                                f"it takes {attr_names or 'no attributes'}", op=self.name,
+                                loc=capture_loc())
             if k in attrs:
-                raise AttrError(f"{self.name}() got attribute {k!r} twice", op=self.name)
+                raise AttrError(f"{self.name}() got attribute {k!r} twice", op=self.name,
+                                loc=capture_loc())
             attrs[k] = v
         if not self.variadic and (len(operands) != len(self.inputs)
                                   or any(o is _MISSING for o in operands)):
             raise AttrError(f"{self.name}() takes tensor operands {list(self.inputs)}, "
                             f"got {len([o for o in operands if o is not _MISSING])}",
-                            op=self.name)
+                            op=self.name, loc=capture_loc())
         return operands, attrs
 
     def __call__(self, *args, **kwargs):
@@ -126,7 +129,8 @@ def register_op(name: str, *, kind: str, infer: Callable | None = None,
             elif p.kind == p.VAR_POSITIONAL:
                 inputs.append(p.name)
                 variadic = True
-            elif p.kind == p.KEYWORD_ONLY:
+            elif p.kind == p.KEYWORD_ONLY and not p.name.startswith("_"):
+                # ``_name`` keyword parameters are run-time context, not attributes.
                 attrs[p.name] = _REQUIRED if p.default is p.empty else p.default
         inf = infer
         if inf is None:

@@ -12,12 +12,19 @@ from .registry import norm_axis, register_op, require_float
 def _causal_mask_infer(types, attrs):
     try:
         rows, cols = as_dim(attrs["rows"]), as_dim(attrs["cols"])
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise AttrError(f"causal_mask(): {e}") from None
+    for what, d in (("rows", rows), ("cols", cols)):
+        if isinstance(d, int) and d < 0:
+            raise AttrError(f"causal_mask(): {what} must be >= 0, got {d}")
     attrs["rows"], attrs["cols"] = rows, cols
-    attrs["dtype"] = normalize_dtype(attrs["dtype"])
+    given = attrs["dtype"]
+    try:
+        attrs["dtype"] = normalize_dtype(given)
+    except ValueError:
+        attrs["dtype"] = None
     if attrs["dtype"] not in ("float32", "float64"):
-        raise AttrError("causal_mask(): dtype must be float32 or float64")
+        raise AttrError(f"causal_mask(): dtype must be float32 or float64, got {given!r}")
     if isinstance(rows, int) and isinstance(cols, int) and rows > cols:
         raise ShapeError(f"causal_mask(): {rows} query rows but only {cols} key columns; "
                          "the first rows would see no key")
@@ -44,8 +51,9 @@ def _topk_infer(types, attrs):
     axis = norm_axis(attrs["axis"], x.rank)
     attrs["axis"] = axis
     k = attrs["k"]
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise AttrError(f"topk(): k must be a positive int, got {k!r}")
+    k = attrs["k"] = int(k)
     d = x.shape[axis]
     if isinstance(d, int) and k > d:
         raise AttrError(f"topk(): k={k} exceeds the size {d} of axis {axis} of {x}")

@@ -58,7 +58,12 @@ def run_graph(graph, arrays: Sequence[np.ndarray], bindings: Mapping[str, int] |
             if float64 and "dtype" in attrs:
                 attrs["dtype"] = _widen(attrs["dtype"], True)
             try:
-                out = np.asarray(op.reference(*(values[i] for i in node.inputs), **attrs))
+                args = [values[i] for i in node.inputs]
+                if op.extra.get("run_with_context"):
+                    # Ops holding a subgraph (fusion groups) run it with this call's
+                    # symbol sizes and precision.
+                    attrs.update(_bindings=bindings, _float64=float64)
+                out = np.asarray(op.reference(*args, **attrs))
             except GraphcError as e:
                 if e.loc is not None:
                     raise

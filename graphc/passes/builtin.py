@@ -1,0 +1,2 @@
+"""Importing this module registers every built-in pass."""
+from . import cse, dce, decompose, fold, simplify  # noqa: F401
