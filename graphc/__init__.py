@@ -15,6 +15,8 @@ from .ops import (OpDef, add, all_ops, cast, causal_mask, concat, div, embedding
                   transpose, where)
 from .frontend import Spec, Tensor, constant, spec, split, topk, trace  # noqa: F401
 from .api import compile  # noqa: F401
+from .passes import PassManager, optimize, register_pass  # noqa: F401
+from .passes.patterns import Rule, register_rule  # noqa: F401
 from .runtime.backends import available_backends  # noqa: F401
 
 __version__ = "0.1.0"

@@ -134,7 +134,8 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 @register_op("erf", kind="elementwise", dtypes="float")
 def erf(x):
-    return _erf(x).astype(x.dtype)
+    # asarray: on a 0-d array frompyfunc returns a Python float, not an array.
+    return np.asarray(_erf(x), dtype=x.dtype)
 
 
 @register_op("relu", kind="elementwise", dtypes="float")

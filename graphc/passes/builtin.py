@@ -1,2 +1,3 @@
 """Importing this module registers every built-in pass."""
 from . import cse, dce, decompose, fold, simplify  # noqa: F401
+from . import fuse_patterns  # noqa: F401
