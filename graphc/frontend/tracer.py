@@ -136,13 +136,19 @@ def emit(op: OpDef, operands: list, attrs: dict) -> Tensor:
 def _eager(op: OpDef, operands: list, attrs: dict):
     """An op called on plain arrays outside a trace: build a one-node graph and run it on
     the reference interpreter, so eager calls get the same checks as traced ones."""
-    arrays = [np.asarray(o) for o in operands]
     g = Graph(f"eager_{op.name}")
     b = Builder(g)
+    arrays, args = [], []
     with building(b):
-        ins = [b.wrap(g.add_input(f"x{i}", TensorType(a.shape, a.dtype)).id)
-               for i, a in enumerate(arrays)]
-        out = emit(op, ins, attrs)
+        for o in operands:
+            if isinstance(o, (bool, int, float, np.number)):
+                args.append(o)  # a scalar takes the arrays' dtype, as in a trace
+                continue
+            a = np.asarray(o)
+            arrays.append(a)
+            args.append(b.wrap(g.add_input(f"x{len(arrays) - 1}",
+                                           TensorType(a.shape, a.dtype)).id))
+        out = emit(op, args, attrs)
     g.outputs = [out.id]
     from ..runtime.interpreter import run_graph
     return run_graph(g, arrays)[0]
@@ -161,6 +167,19 @@ def _param_names(fn: Callable, n: int) -> list[str]:
         else:
             names.append(f"arg{i}")
     return names
+
+
+def _check_call(fn: Callable, name: str, args: list, kwargs: dict, loc) -> None:
+    """A spec count that does not fit ``fn`` is the caller's mistake: say so at trace()."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TraceError(f"trace(): {name}{sig} cannot be called with {len(args)} positional "
+                         f"specs and keywords {sorted(kwargs)}: {e}", loc=loc) from None
 
 
 def trace(fn: Callable, *specs: Spec, name: str | None = None, **kwargs: Any) -> Graph:
@@ -187,6 +206,7 @@ def trace(fn: Callable, *specs: Spec, name: str | None = None, **kwargs: Any) ->
             call_kwargs[k] = builder.wrap(graph.add_input(v.name or k, v.type, loc).id)
         else:
             call_kwargs[k] = v
+    _check_call(fn, graph.name, args, call_kwargs, loc)
     with building(builder):
         result = fn(*args, **call_kwargs)
     outs = result if isinstance(result, (tuple, list)) else (result,)

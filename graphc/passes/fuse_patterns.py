@@ -28,6 +28,7 @@ def fuse_patterns(graph):
                     note("fired", f"{rule.name} at {node.name} ({node.loc})", rule=rule.name,
                          node=node.name, new=f"%{new}")
                     fired = True
+                    remove_dead(graph)  # so the nodes it replaced are not matched again
                     break
                 if explaining():
                     note("missed", f"{rule.name} not at {node.name} ({node.loc}): {why}",

@@ -209,8 +209,11 @@ def try_rule(graph: Graph, rule: Rule, nid: int) -> tuple[int | None, str]:
     m, why = match(rule.pattern, graph, nid)
     if m is None:
         return None, why
-    captured = set(m.captures.values())
-    for inner in m.nodes - {nid} - captured:
+    # Every node an Op pattern matched is replaced; none may be needed elsewhere, except
+    # nullary generators (a causal mask), which the replacement recomputes for free.
+    for inner in sorted(m.nodes - {nid}):
+        if not graph.nodes[inner].inputs:
+            continue
         outside = [u for u in graph.users(inner) if u not in m.nodes]
         if outside or inner in graph.outputs:
             users = ", ".join(f"%{u}" for u in outside) or "the graph output"

@@ -1,0 +1,181 @@
+"""Named rewrite rules: they fire where expected, explain why not elsewhere, and keep
+semantics."""
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc.models import transformer
+from graphc.passes import Explain, NumericCheck, VerifyIR, optimize
+from graphc.passes.patterns import Op, Rule, Var, register_rule, unregister_rule
+
+PIPE = ["simplify", "fold", "cse", "dce", "fuse_patterns", "simplify", "cse", "dce"]
+rng = np.random.default_rng()
+
+
+def ops_of(g):
+    return Counter(n.op for n in g if n.op not in ("input", "constant"))
+
+
+def run(g, **kw):
+    ex = Explain()
+    out = optimize(g, PIPE, instruments=[VerifyIR(), NumericCheck(**kw), ex])
+    return out, ex
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_textbook_layer_rules(causal, same_result):
+    cfg = transformer.TransformerConfig(d_model=32, n_heads=4, d_ff=64, n_layers=1,
+                                        vocab_size=30, causal=causal)
+    g = transformer.random(cfg, seed=0).trace_layer(0)
+    out, ex = run(g)
+    fired = Counter(e["rule"] for e in ex.fired())
+    assert fired == {
+        "softmax(scale(q @ k^T) [+ mask]) @ v => attention": 1,
+        "x @ w + b => gemm": 5,              # q, k, v, output projection, ffn2
+        "relu(x @ w + b) => gemm+relu": 1,   # ffn1
+        "layernorm(a + residual) => add_layernorm": 2,
+    }
+    ops = ops_of(out)
+    assert ops["attention"] == 1 and ops["gemm"] == 6 and ops["add_layernorm"] == 2
+    assert not {"softmax", "matmul", "layernorm", "relu", "scale", "add"} & set(ops)
+    (att,) = [n for n in out if n.op == "attention"]
+    assert att.attrs["causal"] is causal
+    # the 1/sqrt(d_k) scale went into W_Q, so the attention op has scale 1
+    assert att.attrs["scale"] == 1.0
+    (relu_gemm,) = [n for n in out if n.op == "gemm" and n.attrs["activation"] == "relu"]
+    assert relu_gemm.type.shape[-1] == 64
+    same_result(g, out, sizes={"S": 13}, tol=1e-6)
+
+
+def test_attention_with_explicit_scale_and_no_folding(same_result):
+    def fn(q, k, v):
+        return graphc.softmax(graphc.scale(q @ k.transpose(0, 2, 1), 0.125), axis=-1) @ v
+    specs = [graphc.spec((2, "S", 8), "float64"), graphc.spec((2, "T", 8), "float64"),
+             graphc.spec((2, "T", 4), "float64")]
+    g = graphc.trace(fn, *specs)
+    out, _ = run(g)
+    (att,) = [n for n in out if n.op == "attention"]
+    assert att.attrs["scale"] == 0.125 and not att.attrs["causal"]
+    assert ops_of(out) == {"attention": 1}   # k's transpose cancelled against the rule's
+    same_result(g, out, sizes={"S": 5, "T": 7})
+
+
+def test_attention_does_not_fire_when_scores_are_reused():
+    def fn(q, k, v):
+        s = q @ k.T
+        return graphc.softmax(s, axis=-1) @ v, s    # scores are also an output
+    g = graphc.trace(fn, *[graphc.spec(("S", 4), "float64")] * 3)
+    out, ex = run(g)
+    assert "attention" not in ops_of(out)
+    reasons = [e["reason"] for e in ex.missed("softmax(scale(q @ k^T) [+ mask]) @ v => attention")]
+    assert any("the graph output" in r for r in reasons)
+
+
+def test_prenorm_residual_is_not_merged_and_explain_says_why():
+    w, b = rng.standard_normal(16), rng.standard_normal(16)
+
+    def fn(x, y):
+        h = x + y
+        return graphc.layernorm(h, w, b) + h      # h is used again after the norm
+    g = graphc.trace(fn, graphc.spec((4, 16), "float64"), graphc.spec((4, 16), "float64"))
+    out, ex = run(g)
+    assert ops_of(out)["layernorm"] == 1 and "add_layernorm" not in ops_of(out)
+    (miss,) = ex.missed("layernorm(a + residual) => add_layernorm")
+    assert "also used by" in miss["reason"]
+    assert "test_patterns.py" in miss["message"]
+
+
+@pytest.mark.parametrize("form", ["rsqrt", "div"])
+def test_handwritten_layernorm_becomes_layernorm(form, same_result):
+    w, b = rng.standard_normal(12), rng.standard_normal(12)
+
+    def fn(x):
+        mu = x.mean(axis=-1, keepdims=True)
+        xc = x - mu
+        var = (xc * xc).mean(axis=-1, keepdims=True)
+        if form == "rsqrt":
+            return xc * graphc.rsqrt(var + 1e-5) * w + b
+        return xc / graphc.sqrt(var + 1e-5) * w + b
+    g = graphc.trace(fn, graphc.spec(("S", 12), "float64"))
+    out, ex = run(g)
+    assert ops_of(out) == {"layernorm": 1}
+    (ln,) = [n for n in out if n.op == "layernorm"]
+    assert ln.attrs["eps"] == pytest.approx(1e-5)
+    same_result(g, out)
+
+
+def test_handwritten_rmsnorm_becomes_rmsnorm(same_result):
+    w = rng.standard_normal(10)
+
+    def fn(x):
+        return x * graphc.rsqrt((x * x).mean(axis=-1, keepdims=True) + 1e-6) * w
+    g = graphc.trace(fn, graphc.spec((3, 10), "float64"))
+    out, _ = run(g)
+    assert ops_of(out) == {"rmsnorm": 1}
+    same_result(g, out)
+
+
+def test_layernorm_over_a_non_last_axis_is_left_alone():
+    w, b = rng.standard_normal(5), rng.standard_normal(5)
+
+    def fn(x):
+        mu = x.mean(axis=0, keepdims=True)
+        xc = x - mu
+        return xc * graphc.rsqrt((xc * xc).mean(axis=0, keepdims=True) + 1e-5) * w + b
+    g = graphc.trace(fn, graphc.spec((5, 5), "float64"))
+    out, ex = run(g)
+    assert "layernorm" not in ops_of(out)
+    assert any("axis" in e["reason"] for e in ex.missed(
+        "(x - mean) * rsqrt(var + eps) * w + b => layernorm"))
+
+
+@pytest.mark.parametrize("act,attr", [("gelu", "gelu"), ("silu", "silu"), ("relu", "relu")])
+def test_gemm_epilogues(act, attr, same_result):
+    w, b = rng.standard_normal((6, 7)), rng.standard_normal(7)
+
+    def fn(x):
+        return getattr(graphc, act)(x @ w + b)
+    g = graphc.trace(fn, graphc.spec((2, "S", 6), "float64"))
+    out, _ = run(g)
+    (gm,) = [n for n in out if n.op == "gemm"]
+    assert gm.attrs["activation"] == attr and ops_of(out) == {"gemm": 1}
+    same_result(g, out, tol=1e-12)
+
+
+def test_bias_over_the_wrong_axis_is_not_a_gemm(same_result):
+    w, b = rng.standard_normal((6, 6)), rng.standard_normal((3, 1))
+
+    def fn(x):
+        return x @ w + b      # b broadcasts over rows, not the output features
+    g = graphc.trace(fn, graphc.spec((3, 6), "float64"))
+    out, ex = run(g)
+    assert "gemm" not in ops_of(out)
+    assert any("not a bias" in e["reason"] for e in ex.missed("x @ w + b => gemm"))
+    same_result(g, out)
+
+
+def test_user_rule_in_a_few_lines(same_result):
+    rule = Rule("-(-x) => x", Op("neg", Op("neg", Var("x"))), lambda m: m["x"])
+    register_rule(rule)
+    try:
+        g = graphc.trace(lambda x: graphc.exp(-(-x)), graphc.spec((4,), "float64"))
+        out, ex = run(g)
+        assert ops_of(out) == {"exp": 1}
+        assert len(ex.fired("-(-x) => x")) == 1
+        x = rng.standard_normal(4)
+        np.testing.assert_allclose(graphc.compile(out)(x), np.exp(x))
+    finally:
+        unregister_rule("-(-x) => x")
+
+
+def test_whole_model_o2_patterns(same_result):
+    cfg = transformer.TransformerConfig(vocab_size=40, d_model=16, n_heads=2, d_ff=32,
+                                        n_layers=2, causal=True)
+    g = transformer.random(cfg, seed=4).trace()
+    out, ex = run(g)
+    ops = ops_of(out)
+    assert ops["attention"] == 2 and ops["add_layernorm"] == 4
+    assert ops["gemm"] == 2 * 6 + 1      # per layer 6, plus the vocabulary projection
+    same_result(g, out, sizes={"S": 6}, tol=1e-6)
