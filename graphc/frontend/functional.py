@@ -1,6 +1,8 @@
 """Frontend functions that are not a single op: they expand to several nodes."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import AttrError
 from ..ir.node import capture_loc
 from .. import ops
@@ -9,7 +11,6 @@ from .. import ops
 def constant(value, name: str | None = None):
     """Use a NumPy array as a named graph constant (a weight) inside a traced function.
     Arrays used directly become constants too; the name only makes the IR readable."""
-    import numpy as np
     from ..errors import TraceError
     from .tracer import current_builder
     builder = current_builder()
@@ -37,6 +38,8 @@ def split(x, sections, axis: int = 0):
     except Exception as e:
         raise AttrError(f"split(): {e}", loc=capture_loc()) from None
     dim = x.shape[axis]
+    if isinstance(sections, np.integer):
+        sections = int(sections)
     if isinstance(sections, int):
         from ..ir.dims import exact_div
         size = exact_div(dim, sections) if sections > 0 else None

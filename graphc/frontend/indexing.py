@@ -2,6 +2,8 @@
 indexing of the first axis lowered to embedding (a gather of rows)."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import TraceError
 from ..ir.dims import Sym
 from ..ir.node import capture_loc
@@ -9,18 +11,22 @@ from .tensor import Tensor
 
 
 def _is_int(v) -> bool:
-    if isinstance(v, (bool, Tensor)):
+    if isinstance(v, (bool, Tensor)) or (isinstance(v, np.ndarray) and v.ndim):
         return False
     return isinstance(v, Sym) or hasattr(v, "__index__")
 
 
+def _is_array_index(v) -> bool:
+    return isinstance(v, Tensor) or (isinstance(v, np.ndarray) and v.ndim > 0)
+
+
 def getitem(t: Tensor, index):
     from .. import ops
-    if isinstance(index, Tensor):
-        return ops.embedding(t, index)
+    if _is_array_index(index):
+        return ops.embedding(t, index)  # an ndarray of ids becomes a constant
     if not isinstance(index, tuple):
         index = (index,)
-    if any(isinstance(i, Tensor) for i in index):
+    if any(_is_array_index(i) for i in index):
         raise TraceError("indexing with a tensor is only supported as table[ids] "
                          "(a gather of rows); use graphc.embedding", loc=capture_loc())
     n_ell = sum(1 for i in index if i is Ellipsis)

@@ -94,10 +94,32 @@ class Tensor:
         return _F().mul(other, self)
 
     def __truediv__(self, other):
+        self._true_div_check()
         return _F().div(self, other)
 
     def __rtruediv__(self, other):
+        self._true_div_check()
         return _F().div(other, self)
+
+    def __floordiv__(self, other):
+        self._floor_div_check()
+        return _F().div(self, other)
+
+    def __rfloordiv__(self, other):
+        self._floor_div_check()
+        return _F().div(other, self)
+
+    def _true_div_check(self):
+        # NumPy's int / int is a float array; graphc's div keeps the dtype and floors.
+        if not self.type.is_float:
+            raise TraceError(f"'/' on a {self.dtype} tensor would floor (NumPy gives floats); "
+                             "write '//' for floor division, or .astype('float32') first",
+                             loc=capture_loc())
+
+    def _floor_div_check(self):
+        if self.type.is_float:
+            raise TraceError(f"'//' on a {self.dtype} tensor is not supported; use '/'",
+                             loc=capture_loc())
 
     def __neg__(self):
         return _F().neg(self)

@@ -40,10 +40,18 @@ def spec(shape, dtype="float32", name: str | None = None) -> Spec:
     if isinstance(shape, (int, str)):
         shape = (shape,)
     try:
-        return Spec(TensorType(tuple(shape), normalize_dtype(dtype)), name)
+        t = TensorType(tuple(shape), normalize_dtype(dtype))
     except (TypeError, ValueError) as e:
         raise TraceError(f"bad spec(shape={shape!r}, dtype={dtype!r}): {e}",
                          loc=capture_loc()) from None
+    for d in t.shape:
+        # A call binds each input dim to one array size: only a plain symbol can be solved.
+        plain = isinstance(d, Sym) and len(d.terms) == 1 and d.terms[0][1] == 1 \
+            and len(d.terms[0][0]) == 1
+        if not plain and not (isinstance(d, int) and d >= 0):
+            raise TraceError(f"bad spec(shape={shape!r}): dim {d} must be an int >= 0 or "
+                             "a plain symbol name such as 'S'", loc=capture_loc())
+    return Spec(t, name)
 
 
 class Builder:
@@ -112,7 +120,10 @@ def emit(op: OpDef, operands: list, attrs: dict) -> Tensor:
     if builder is None:
         return _eager(op, operands, attrs)
     loc = builder.loc or capture_loc()
-    dtype = next((o.dtype for o in operands if isinstance(o, Tensor)), None)
+    # A Python number takes the dtype of the tensors it meets; a bool operand (the
+    # condition of where) says nothing about the dtype of the values.
+    dtypes = [o.dtype for o in operands if isinstance(o, Tensor)]
+    dtype = next((d for d in dtypes if d != "bool"), dtypes[0] if dtypes else None)
     ids = []
     for o in operands:
         if isinstance(o, Tensor):

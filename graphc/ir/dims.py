@@ -17,8 +17,8 @@ Dim = Union[int, "Sym"]
 
 
 class SymbolicSizeError(TraceError, TypeError):
-    """A symbolic dim used where Python or NumPy needs a fixed int. Also a TypeError, which
-    is what ``__index__`` callers expect."""
+    """A symbolic dim used where Python or NumPy needs a fixed int, or combined with a
+    non-int (``S * 0.5``). Also a TypeError, which is what ``__index__`` callers expect."""
 
 
 def _mono_str(mono: tuple[str, ...]) -> str:
@@ -68,7 +68,9 @@ class Sym:
         return Sym._make({m: -c for m, c in self.terms})
 
     def __sub__(self, other: Dim) -> Dim:
-        return self + (-other if isinstance(other, Sym) else -int(other))
+        if isinstance(other, Sym):
+            return self + (-other)
+        return self + Sym._make({m: -c for m, c in _as_dict(other).items()})
 
     def __rsub__(self, other: Dim) -> Dim:
         return (-self) + other
@@ -124,7 +126,13 @@ class Sym:
 def _as_dict(x: Dim) -> dict:
     if isinstance(x, Sym):
         return x._dict()
-    return {(): int(x)} if int(x) != 0 else {}
+    if isinstance(x, bool) or not hasattr(x, "__index__"):
+        # int(1.5) would silently turn S * 1.5 into S.
+        from .node import capture_loc
+        raise SymbolicSizeError(f"a symbolic dim only combines with ints and other dims, "
+                                f"got {x!r} of type {type(x).__name__}", loc=capture_loc())
+    x = x.__index__()
+    return {(): x} if x != 0 else {}
 
 
 def exact_div(a: Dim, b: Dim) -> Dim | None:

@@ -1,0 +1,196 @@
+"""Call-time checks: symbols bind per call; wrong arrays raise InputError / SymbolError
+naming this file and the line of the exe(...) call."""
+import inspect
+import os
+
+import numpy as np
+import pytest
+
+import graphc
+
+HERE = os.path.basename(__file__)
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def assert_close(got, want):
+    want = np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert got.dtype == want.dtype
+    err = np.linalg.norm((got - want).ravel()) / np.linalg.norm(want.ravel())
+    assert err < TOL[want.dtype.type], err
+
+
+def randn(rng, shape, dtype=np.float32):
+    return np.asarray(rng.standard_normal(shape), dtype=dtype)
+
+
+def assert_names_call(err, line):
+    text = str(err.value)
+    assert f"{HERE}:{line}" in text, text
+    assert os.path.samefile(err.value.loc.filename, __file__)
+    assert err.value.loc.lineno == line
+
+
+@pytest.fixture
+def attention_exe(rng):
+    """q, k, v: [S, 8] -> softmax(q k^T / sqrt 8) v."""
+    def attn(q, k, v):
+        return graphc.softmax(graphc.scale(q @ k.T, 8 ** -0.5), axis=-1) @ v
+
+    spec = graphc.spec(("S", 8))
+    return graphc.compile(graphc.trace(attn, spec, spec, spec))
+
+
+def np_attention(q, k, v):
+    s = (q.astype(np.float64) @ k.T.astype(np.float64)) / np.sqrt(8)
+    e = np.exp(s - s.max(-1, keepdims=True))
+    return ((e / e.sum(-1, keepdims=True)) @ v).astype(q.dtype)
+
+
+def test_same_graph_runs_for_several_sizes(rng, attention_exe):
+    for S in (1, 3, 9, 4):
+        q, k, v = (randn(rng, (S, 8)) for _ in range(3))
+        out = attention_exe(q, k, v)
+        assert out.shape == (S, 8)
+        assert_close(out, np_attention(q, k, v))
+
+
+def test_two_symbols_bind_independently(rng):
+    g = graphc.trace(lambda a, b: a.T @ b, graphc.spec(("N", "S")), graphc.spec(("N", "T")))
+    exe = graphc.compile(g)
+    for n, s, t in ((2, 3, 4), (5, 1, 2)):
+        a, b = randn(rng, (n, s)), randn(rng, (n, t))
+        assert_close(exe(a, b), a.T @ b)
+
+
+def test_float64_graph(rng):
+    g = graphc.trace(lambda x, w: graphc.relu(x @ w) - x,
+                     graphc.spec(("S", 4), "float64"), graphc.spec((4, 4), "float64"))
+    x, w = randn(rng, (6, 4), np.float64), randn(rng, (4, 4), np.float64)
+    assert_close(graphc.compile(g)(x, w), np.maximum(x @ w, 0) - x)
+
+
+def test_symbol_bound_to_two_sizes(rng, attention_exe):
+    q, k, v = randn(rng, (3, 8)), randn(rng, (5, 8)), randn(rng, (3, 8))
+    with pytest.raises(graphc.SymbolError) as err:
+        line = inspect.currentframe().f_lineno + 1
+        attention_exe(q, k, v)
+    assert isinstance(err.value, graphc.InputError)
+    assert_names_call(err, line)
+    assert "S" in str(err.value) and "3" in str(err.value) and "5" in str(err.value)
+
+
+def test_symbol_repeated_within_one_input(rng):
+    exe = graphc.compile(graphc.trace(lambda m: m @ m, graphc.spec(("S", "S"))))
+    m = randn(rng, (3, 3))
+    assert_close(exe(m), m @ m)
+    with pytest.raises(graphc.SymbolError) as err:
+        line = inspect.currentframe().f_lineno + 1
+        exe(randn(rng, (3, 4)))
+    assert_names_call(err, line)
+
+
+def test_wrong_dtype(rng, attention_exe):
+    q = randn(rng, (3, 8))
+    with pytest.raises(graphc.InputError) as err:
+        line = inspect.currentframe().f_lineno + 1
+        attention_exe(q, q.astype(np.float64), q)
+    assert_names_call(err, line)
+    assert "float64" in str(err.value) and "'k'" in str(err.value)
+
+
+def test_wrong_rank(rng, attention_exe):
+    q = randn(rng, (3, 8))
+    with pytest.raises(graphc.InputError) as err:
+        line = inspect.currentframe().f_lineno + 1
+        attention_exe(q, q, q[None])
+    assert_names_call(err, line)
+    assert "rank" in str(err.value)
+
+
+def test_wrong_fixed_dim(rng, attention_exe):
+    q = randn(rng, (3, 8))
+    with pytest.raises(graphc.InputError) as err:
+        line = inspect.currentframe().f_lineno + 1
+        attention_exe(q[:, :7], q, q)
+    assert_names_call(err, line)
+    assert "(3, 7)" in str(err.value)
+
+
+@pytest.mark.parametrize("n", [0, 2, 4])
+def test_wrong_number_of_inputs(rng, attention_exe, n):
+    q = randn(rng, (3, 8))
+    with pytest.raises(graphc.InputError) as err:
+        line = inspect.currentframe().f_lineno + 1
+        attention_exe(*([q] * n))
+    assert_names_call(err, line)
+    assert "expects 3" in str(err.value)
+
+
+def test_list_instead_of_ndarray(rng, attention_exe):
+    q = randn(rng, (3, 8))
+    with pytest.raises(graphc.InputError) as err:
+        line = inspect.currentframe().f_lineno + 1
+        attention_exe(q, q.tolist(), q)
+    assert_names_call(err, line)
+    assert "list" in str(err.value)
+
+
+def test_error_names_the_call_inside_a_user_helper(rng, attention_exe):
+    where = {}
+
+    def helper(*arrays):
+        where["line"] = inspect.currentframe().f_lineno + 1
+        return attention_exe(*arrays)
+
+    with pytest.raises(graphc.InputError) as err:
+        helper(randn(rng, (2, 8)))
+    assert_names_call(err, where["line"])
+
+
+@pytest.mark.parametrize("level", [None, "O0"])
+def test_slice_past_the_end_at_run_time_raises(rng, level):
+    """table[:S] declares S rows; an S larger than the table must fail, not return 8 rows."""
+    table = randn(rng, (8, 4))
+    g = graphc.trace(lambda x: graphc.constant(table)[:x.shape[0]] * x,
+                     graphc.spec(("S", 4)))
+    exe = graphc.compile(g, level=level)
+    x = randn(rng, (8, 4))
+    assert_close(exe(x), table * x)
+    with pytest.raises(graphc.GraphcError) as err:
+        exe(randn(rng, (9, 4)))
+    assert "slice" in str(err.value)
+
+
+@pytest.mark.parametrize("level", [None, "O0"])
+def test_symbolic_slice_larger_than_input_at_run_time_raises(rng, level):
+    exe = graphc.compile(graphc.trace(lambda x: x[-3:] * 2.0, graphc.spec(("S", 2))),
+                         level=level)
+    x = randn(rng, (5, 2))
+    assert_close(exe(x), x[-3:] * 2)
+    with pytest.raises(graphc.GraphcError):
+        exe(randn(rng, (2, 2)))
+
+
+@pytest.mark.parametrize("level", [None, "O0"])
+def test_symbolic_slice_bounds_that_go_negative_raise(rng, level):
+    """table[S-5:S-3] with S=2 must not read rows 7:9 (NumPy's from-the-end reading)."""
+    table = randn(rng, (10, 2))
+
+    def fn(x):
+        S = x.shape[0]
+        return graphc.constant(table)[S - 5:S - 3] * 1.0, x * 1.0
+
+    exe = graphc.compile(graphc.trace(fn, graphc.spec(("S", 2))), level=level)
+    x = randn(rng, (6, 2))
+    assert_close(exe(x)[0], table[1:3])
+    with pytest.raises(graphc.GraphcError):
+        exe(randn(rng, (2, 2)))
+
+
+def test_unknown_backend_is_a_backend_error():
+    g = graphc.trace(lambda x: x * 2.0, graphc.spec((2,)))
+    with pytest.raises(graphc.BackendError):
+        graphc.compile(g, backend="no-such-backend")
+    with pytest.raises(graphc.TraceError):
+        graphc.compile(lambda x: x)
