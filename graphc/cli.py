@@ -1,8 +1,10 @@
 """The ``graphc`` command line.
 
     graphc show transformer [--dot FILE]        print the IR (or write Graphviz DOT)
+    graphc show transformer --after fuse        the IR after a pass of the O2 pipeline
+    graphc show transformer --level O2 --explain --time --memory 128,1024
     graphc run transformer --backend reference  run on random tokens, check vs float64
-    graphc ops                                  list the registered ops
+    graphc ops | graphc passes                  list the registered ops / passes and rules
 """
 from __future__ import annotations
 
@@ -57,16 +59,69 @@ def _random_inputs(graph, seq: int, rng, vocab: int):
     return arrays
 
 
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
 def cmd_show(args) -> int:
+    import io
+    from .passes import DumpIR, Explain, PassManager, TimePasses, VerifyIR
+    from .passes.manager import resolve_pipeline
     model = _build(args)
     graph = _trace(model, args, args.seq)
+    after = [a for a in (args.after or "").split(",") if a]
+    level = args.level or ("O2" if after or args.explain or args.memory or args.time
+                           else "O0")
+    pipeline = resolve_pipeline(level)
+    missing = [a for a in after if a not in pipeline]
+    if missing:
+        print(f"graphc: error: {', '.join(missing)} not in the {level} pipeline "
+              f"({', '.join(pipeline)})", file=sys.stderr)
+        return 2
+    dump = DumpIR(after=after, dot=bool(args.dot), stream=io.StringIO())
+    timer, explain = TimePasses(), Explain()
+    out = PassManager(pipeline, [VerifyIR(), dump, timer, explain]).run(graph)
+    text = dump.stream.getvalue() if after else (out.to_dot() if args.dot else str(out))
     if args.dot:
         with open(args.dot, "w") as f:
-            f.write(graph.to_dot())
-        print(f"wrote {args.dot} ({len(graph)} nodes); render with: dot -Tsvg {args.dot} -o "
-              f"graph.svg")
+            f.write(text)
+        print(f"wrote {args.dot}; render with: dot -Tsvg {args.dot} -o graph.svg")
     else:
-        print(graph)
+        print(text.rstrip("\n"))
+    if args.explain:
+        print("\n# explain\n" + explain.report())
+    if args.time:
+        print("\n# pass times\n" + timer.report())
+    if args.memory:
+        from .passes.plan_memory import plan_memory_for
+        print("\n# memory plan (intermediates; graph inputs, weights and outputs excluded)")
+        print(f"{'sizes':>14s} {'naive':>12s} {'arena':>12s} {'lower bound':>12s} "
+              f"{'arena/bound':>11s} {'naive/arena':>11s}")
+        for size in (int(x) for x in args.memory.split(",")):
+            bindings = {s: size for t in out.input_types for s in t.symbols}
+            plan = plan_memory_for(out, bindings)
+            plan.check()
+            label = ",".join(f"{k}={v}" for k, v in bindings.items()) or "static"
+            print(f"{label:>14s} {_fmt_bytes(plan.naive_bytes):>12s} "
+                  f"{_fmt_bytes(plan.arena_bytes):>12s} {_fmt_bytes(plan.lower_bound_bytes):>12s} "
+                  f"{plan.arena_bytes / max(plan.lower_bound_bytes, 1):11.3f} "
+                  f"{plan.naive_bytes / max(plan.arena_bytes, 1):11.2f}")
+    return 0
+
+
+def cmd_passes(args) -> int:
+    from .passes import PIPELINES, all_passes
+    from .passes.patterns import all_rules
+    print("passes: " + ", ".join(all_passes()))
+    for level, names in PIPELINES.items():
+        print(f"{level}: {' -> '.join(names) or '(none)'}")
+    print("rewrite rules (fuse_patterns):")
+    for r in all_rules():
+        print(f"  {r.name}")
     return 0
 
 
@@ -114,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--seq", default="S", help="sequence length: a symbol (default S) or int")
     p.add_argument("--dot", metavar="FILE", help="write Graphviz DOT to FILE instead")
+    p.add_argument("--level", choices=("O0", "O1", "O2"),
+                   help="optimisation level (default O0, or O2 with --after/--explain/"
+                        "--time/--memory)")
+    p.add_argument("--after", metavar="PASS[,PASS]",
+                   help="print the IR after these passes of the pipeline (e.g. fuse)")
+    p.add_argument("--explain", action="store_true",
+                   help="which rewrite rules fired where, which did not and why, and the "
+                        "fusion groups formed")
+    p.add_argument("--time", action="store_true", help="time every pass")
+    p.add_argument("--memory", metavar="N[,N]",
+                   help="memory plan (naive, arena, lower bound) with symbols bound to N")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("run", help="run a model on random tokens and check it")
     _add_model_args(p)
@@ -125,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("ops", help="list registered ops")
     p.set_defaults(func=cmd_ops)
+    p = sub.add_parser("passes", help="list passes, pipelines and rewrite rules")
+    p.set_defaults(func=cmd_passes)
     return parser
 
 
