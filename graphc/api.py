@@ -6,8 +6,7 @@ from .ir.graph import Graph
 from .ir.node import capture_loc
 from .runtime.backends import get_backend
 
-# TODO(fusion lands): "O2"
-DEFAULT_LEVEL = "O1"
+DEFAULT_LEVEL = "O2"
 
 
 def compile(graph: Graph, backend: str = "reference", level: str | list | None = None,

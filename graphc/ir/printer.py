@@ -19,7 +19,8 @@ def format_attr(v) -> str:
     if isinstance(v, np.ndarray):
         return f"array{list(v.shape)}"
     if hasattr(v, "nodes") and hasattr(v, "outputs"):  # a subgraph (fusion group body)
-        return f"<{len(v.nodes) - len(v.inputs)} ops>"
+        n_ops = sum(1 for n in v.nodes.values() if n.op not in ("input", "constant"))
+        return f"<{n_ops} ops>"
     return str(v)
 
 
