@@ -5,9 +5,11 @@ Each has a NumPy reference, so a graph stays runnable on the reference backend a
 every pass (that is what the numeric-check instrument relies on)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..errors import AttrError, DTypeError, ShapeError
+from ..errors import AttrError, DTypeError, InputError, ShapeError
 from ..ir.types import TensorType
 from .elementwise import _erf, _sigmoid
 from .registry import broadcast_shapes, register_op, require_float, same_dtype
@@ -23,7 +25,8 @@ def apply_activation(y: np.ndarray, activation: str) -> np.ndarray:
     if activation == "gelu":
         return (0.5 * y * (1 + _erf(y / np.sqrt(2)))).astype(y.dtype)
     if activation == "gelu_tanh":
-        return 0.5 * y * (1 + np.tanh(np.sqrt(2 / np.pi) * (y + 0.044715 * y ** 3)))
+        # math.sqrt: a NumPy float64 scalar would promote a float32 y to float64.
+        return 0.5 * y * (1 + np.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * y ** 3)))
     if activation == "silu":
         return y * _sigmoid(y)
     raise AttrError(f"unknown activation {activation!r}")
@@ -41,8 +44,18 @@ def _attention_infer(types, attrs):
         raise ShapeError(f"attention(): k and v lengths differ: {k} vs {v}")
     if q.shape[:-2] != k.shape[:-2] or k.shape[:-2] != v.shape[:-2]:
         raise ShapeError(f"attention(): batch dims differ: {q}, {k}, {v}")
-    attrs["scale"] = float(attrs["scale"])
+    try:
+        attrs["scale"] = float(attrs["scale"])
+    except (TypeError, ValueError):
+        raise AttrError(f"attention(): scale must be a number, got {attrs['scale']!r}") \
+            from None
     attrs["causal"] = bool(attrs["causal"])
+    S, T = q.shape[-2], k.shape[-2]
+    if isinstance(T, int) and T == 0:
+        raise ShapeError(f"attention(): no keys to attend to ({k})")
+    if attrs["causal"] and isinstance(S, int) and isinstance(T, int) and S > T:
+        raise ShapeError(f"attention(): {S} causal queries but only {T} keys; the first "
+                         "queries would see no key")
     return TensorType(q.shape[:-1] + (v.shape[-1],), dt)
 
 
@@ -50,9 +63,13 @@ def _attention_infer(types, attrs):
 def attention(q, k, v, *, scale=1.0, causal=False):
     """softmax(q @ k^T * scale [+ causal mask]) @ v. q: [..., S, d], k: [..., T, d],
     v: [..., T, dv]; causal masks key j > query i + (T - S) (bottom-right aligned)."""
+    S, T = q.shape[-2], k.shape[-2]
+    # A query that sees no key would give 0/0 = NaN: refuse, like causal_mask.
+    if T == 0 or (causal and S > T):
+        raise InputError(f"attention(): {S} {'causal ' if causal else ''}queries but "
+                         f"{T} keys; every query must see at least one key")
     s = np.matmul(q, np.swapaxes(k, -1, -2)) * np.asarray(scale, q.dtype)
     if causal:
-        S, T = s.shape[-2], s.shape[-1]
         i = np.arange(S)[:, None]
         j = np.arange(T)[None, :]
         s = np.where(j > i + (T - S), np.asarray(-np.inf, s.dtype), s)
@@ -105,7 +122,10 @@ def add_layernorm(x, residual, weight, bias, *, eps=1e-5):
 
 
 def _fused_infer(types, attrs):
+    from ..ir.graph import Graph
     body = attrs["body"]
+    if not isinstance(body, Graph):
+        raise AttrError(f"fused group body must be a graphc.Graph, got {type(body).__name__}")
     if len(types) != len(body.inputs):
         raise ShapeError(f"fused group takes {len(body.inputs)} operands, got {len(types)}")
     for t, bt in zip(types, body.input_types):

@@ -112,6 +112,12 @@ def _slice_infer(types, attrs):
 @register_op("slice", kind="movement", infer=_slice_infer)
 def slice_(x, *, starts, stops, steps):
     """x[start:stop:step] per axis (bounds may be symbolic)"""
+    # Inference makes every bound non-negative, so a negative one here is a symbolic
+    # bound (S-5) that these sizes push below 0; NumPy would count it from the end.
+    for axis, (s, e) in enumerate(zip(starts, stops)):
+        if (s is not None and s < 0) or (e is not None and e < 0):
+            raise InputError(f"slice(): bounds {s}:{e} of axis {axis} are negative for "
+                             f"these sizes (input shape {x.shape})")
     return x[tuple(slice(s, e, st) for s, e, st in zip(starts, stops, steps))]
 
 

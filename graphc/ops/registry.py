@@ -159,7 +159,8 @@ def get_op(name: str, loc=None) -> OpDef:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownOpError(f"unknown op {name!r}; registered ops: "
-                             f"{', '.join(sorted(_REGISTRY))}", op=name, loc=loc) from None
+                             f"{', '.join(sorted(_REGISTRY))}", op=name,
+                             loc=loc if loc is not None else capture_loc()) from None
 
 
 def all_ops() -> dict[str, OpDef]:
