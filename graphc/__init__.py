@@ -6,6 +6,7 @@
     y = exe(x)
 """
 from .errors import (AttrError, BackendError, DTypeError, GraphcError, InputError,  # noqa: F401
+                     RegistrationError,
                      ShapeError, SymbolError, TraceError, UnknownOpError, VerifyError)
 from .ir import Graph, Node, SourceLoc, Sym, TensorType, verify  # noqa: F401
 from .ops import (OpDef, add, all_ops, cast, causal_mask, concat, div, embedding,  # noqa: F401

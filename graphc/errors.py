@@ -65,3 +65,7 @@ class BackendError(GraphcError):
 
 class TraceError(GraphcError):
     """Misuse of the tracing frontend (bad spec, bad return value, ...)."""
+
+
+class RegistrationError(GraphcError, ValueError):
+    """A bad op, pass or rule registration (duplicate name, unknown kind, ...)."""

@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import AttrError, DTypeError, GraphcError, ShapeError, UnknownOpError
+from ..errors import (AttrError, DTypeError, GraphcError, RegistrationError, ShapeError,
+                      UnknownOpError)
 from ..ir.dims import Sym
 from ..ir.node import capture_loc
 from ..ir.types import FLOAT_DTYPES, TensorType
@@ -118,7 +119,8 @@ def register_op(name: str, *, kind: str, infer: Callable | None = None,
     ``out_dtype`` overrides the result's).
     """
     if kind not in KINDS:
-        raise ValueError(f"op kind must be one of {KINDS}, got {kind!r}")
+        raise RegistrationError(f"op kind must be one of {KINDS}, got {kind!r}",
+                                loc=capture_loc())
 
     def deco(fn: Callable) -> OpDef:
         sig = inspect.signature(fn)
@@ -135,13 +137,14 @@ def register_op(name: str, *, kind: str, infer: Callable | None = None,
         inf = infer
         if inf is None:
             if kind != "elementwise":
-                raise ValueError(f"op {name}: a {kind} op needs an infer function")
+                raise RegistrationError(f"op {name}: a {kind} op needs an infer function",
+                                        loc=capture_loc())
             inf = elementwise_infer(dtypes=dtypes, out_dtype=out_dtype)
         op = OpDef(name=name, kind=kind, reference=fn, infer=inf, inputs=tuple(inputs),
                    variadic=variadic, attrs=attrs, decompose=decompose,
                    doc=inspect.getdoc(fn) or "", extra=extra)
         if name in _REGISTRY:
-            raise ValueError(f"op {name!r} is already registered")
+            raise RegistrationError(f"op {name!r} is already registered", loc=capture_loc())
         _REGISTRY[name] = op
         op.__doc__ = op.doc
         return op

@@ -8,7 +8,8 @@ from __future__ import annotations
 import threading
 from typing import Callable, Iterable, Sequence
 
-from ..errors import GraphcError
+from ..ir.node import capture_loc
+from ..errors import GraphcError, RegistrationError
 from ..ir.graph import Graph
 
 _PASSES: dict[str, Callable[[Graph], Graph]] = {}
@@ -29,7 +30,7 @@ def register_pass(name: str):
     """Register ``fn(graph) -> graph`` under ``name`` (usable in pipelines)."""
     def deco(fn):
         if name in _PASSES and _PASSES[name] is not fn:
-            raise ValueError(f"pass {name!r} is already registered")
+            raise RegistrationError(f"pass {name!r} is already registered", loc=capture_loc())
         _PASSES[name] = fn
         fn.pass_name = name
         return fn

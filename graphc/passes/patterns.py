@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import GraphcError
+from ..ir.node import capture_loc
+from ..errors import GraphcError, RegistrationError
 from ..frontend.tracer import Builder, building
 from ..ir.graph import Graph
 
@@ -190,7 +191,8 @@ _RULES: list[Rule] = []
 def register_rule(rule: Rule) -> Rule:
     """Add a rule to the ``fuse_patterns`` pass (rules are tried in registration order)."""
     if any(r.name == rule.name for r in _RULES):
-        raise ValueError(f"a rule named {rule.name!r} is already registered")
+        raise RegistrationError(f"a rule named {rule.name!r} is already registered",
+                                loc=capture_loc())
     _RULES.append(rule)
     return rule
 
