@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..errors import AttrError, DTypeError, InputError, ShapeError
+from ..errors import AttrError, InputError, ShapeError
 from ..ir.types import TensorType
 from .elementwise import _erf, _sigmoid
 from .registry import broadcast_shapes, register_op, require_float, same_dtype

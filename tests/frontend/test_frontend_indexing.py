@@ -5,26 +5,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 import graphc
-
-TOL = {np.float32: 1e-5, np.float64: 1e-12}
-
-
-def compile_traced(g):
-    """Run the graph exactly as traced (no passes), so a failure points at this layer."""
-    return graphc.compile(g, level="O0")
-
-
-def assert_close(got, want):
-    want = np.asarray(want)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    assert got.dtype == want.dtype
-    if want.size:
-        err = np.linalg.norm((got - want).ravel()) / np.linalg.norm(want.ravel())
-        assert err < TOL[want.dtype.type], err
-
-
-def randn(rng, shape, dtype=np.float32):
-    return np.asarray(rng.standard_normal(shape), dtype=dtype)
+from frontend_check import assert_close, compile_traced, randn
 
 
 STATIC_INDEXES = {

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import graphc
-from graphc.passes import PIPELINES, VerifyIR, optimize
+from graphc.passes import VerifyIR, optimize
 from graphc.runtime.inputs import random_inputs
 from random_graphs import random_graph
 

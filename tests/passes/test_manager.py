@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import graphc
-from graphc.passes import (DumpIR, Explain, NumericCheck, NumericError, PassManager,
+from graphc.passes import (DumpIR, NumericCheck, NumericError, PassManager,
                            TimePasses, VerifyIR, optimize, register_pass, unregister_pass)
 from graphc.passes.manager import PIPELINES, PassError
 from graphc.passes.rewrite import replace
