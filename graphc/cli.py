@@ -46,17 +46,6 @@ def _trace(model, args, seq="S"):
     return model.trace_layer(0, seq) if args.layer_only else model.trace(seq)
 
 
-def _random_inputs(graph, seq: int, rng, vocab: int):
-    from .ir.dims import evaluate
-    arrays = []
-    for t in graph.input_types:
-        bindings = {s: seq for s in t.symbols}
-        shape = tuple(evaluate(d, bindings) for d in t.shape)
-        if t.dtype.startswith("int"):
-            arrays.append(rng.integers(0, vocab, size=shape).astype(t.dtype))
-        else:
-            arrays.append(rng.standard_normal(shape).astype(t.dtype))
-    return arrays
 
 
 def _fmt_bytes(n: int) -> str:
@@ -127,10 +116,11 @@ def cmd_passes(args) -> int:
 
 def cmd_run(args) -> int:
     import graphc
+    from .runtime.inputs import random_inputs
     model = _build(args)
     graph = _trace(model, args)
     rng = np.random.default_rng(args.seed + 1)
-    inputs = _random_inputs(graph, args.seq, rng, args.vocab)
+    inputs, _ = random_inputs(graph, rng, default_size=args.seq)
     t0 = time.perf_counter()
     exe = graphc.compile(graph, backend=args.backend)
     t_compile = time.perf_counter() - t0
