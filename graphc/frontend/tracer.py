@@ -78,7 +78,12 @@ class Builder:
 
     def scalar(self, value, dtype: str, loc=None) -> int:
         arr = np.asarray(value, dtype=TensorType((), dtype).np_dtype)
-        return self.graph.add_constant(arr, loc=loc or self.loc or capture_loc()).id
+        node = self.graph.add_constant(arr, loc=loc or self.loc or capture_loc())
+        if arr.dtype.kind == "f":
+            # Keep the exact Python number: the float64 oracle uses it, not its float32
+            # rounding (1e-5 in a float32 graph would otherwise move results by ~1e-12).
+            node.attrs["value"] = float(value)
+        return node.id
 
 
 _state = threading.local()

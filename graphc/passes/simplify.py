@@ -47,6 +47,8 @@ def _identity(graph: Graph, node) -> int | None:
 
 
 def _scalar_of(graph, nid):
+    if "value" in graph.nodes[nid].attrs:  # the exact literal the user wrote
+        return graph.nodes[nid].attrs["value"]
     v = const_value(graph, nid)
     if v is not None and v.size == 1 and v.dtype.kind == "f":
         return float(v.reshape(()))

@@ -51,7 +51,10 @@ def run_graph(graph, arrays: Sequence[np.ndarray], bindings: Mapping[str, int] |
             out = np.asarray(feeds[nid])
             out = out.astype(want, copy=False)
         elif node.op == "constant":
-            out = graph.constants[nid].astype(want, copy=False)
+            if float64 and "value" in node.attrs:  # an exact Python literal
+                out = np.asarray(node.attrs["value"], dtype=want)
+            else:
+                out = graph.constants[nid].astype(want, copy=False)
         else:
             op = get_op(node.op, node.loc)
             attrs = {k: resolve_attr(v, bindings) for k, v in node.attrs.items()}

@@ -194,3 +194,15 @@ def test_unknown_backend_is_a_backend_error():
         graphc.compile(g, backend="no-such-backend")
     with pytest.raises(graphc.TraceError):
         graphc.compile(lambda x: x)
+
+
+def test_float64_oracle_uses_exact_python_literals():
+    # A float32 graph with literals: the oracle computes with the literals as written,
+    # not with their float32 roundings.
+    g = graphc.trace(lambda x: (x + 0.1) * 1e-5 + 1e-7 / (x * x + 0.3),
+                     graphc.spec(("S",), "float32"))
+    x = np.random.default_rng().standard_normal(8).astype(np.float32)
+    x64 = x.astype(np.float64)
+    want = (x64 + 0.1) * 1e-5 + 1e-7 / (x64 * x64 + 0.3)
+    got = graphc.compile(g, backend="reference", float64=True)(x)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-15
