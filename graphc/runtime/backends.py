@@ -10,6 +10,7 @@ from ..errors import BackendError
 # name -> "module:attr"; aliases map a user-facing name to the same class.
 BUILTIN = {
     "reference": "graphc.backends.reference:ReferenceBackend",
+    "numba": "graphc.backends.numba_cpu:NumbaBackend",
 }
 ALIASES = {"numpy": "reference"}
 

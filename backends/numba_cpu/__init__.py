@@ -1,0 +1,58 @@
+"""The Numba CPU backend: loop-IR kernels rendered for ``numba.njit(parallel=True)``,
+GEMMs on BLAS with fused epilogues, blockwise attention, one preallocated arena.
+
+    exe = graphc.compile(graph, backend="numba")
+"""
+from __future__ import annotations
+
+import time
+
+from graphc.errors import BackendError
+from graphc.lower.program import lower
+from graphc.passes import optimize
+
+from .cache import load_kernel
+from .render import render_kernel
+from .runtime import NumbaExecutable
+from .templates import ATTENTION_SOFTMAX
+
+# What lowering needs; compile() runs these if the pipeline it was given did not.
+REQUIRED = ["fuse", "schedule", "plan_memory"]
+
+
+class NumbaBackend:
+    name = "numba"
+
+    @staticmethod
+    def compile(graph, fastmath: bool = False, progress: bool | None = None, **options):
+        if options:
+            raise BackendError(f"numba backend: unknown options {sorted(options)}")
+        if "memory" not in graph.meta or any(
+                n.op not in ("input", "constant", "fused") for n in graph.nodes.values()):
+            graph = optimize(graph, REQUIRED)
+        program = lower(graph)
+        kernels = {k.name: k for k in program.kernels}
+        sources = {name: render_kernel(k, fastmath) for name, k in kernels.items()}
+        functions = {}
+        t0 = time.perf_counter()
+        bar = _progress(len(sources) + 1, progress)
+        try:
+            for name, src in sources.items():
+                functions[name], _ = load_kernel(src)
+                bar.update(1)
+            softmax, _ = load_kernel(ATTENTION_SOFTMAX)
+            bar.update(1)
+        finally:
+            bar.close()
+        exe = NumbaExecutable(graph, program, kernels, functions, softmax)
+        exe.compile_seconds = time.perf_counter() - t0
+        exe.sources = sources
+        return exe
+
+
+def _progress(total, enabled):
+    from tqdm.auto import tqdm
+    # Shown only when compiling takes more than a moment (and on a terminal by default).
+    return tqdm(total=total, desc="graphc: compiling kernels", unit="kernel",
+                disable=(not enabled) if enabled is not None else None, delay=1.0,
+                leave=False)

@@ -1,0 +1,288 @@
+"""Loop-IR kernels for fusion groups: elementwise groups (pull every output element
+through the body), reduction groups (a parallel loop over rows, row statistics, then the
+epilogue) and the epilogues of GEMM / attention templates."""
+from __future__ import annotations
+
+import networkx as nx
+
+from ..errors import BackendError
+from ..ir.dims import prod
+from . import loopir as L
+from .exprs import Pull, activation_value, broadcast_index, dim_expr, elementwise_value, \
+    reshape_index
+
+NORMS = ("softmax", "layernorm", "rmsnorm", "add_layernorm")
+REDUCES = ("sum", "mean", "max")
+ACC = "float64"   # row statistics accumulate in float64
+
+
+def loop_nest(shape, make_body, prefix: str, parallel: bool = True,
+              collapse_all: bool = False) -> list:
+    """Loops over ``shape``: all but the last dim collapse into one parallel loop and the
+    last stays an inner sequential loop (it vectorises); ``collapse_all`` makes every dim
+    part of the parallel loop (reductions, whose inner loops are the reduced axes)."""
+    r = len(shape)
+    if r == 0:
+        return make_body([])
+    names = [f"{prefix}{k}" for k in range(r)]
+    idx = [L.Var(n) for n in names]
+    if r == 1:
+        return [L.Loop(names[0], dim_expr(shape[0]), make_body(idx), parallel)]
+    if collapse_all:
+        from .exprs import delinearize
+        flat = f"{prefix}p"
+        decode = [L.Assign(n, e, "int64") for n, e in zip(names, delinearize(L.Var(flat),
+                                                                              shape))]
+        return [L.Loop(flat, dim_expr(prod(shape)), decode + make_body(idx), parallel)]
+    inner = [L.Loop(names[-1], dim_expr(shape[-1]), make_body(idx), False)]
+    if r == 2:
+        return [L.Loop(names[0], dim_expr(shape[0]), inner, parallel)]
+    flat = f"{prefix}p"
+    outer = shape[:-1]
+    decode = []
+    from .exprs import delinearize
+    for n, e in zip(names[:-1], delinearize(L.Var(flat), outer)):
+        decode.append(L.Assign(n, e, "int64"))
+    return [L.Loop(flat, dim_expr(prod(outer)), decode + inner, parallel)]
+
+
+def _symbols_of(stmts) -> list[str]:
+    names = set()
+    bound = set()
+    for n in L.walk(stmts):
+        if isinstance(n, L.Loop):
+            bound.add(n.var)
+        elif isinstance(n, L.Assign):
+            bound.add(n.var)
+        elif isinstance(n, L.Var):
+            names.add(n.name)
+    return sorted(names - bound)
+
+
+def make_kernel(name: str, body, inputs: dict[int, str], stmts, extra_bufs=()) -> L.Kernel:
+    """A kernel over ``stmts``; its buffer parameters are the body inputs it reads (named
+    ``in<k>`` for operand k of the group), ``out``, and ``extra_bufs``."""
+    used = {n.buf for n in L.walk(stmts) if isinstance(n, (L.Load, L.Store))}
+    bufs = [L.BufferParam(b, body.nodes[i].type.dtype, body.nodes[i].type.rank)
+            for i, b in inputs.items() if b in used]
+    out = body.nodes[body.outputs[0]]
+    bufs.append(L.BufferParam("out", out.type.dtype, out.type.rank, "out"))
+    bufs += list(extra_bufs)
+    return L.Kernel(name, bufs, _symbols_of(stmts), stmts)
+
+
+def body_inputs(body) -> dict[int, str]:
+    return {nid: f"in{k}" for k, nid in enumerate(body.inputs)}
+
+
+# -- elementwise groups ----------------------------------------------------------------
+
+def elementwise_kernel(body, name: str) -> L.Kernel:
+    pull = Pull(body, body_inputs(body))
+    out = body.nodes[body.outputs[0]]
+
+    def store(idx):
+        return [L.Store("out", tuple(idx), L.Cast(pull.at(out.id, idx), out.type.dtype))]
+    return make_kernel(name, body, pull.inputs, loop_nest(out.type.shape, store, "i"))
+
+
+# -- epilogues (shared by reductions and templates) -------------------------------------
+
+def epilogue(body, anchor: int, idx, value: L.Expr, pull: Pull, tmp_prefix="e") -> list:
+    """Statements that carry the anchor's value at ``idx`` through the in-group nodes
+    after it and store the group's output (movement ops remap the store index)."""
+    chain = [n for n in nx.topological_sort(body.nx) if n in nx.descendants(body.nx, anchor)]
+    dt = body.nodes[anchor].type.dtype
+    stmts = [L.Assign(f"{tmp_prefix}{anchor}", value, dt)]
+    at = {anchor: (list(idx), L.Var(f"{tmp_prefix}{anchor}"))}
+    in_chain = set(chain) | {anchor}
+
+    def refuse(i):
+        raise BackendError("a side input of an epilogue depends on the anchor",
+                           node=body.nodes[i].name)
+    pull = Pull(body, pull.inputs, {**pull.override,
+                                    **{n: (lambda idx, n=n: refuse(n)) for n in in_chain}})
+    for nid in chain:
+        node = body.nodes[nid]
+        ins = [body.nodes[i] for i in node.inputs]
+        chained = [i for i in node.inputs if i in at]
+        src_idx = at[chained[0]][0]
+        if node.op == "transpose":
+            new_idx = [src_idx[a] for a in node.attrs["axes"]]
+            at[nid] = (new_idx, at[chained[0]][1])
+            continue
+        if node.op == "reshape":
+            new_idx = reshape_index(src_idx, ins[0].type.shape, node.type.shape)
+            at[nid] = (new_idx, at[chained[0]][1])
+            continue
+        for i in chained:
+            if body.nodes[i].type.shape != node.type.shape or at[i][0] != src_idx:
+                raise BackendError(f"epilogue op {node.op} combines anchor values at "
+                                   "different indices; not supported", op=node.op,
+                                   node=node.name, loc=node.loc)
+        args = [at[i][1] if i in at else
+                pull.at(i, broadcast_index(src_idx, node.type.shape, t.type.shape))
+                for i, t in zip(node.inputs, ins)]
+        var = f"{tmp_prefix}{nid}"
+        stmts.append(L.Assign(var, elementwise_value(node, args), node.type.dtype))
+        at[nid] = (src_idx, L.Var(var))
+    out = body.outputs[0]
+    out_idx, out_val = at[out]
+    stmts.append(L.Store("out", tuple(out_idx), L.Cast(out_val, body.nodes[out].type.dtype)))
+    return stmts
+
+
+def anchor_of(body) -> int:
+    from ..passes.fuse import ANCHOR_ROLES, role
+    anchors = [n for n in body.nodes.values()
+               if n.op not in ("input", "constant") and role(n) in ANCHOR_ROLES]
+    if len(anchors) != 1:
+        raise BackendError(f"fusion group {body.name} has {len(anchors)} anchors")
+    return anchors[0].id
+
+
+# -- reduction groups ------------------------------------------------------------------
+
+def reduction_kernel(body, name: str) -> L.Kernel:
+    a = body.nodes[anchor_of(body)]
+    pull = Pull(body, body_inputs(body))
+    x = body.nodes[a.inputs[0]]
+    shape = x.type.shape
+    if a.op in REDUCES:
+        axes = a.attrs["axis"]
+    elif a.op == "softmax":
+        axes = (a.attrs["axis"],)
+    elif a.op in NORMS:
+        axes = (len(shape) - 1,)
+    else:
+        raise BackendError(f"no reduction lowering for {a.op}", op=a.op, node=a.name,
+                           loc=a.loc)
+    rows = [k for k in range(len(shape)) if k not in axes]
+    red_shape = [shape[k] for k in axes]
+    n_red = dim_expr(prod(red_shape))
+    dt = a.type.dtype
+
+    def full_index(row_idx, red_idx):
+        idx = [None] * len(shape)
+        for k, v in zip(rows, row_idx):
+            idx[k] = v
+        for k, v in zip(axes, red_idx):
+            idx[k] = v
+        return idx
+
+    def red_loops(prefix, make):
+        names = [f"{prefix}{k}" for k in range(len(axes))]
+        idx = [L.Var(n) for n in names]
+        stmts = make(idx)
+        for n, d in reversed(list(zip(names, red_shape))):
+            stmts = [L.Loop(n, dim_expr(d), stmts, False)]
+        return stmts
+
+    def X(idx):
+        v = pull.at(x.id, idx)
+        if a.op == "add_layernorm":
+            r = body.nodes[a.inputs[1]]
+            v = L.Bin("+", v, pull.at(r.id, broadcast_index(idx, shape, r.type.shape)))
+        return L.Cast(v, ACC)
+
+    def param(k, idx):  # weight / bias over the last axis
+        return L.Cast(pull.at(a.inputs[k], [idx[-1]]), ACC)
+
+    def per_row(row_idx):
+        s: list = []
+        if a.op in REDUCES:
+            init = {"sum": L.Const(0.0, ACC), "mean": L.Const(0.0, ACC),
+                    "max": L.Const(float("-inf"), ACC)}[a.op]
+            comb = "max" if a.op == "max" else "+"
+            s.append(L.Assign("acc", init, ACC))
+            s += red_loops("j", lambda j: [L.Assign("acc", L.Bin(comb, L.Var("acc"),
+                                                                 X(full_index(row_idx, j))),
+                                                    ACC)])
+            val = L.Var("acc")
+            if a.op == "mean":
+                val = L.Bin("/", val, L.Cast(n_red, ACC))
+            out_idx = list(row_idx)
+            if a.attrs["keepdims"]:
+                out_idx = full_index(row_idx, [L.c(0)] * len(axes))
+            return s + epilogue(body, a.id, out_idx, L.Cast(val, dt), pull)
+        if a.op == "softmax":
+            s.append(L.Assign("m", L.Const(float("-inf"), ACC), ACC))
+            s += red_loops("j", lambda j: [L.Assign("m", L.Bin("max", L.Var("m"),
+                                                               X(full_index(row_idx, j))),
+                                                    ACC)])
+            s.append(L.Assign("ssum", L.Const(0.0, ACC), ACC))
+            s += red_loops("j", lambda j: [L.Assign("ssum", L.Bin(
+                "+", L.Var("ssum"), L.Call("exp", (L.Bin("-", X(full_index(row_idx, j)),
+                                                         L.Var("m")),))), ACC)])
+            s.append(L.Assign("inv", L.Bin("/", L.Const(1.0, ACC), L.Var("ssum")), ACC))
+
+            def value(idx):
+                return L.Bin("*", L.Call("exp", (L.Bin("-", X(idx), L.Var("m")),)),
+                             L.Var("inv"))
+        else:
+            s.append(L.Assign("ssum", L.Const(0.0, ACC), ACC))
+            if a.op == "rmsnorm":
+                s += red_loops("j", lambda j: [L.Assign("ssum", L.Bin(
+                    "+", L.Var("ssum"), L.Bin("*", X(full_index(row_idx, j)),
+                                              X(full_index(row_idx, j)))), ACC)])
+                s.append(L.Assign("rstd", L.Call("rsqrt", (L.Bin(
+                    "+", L.Bin("/", L.Var("ssum"), L.Cast(n_red, ACC)),
+                    L.Const(a.attrs["eps"], ACC)),)), ACC))
+
+                def value(idx):
+                    return L.Bin("*", L.Bin("*", X(idx), L.Var("rstd")), param(1, idx))
+            else:
+                s += red_loops("j", lambda j: [L.Assign("ssum", L.Bin(
+                    "+", L.Var("ssum"), X(full_index(row_idx, j))), ACC)])
+                s.append(L.Assign("mu", L.Bin("/", L.Var("ssum"), L.Cast(n_red, ACC)), ACC))
+                s.append(L.Assign("vsum", L.Const(0.0, ACC), ACC))
+
+                def centred(idx):
+                    return L.Bin("-", X(idx), L.Var("mu"))
+                s += red_loops("j", lambda j: [L.Assign("vsum", L.Bin(
+                    "+", L.Var("vsum"), L.Bin("*", centred(full_index(row_idx, j)),
+                                              centred(full_index(row_idx, j)))), ACC)])
+                s.append(L.Assign("rstd", L.Call("rsqrt", (L.Bin(
+                    "+", L.Bin("/", L.Var("vsum"), L.Cast(n_red, ACC)),
+                    L.Const(a.attrs["eps"], ACC)),)), ACC))
+                k_w = 2 if a.op == "add_layernorm" else 1
+
+                def value(idx):
+                    return L.Bin("+", L.Bin("*", L.Bin("*", centred(idx), L.Var("rstd")),
+                                            param(k_w, idx)), param(k_w + 1, idx))
+        s += red_loops("o", lambda j: epilogue(body, a.id, full_index(row_idx, j),
+                                               L.Cast(value(full_index(row_idx, j)), dt),
+                                               pull))
+        return s
+
+    row_shape = [shape[k] for k in rows]
+    stmts = loop_nest(row_shape, per_row, "r", collapse_all=True)
+    return make_kernel(name, body, pull.inputs, stmts)
+
+
+# -- template epilogues ----------------------------------------------------------------
+
+def template_epilogue_kernel(body, name: str, anchor: int, value_at) -> L.Kernel:
+    """Kernel over the anchor's index space: value_at(idx) gives the anchor's value
+    (read from the template's accumulator buffer ``acc``), then the epilogue stores."""
+    pull = Pull(body, body_inputs(body))
+    a = body.nodes[anchor]
+
+    def make(idx):
+        return epilogue(body, anchor, idx, value_at(idx, pull), pull)
+    acc = L.BufferParam("acc", a.type.dtype, a.type.rank, "in")
+    return make_kernel(name, body, pull.inputs, loop_nest(a.type.shape, make, "i"), [acc])
+
+
+def gemm_value(body, anchor: int):
+    """Anchor value of a matmul / gemm: acc (+ bias, activation)."""
+    a = body.nodes[anchor]
+
+    def value_at(idx, pull):
+        v = L.Load("acc", tuple(idx))
+        if a.op == "gemm":
+            b = body.nodes[a.inputs[2]]
+            v = L.Bin("+", v, pull.at(b.id, broadcast_index(idx, a.type.shape, b.type.shape)))
+            v = activation_value(a.attrs["activation"], v, a.type.dtype)
+        return v
+    return value_at

@@ -1,0 +1,241 @@
+"""The loop IR: what a fused group becomes before a backend renders it.
+
+It knows nothing of Numba or CUDA: parallel and sequential loops, scalar assignments,
+loads and stores with index expressions, arithmetic, math calls and selects. Sizes are
+symbol names bound at run time. ``str(kernel)`` prints readable pseudo-code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+# -- expressions -----------------------------------------------------------------------
+
+
+class Expr:
+    pass
+
+
+@dataclass(frozen=True)
+class Const(Expr):
+    value: float | int
+    dtype: str            # "float32" | "float64" | "int64" | "bool"
+
+
+@dataclass(frozen=True)
+class Var(Expr):
+    name: str             # a loop variable, a scalar temporary or a size symbol
+
+
+@dataclass(frozen=True)
+class Load(Expr):
+    buf: str
+    index: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Bin(Expr):
+    op: str               # + - * / // % max min < > <= >= == and
+    a: Expr
+    b: Expr
+
+
+@dataclass(frozen=True)
+class Call(Expr):
+    fn: str               # exp log sqrt rsqrt tanh erf sigmoid neg abs
+    args: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Select(Expr):
+    cond: Expr
+    a: Expr               # value when cond holds (only the chosen side is evaluated)
+    b: Expr
+
+
+@dataclass(frozen=True)
+class Cast(Expr):
+    a: Expr
+    dtype: str
+
+
+# -- statements ------------------------------------------------------------------------
+
+
+class Stmt:
+    pass
+
+
+@dataclass
+class Loop(Stmt):
+    var: str
+    extent: Expr
+    body: list
+    parallel: bool = False
+
+
+@dataclass
+class Assign(Stmt):
+    var: str
+    value: Expr
+    dtype: str            # the scalar's type (accumulators are float64)
+
+
+@dataclass
+class Store(Stmt):
+    buf: str
+    index: tuple[Expr, ...]
+    value: Expr
+
+
+# -- kernels ---------------------------------------------------------------------------
+
+
+@dataclass
+class BufferParam:
+    name: str
+    dtype: str
+    rank: int
+    role: str = "in"      # "in" | "out" | "inout"
+
+
+@dataclass
+class Kernel:
+    name: str
+    buffers: list[BufferParam]
+    sizes: list[str]      # symbol names the kernel takes as int arguments
+    body: list
+    meta: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return format_kernel(self)
+
+
+Node = Union[Expr, Stmt]
+
+# -- helpers for building --------------------------------------------------------------
+
+
+def c(v, dtype="int64") -> Const:
+    return Const(v, dtype)
+
+
+def add(a: Expr, b: Expr) -> Expr:
+    if isinstance(b, Const) and b.value == 0:
+        return a
+    if isinstance(a, Const) and a.value == 0:
+        return b
+    if isinstance(a, Const) and isinstance(b, Const) and a.dtype == b.dtype == "int64":
+        return Const(a.value + b.value, "int64")
+    return Bin("+", a, b)
+
+
+def mul(a: Expr, b: Expr) -> Expr:
+    for x, y in ((a, b), (b, a)):
+        if isinstance(x, Const) and x.dtype == "int64":
+            if x.value == 1:
+                return y
+            if x.value == 0:
+                return Const(0, "int64")
+    if isinstance(a, Const) and isinstance(b, Const) and a.dtype == b.dtype == "int64":
+        return Const(a.value * b.value, "int64")
+    return Bin("*", a, b)
+
+
+def floordiv(a: Expr, b: Expr) -> Expr:
+    if isinstance(b, Const) and b.value == 1:
+        return a
+    return Bin("//", a, b)
+
+
+def mod(a: Expr, b: Expr) -> Expr:
+    if isinstance(b, Const) and b.value == 1:
+        return Const(0, "int64")
+    return Bin("%", a, b)
+
+
+# -- printing --------------------------------------------------------------------------
+
+_SHORT = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool"}
+
+
+def format_expr(e: Expr) -> str:
+    if isinstance(e, Const):
+        if e.dtype == "int64":
+            return str(e.value)
+        if e.dtype == "bool":
+            return "true" if e.value else "false"
+        return f"{e.value!r}{'f' if e.dtype == 'float32' else ''}"
+    if isinstance(e, Var):
+        return e.name
+    if isinstance(e, Load):
+        return f"{e.buf}[{', '.join(format_expr(i) for i in e.index)}]"
+    if isinstance(e, Bin):
+        if e.op in ("max", "min"):
+            return f"{e.op}({format_expr(e.a)}, {format_expr(e.b)})"
+        return f"({format_expr(e.a)} {e.op} {format_expr(e.b)})"
+    if isinstance(e, Call):
+        return f"{e.fn}({', '.join(format_expr(a) for a in e.args)})"
+    if isinstance(e, Select):
+        return f"({format_expr(e.cond)} ? {format_expr(e.a)} : {format_expr(e.b)})"
+    if isinstance(e, Cast):
+        return f"{_SHORT.get(e.dtype, e.dtype)}({format_expr(e.a)})"
+    raise TypeError(e)
+
+
+def format_stmts(stmts, indent: str = "  ") -> list[str]:
+    lines = []
+    for s in stmts:
+        if isinstance(s, Loop):
+            kw = "parallel for" if s.parallel else "for"
+            lines.append(f"{indent}{kw} {s.var} in 0..{format_expr(s.extent)}:")
+            lines += format_stmts(s.body, indent + "  ")
+        elif isinstance(s, Assign):
+            lines.append(f"{indent}{s.var}: {_SHORT.get(s.dtype, s.dtype)} = "
+                         f"{format_expr(s.value)}")
+        elif isinstance(s, Store):
+            idx = ", ".join(format_expr(i) for i in s.index)
+            lines.append(f"{indent}{s.buf}[{idx}] = {format_expr(s.value)}")
+        else:
+            raise TypeError(s)
+    return lines
+
+
+def format_kernel(k: Kernel) -> str:
+    params = ", ".join(f"{b.name}: {_SHORT.get(b.dtype, b.dtype)}[{b.rank}d]"
+                       + ("" if b.role == "in" else f" ({b.role})") for b in k.buffers)
+    sizes = f"; sizes {', '.join(k.sizes)}" if k.sizes else ""
+    return "\n".join([f"kernel {k.name}({params}{sizes}):"] + format_stmts(k.body))
+
+
+def walk(node):
+    """Every expression and statement under ``node`` (a Stmt, Expr or list)."""
+    if isinstance(node, list):
+        for n in node:
+            yield from walk(n)
+        return
+    yield node
+    if isinstance(node, Loop):
+        yield from walk(node.extent)
+        yield from walk(node.body)
+    elif isinstance(node, Assign):
+        yield from walk(node.value)
+    elif isinstance(node, Store):
+        for i in node.index:
+            yield from walk(i)
+        yield from walk(node.value)
+    elif isinstance(node, Load):
+        for i in node.index:
+            yield from walk(i)
+    elif isinstance(node, Bin):
+        yield from walk(node.a)
+        yield from walk(node.b)
+    elif isinstance(node, Call):
+        for a in node.args:
+            yield from walk(a)
+    elif isinstance(node, Select):
+        yield from walk(node.cond)
+        yield from walk(node.a)
+        yield from walk(node.b)
+    elif isinstance(node, Cast):
+        yield from walk(node.a)

@@ -1,0 +1,209 @@
+"""Lowering: a fused, scheduled graph -> a Program of steps.
+
+Each ``fused`` node becomes one step, in schedule order:
+
+* ``KernelStep``: a loop-IR kernel (elementwise and reduction groups);
+* ``GemmStep``: the group's matmul/gemm goes to the backend's GEMM (BLAS, cuBLAS) on
+  strided views of its operands, then an epilogue kernel applies bias, activation and the
+  group's elementwise tail in one pass (in place on the output when the store is not
+  remapped);
+* ``AttentionStep``: the backend's blockwise attention template, then the epilogue;
+* ``LibraryStep``: an opaque op (``topk``) that runs its NumPy implementation.
+
+The Program knows buffers by graph node id; the backend's runtime binds them to the
+arena of the memory plan, the caller's inputs, the weights and fresh output arrays.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from ..errors import BackendError
+from . import loopir as L
+from .kernels import (anchor_of, elementwise_kernel, gemm_value, reduction_kernel,
+                      template_epilogue_kernel)
+
+
+@dataclass
+class View:
+    """How a template operand is read: body input ``operand`` through reshapes and
+    transposes (a strided view, no copy for the GEMM)."""
+    operand: int
+    chain: list            # [("reshape", shape) | ("transpose", axes)]
+
+
+@dataclass
+class KernelStep:
+    node: int
+    operands: list[int]
+    kernel: L.Kernel
+
+
+@dataclass
+class GemmStep:
+    node: int
+    operands: list[int]
+    a: View
+    b: View
+    epilogue: L.Kernel | None   # None: matmul straight into the output
+    acc_shape: tuple            # anchor output shape (dims may be symbolic)
+    acc_dtype: str
+    in_place: bool              # the epilogue reads and writes the output buffer
+
+
+@dataclass
+class AttentionStep:
+    node: int
+    operands: list[int]
+    q: View
+    k: View
+    v: View
+    scale: float
+    causal: bool
+    epilogue: L.Kernel | None   # None: the store chain is a view of the output
+    out_chain: list             # movement ops after the attention (a remapped store)
+    acc_shape: tuple
+    acc_dtype: str
+    keys: object                # number of keys T (a dim)
+
+
+@dataclass
+class LibraryStep:
+    node: int
+    operands: list[int]
+    body: object
+
+
+@dataclass
+class Program:
+    graph: object
+    steps: list = field(default_factory=list)
+
+    @property
+    def kernels(self) -> list[L.Kernel]:
+        out = []
+        for s in self.steps:
+            k = getattr(s, "kernel", None) or getattr(s, "epilogue", None)
+            if k is not None:
+                out.append(k)
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"program {self.graph.name}: {len(self.steps)} steps, "
+                 f"{len({k.name for k in self.kernels})} distinct kernels"]
+        for s in self.steps:
+            ops = ", ".join(f"%{o}" for o in s.operands)
+            head = f"%{s.node} = "
+            if isinstance(s, KernelStep):
+                lines.append(f"{head}{s.kernel.name}({ops})")
+            elif isinstance(s, GemmStep):
+                lines.append(f"{head}gemm(view(%{s.operands[s.a.operand]} {_chain(s.a)}), "
+                             f"view(%{s.operands[s.b.operand]} {_chain(s.b)}))"
+                             + (f" -> epilogue {s.epilogue.name}"
+                                f"{' in place' if s.in_place else ''}" if s.epilogue else ""))
+            elif isinstance(s, AttentionStep):
+                lines.append(f"{head}attention(q, k, v, scale={s.scale:g}, causal={s.causal})"
+                             f" blockwise" + (f" -> epilogue {s.epilogue.name}"
+                                              if s.epilogue else ""))
+            else:
+                lines.append(f"{head}library {s.body.name}({ops})")
+        seen = set()
+        for k in self.kernels:
+            if k.name not in seen:
+                seen.add(k.name)
+                lines.append("")
+                lines.append(str(k))
+        return "\n".join(lines)
+
+
+def _chain(v: View) -> str:
+    return " ".join(f"{op}{tuple(arg)}" for op, arg in v.chain) or "as is"
+
+
+def kernel_name(kernel: L.Kernel) -> str:
+    """Content-derived name: identical kernels (one per layer) share a compile."""
+    text = L.format_kernel(L.Kernel("k", kernel.buffers, kernel.sizes, kernel.body))
+    return "k_" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _named(kernel: L.Kernel, label: str) -> L.Kernel:
+    kernel.name = kernel_name(kernel)
+    kernel.meta["group"] = label
+    return kernel
+
+
+def _view(body, nid: int) -> View:
+    chain = []
+    node = body.nodes[nid]
+    while node.op in ("reshape", "transpose"):
+        chain.append(("reshape", node.type.shape) if node.op == "reshape"
+                     else ("transpose", node.attrs["axes"]))
+        node = body.nodes[node.inputs[0]]
+    if node.id not in body.inputs:
+        raise BackendError(f"template operand {body.nodes[nid].name} is computed in the "
+                           "group, not a strided view of an input", node=node.name)
+    return View(body.inputs.index(node.id), list(reversed(chain)))
+
+
+def _store_chain(body, anchor: int):
+    """Movement ops from the anchor to the output, if that is all the epilogue is."""
+    chain, nid = [], anchor
+    while nid != body.outputs[0]:
+        users = body.users(nid)
+        if len(users) != 1:
+            return None
+        node = body.nodes[users[0]]
+        if node.op not in ("reshape", "transpose"):
+            return None
+        chain.append(("reshape", node.type.shape) if node.op == "reshape"
+                     else ("transpose", node.attrs["axes"]))
+        nid = node.id
+    return chain
+
+
+def lower(graph) -> Program:
+    """Lower a graph whose computing nodes are all ``fused`` nodes (after the fuse pass)."""
+    prog = Program(graph)
+    for node in graph:
+        if node.op in ("input", "constant"):
+            continue
+        if node.op != "fused":
+            raise BackendError(f"lowering needs a fused graph; {node.op} is not in a group "
+                               "(run the 'fuse' pass)", op=node.op, node=node.name,
+                               loc=node.loc)
+        body, kind = node.attrs["body"], node.attrs["kind"]
+        label = node.meta.get("group", body.name)
+        ops = list(node.inputs)
+        if kind in ("elementwise", "movement"):
+            prog.steps.append(KernelStep(node.id, ops, _named(elementwise_kernel(body, ""),
+                                                              label)))
+        elif kind == "reduction":
+            prog.steps.append(KernelStep(node.id, ops, _named(reduction_kernel(body, ""),
+                                                              label)))
+        elif kind == "contraction":
+            aid = anchor_of(body)
+            a = body.nodes[aid]
+            direct = a.op == "matmul" and body.outputs[0] == aid
+            chain = _store_chain(body, aid)
+            epi = None if direct else _named(
+                template_epilogue_kernel(body, "", aid, gemm_value(body, aid)), label)
+            in_place = (not direct and chain == [] and
+                        body.nodes[body.outputs[0]].type.dtype == a.type.dtype)
+            prog.steps.append(GemmStep(node.id, ops, _view(body, a.inputs[0]),
+                                       _view(body, a.inputs[1]), epi, a.type.shape,
+                                       a.type.dtype, in_place))
+        elif kind == "attention":
+            aid = anchor_of(body)
+            a = body.nodes[aid]
+            chain = _store_chain(body, aid)
+            epi = None
+            if chain is None:
+                epi = _named(template_epilogue_kernel(
+                    body, "", aid, lambda idx, pull: L.Load("acc", tuple(idx))), label)
+            prog.steps.append(AttentionStep(
+                node.id, ops, _view(body, a.inputs[0]), _view(body, a.inputs[1]),
+                _view(body, a.inputs[2]), a.attrs["scale"], a.attrs["causal"], epi,
+                chain or [], a.type.shape, a.type.dtype, body.nodes[a.inputs[1]].type.shape[-2]))
+        else:
+            prog.steps.append(LibraryStep(node.id, ops, body))
+    return prog
