@@ -21,3 +21,5 @@ from .passes.patterns import Rule, register_rule  # noqa: F401
 from .runtime.backends import available_backends  # noqa: F401
 
 __version__ = "0.1.0"
+from .ops import moe, rope  # noqa: F401,E402
+from .errors import CheckpointError  # noqa: F401,E402

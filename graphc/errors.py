@@ -69,3 +69,8 @@ class TraceError(GraphcError):
 
 class RegistrationError(GraphcError, ValueError):
     """A bad op, pass or rule registration (duplicate name, unknown kind, ...)."""
+
+
+class CheckpointError(GraphcError):
+    """A checkpoint that cannot be loaded: a missing, extra or wrongly shaped tensor, a
+    file that is not safetensors, a bad config.json. The message names the tensor/file."""

@@ -10,3 +10,5 @@ from .movement import concat, embedding, reshape, transpose  # noqa: F401
 from .movement import slice_ as slice  # noqa: F401
 from .selection import causal_mask, topk  # noqa: F401
 from .fused import add_layernorm, attention, fused, gemm  # noqa: F401
+from .rope import rope  # noqa: F401,E402
+from .moe import moe  # noqa: F401,E402
