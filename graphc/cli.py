@@ -3,7 +3,8 @@
     graphc show transformer [--dot FILE]        print the IR (or write Graphviz DOT)
     graphc show transformer --after fuse        the IR after a pass of the O2 pipeline
     graphc show transformer --level O2 --explain --time --memory 128,1024
-    graphc run transformer --backend reference  run on random tokens, check vs float64
+    graphc run transformer --backend numba      run on random tokens, check vs float64
+    graphc compare transformer --backends reference,numba   agreement and time side by side
     graphc ops | graphc passes                  list the registered ops / passes and rules
 """
 from __future__ import annotations
@@ -143,6 +144,41 @@ def cmd_run(args) -> int:
     return 0 if err < args.tol else 1
 
 
+def cmd_compare(args) -> int:
+    import graphc
+    from .runtime.inputs import random_inputs
+    model = _build(args)
+    graph = _trace(model, args)
+    rng = np.random.default_rng(args.seed + 1)
+    inputs, _ = random_inputs(graph, rng, default_size=args.seq)
+    ref = graphc.compile(graph, backend="reference", float64=True)(*inputs)
+    what = "encoder layer" if args.layer_only else f"{args.layers}-layer {args.model}"
+    print(f"{what}: S={args.seq}, d_model={args.d_model}, heads={args.heads}, "
+          f"d_ff={args.d_ff}; relative error against the float64 reference; "
+          f"median of {args.repeat} runs after a warm-up")
+    print(f"{'backend':12s} {'rel. error':>11s} {'median ms':>10s} {'compile s':>10s} "
+          f"{'speed-up':>9s}")
+    rows, failed = [], False
+    for name in args.backends.split(","):
+        t0 = time.perf_counter()
+        exe = graphc.compile(graph, backend=name)
+        t_compile = time.perf_counter() - t0
+        out = exe(*inputs)
+        times = []
+        for _ in range(max(1, args.repeat)):
+            t0 = time.perf_counter()
+            exe(*inputs)
+            times.append(time.perf_counter() - t0)
+        err = float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
+        failed |= not err < args.tol
+        rows.append((name, err, float(np.median(times)), t_compile))
+    base = rows[0][2]
+    for name, err, med, tc in rows:
+        print(f"{name:12s} {err:11.2e} {med * 1e3:10.2f} {tc:10.2f} {base / med:8.2f}x"
+              + ("" if err < args.tol else "  FAILED"))
+    return 1 if failed else 0
+
+
 def cmd_ops(args) -> int:
     from .ops import all_ops
     for name, op in sorted(all_ops().items()):
@@ -179,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol", type=float, default=1e-4,
                    help="max relative error vs float64 (default 1e-4)")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("compare", help="run a model on several backends: agreement with "
+                                       "float64 and time, side by side")
+    _add_model_args(p)
+    p.add_argument("--seq", type=int, default=128, help="sequence length (default 128)")
+    p.add_argument("--backends", default="reference,numba",
+                   help="comma-separated backends (default reference,numba)")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs (default 5)")
+    p.add_argument("--tol", type=float, default=1e-4,
+                   help="max relative error vs float64 (default 1e-4)")
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("ops", help="list registered ops")
     p.set_defaults(func=cmd_ops)
     p = sub.add_parser("passes", help="list passes, pipelines and rewrite rules")

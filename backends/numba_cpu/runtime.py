@@ -66,6 +66,7 @@ class _Sized:
                 rows = min(ATTENTION_BLOCK, shape[-2])
                 self.scratch[("scores", step.node)] = np.empty(batch * rows * max(T, 1),
                                                                np.float32)
+                self.scratch[("inv", step.node)] = np.empty(batch * rows, np.float32)
                 if step.epilogue is not None:
                     self.scratch[step.node] = np.empty(shape, step.acc_dtype)
         self.size_args = {}
@@ -170,15 +171,19 @@ class NumbaExecutable(Executable):
         if not np.shares_memory(o3, o):
             raise AssertionError("attention output view must not copy")
         scores = sz.scratch[("scores", step.node)]
+        inv = sz.scratch[("inv", step.node)]
         diag = T - S
         rows = min(ATTENTION_BLOCK, S)
         for r0 in range(0, S, rows):
             r1 = min(S, r0 + rows)
             kend = T if not step.causal else max(0, min(T, r1 + diag))
             blk = np.ndarray((B, r1 - r0, kend), np.float32, buffer=scores)
+            inv_blk = np.ndarray((B, r1 - r0), np.float32, buffer=inv)
             np.matmul(q[:, r0:r1], kT[:, :, :kend], out=blk)
-            self.attention_softmax(blk, float(step.scale), bool(step.causal), r0, diag)
+            self.attention_softmax(blk, inv_blk, float(step.scale), bool(step.causal), r0,
+                                   diag)
             np.matmul(blk, v[:, :kend], out=o3[:, r0:r1])
+            o3[:, r0:r1] *= inv_blk[:, :, None]
         if step.epilogue is not None:
             self._kernel(step.epilogue, ops, out, o, sz)
         elif not np.shares_memory(o, out):

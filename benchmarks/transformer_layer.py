@@ -1,0 +1,218 @@
+"""The textbook encoder layer (post-LN, ReLU, 12 heads, d=768, ffn=3072, fp32, batch 1)
+through its peers, each in its own process (OpenMP and BLAS thread pools spin after work
+and would slow whoever runs next):
+
+  gemm-floor  the layer's GEMMs alone in NumPy (what BLAS alone costs)
+  numpy       the layer hand-written in NumPy (eager)
+  graphc      graphc's numba backend
+  torch       PyTorch eager, nn.TransformerEncoderLayer with the same weights
+  onnxruntime the same torch layer exported with torch.onnx.export(dynamo=True)
+
+    python benchmarks/transformer_layer.py                  # S=512 and 2048, all peers
+    python benchmarks/transformer_layer.py --seq 512 --peers graphc,numpy --repeat 20
+
+Prints median ms per peer, ratios against graphc, relative error against a float64 NumPy
+run of the same layer, peak memory (RSS growth over the weights) and graphc's cold and
+warm compile times (cold: an empty kernel cache; warm: a second process).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+D, H, FF = 768, 12, 3072
+PEERS = ("gemm-floor", "numpy", "graphc", "torch", "onnxruntime")
+
+
+def params():
+    from graphc.models import transformer
+    cfg = transformer.TransformerConfig(d_model=D, n_heads=H, d_ff=FF, n_layers=1,
+                                        vocab_size=16, positional=False)
+    return cfg, transformer.init_params(cfg, seed=0)
+
+
+def numpy_layer(P, x, dtype=np.float32):
+    P = {k: v.astype(dtype) for k, v in P.items()}
+    p = "layers.0."
+    S = x.shape[0]
+    q, k, v = ((x @ P[p + "w" + c] + P[p + "b" + c]).reshape(S, H, D // H).transpose(1, 0, 2)
+               for c in "qkv")
+    s = q @ k.transpose(0, 2, 1) / np.sqrt(D // H)
+    s = np.exp(s - s.max(-1, keepdims=True))
+    s /= s.sum(-1, keepdims=True)
+    o = (s @ v).transpose(1, 0, 2).reshape(S, D) @ P[p + "wo"] + P[p + "bo"]
+
+    def ln(y, w, b):
+        mu = y.mean(-1, keepdims=True)
+        var = ((y - mu) ** 2).mean(-1, keepdims=True)
+        return (y - mu) / np.sqrt(var + 1e-5) * w + b
+    x = ln(x + o, P[p + "ln1.weight"], P[p + "ln1.bias"])
+    f = np.maximum(x @ P[p + "w1"] + P[p + "b1"], 0) @ P[p + "w2"] + P[p + "b2"]
+    return ln(x + f, P[p + "ln2.weight"], P[p + "ln2.bias"])
+
+
+def gemm_floor(P, x):
+    p = "layers.0."
+    S = x.shape[0]
+    for c in "qkv":
+        x @ P[p + "w" + c]
+    q = np.ones((H, S, D // H), np.float32)
+    s = q @ q.transpose(0, 2, 1)
+    s @ q
+    x @ P[p + "wo"]
+    h = x @ P[p + "w1"]
+    return h @ P[p + "w2"]
+
+
+def torch_module(P):
+    import torch
+    p = "layers.0."
+    m = torch.nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, activation="relu",
+                                         batch_first=True, norm_first=False)
+    T = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    with torch.no_grad():
+        m.self_attn.in_proj_weight.copy_(T(np.concatenate([P[p + "wq"].T, P[p + "wk"].T,
+                                                           P[p + "wv"].T])))
+        m.self_attn.in_proj_bias.copy_(T(np.concatenate([P[p + "bq"], P[p + "bk"],
+                                                         P[p + "bv"]])))
+        m.self_attn.out_proj.weight.copy_(T(P[p + "wo"].T))
+        m.self_attn.out_proj.bias.copy_(T(P[p + "bo"]))
+        m.linear1.weight.copy_(T(P[p + "w1"].T))
+        m.linear1.bias.copy_(T(P[p + "b1"]))
+        m.linear2.weight.copy_(T(P[p + "w2"].T))
+        m.linear2.bias.copy_(T(P[p + "b2"]))
+        for k in (1, 2):
+            getattr(m, f"norm{k}").weight.copy_(T(P[p + f"ln{k}.weight"]))
+            getattr(m, f"norm{k}").bias.copy_(T(P[p + f"ln{k}.bias"]))
+    return m.eval()
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker(peer: str, S: int, repeat: int) -> dict:
+    """Runs in its own process: set up the peer, warm up, time ``repeat`` runs."""
+    cfg, P = params()
+    x = np.random.default_rng(1).standard_normal((S, D)).astype(np.float32)
+    info: dict = {"peer": peer, "S": S}
+    base_rss = rss_mib()
+    if peer == "gemm-floor":
+        def run():
+            return gemm_floor(P, x)
+    elif peer == "numpy":
+        def run():
+            return numpy_layer(P, x)
+    elif peer == "graphc":
+        import graphc
+        from graphc.models import transformer
+        g = transformer.Transformer(cfg, P).trace_layer(0)
+        t0 = time.perf_counter()
+        exe = graphc.compile(g, backend="numba", progress=False)
+        info["compile_s"] = time.perf_counter() - t0
+
+        def run():
+            return exe(x)
+    elif peer == "torch":
+        import torch
+        m = torch_module(P)
+        xt = torch.from_numpy(x)[None]
+
+        def run():
+            with torch.inference_mode():
+                return m(xt)[0].numpy()
+    elif peer == "onnxruntime":
+        import onnxruntime as ort
+        import torch
+        m = torch_module(P)
+        t0 = time.perf_counter()
+        prog = torch.onnx.export(m, (torch.from_numpy(x)[None],), dynamo=True,
+                                 dynamic_shapes=({1: torch.export.Dim("S")},), verbose=False)
+        sess = ort.InferenceSession(prog.model_proto.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        info["compile_s"] = time.perf_counter() - t0
+        name = sess.get_inputs()[0].name
+
+        def run():
+            return sess.run(None, {name: x[None]})[0][0]
+    else:
+        raise SystemExit(f"unknown peer {peer}")
+    out = run()                   # warm-up (and first-call costs)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    info["median_ms"] = float(np.median(times) * 1e3)
+    info["min_ms"] = float(np.min(times) * 1e3)
+    info["peak_mib"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                             - base_rss)
+    if peer != "gemm-floor":
+        ref = numpy_layer(P, x.astype(np.float64), np.float64)
+        info["rel_err"] = float(np.linalg.norm(np.asarray(out, np.float64) - ref)
+                                / np.linalg.norm(ref))
+    return info
+
+
+def spawn(peer: str, S: int, repeat: int, env=None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", peer, "--seq", str(S), "--repeat",
+           str(repeat)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        return {"peer": peer, "S": S, "error": (r.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seq", default="512,2048", help="sequence lengths (default 512,2048)")
+    ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--repeat", type=int, default=7, help="timed runs per peer (median)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, int(args.seq), args.repeat)))
+        return 0
+    peers = args.peers.split(",")
+    print(f"textbook encoder layer: d={D}, heads={H}, ffn={FF}, fp32, batch 1; "
+          f"{os.cpu_count()} CPUs; median of {args.repeat} runs, each peer in its own "
+          "process")
+    env = dict(os.environ)
+    if "graphc" in peers:
+        # Cold and warm compile: a fresh cache directory, then a second process.
+        cache = tempfile.mkdtemp(prefix="graphc-bench-cache-")
+        env["GRAPHC_CACHE_DIR"] = cache
+        cold = spawn("graphc", 64, 1, env)
+        warm = spawn("graphc", 64, 1, env)
+        print(f"graphc compile of the layer: cold {cold.get('compile_s', float('nan')):.2f} s "
+              f"(empty cache), warm {warm.get('compile_s', float('nan')):.2f} s "
+              "(second process)")
+    for S in (int(s) for s in args.seq.split(",")):
+        rows = [spawn(p, S, args.repeat, env) for p in peers]
+        g = next((r for r in rows if r["peer"] == "graphc" and "median_ms" in r), None)
+        print(f"\nS={S}")
+        print(f"{'peer':12s} {'median ms':>10s} {'min ms':>8s} {'graphc is':>10s} "
+              f"{'rel. error':>10s} {'peak MiB':>9s}")
+        for r in rows:
+            if "error" in r:
+                print(f"{r['peer']:12s} failed: {r['error']}")
+                continue
+            ratio = f"{r['median_ms'] / g['median_ms']:.2f}x" if g else "-"
+            err = f"{r['rel_err']:.1e}" if "rel_err" in r else "-"
+            print(f"{r['peer']:12s} {r['median_ms']:10.1f} {r['min_ms']:8.1f} {ratio:>10s} "
+                  f"{err:>10s} {r['peak_mib']:9.0f}")
+    print("\n'graphc is' = peer time / graphc time (above 1: graphc is faster)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
