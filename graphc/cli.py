@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import GraphcError
 
-MODELS = ("transformer",)
+MODELS = ("transformer", "deepseek-v2")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -36,6 +36,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _build(args):
+    if args.model == "deepseek-v2":
+        return _build_deepseek(args)
     from graphc.models import transformer
     cfg = transformer.TransformerConfig(
         vocab_size=args.vocab, d_model=args.d_model, n_heads=args.heads, d_ff=args.d_ff,
@@ -116,6 +118,8 @@ def cmd_passes(args) -> int:
 
 
 def cmd_run(args) -> int:
+    if args.model == "deepseek-v2":
+        return cmd_run_deepseek(args)
     import graphc
     from .runtime.inputs import random_inputs
     model = _build(args)
@@ -145,6 +149,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    if args.model == "deepseek-v2":
+        return cmd_compare_deepseek(args)
     import graphc
     from .runtime.inputs import random_inputs
     model = _build(args)
@@ -179,6 +185,94 @@ def cmd_compare(args) -> int:
     return 1 if failed else 0
 
 
+# -- DeepSeek-V2 ---------------------------------------------------------------------------
+
+def _add_deepseek_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("deepseek-v2")
+    g.add_argument("--config", default="mini",
+                   help="deepseek-v2 preset for a random model: mini (default), tiny")
+    g.add_argument("--checkpoint", metavar="DIR",
+                   help="deepseek-v2: Hugging Face checkpoint dir (config.json + safetensors)")
+    g.add_argument("--prompt-ids", default="1,2,3", help="deepseek-v2: prompt token ids")
+    g.add_argument("--max-new-tokens", type=int, default=16,
+                   help="deepseek-v2: tokens to generate greedily (default 16)")
+
+
+def _build_deepseek(args):
+    from graphc.models import deepseek_v2
+    if args.checkpoint:
+        return deepseek_v2.load(args.checkpoint)
+    return deepseek_v2.random(deepseek_v2.preset(args.config), seed=args.seed)
+
+
+def _prompt(args, model) -> np.ndarray:
+    try:
+        ids = np.array([int(t) for t in args.prompt_ids.split(",") if t.strip()], np.int64)
+    except ValueError:
+        raise SystemExit(f"graphc: error: --prompt-ids must be comma-separated integers, "
+                         f"got {args.prompt_ids!r}")
+    return ids
+
+
+def _deepseek_run(model, prompt, args, backend):
+    """(new ids, prefill logits, prefill s, decode tokens/s) on one backend."""
+    t0 = time.perf_counter()
+    model.compiled("forward", backend)
+    model.compiled("prefill", backend)
+    model.compiled("decode", backend)
+    t_compile = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    logits = model.forward(prompt, backend=backend)
+    t_prefill = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = model.generate(prompt, args.max_new_tokens, backend=backend)
+    t_gen = time.perf_counter() - t0
+    rate = max(args.max_new_tokens - 1, 0) / max(t_gen - t_prefill, 1e-9)
+    return out, logits, t_prefill, rate, t_compile
+
+
+def cmd_run_deepseek(args) -> int:
+    model = _build_deepseek(args)
+    prompt = _prompt(args, model)
+    c = model.config
+    src = args.checkpoint or f"random '{args.config}' preset (seed {args.seed})"
+    print(f"deepseek-v2 from {src}: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
+          f"{model.num_params():,} parameters, backend={args.backend}")
+    out, logits, t_pre, rate, t_compile = _deepseek_run(model, prompt, args, args.backend)
+    ref = model.forward(prompt, backend="reference", float64=True)
+    err = float(np.linalg.norm(logits - ref) / np.linalg.norm(ref))
+    cb = model.cache_bytes_per_token()
+    print(f"prompt    {prompt.tolist()}")
+    print(f"generated {out[len(prompt):].tolist()}")
+    print(f"prompt logits vs float64 reference: relative error {err:.3e} "
+          f"({'ok' if err < args.tol else 'FAILED'}, tolerance {args.tol:g})")
+    print(f"compile {t_compile:.2f} s, prefill {t_pre * 1e3:.1f} ms, decode {rate:.1f} tokens/s")
+    print(f"cache per token: {cb['mla']} B (c_kv + k_pe) vs {cb['mha']} B for standard "
+          f"multi-head attention ({cb['ratio']:.1f}x smaller)")
+    return 0 if err < args.tol else 1
+
+
+def cmd_compare_deepseek(args) -> int:
+    model = _build_deepseek(args)
+    prompt = _prompt(args, model)
+    ref = model.forward(prompt, backend="reference", float64=True)
+    print(f"deepseek-v2 ({args.checkpoint or args.config}): prompt of {len(prompt)} tokens, "
+          f"{args.max_new_tokens} new; relative error of the prompt logits vs float64")
+    print(f"{'backend':12s} {'rel. error':>11s} {'prefill ms':>11s} {'decode tok/s':>13s} "
+          f"{'compile s':>10s}  tokens")
+    failed, first = False, None
+    for name in args.backends.split(","):
+        out, logits, t_pre, rate, tc = _deepseek_run(model, prompt, args, name)
+        err = float(np.linalg.norm(logits - ref) / np.linalg.norm(ref))
+        same = first is None or np.array_equal(out, first)
+        first = out if first is None else first
+        bad = not err < args.tol or not same
+        failed |= bad
+        print(f"{name:12s} {err:11.2e} {t_pre * 1e3:11.1f} {rate:13.1f} {tc:10.2f}  "
+              f"{'same' if same else 'DIFFERENT'}" + ("  FAILED" if bad else ""))
+    return 1 if failed else 0
+
+
 def cmd_ops(args) -> int:
     from .ops import all_ops
     for name, op in sorted(all_ops().items()):
@@ -193,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("show", help="print a model's IR")
     _add_model_args(p)
+    _add_deepseek_args(p)
     p.add_argument("--seq", default="S", help="sequence length: a symbol (default S) or int")
     p.add_argument("--dot", metavar="FILE", help="write Graphviz DOT to FILE instead")
     p.add_argument("--level", choices=("O0", "O1", "O2"),
@@ -209,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("run", help="run a model on random tokens and check it")
     _add_model_args(p)
+    _add_deepseek_args(p)
     p.add_argument("--seq", type=int, default=32, help="sequence length (default 32)")
     p.add_argument("--backend", default="reference", help="backend (default reference)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs (default 3)")
@@ -218,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="run a model on several backends: agreement with "
                                        "float64 and time, side by side")
     _add_model_args(p)
+    _add_deepseek_args(p)
     p.add_argument("--seq", type=int, default=128, help="sequence length (default 128)")
     p.add_argument("--backends", default="reference,numba",
                    help="comma-separated backends (default reference,numba)")

@@ -514,6 +514,23 @@ class DeepseekV2:
                             graphc.spec((seq_len,), "int64", name="ids"),
                             name="deepseek_v2" + ("_prefill" if with_cache else ""))
 
+    def trace_layer(self, layer: int = 0, seq_len="S") -> graphc.Graph:
+        """The graph of one decoder layer (prefill, positions 0..S-1): x [S, H] -> [S, H]."""
+        c = self.config
+
+        def layer_fn(x):
+            P = self._constants()
+            pre = f"model.layers.{layer}."
+            rope = self._rope(graphc.constant(self.positions, name="positions")[:x.shape[0]])
+            a = mla_full(graphc.rmsnorm(x, P[pre + "input_layernorm.weight"],
+                                        eps=c.rms_norm_eps),
+                         P, pre + "self_attn.", c, rope, self.softmax_scale)[0]
+            h = x + a
+            return h + self._ffn(graphc.rmsnorm(h, P[pre + "post_attention_layernorm.weight"],
+                                                eps=c.rms_norm_eps), P, layer)
+        return graphc.trace(layer_fn, graphc.spec((seq_len, c.hidden_size), c.dtype, name="x"),
+                            name=f"deepseek_v2_layer{layer}")
+
     def trace_decode(self, cache_len="T") -> graphc.Graph:
         """The decode-step graph: one new token after ``cache_len`` cached tokens."""
         c = self.config
