@@ -19,6 +19,7 @@ from graphc.lower.program import lower
 from graphc.passes import optimize
 
 from .cache import load_kernel
+from .library import bind_program
 from .render import render_kernel
 from .runtime import NumbaExecutable
 from .templates import ATTENTION_SOFTMAX
@@ -52,6 +53,9 @@ class NumbaBackend:
         finally:
             bar.close()
         exe = NumbaExecutable(graph, program, kernels, functions, softmax)
+        # Opaque ops with a native implementation (library.py); the rest run their NumPy
+        # reference, with a warning naming them.
+        exe.library = bind_program(program)
         exe.compile_seconds = time.perf_counter() - t0
         exe.sources = sources
         return exe

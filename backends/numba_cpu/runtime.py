@@ -86,6 +86,7 @@ class NumbaExecutable(Executable):
         self._sized: dict[tuple, _Sized] = {}
         self.constants = {nid: np.ascontiguousarray(v) for nid, v in graph.constants.items()}
         self._embedding_checks = _embedding_checks(graph)
+        self.library = {}                 # LibraryStep node -> native run(out, ops)
 
     def sized(self, bindings) -> _Sized:
         key = tuple(sorted(bindings.items()))
@@ -133,7 +134,11 @@ class NumbaExecutable(Executable):
             elif isinstance(step, AttentionStep):
                 self._attention(step, ops, out, sz)
             elif isinstance(step, LibraryStep):
-                out[...] = run_graph(step.body, ops, bindings)[0]
+                native = self.library.get(nid)        # library.py: a native kernel
+                if native is not None:
+                    native(out, ops)
+                else:                                 # the op's NumPy reference
+                    out[...] = run_graph(step.body, ops, bindings)[0]
             vals[nid] = out
         return [vals[o] for o in g.outputs]
 

@@ -1,0 +1,373 @@
+"""Native implementations of opaque ops for ``LibraryStep`` (Numba kernels + BLAS).
+
+``LIBRARY`` maps an op name to its implementation. A ``LibraryStep`` whose body is one op
+found here runs it directly on the runtime's arrays, writing into the step's output (no
+interpreter, no intermediate copy); any other opaque op runs its NumPy reference through
+the interpreter, and ``graphc.compile(g, backend="numba")`` says so once with a
+:class:`LibraryFallbackWarning` naming those ops.
+
+An implementation is ``prepare(node, body) -> run(out, ops)``: ``prepare`` runs at compile
+time (it loads the Numba kernels for the node's dtypes through the kernel cache), ``run``
+runs per call. Kernels come in a serial and a parallel variant: a decode step calls them
+on one token, where waking the thread pool would cost more than the work (~30-80 us per
+parallel region on 2 cores with passive OpenMP waiting).
+
+- ``rope``: cos/sin of ``positions[s] * inv_freq`` once per position (in the dtype of x,
+  like the reference), then the interleaved-pair rotation of every leading index.
+- ``topk``: k selection passes per row (largest first, ties to the lower index, NaN last:
+  the order of the reference's stable argsort).
+- ``moe``: counting sort of the (token, slot) pairs by expert, one gather of the routed
+  rows into expert order, per used expert two GEMMs (BLAS: ``gate_up`` then ``down``) on
+  its contiguous block of rows, SwiGLU on all rows in one pass between them, and a combine
+  that sums each token's K expert outputs times the routing weights in increasing expert
+  order (the reference's order, so the sums round the same way). Work is K/E of the dense
+  mixture; a decode step (one token) touches only its K experts' weights.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+
+from graphc.errors import InputError
+
+
+class LibraryFallbackWarning(UserWarning):
+    """Opaque ops that the numba backend runs through their NumPy reference."""
+
+
+# Below this many elements a kernel runs its serial variant.
+PARALLEL_MIN = 1 << 15
+
+_NB = {"float32": "float32", "float64": "float64", "int32": "int32", "int64": "int64"}
+
+
+def _load(source: str):
+    """The kernel module for ``source`` (through the content-addressed kernel cache)."""
+    from .cache import load_kernel
+    fn, _ = load_kernel(source)
+    return sys.modules[fn.py_func.__module__]
+
+
+def _variants(template: str, kernel: str, **subs) -> str:
+    """The source with a parallel (``_par``) and a serial (``_ser``) copy of the
+    functions after ``# BODY``; ``__X__`` placeholders replaced by ``subs[X]``;
+    ``kernel`` (what the cache returns) names one of its functions."""
+    head, _, body = template.partition("# BODY\n")
+    out = head
+    for name, par, rng in (("_par", "True", "nb.prange"), ("_ser", "False", "range")):
+        out += (body.replace("__NAME__", name).replace("__PARALLEL__", par)
+                .replace("__PRANGE__", rng))
+    out += f"\nkernel = {kernel}\n"
+    for k, v in subs.items():
+        out = out.replace(f"__{k}__", v)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# rope
+
+_ROPE = '''import math
+import numpy as np
+import numba as nb
+
+# BODY
+
+@nb.njit("void(__FT__[:, :, ::1], __PT__[::1], __FT__[::1], float64, __FT__[:, :, ::1])",
+         parallel=__PARALLEL__, cache=True, nogil=True)
+def __NAME__(x, pos, inv, scale, out):
+    """out[b, s, 2i], out[b, s, 2i+1] = the pair x[b, s, 2i:2i+2] rotated by
+    pos[s] * inv[i], cos and sin times scale (all in __FT__ like the reference)."""
+    B, S, D = x.shape
+    h = D // 2
+    sc = nb.__FT__(scale)
+    for s in __PRANGE__(S):
+        ps = nb.__FT__(pos[s])
+        cs = np.empty(h, nb.__FT__)
+        sn = np.empty(h, nb.__FT__)
+        for i in range(h):
+            a = ps * inv[i]
+            cs[i] = math.cos(a) * sc
+            sn[i] = math.sin(a) * sc
+        for b in range(B):
+            for i in range(h):
+                x0 = x[b, s, 2 * i]
+                x1 = x[b, s, 2 * i + 1]
+                out[b, s, 2 * i] = x0 * cs[i] - x1 * sn[i]
+                out[b, s, 2 * i + 1] = x0 * sn[i] + x1 * cs[i]
+'''
+
+
+def _rope(node, body, shared):
+    x_t, pos_t, _ = (body.nodes[i].type for i in node.inputs)
+    mod = _load(_variants(_ROPE, "_par", FT=_NB[x_t.dtype], PT=_NB[pos_t.dtype]))
+    par, ser = mod._par, mod._ser
+    scale = float(node.attrs["scale"])
+
+    def run(out, ops):
+        x, pos, inv = ops
+        d = x.shape[-1]
+        x3 = x.reshape(-1, x.shape[-2], d)
+        o3 = out.reshape(x3.shape)
+        (par if x.size >= PARALLEL_MIN else ser)(x3, pos, inv, scale, o3)
+    return run
+
+
+# ---------------------------------------------------------------------------------------
+# topk
+
+_TOPK = '''import math
+import numpy as np
+import numba as nb
+
+
+@nb.njit(inline="always")
+def _better(a, b):
+    # a ranks before b: larger, and any number before NaN (ties: the caller keeps the
+    # lower index by scanning upwards with a strict comparison)
+    if math.isnan(a):
+        return False
+    return math.isnan(b) or a > b
+
+
+@nb.njit("void(__FT__[:, ::1], int64[:, ::1], __FT__[:, ::1], boolean)", cache=True,
+         nogil=True)
+def kernel(x, idx, vals, want_values):
+    R, n = x.shape
+    k = idx.shape[1]
+    taken = np.zeros(n, np.bool_)
+    for r in range(R):
+        taken[:] = False
+        for j in range(k):
+            best = -1
+            for i in range(n):
+                if taken[i]:
+                    continue
+                if best < 0 or _better(x[r, i], x[r, best]):
+                    best = i
+            taken[best] = True
+            idx[r, j] = best
+            if want_values:
+                vals[r, j] = x[r, best]
+'''
+
+
+def _topk(node, body, shared):
+    (x_t,) = (body.nodes[i].type for i in node.inputs)
+    attrs = dict(node.attrs)
+    if attrs["axis"] != x_t.rank - 1:
+        return None
+    kernel = _load(_TOPK.replace("__FT__", _NB[x_t.dtype])).kernel
+    k, values = int(attrs["k"]), attrs["output"] == "values"
+    dt = x_t.np_dtype
+    empty_vals = np.empty((1, 1), dt)
+
+    def run(out, ops):
+        (x,) = ops
+        n = x.shape[-1]
+        if k > n:
+            from graphc.ops.selection import topk
+            out[...] = topk(x, **attrs)          # raises the reference's error
+            return
+        x2 = x.reshape(-1, n)
+        if values:
+            idx = np.empty((x2.shape[0], k), np.int64)
+            kernel(x2, idx, out.reshape(-1, k), True)
+        else:
+            kernel(x2, out.reshape(-1, k), empty_vals, False)
+    return run
+
+
+# ---------------------------------------------------------------------------------------
+# moe
+
+_MOE = '''import math
+import numpy as np
+import numba as nb
+
+
+@nb.njit("int64(__IT__[:, ::1], int64, int64[::1], int64[::1], int64[::1])",
+         cache=True, nogil=True)
+def route(indices, E, offsets, order, slot):
+    """Counting sort of the N*K (token, slot) pairs by expert (tokens ascending within
+    an expert): offsets [E+1], order[p] = n*K + k of sorted position p, slot[n*K + k] = p.
+    Returns the flat position of an out-of-range expert index, else -1."""
+    N, K = indices.shape
+    offsets[:] = 0
+    for n in range(N):
+        for k in range(K):
+            e = indices[n, k]
+            if e < 0 or e >= E:
+                return n * K + k
+            offsets[e + 1] += 1
+    for e in range(E):
+        offsets[e + 1] += offsets[e]
+    cursor = offsets[:E].copy()
+    for n in range(N):
+        for k in range(K):
+            e = indices[n, k]
+            p = cursor[e]
+            cursor[e] = p + 1
+            order[p] = n * K + k
+            slot[n * K + k] = p
+    return -1
+
+
+@nb.njit(inline="always")
+def _sigmoid(x):
+    # as the reference, in the dtype of x, without overflow for large |x| (a select, not
+    # a branch, so the loop vectorises)
+    one = nb.__FT__(1)
+    e = math.exp(-abs(x))
+    return (one if x >= 0 else e) / (one + e)
+
+# BODY
+
+@nb.njit("void(__FT__[:, ::1], int64[::1], int64, __FT__[:, ::1])",
+         parallel=__PARALLEL__, cache=True, nogil=True)
+def __NAME___gather(x, order, K, xs):
+    for p in __PRANGE__(order.shape[0]):
+        n = order[p] // K
+        for j in range(x.shape[1]):
+            xs[p, j] = x[n, j]
+
+
+@nb.njit("void(__FT__[:, ::1], __FT__[:, ::1])", parallel=__PARALLEL__, cache=True,
+         nogil=True)
+def __NAME___swiglu(gu, h):
+    I = h.shape[1]
+    for p in __PRANGE__(gu.shape[0]):
+        for j in range(I):
+            g = gu[p, j]
+            h[p, j] = g * _sigmoid(g) * gu[p, I + j]
+
+
+@nb.njit("void(__FT__[:, ::1], int64[::1], __FT__[:, ::1], __FT__[:, ::1])",
+         parallel=__PARALLEL__, cache=True, nogil=True)
+def __NAME___combine(ys, slot, w, out):
+    """out[n] = sum_k w[n, k] * ys[slot[n*K + k]], summed in increasing expert order (the
+    sorted positions of a token's pairs increase with the expert)."""
+    N, K = w.shape
+    H = out.shape[1]
+    for n in __PRANGE__(N):
+        ps = np.empty(K, np.int64)
+        ks = np.empty(K, np.int64)
+        for k in range(K):          # insertion sort of the K positions
+            p = slot[n * K + k]
+            j = k
+            while j > 0 and ps[j - 1] > p:
+                ps[j] = ps[j - 1]
+                ks[j] = ks[j - 1]
+                j -= 1
+            ps[j] = p
+            ks[j] = k
+        for c in range(H):
+            out[n, c] = 0
+        for q in range(K):
+            wk = w[n, ks[q]]
+            p = ps[q]
+            for c in range(H):
+                out[n, c] += ys[p, c] * wk
+'''
+
+
+def _moe(node, body, shared):
+    types = [body.nodes[i].type for i in node.inputs]
+    x_t, _, idx_t = types[:3]
+    mod = _load(_variants(_MOE, "route", FT=_NB[x_t.dtype], IT=_NB[idx_t.dtype]))
+    route = mod.route
+    dt = x_t.np_dtype
+    scratch = shared.setdefault("moe", {})   # one set of buffers for the program's steps
+
+    def buffers(M, H, I, E):
+        key = (dt.str, M, H, I, E)
+        b = scratch.get(key)
+        if b is None:
+            if len(scratch) > 4:          # a few sizes (prefill lengths, decode) at most
+                scratch.clear()
+            b = scratch[key] = (np.empty(E + 1, np.int64), np.empty(M, np.int64),
+                                np.empty(M, np.int64), np.empty((M, H), dt),
+                                np.empty((M, 2 * I), dt), np.empty((M, I), dt),
+                                np.empty((M, H), dt))
+        return b
+
+    def run(out, ops):
+        x, w, indices, gate_up, down = ops
+        N, H = x.shape
+        K = indices.shape[1]
+        E, I = gate_up.shape[0], down.shape[2]
+        M = N * K
+        if M == 0:
+            out[...] = 0
+            return
+        offsets, order, slot, xs, gu, h, ys = buffers(M, H, I, E)
+        bad = route(indices, E, offsets, order, slot)
+        if bad >= 0:
+            raise InputError(f"moe(): expert index {int(indices.ravel()[bad])} is out of "
+                             f"range for {E} experts")
+        big = M * H >= PARALLEL_MIN
+        (mod._par_gather if big else mod._ser_gather)(x, order, K, xs)
+        used = np.flatnonzero(offsets[1:] != offsets[:-1])
+        for e in used:
+            a, b = offsets[e], offsets[e + 1]
+            np.matmul(xs[a:b], gate_up[e].T, out=gu[a:b])
+        (mod._par_swiglu if M * I >= PARALLEL_MIN else mod._ser_swiglu)(gu, h)
+        for e in used:
+            a, b = offsets[e], offsets[e + 1]
+            np.matmul(h[a:b], down[e].T, out=ys[a:b])
+        (mod._par_combine if big else mod._ser_combine)(ys, slot, w, out)
+    return run
+
+
+LIBRARY = {"rope": _rope, "topk": _topk, "moe": _moe}
+
+
+# ---------------------------------------------------------------------------------------
+
+def bind(step, shared: dict | None = None):
+    """``run(out, ops)`` for a LibraryStep whose body is one op with a native
+    implementation (its inputs the body's inputs in order), else None."""
+    body = step.body
+    nodes = [n for n in body.nodes.values() if n.op != "input"]
+    if len(nodes) != 1:
+        return None
+    node = nodes[0]
+    prepare = LIBRARY.get(node.op)
+    if (prepare is None or list(node.inputs) != list(body.inputs)
+            or list(body.outputs) != [node.id]):
+        return None
+    run = prepare(node, body, {} if shared is None else shared)
+    if run is None:
+        return None
+
+    def run_contiguous(out, ops):
+        run(out, [o if o.flags.c_contiguous else np.ascontiguousarray(o) for o in ops])
+    return run_contiguous
+
+
+def op_names(step) -> str:
+    """The ops of a LibraryStep body, for messages."""
+    return "+".join(n.op for n in step.body.nodes.values() if n.op != "input")
+
+
+def bind_program(program) -> dict:
+    """Native runners by step node id; warns once naming the ops left to NumPy."""
+    from graphc.lower.program import LibraryStep
+    runners, numpy_ops, shared = {}, [], {}
+    for step in program.steps:
+        if not isinstance(step, LibraryStep):
+            continue
+        run = bind(step, shared)
+        if run is None:
+            numpy_ops.append(op_names(step))
+        else:
+            runners[step.node] = run
+    if numpy_ops:
+        names = sorted(set(numpy_ops))
+        warnings.warn(f"numba backend: {', '.join(names)} ha{'ve' if len(names) > 1 else 's'}"
+                      " no native implementation here and run{} through the NumPy reference "
+                      "(slow: interpreted, one copy per call)".format("" if len(names) > 1
+                                                                      else "s"),
+                      LibraryFallbackWarning, stacklevel=4)
+    return runners
