@@ -15,6 +15,7 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from graphc.errors import BackendError
+from graphc.lower import loopir as L
 from graphc.lower.program import lower
 from graphc.passes import optimize
 
@@ -39,6 +40,8 @@ class NumbaBackend:
                 n.op not in ("input", "constant", "fused") for n in graph.nodes.values()):
             graph = optimize(graph, REQUIRED)
         program = lower(graph)
+        for k in program.kernels:
+            _serial_if_tiny(k)
         kernels = {k.name: k for k in program.kernels}
         sources = {name: render_kernel(k, fastmath) for name, k in kernels.items()}
         functions = {}
@@ -59,6 +62,36 @@ class NumbaBackend:
         exe.compile_seconds = time.perf_counter() - t0
         exe.sources = sources
         return exe
+
+
+# A kernel whose loops all have static extents and whose work (statements executed) is at
+# most this runs serially: waking the OpenMP pool costs 30-80 us on 2 cores with passive
+# waiting, more than such a kernel's work (a decode step is ~80 of them on one token).
+SERIAL_MAX_WORK = 1 << 15
+
+
+def _static_work(body):
+    """Statements executed by ``body``, or None when a loop extent is symbolic."""
+    total = 0
+    for s in body:
+        if isinstance(s, L.Loop):
+            if not isinstance(s.extent, L.Const):
+                return None
+            inner = _static_work(s.body)
+            if inner is None:
+                return None
+            total += int(s.extent.value) * max(inner, 1)
+        else:
+            total += 1
+    return total
+
+
+def _serial_if_tiny(kernel) -> None:
+    work = _static_work(kernel.body)
+    if work is not None and work <= SERIAL_MAX_WORK:
+        for n in L.walk(kernel.body):
+            if isinstance(n, L.Loop):
+                n.parallel = False
 
 
 def _progress(total, enabled):
