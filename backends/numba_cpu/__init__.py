@@ -16,14 +16,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from graphc.errors import BackendError
 from graphc.lower import loopir as L
-from graphc.lower.program import lower
+from graphc.lower.program import AttentionStep, lower
 from graphc.passes import optimize
 
 from .cache import load_kernel
 from .library import bind_program
 from .render import render_kernel
 from .runtime import NumbaExecutable
-from .templates import ATTENTION_SOFTMAX
+from .templates import attention_softmax
 
 # What lowering needs; compile() runs these if the pipeline it was given did not.
 REQUIRED = ["fuse", "schedule", "plan_memory"]
@@ -44,15 +44,19 @@ class NumbaBackend:
             _serial_if_tiny(k)
         kernels = {k.name: k for k in program.kernels}
         sources = {name: render_kernel(k, fastmath) for name, k in kernels.items()}
-        functions = {}
+        # One score-block softmax per attention dtype (a float64 graph keeps float64 scores).
+        softmax_dtypes = sorted({s.acc_dtype for s in program.steps
+                                 if isinstance(s, AttentionStep)})
+        functions, softmax = {}, {}
         t0 = time.perf_counter()
-        bar = _progress(len(sources) + 1, progress)
+        bar = _progress(len(sources) + len(softmax_dtypes), progress)
         try:
             for name, src in sources.items():
                 functions[name], _ = load_kernel(src)
                 bar.update(1)
-            softmax, _ = load_kernel(ATTENTION_SOFTMAX)
-            bar.update(1)
+            for dt in softmax_dtypes:
+                softmax[dt], _ = load_kernel(attention_softmax(dt))
+                bar.update(1)
         finally:
             bar.close()
         exe = NumbaExecutable(graph, program, kernels, functions, softmax)

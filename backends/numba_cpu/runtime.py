@@ -64,9 +64,11 @@ class _Sized:
                 batch = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
                 T = evaluate(step.keys, bindings)
                 rows = min(ATTENTION_BLOCK, shape[-2])
+                # scores in the attention's dtype (float32 scores would cap a float64
+                # graph at float32 precision)
                 self.scratch[("scores", step.node)] = np.empty(batch * rows * max(T, 1),
-                                                               np.float32)
-                self.scratch[("inv", step.node)] = np.empty(batch * rows, np.float32)
+                                                               step.acc_dtype)
+                self.scratch[("inv", step.node)] = np.empty(batch * rows, step.acc_dtype)
                 if step.epilogue is not None:
                     self.scratch[step.node] = np.empty(shape, step.acc_dtype)
         self.size_args = {}
@@ -176,17 +178,17 @@ class NumbaExecutable(Executable):
         if not np.shares_memory(o3, o):
             raise AssertionError("attention output view must not copy")
         scores = sz.scratch[("scores", step.node)]
+        softmax = self.attention_softmax[str(scores.dtype)]
         inv = sz.scratch[("inv", step.node)]
         diag = T - S
         rows = min(ATTENTION_BLOCK, S)
         for r0 in range(0, S, rows):
             r1 = min(S, r0 + rows)
             kend = T if not step.causal else max(0, min(T, r1 + diag))
-            blk = np.ndarray((B, r1 - r0, kend), np.float32, buffer=scores)
-            inv_blk = np.ndarray((B, r1 - r0), np.float32, buffer=inv)
+            blk = np.ndarray((B, r1 - r0, kend), scores.dtype, buffer=scores)
+            inv_blk = np.ndarray((B, r1 - r0), inv.dtype, buffer=inv)
             np.matmul(q[:, r0:r1], kT[:, :, :kend], out=blk)
-            self.attention_softmax(blk, inv_blk, float(step.scale), bool(step.causal), r0,
-                                   diag)
+            softmax(blk, inv_blk, float(step.scale), bool(step.causal), r0, diag)
             np.matmul(blk, v[:, :kend], out=o3[:, r0:r1])
             o3[:, r0:r1] *= inv_blk[:, :, None]
         if step.epilogue is not None:

@@ -1,6 +1,6 @@
 """Hand-written Numba kernels the templates use (loaded through the kernel cache)."""
 
-ATTENTION_SOFTMAX = '''import math
+_ATTENTION_SOFTMAX = '''import math
 import numpy as np
 import numba as nb
 
@@ -20,8 +20,8 @@ def kernel(s, inv_sum, scale, causal, row0, diag):
         limit = T
         if causal:
             limit = min(T, row0 + r + diag + 1)
-        # max and exp in float32 (expf; the float64 exp costs 3x here), the row sum in
-        # float64 so long rows keep their precision
+        # max and exp in the scores' dtype (expf for float32 scores: the float64 exp
+        # costs 3x there), the row sum in float64 so long rows keep their precision
         m = np.float32(-np.inf)
         for j in range(limit):
             m = max(m, s[b, r, j] * sc)
@@ -34,3 +34,14 @@ def kernel(s, inv_sum, scale, causal, row0, diag):
         for j in range(limit, T):
             s[b, r, j] = 0
 '''
+
+
+def attention_softmax(dtype: str = "float32") -> str:
+    """The source of the score-block softmax for ``dtype`` scores (the attention's dtype:
+    a float64 graph keeps float64 scores)."""
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"attention softmax for {dtype!r}")
+    return _ATTENTION_SOFTMAX.replace("float32", dtype)
+
+
+ATTENTION_SOFTMAX = attention_softmax("float32")
