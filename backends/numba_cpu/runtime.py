@@ -56,6 +56,9 @@ class _Sized:
             self.views[nid] = np.ndarray(shape, t.np_dtype, buffer=self.arena, offset=off)
         self.scratch = {}
         for step in exe.program.steps:
+            if isinstance(step, KernelStep) and step.epilogue is not None:
+                shape = tuple(evaluate(d, bindings) for d in step.acc_shape)
+                self.scratch[step.node] = np.empty(shape, step.acc_dtype)
             if isinstance(step, GemmStep) and step.epilogue is not None and not step.in_place:
                 shape = tuple(evaluate(d, bindings) for d in step.acc_shape)
                 self.scratch[step.node] = np.empty(shape, step.acc_dtype)
@@ -123,7 +126,10 @@ class NumbaExecutable(Executable):
                 out = np.empty(node.type.concrete_shape(bindings), node.type.np_dtype)
             ops = [vals[o] for o in step.operands]
             if isinstance(step, KernelStep):
-                self._kernel(step.kernel, ops, out, None, sz)
+                acc = sz.scratch.get(nid) if step.epilogue is not None else None
+                self._kernel(step.kernel, ops, out, acc, sz)
+                if step.epilogue is not None:
+                    self._kernel(step.epilogue, ops, out, acc, sz)
             elif isinstance(step, GemmStep):
                 a = _apply_chain(ops[step.a.operand], step.a.chain, bindings)
                 b = _apply_chain(ops[step.b.operand], step.b.chain, bindings)

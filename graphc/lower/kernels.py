@@ -1,6 +1,12 @@
 """Loop-IR kernels for fusion groups: elementwise groups (pull every output element
 through the body), reduction groups (a parallel loop over rows, row statistics, then the
-epilogue) and the epilogues of GEMM / attention templates."""
+epilogue) and the epilogues of GEMM / attention templates.
+
+An epilogue is normally carried forward from the anchor's value at one index to one store
+("pointwise"). One that needs the anchor at two indices (``y + y.T``) or at an index of
+another rank (``y + r`` with r ``[1, S, N]`` for y ``[S, N]``) raises
+:class:`NotPointwise`; lowering then stores the anchor into a buffer ``acc`` and pulls the
+epilogue from it (:func:`pull_epilogue_kernel`)."""
 from __future__ import annotations
 
 import networkx as nx
@@ -59,14 +65,21 @@ def _symbols_of(stmts) -> list[str]:
     return sorted(names - bound)
 
 
-def make_kernel(name: str, body, inputs: dict[int, str], stmts, extra_bufs=()) -> L.Kernel:
+class NotPointwise(BackendError):
+    """The epilogue needs the anchor's value at another index than the one it stores."""
+
+
+def make_kernel(name: str, body, inputs: dict[int, str], stmts, extra_bufs=(),
+                out: bool = True) -> L.Kernel:
     """A kernel over ``stmts``; its buffer parameters are the body inputs it reads (named
-    ``in<k>`` for operand k of the group), ``out``, and ``extra_bufs``."""
+    ``in<k>`` for operand k of the group), ``out`` (unless ``out`` is false), and
+    ``extra_bufs``."""
     used = {n.buf for n in L.walk(stmts) if isinstance(n, (L.Load, L.Store))}
     bufs = [L.BufferParam(b, body.nodes[i].type.dtype, body.nodes[i].type.rank)
             for i, b in inputs.items() if b in used]
-    out = body.nodes[body.outputs[0]]
-    bufs.append(L.BufferParam("out", out.type.dtype, out.type.rank, "out"))
+    if out:
+        o = body.nodes[body.outputs[0]]
+        bufs.append(L.BufferParam("out", o.type.dtype, o.type.rank, "out"))
     bufs += list(extra_bufs)
     return L.Kernel(name, bufs, _symbols_of(stmts), stmts)
 
@@ -117,9 +130,9 @@ def epilogue(body, anchor: int, idx, value: L.Expr, pull: Pull, tmp_prefix="e") 
             continue
         for i in chained:
             if body.nodes[i].type.shape != node.type.shape or at[i][0] != src_idx:
-                raise BackendError(f"epilogue op {node.op} combines anchor values at "
-                                   "different indices; not supported", op=node.op,
-                                   node=node.name, loc=node.loc)
+                raise NotPointwise(f"epilogue op {node.op} combines anchor values at "
+                                   "different indices", op=node.op, node=node.name,
+                                   loc=node.loc)
         args = [at[i][1] if i in at else
                 pull.at(i, broadcast_index(src_idx, node.type.shape, t.type.shape))
                 for i, t in zip(node.inputs, ins)]
@@ -143,7 +156,9 @@ def anchor_of(body) -> int:
 
 # -- reduction groups ------------------------------------------------------------------
 
-def reduction_kernel(body, name: str) -> L.Kernel:
+def reduction_kernel(body, name: str, store_anchor: bool = False) -> L.Kernel:
+    """The group's kernel; with ``store_anchor`` only the anchor's value, stored into
+    ``acc`` (for :func:`pull_epilogue_kernel` to finish the group)."""
     a = body.nodes[anchor_of(body)]
     pull = Pull(body, body_inputs(body))
     x = body.nodes[a.inputs[0]]
@@ -158,6 +173,11 @@ def reduction_kernel(body, name: str) -> L.Kernel:
         raise BackendError(f"no reduction lowering for {a.op}", op=a.op, node=a.name,
                            loc=a.loc)
     rows = [k for k in range(len(shape)) if k not in axes]
+
+    def finish(idx, value):  # the anchor's value at idx: through the epilogue, or stored
+        if store_anchor:
+            return [L.Store("acc", tuple(idx), value)]
+        return epilogue(body, a.id, idx, value, pull)
     red_shape = [shape[k] for k in axes]
     n_red = dim_expr(prod(red_shape))
     dt = a.type.dtype
@@ -194,17 +214,18 @@ def reduction_kernel(body, name: str) -> L.Kernel:
             init = {"sum": L.Const(0.0, ACC), "mean": L.Const(0.0, ACC),
                     "max": L.Const(float("-inf"), ACC)}[a.op]
             comb = "max" if a.op == "max" else "+"
-            s.append(L.Assign("acc", init, ACC))
-            s += red_loops("j", lambda j: [L.Assign("acc", L.Bin(comb, L.Var("acc"),
-                                                                 X(full_index(row_idx, j))),
+            # the running value is "total", not "acc" (the anchor buffer's name)
+            s.append(L.Assign("total", init, ACC))
+            s += red_loops("j", lambda j: [L.Assign("total", L.Bin(comb, L.Var("total"),
+                                                                   X(full_index(row_idx, j))),
                                                     ACC)])
-            val = L.Var("acc")
+            val = L.Var("total")
             if a.op == "mean":
                 val = L.Bin("/", val, L.Cast(n_red, ACC))
             out_idx = list(row_idx)
             if a.attrs["keepdims"]:
                 out_idx = full_index(row_idx, [L.c(0)] * len(axes))
-            return s + epilogue(body, a.id, out_idx, L.Cast(val, dt), pull)
+            return s + finish(out_idx, L.Cast(val, dt))
         if a.op == "softmax":
             s.append(L.Assign("m", L.Const(float("-inf"), ACC), ACC))
             s += red_loops("j", lambda j: [L.Assign("m", L.Bin("max", L.Var("m"),
@@ -250,13 +271,15 @@ def reduction_kernel(body, name: str) -> L.Kernel:
                 def value(idx):
                     return L.Bin("+", L.Bin("*", L.Bin("*", centred(idx), L.Var("rstd")),
                                             param(k_w, idx)), param(k_w + 1, idx))
-        s += red_loops("o", lambda j: epilogue(body, a.id, full_index(row_idx, j),
-                                               L.Cast(value(full_index(row_idx, j)), dt),
-                                               pull))
+        s += red_loops("o", lambda j: finish(full_index(row_idx, j),
+                                             L.Cast(value(full_index(row_idx, j)), dt)))
         return s
 
     row_shape = [shape[k] for k in rows]
     stmts = loop_nest(row_shape, per_row, "r", collapse_all=True)
+    if store_anchor:
+        acc = L.BufferParam("acc", dt, a.type.rank, "out")
+        return make_kernel(name, body, pull.inputs, stmts, [acc], out=False)
     return make_kernel(name, body, pull.inputs, stmts)
 
 
@@ -272,6 +295,34 @@ def template_epilogue_kernel(body, name: str, anchor: int, value_at) -> L.Kernel
         return epilogue(body, anchor, idx, value_at(idx, pull), pull)
     acc = L.BufferParam("acc", a.type.dtype, a.type.rank, "in")
     return make_kernel(name, body, pull.inputs, loop_nest(a.type.shape, make, "i"), [acc])
+
+
+def pull_epilogue_kernel(body, name: str, anchor: int, value_at) -> L.Kernel:
+    """Kernel over the group's output shape that pulls every element through the epilogue,
+    with the anchor read at any index by value_at(idx, pull) (from the buffer ``acc``): for
+    epilogues that are not pointwise. ``acc`` must not be the output buffer."""
+    pull = Pull(body, body_inputs(body))
+    pull.override[anchor] = lambda idx: value_at(idx, pull)
+    out = body.nodes[body.outputs[0]]
+    a = body.nodes[anchor]
+
+    def store(idx):
+        return [L.Store("out", tuple(idx), L.Cast(pull.at(out.id, idx), out.type.dtype))]
+    acc = L.BufferParam("acc", a.type.dtype, a.type.rank, "in")
+    return make_kernel(name, body, pull.inputs, loop_nest(out.type.shape, store, "i"), [acc])
+
+
+def load_acc(idx, pull) -> L.Expr:
+    """value_at for an anchor whose value is already in ``acc``."""
+    return L.Load("acc", tuple(idx))
+
+
+def pointwise_store(body, anchor: int) -> bool:
+    """The epilogue stores the anchor's element at the index it was computed at (no
+    movement op after the anchor, output shape = anchor shape): safe in place."""
+    desc = nx.descendants(body.nx, anchor)
+    return (body.nodes[body.outputs[0]].type.shape == body.nodes[anchor].type.shape
+            and not any(body.nodes[n].op in ("reshape", "transpose") for n in desc))
 
 
 def gemm_value(body, anchor: int):

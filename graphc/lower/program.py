@@ -2,7 +2,9 @@
 
 Each ``fused`` node becomes one step, in schedule order:
 
-* ``KernelStep``: a loop-IR kernel (elementwise and reduction groups);
+* ``KernelStep``: a loop-IR kernel (elementwise and reduction groups); a reduction whose
+  epilogue is not pointwise runs as two kernels, the anchor into a scratch buffer and
+  then the epilogue pulled from it;
 * ``GemmStep``: the group's matmul/gemm goes to the backend's GEMM (BLAS, cuBLAS) on
   strided views of its operands, then an epilogue kernel applies bias, activation and the
   group's elementwise tail in one pass (in place on the output when the store is not
@@ -20,7 +22,8 @@ from dataclasses import dataclass, field
 
 from ..errors import BackendError
 from . import loopir as L
-from .kernels import (anchor_of, elementwise_kernel, gemm_value, reduction_kernel,
+from .kernels import (NotPointwise, anchor_of, elementwise_kernel, gemm_value, load_acc,
+                      pointwise_store, pull_epilogue_kernel, reduction_kernel,
                       template_epilogue_kernel)
 
 
@@ -37,6 +40,11 @@ class KernelStep:
     node: int
     operands: list[int]
     kernel: L.Kernel
+    # A reduction whose epilogue is not pointwise: ``kernel`` stores the anchor into a
+    # scratch buffer ``acc`` (acc_shape, acc_dtype), then ``epilogue`` makes the output.
+    epilogue: L.Kernel | None = None
+    acc_shape: tuple = ()
+    acc_dtype: str = ""
 
 
 @dataclass
@@ -83,9 +91,9 @@ class Program:
     def kernels(self) -> list[L.Kernel]:
         out = []
         for s in self.steps:
-            k = getattr(s, "kernel", None) or getattr(s, "epilogue", None)
-            if k is not None:
-                out.append(k)
+            for k in (getattr(s, "kernel", None), getattr(s, "epilogue", None)):
+                if k is not None:
+                    out.append(k)
         return out
 
     def __str__(self) -> str:
@@ -95,7 +103,8 @@ class Program:
             ops = ", ".join(f"%{o}" for o in s.operands)
             head = f"%{s.node} = "
             if isinstance(s, KernelStep):
-                lines.append(f"{head}{s.kernel.name}({ops})")
+                lines.append(f"{head}{s.kernel.name}({ops})"
+                             + (f" -> epilogue {s.epilogue.name}" if s.epilogue else ""))
             elif isinstance(s, GemmStep):
                 lines.append(f"{head}gemm(view(%{s.operands[s.a.operand]} {_chain(s.a)}), "
                              f"view(%{s.operands[s.b.operand]} {_chain(s.b)}))"
@@ -178,16 +187,29 @@ def lower(graph) -> Program:
             prog.steps.append(KernelStep(node.id, ops, _named(elementwise_kernel(body, ""),
                                                               label)))
         elif kind == "reduction":
-            prog.steps.append(KernelStep(node.id, ops, _named(reduction_kernel(body, ""),
-                                                              label)))
+            try:
+                step = KernelStep(node.id, ops, _named(reduction_kernel(body, ""), label))
+            except NotPointwise:
+                a = body.nodes[anchor_of(body)]
+                step = KernelStep(
+                    node.id, ops, _named(reduction_kernel(body, "", store_anchor=True), label),
+                    _named(pull_epilogue_kernel(body, "", a.id, load_acc), label),
+                    a.type.shape, a.type.dtype)
+            prog.steps.append(step)
         elif kind == "contraction":
             aid = anchor_of(body)
             a = body.nodes[aid]
             direct = a.op == "matmul" and body.outputs[0] == aid
-            chain = _store_chain(body, aid)
-            epi = None if direct else _named(
-                template_epilogue_kernel(body, "", aid, gemm_value(body, aid)), label)
-            in_place = (not direct and chain == [] and
+            epi, pointwise = None, True
+            if not direct:
+                try:
+                    epi = template_epilogue_kernel(body, "", aid, gemm_value(body, aid))
+                except NotPointwise:
+                    epi, pointwise = pull_epilogue_kernel(body, "", aid,
+                                                          gemm_value(body, aid)), False
+                epi = _named(epi, label)
+            # In place: the epilogue reads acc[idx] and writes out[idx], nothing else.
+            in_place = (not direct and pointwise and pointwise_store(body, aid) and
                         body.nodes[body.outputs[0]].type.dtype == a.type.dtype)
             prog.steps.append(GemmStep(node.id, ops, _view(body, a.inputs[0]),
                                        _view(body, a.inputs[1]), epi, a.type.shape,
@@ -198,8 +220,11 @@ def lower(graph) -> Program:
             chain = _store_chain(body, aid)
             epi = None
             if chain is None:
-                epi = _named(template_epilogue_kernel(
-                    body, "", aid, lambda idx, pull: L.Load("acc", tuple(idx))), label)
+                try:
+                    epi = template_epilogue_kernel(body, "", aid, load_acc)
+                except NotPointwise:
+                    epi = pull_epilogue_kernel(body, "", aid, load_acc)
+                epi = _named(epi, label)
             prog.steps.append(AttentionStep(
                 node.id, ops, _view(body, a.inputs[0]), _view(body, a.inputs[1]),
                 _view(body, a.inputs[2]), a.attrs["scale"], a.attrs["causal"], epi,
