@@ -305,8 +305,11 @@ def linear(x, wt):
     return x @ wt
 
 
-def swiglu(x, gate, up, down):
-    return linear(graphc.silu(linear(x, gate)) * linear(x, up), down)
+def swiglu(x, gate_up, down, inter: int):
+    """down(silu(gate(x)) * up(x)) with gate and up as one GEMM: ``gate_up`` is the
+    constant [H, 2I] of both (gate columns first)."""
+    gu = linear(x, gate_up)
+    return linear(graphc.silu(gu[:, :inter]) * gu[:, inter:], down)
 
 
 def route(x, P, pre: str, c: DeepseekV2Config):
@@ -334,8 +337,8 @@ def moe_block(x, P, pre: str, c: DeepseekV2Config):
     y = graphc.moe(x, w, idx, P[pre + "experts.gate_up_proj"], P[pre + "experts.down_proj"])
     if c.n_shared_experts:
         s = pre + "shared_experts."
-        y = y + swiglu(x, P[s + "gate_proj.weight"], P[s + "up_proj.weight"],
-                       P[s + "down_proj.weight"])
+        y = y + swiglu(x, P[s + "gate_up"], P[s + "down_proj.weight"],
+                       c.moe_intermediate_size * c.n_shared_experts)
     return y
 
 
@@ -345,17 +348,19 @@ def mla_qkv(x, P, pre: str, c: DeepseekV2Config, rope):
     nh, dn, dr, dc = (c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim,
                       c.kv_lora_rank)
     S = x.shape[0]
+    # the two projections of x as one GEMM: [q_a_proj (or q_proj) ; kv_a_proj_with_mqa]
+    a = linear(x, P[pre + "qkv_a"])
+    r = c.q_lora_rank or nh * (dn + dr)
     if c.q_lora_rank is None:
-        q = linear(x, P[pre + "q_proj.weight"])
+        q = a[:, :r]
     else:
-        qa = graphc.rmsnorm(linear(x, P[pre + "q_a_proj.weight"]),
-                            P[pre + "q_a_layernorm.weight"], eps=c.rms_norm_eps)
+        qa = graphc.rmsnorm(a[:, :r], P[pre + "q_a_layernorm.weight"], eps=c.rms_norm_eps)
         q = linear(qa, P[pre + "q_b_proj.weight"])
     q = q.reshape(S, nh, dn + dr).transpose(1, 0, 2)                              # [nh,S,dn+dr]
     q_nope, q_pe = q[:, :, :dn], rope(q[:, :, dn:])
-    kv = linear(x, P[pre + "kv_a_proj_with_mqa.weight"])                           # [S, dc+dr]
-    c_kv = graphc.rmsnorm(kv[:, :dc], P[pre + "kv_a_layernorm.weight"], eps=c.rms_norm_eps)
-    k_pe = rope(kv[:, dc:])
+    c_kv = graphc.rmsnorm(a[:, r:r + dc], P[pre + "kv_a_layernorm.weight"],
+                          eps=c.rms_norm_eps)
+    k_pe = rope(a[:, r + dc:])
     return q_nope, q_pe, c_kv, k_pe
 
 
@@ -377,18 +382,22 @@ def mla_full(x, P, pre: str, c: DeepseekV2Config, rope, scale: float):
     return linear(o, P[pre + "o_proj.weight"]), c_kv, k_pe
 
 
-def mla_absorbed(x, P, pre: str, c: DeepseekV2Config, rope, scale: float, cache_c, cache_pe):
+def mla_absorbed(x, P, pre: str, c: DeepseekV2Config, rope, scale: float, cache_c, cache_pe,
+                 mask=None):
     """Decode MLA with weight absorption: W_UK goes into the query and W_UV is applied
     to the attention output in latent space, so per-head keys and values are never made.
-    x: [1, H]; cache_c [T, d_c], cache_pe [T, d_r] (earlier tokens).
+    x: [1, H]; cache_c [T, d_c], cache_pe [T, d_r] (earlier tokens); ``mask`` [T+1]
+    (additive, optional): -inf for cache slots that hold no token yet.
     Returns (output [1, H], c_kv [1, d_c], k_pe [1, d_r]) for the new token."""
     nh, dn, dv, dc = c.num_attention_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank
     q_nope, q_pe, c_kv, k_pe = mla_qkv(x, P, pre, c, rope)                        # q: [nh,1,*]
     q_lat = q_nope @ P[pre + "w_uk"]                                               # [nh,1,dc]
     keys_c = graphc.concat([cache_c, c_kv], axis=0)                               # [T+1, dc]
     keys_pe = graphc.concat([cache_pe, k_pe], axis=0)                             # [T+1, dr]
-    scores = q_lat @ keys_c.T + q_pe @ keys_pe.T                                  # [nh,1,T+1]
-    p = graphc.softmax(graphc.scale(scores, scale), axis=-1)
+    scores = graphc.scale(q_lat @ keys_c.T + q_pe @ keys_pe.T, scale)           # [nh,1,T+1]
+    if mask is not None:
+        scores = scores + mask
+    p = graphc.softmax(scores, axis=-1)
     o_lat = p @ keys_c                                                             # [nh,1,dc]
     o = (o_lat @ P[pre + "w_uv_t"]).transpose(1, 0, 2).reshape(1, nh * dv)       # [1,nh*dv]
     return linear(o, P[pre + "o_proj.weight"]), c_kv, k_pe
@@ -406,6 +415,7 @@ class DeepseekV2:
         self.positions = np.arange(config.max_position_embeddings, dtype=np.int64)
         self._compiled: dict = {}
         self._absorbed_cache = None
+        self._fused_cache = None
         self._twin = None
 
     # -- traced bodies ----------------------------------------------------------------------
@@ -423,11 +433,35 @@ class DeepseekV2:
         if c.tie_word_embeddings:
             P["lm_head.weight"] = graphc.constant(self.params["model.embed_tokens.weight"].T,
                                                   name="model.embed_tokens.weight^T")
+        for k, w in self._fused().items():
+            P[k] = graphc.constant(w, name=k)
         if absorbed:
             for k, (w_uk, w_uv_t) in self._absorbed().items():
                 P[k + "w_uk"] = graphc.constant(w_uk, name=k + "w_uk")
                 P[k + "w_uv_t"] = graphc.constant(w_uv_t, name=k + "w_uv_t")
         return P
+
+    def _fused(self) -> dict:
+        """Weights that share an input, side by side for one GEMM (transposed, [in, out],
+        C-contiguous, made once): per layer ``self_attn.qkv_a`` = [q_a_proj (or q_proj) ;
+        kv_a_proj_with_mqa]^T, and ``mlp.gate_up`` / ``mlp.shared_experts.gate_up`` =
+        [gate_proj ; up_proj]^T."""
+        if self._fused_cache is None:
+            c, p = self.config, self.params
+            out = {}
+            for l in range(c.num_hidden_layers):
+                a = f"model.layers.{l}.self_attn."
+                q = a + ("q_proj.weight" if c.q_lora_rank is None else "q_a_proj.weight")
+                out[a + "qkv_a"] = np.ascontiguousarray(
+                    np.concatenate([p[q], p[a + "kv_a_proj_with_mqa.weight"]]).T)
+                m = f"model.layers.{l}.mlp."
+                if c.is_moe_layer(l):
+                    m = m + "shared_experts." if c.n_shared_experts else None
+                if m is not None:
+                    out[m + "gate_up"] = np.ascontiguousarray(
+                        np.concatenate([p[m + "gate_proj.weight"], p[m + "up_proj.weight"]]).T)
+            self._fused_cache = out
+        return self._fused_cache
 
     def _absorbed(self) -> dict:
         """Per layer: kv_b_proj split per head into W_UK [nh, d_n, d_c] and W_UV^T
@@ -454,8 +488,7 @@ class DeepseekV2:
         pre = f"model.layers.{layer}.mlp."
         if c.is_moe_layer(layer):
             return moe_block(x, P, pre, c)
-        return swiglu(x, P[pre + "gate_proj.weight"], P[pre + "up_proj.weight"],
-                      P[pre + "down_proj.weight"])
+        return swiglu(x, P[pre + "gate_up"], P[pre + "down_proj.weight"], c.intermediate_size)
 
     def _head(self, h, P):
         c = self.config
@@ -484,14 +517,23 @@ class DeepseekV2:
         logits = self._head(h, P)
         return (logits, *cache) if with_cache else logits
 
-    def decode(self, ids, *cache):
+    def decode(self, ids, *cache, pos=None, mask=None):
         """Traced body of one decode step: ids int [1] at position T, cache = (c_kv [T, d_c],
         k_pe [T, d_r]) per layer -> (logits [1, vocab], then the new token's c_kv [1, d_c]
-        and k_pe [1, d_r] per layer)."""
+        and k_pe [1, d_r] per layer).
+
+        Padded form (``generate``): the cache is a bucket of T slots of which the first
+        few hold tokens; ``pos`` int [1] is the new token's position and ``mask`` [T] is 0
+        for a filled slot and -inf for an empty one (T changes only when the bucket
+        grows, so the executable's per-size state is made a few times per generation)."""
         c = self.config
         P = self._constants(absorbed=True)
         T = cache[0].shape[0]
-        pos = graphc.constant(self.positions, name="positions")[T:T + 1]
+        if pos is None:
+            pos = graphc.constant(self.positions, name="positions")[T:T + 1]
+        else:   # the new token's own slot (after the cache) is always visible
+            zero = graphc.constant(np.zeros(1, c.dtype), name="zero")
+            mask = graphc.concat([mask, zero], axis=0)                             # [T+1]
         rope = self._rope(pos)
         h = graphc.embedding(P["model.embed_tokens.weight"], ids)
         new = []
@@ -500,7 +542,7 @@ class DeepseekV2:
             a, c_kv, k_pe = mla_absorbed(
                 graphc.rmsnorm(h, P[pre + "input_layernorm.weight"], eps=c.rms_norm_eps),
                 P, pre + "self_attn.", c, rope, self.softmax_scale,
-                cache[2 * l], cache[2 * l + 1])
+                cache[2 * l], cache[2 * l + 1], mask)
             new += [c_kv, k_pe]
             h = h + a
             h = h + self._ffn(graphc.rmsnorm(h, P[pre + "post_attention_layernorm.weight"],
@@ -531,22 +573,30 @@ class DeepseekV2:
         return graphc.trace(layer_fn, graphc.spec((seq_len, c.hidden_size), c.dtype, name="x"),
                             name=f"deepseek_v2_layer{layer}")
 
-    def trace_decode(self, cache_len="T") -> graphc.Graph:
-        """The decode-step graph: one new token after ``cache_len`` cached tokens."""
+    def trace_decode(self, cache_len="T", padded: bool = False) -> graphc.Graph:
+        """The decode-step graph: one new token after ``cache_len`` cached tokens; with
+        ``padded``, after ``cache_len`` cache slots, inputs ``pos`` [1] and ``mask``
+        [cache_len] at the end (see :meth:`decode`)."""
         c = self.config
         specs = [graphc.spec((1,), "int64", name="ids")]
         for l in range(c.num_hidden_layers):
             specs.append(graphc.spec((cache_len, c.kv_lora_rank), c.dtype, name=f"c_kv{l}"))
             specs.append(graphc.spec((cache_len, c.qk_rope_head_dim), c.dtype, name=f"k_pe{l}"))
-        return graphc.trace(self.decode, *specs, name="deepseek_v2_decode")
+        if not padded:
+            return graphc.trace(self.decode, *specs, name="deepseek_v2_decode")
+        specs += [graphc.spec((1,), "int64", name="pos"),
+                  graphc.spec((cache_len,), c.dtype, name="mask")]
+        return graphc.trace(lambda *a: self.decode(*a[:-2], pos=a[-2], mask=a[-1]), *specs,
+                            name="deepseek_v2_decode_padded")
 
     def compiled(self, which: str, backend: str = "reference", **options):
-        """The executable for 'forward', 'prefill' (with cache outputs) or 'decode'."""
+        """The executable for 'forward', 'prefill' (with cache outputs) or 'decode' (the
+        padded decode step that ``generate`` runs)."""
         key = (which, backend, tuple(sorted(options.items())))
         if key not in self._compiled:
             g = {"forward": lambda: self.trace(),
                  "prefill": lambda: self.trace(with_cache=True),
-                 "decode": lambda: self.trace_decode()}[which]()
+                 "decode": lambda: self.trace_decode(padded=True)}[which]()
             self._compiled[key] = graphc.compile(g, backend=backend, **options)
         return self._compiled[key]
 
@@ -588,13 +638,18 @@ class DeepseekV2:
         out = self.compiled("prefill", backend, **options)(np.array(ids, np.int64))
         logits, lat = out[0][-1], out[1:]
         n = len(ids)
-        # Preallocated cache; the decode graph reads views [:T] of it.
+        # Preallocated cache (zeros: an empty slot must not hold NaN, whose weight 0 would
+        # still poison p @ c_kv); the decode step reads a bucket [:T] of it, T a power of
+        # two >= the tokens so far, with a mask row hiding the empty slots.
         cache = []
         dt = np.dtype(c.dtype)
+        rows = _bucket(total)
         for k, a in enumerate(lat):
-            buf = np.zeros((total, a.shape[1]), dt)
+            buf = np.zeros((rows, a.shape[1]), dt)
             buf[:n] = a
             cache.append(buf)
+        mask = np.full(rows, -np.inf, dt)
+        mask[:n] = 0
         step = self.compiled("decode", backend, **options)
         for _ in range(max_new_tokens):
             nxt = int(np.argmax(logits))
@@ -603,10 +658,13 @@ class DeepseekV2:
             if len(steps) == max_new_tokens or (eos_token_id is not None
                                                  and nxt == eos_token_id):
                 break
-            res = step(np.array([nxt], np.int64), *(b[:n] for b in cache))
+            T = _bucket(n)
+            res = step(np.array([nxt], np.int64), *(b[:T] for b in cache),
+                       np.array([n], np.int64), mask[:T])
             logits = res[0][0]
             for b, row in zip(cache, res[1:]):
                 b[n] = row[0]
+            mask[n] = 0
             n += 1
         out_ids = np.array(ids, np.int64)
         return (out_ids, np.stack(steps)) if return_logits else out_ids
@@ -629,6 +687,11 @@ class DeepseekV2:
 
     def __repr__(self) -> str:
         return f"DeepseekV2({self.config}, {self.num_params() / 1e6:.1f}M parameters)"
+
+
+def _bucket(n: int) -> int:
+    """Cache slots the decode step sees for n tokens: a power of two >= n (at least 16)."""
+    return max(16, 1 << max(n - 1, 0).bit_length())
 
 
 def cache_bytes_per_token(config: DeepseekV2Config) -> dict:

@@ -87,16 +87,19 @@ class NumbaExecutable(Executable):
         self.program = program
         self.kernels = kernels            # name -> loop-IR Kernel
         self.functions = functions        # name -> compiled function
-        self.attention_softmax = attention_softmax
+        self.attention_softmax = attention_softmax  # scores dtype -> compiled softmax
         self._sized: dict[tuple, _Sized] = {}
         self.constants = {nid: np.ascontiguousarray(v) for nid, v in graph.constants.items()}
         self._embedding_checks = _embedding_checks(graph)
+        self._key_checks = _key_checks(graph)
         self.library = {}                 # LibraryStep node -> native run(out, ops)
 
     def sized(self, bindings) -> _Sized:
         key = tuple(sorted(bindings.items()))
         s = self._sized.get(key)
         if s is None:
+            for check in self._key_checks:
+                check(bindings)
             s = self._sized[key] = _Sized(self, dict(bindings))
         return s
 
@@ -201,6 +204,39 @@ class NumbaExecutable(Executable):
             self._kernel(step.epilogue, ops, out, o, sz)
         elif not np.shares_memory(o, out):
             out[...] = _apply_chain(o, step.out_chain, bindings)
+
+
+def _key_checks(graph):
+    """Checks of the symbol sizes that the reference backend makes when it runs the op:
+    every (causal) query must see a key. A kernel would silently give NaN rows."""
+    checks = []
+    for node in graph.nodes.values():
+        if node.op != "fused":
+            continue
+        for b in node.attrs["body"].nodes.values():
+            if b.op == "causal_mask":
+                checks.append(_rows_cols_check(
+                    b, b.attrs["rows"], b.attrs["cols"], True, False,
+                    "causal_mask(): {S} query rows but only {T} key columns"))
+            elif b.op == "attention":
+                q, k = (node.attrs["body"].nodes[i] for i in b.inputs[:2])
+                checks.append(_rows_cols_check(
+                    b, q.type.shape[-2], k.type.shape[-2], b.attrs["causal"], True,
+                    "attention(): {S} " + ("causal " if b.attrs["causal"] else "")
+                    + "queries but {T} keys; every query must see at least one key"))
+    return [c for c in checks if c is not None]
+
+
+def _rows_cols_check(node, rows, cols, causal: bool, need_keys: bool, message: str):
+    if isinstance(rows, int) and isinstance(cols, int):
+        return None  # checked when the graph was traced
+
+    def check(bindings):
+        S, T = evaluate(rows, bindings), evaluate(cols, bindings)
+        if (need_keys and T == 0) or (causal and S > T):
+            raise InputError(message.format(S=S, T=T), op=node.op, node=node.name,
+                             loc=node.loc)
+    return check
 
 
 def _embedding_checks(graph):

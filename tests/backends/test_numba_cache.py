@@ -1,0 +1,158 @@
+"""The content-addressed kernel cache: a second process starts warm, a corrupt or
+tampered kernel file is detected and recompiled (never executed), and GRAPHC_CACHE_DIR
+decides where everything goes."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+import graphc
+from graphc import spec
+from graphc.backends.numba_cpu import cache
+
+# Compiles a small causal Transformer in a fresh process and reports timings, the error
+# against the float64 reference and the RuntimeWarnings raised while compiling.
+SCRIPT = textwrap.dedent("""
+    import json, time, warnings
+    import numpy as np
+    import graphc
+    from graphc.models import transformer
+
+    cfg = transformer.TransformerConfig(vocab_size=61, d_model=32, n_heads=2, d_ff=48,
+                                        n_layers=2, max_len=64, causal=True)
+    g = transformer.random(cfg, seed=3).trace()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        exe = graphc.compile(g, backend="numba")
+        seconds = time.perf_counter() - t0
+    ids = np.arange(11) % 61
+    out = exe(ids)
+    ref = graphc.compile(g, backend="reference", float64=True)(ids)
+    print(json.dumps({
+        "seconds": seconds, "kernel_seconds": exe.compile_seconds,
+        "err": float(np.linalg.norm(out - ref) / np.linalg.norm(ref)),
+        "warnings": [str(w.message) for w in caught if w.category is RuntimeWarning]}))
+""")
+
+
+def run_compile(cache_root: Path) -> dict:
+    env = dict(os.environ, GRAPHC_CACHE_DIR=str(cache_root))
+    env.pop("NUMBA_CACHE_DIR", None)   # Numba's machine code goes beside the kernel files
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.stat().st_mtime_ns for p in folder.rglob("*")
+            if p.is_file()}
+
+
+def kernel_dir(root: Path) -> Path:
+    return root / f"numba-{graphc.__version__}-{numba.__version__}"
+
+
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory):
+    """A first process compiles into an empty cache."""
+    root = tmp_path_factory.mktemp("cache-cold")
+    result = run_compile(root)
+    return root, result
+
+
+def test_second_process_is_warm(cold, tmp_path):
+    root, first = cold
+    folder = kernel_dir(root)
+    kernels = sorted(folder.glob("k_*.py"))
+    assert kernels and not first["warnings"] and first["err"] < 1e-5
+    # Numba stored machine code beside the kernel files (so a new process loads it).
+    assert list((folder / "__pycache__").glob("k_*.nbi"))
+    before = snapshot(folder)
+    second = run_compile(root)
+    print(f"\ncompile of the model: cold process {first['seconds']:.2f} s, "
+          f"warm process {second['seconds']:.2f} s")
+    assert not second["warnings"] and second["err"] < 1e-5
+    assert snapshot(folder) == before, "a warm process rewrote or added cache files"
+    assert second["seconds"] < 0.5 * first["seconds"]
+
+
+def _corrupt_append(text: str) -> str:
+    return text + "\nraise RuntimeError('garbage appended to a cached kernel')\n"
+
+
+def _corrupt_byte(text: str) -> str:
+    """Change one byte of the code so that it would compute something else if it ran."""
+    head, sep, body = text.partition("def kernel(")
+    assert " + " in body or " * " in body
+    op = " + " if " + " in body else " * "
+    return head + sep + body.replace(op, " - ", 1)
+
+
+@pytest.mark.parametrize("corrupt", [_corrupt_append, _corrupt_byte],
+                         ids=["appended", "byte_changed"])
+def test_corrupt_kernel_file_is_recompiled(cold, tmp_path, corrupt):
+    root, _ = cold
+    copy = tmp_path / "cache"
+    import shutil
+    shutil.copytree(root, copy)
+    folder = kernel_dir(copy)
+    # The kernel with the most arithmetic (a layernorm or an epilogue).
+    target = max(folder.glob("k_*.py"), key=lambda p: p.read_text().count(" + "))
+    good = target.read_text()
+    target.write_text(corrupt(good))
+    result = run_compile(copy)
+    assert any("does not match its hash" in w and target.name in w
+               for w in result["warnings"]), result["warnings"]
+    assert result["err"] < 1e-5
+    assert target.read_text() == good   # rewritten from the source graphc generated
+    assert list((folder / "__pycache__").glob(f"{target.stem}.*.nbi"))
+
+
+def test_corrupt_file_detected_in_process(tmp_path, monkeypatch):
+    """load_kernel checks the hash of a file it finds and rewrites a bad one."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    source = textwrap.dedent("""
+        import numba as nb
+
+
+        @nb.njit("int64(int64)", cache=True)
+        def kernel(x):
+            return x + 41
+    """)
+    fn, cached = cache.load_kernel(source)
+    assert fn(1) == 42 and not cached
+    (path,) = kernel_dir(tmp_path).glob("k_*.py")
+    good = path.read_text()
+    fn2, cached = cache.load_kernel(source)
+    assert cached and fn2(1) == 42
+    path.write_text(good.replace("x + 41", "x + 40"))
+    with pytest.warns(RuntimeWarning, match="does not match its hash"):
+        fn3, cached = cache.load_kernel(source)
+    assert not cached and fn3(1) == 42
+    assert path.read_text() == good
+
+
+def test_cache_dir_is_honored(tmp_path, monkeypatch, rng):
+    """Kernels go under $GRAPHC_CACHE_DIR/numba-<graphc>-<numba>/, nowhere else; without
+    it, under $XDG_CACHE_HOME/graphc."""
+    target = tmp_path / "here"
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(target))
+    assert cache.cache_dir() == kernel_dir(target)
+    g = graphc.trace(lambda x: graphc.exp(x) * 0.75 - 0.125, spec(("S", 4)))
+    exe = graphc.compile(g, backend="numba")
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(exe(x), np.exp(x) * 0.75 - 0.125, rtol=1e-6)
+    written = {p.name for p in kernel_dir(target).glob("k_*.py")}
+    assert written and all(f"k_{cache.digest(src)[:32]}.py" in written
+                           for src in exe.sources.values())
+    monkeypatch.delenv("GRAPHC_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir() == tmp_path / "xdg" / "graphc" / kernel_dir(Path("")).name

@@ -1,0 +1,139 @@
+"""The Numba backend's templates: blockwise attention (query blocks of 128 rows) and GEMM
+with a fused epilogue, at sizes that are not multiples of anything (S = 1, 7, 130, 257),
+causal and not, several heads, and S != T (decode: fewer queries than keys)."""
+import math
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc import spec
+from graphc.backends.numba_cpu.runtime import ATTENTION_BLOCK
+from numba_check import check_fn, check_graph, randn, step_kinds
+
+D = 8          # head dim
+H = 3          # heads
+
+
+def attention_rule(causal, dtype="float32"):
+    """softmax(scale(q @ k^T) [+ causal_mask]) @ v, written out: the rule makes it one
+    attention op."""
+    def fn(q, k, v):
+        s = graphc.scale(q @ k.transpose(0, 2, 1), 1 / math.sqrt(D))
+        if causal:
+            s = s + graphc.causal_mask(q.shape[1], k.shape[1], dtype=dtype)
+        return graphc.softmax(s, axis=-1) @ v
+    return fn
+
+
+def qkv(rng, S, T, dtype="float32", dv=D):
+    return (randn(rng, (H, S, D), dtype), randn(rng, (H, T, D), dtype),
+            randn(rng, (H, T, dv), dtype))
+
+
+SELF = [(1, 1), (7, 7), (130, 130), (257, 257)]          # prefill: S == T
+DECODE = [(1, 9), (7, 130), (3, 257), (130, 300)]         # fewer queries than keys
+
+
+def test_block_size_is_what_the_sizes_straddle():
+    assert ATTENTION_BLOCK == 128  # 130 and 257 cross one and two block boundaries
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_rule(causal, rng):
+    """One executable for every (S, T): prefill and decode-like shapes."""
+    g = graphc.trace(attention_rule(causal), spec((H, "S", D)), spec((H, "T", D)),
+                     spec((H, "T", D)))
+    cases = [qkv(rng, S, T) for S, T in SELF + DECODE]
+    if not causal:
+        cases.append(qkv(rng, 130, 7))   # more queries than keys is fine without a mask
+    exe = check_graph(g, cases)
+    assert step_kinds(exe) == ["attention"], exe.program
+    assert exe.program.steps[0].causal is causal
+
+
+def test_attention_float64(rng):
+    """A float64 graph keeps float64 scores: 1e-12 against the reference."""
+    g = graphc.trace(attention_rule(True, "float64"), spec((H, "S", D), "float64"),
+                     spec((H, "T", D), "float64"), spec((H, "T", D), "float64"))
+    exe = check_graph(g, [qkv(rng, S, T, "float64") for S, T in [(7, 7), (130, 257)]])
+    assert step_kinds(exe) == ["attention"]
+
+
+def test_attention_op_4d_batch(rng):
+    """graphc.ops.attention with [B, H, S, d] operands and a value dim != head dim."""
+    B = 2
+    exe = check_fn(lambda q, k, v: graphc.ops.attention(q, k, v, scale=0.3, causal=True),
+                   [spec((B, H, "S", D)), spec((B, H, "T", D)), spec((B, H, "T", 5))],
+                   [(randn(rng, (B, H, S, D)), randn(rng, (B, H, T, D)),
+                     randn(rng, (B, H, T, 5))) for S, T in [(1, 1), (130, 131), (2, 257)]])
+    assert step_kinds(exe) == ["attention"]
+
+
+def _mha(x, causal):
+    """Heads split from [S, H*D] by reshape + transpose (strided views, no copies), merged
+    back after the attention (a remapped store)."""
+    S = x.shape[0]
+
+    def heads(t):
+        return t.reshape(S, H, D).transpose(1, 0, 2)
+    q, k, v = heads(x), heads(graphc.tanh(x)), heads(x * 0.5)
+    o = attention_rule(causal)(q, k, v)
+    return o.transpose(1, 0, 2).reshape(S, H * D)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_heads_views_and_store(causal, rng):
+    exe = check_fn(lambda x: _mha(x, causal), [spec(("S", H * D))],
+                   [(randn(rng, (S, H * D)),) for S in (1, 7, 130, 257)])
+    assert "attention" in step_kinds(exe)
+
+
+def test_attention_epilogue(rng):
+    """attention(...) * 2 + residual: the epilogue kernel reads the accumulator."""
+    fn = attention_rule(False)
+    exe = check_fn(lambda q, k, v, r: graphc.relu(fn(q, k, v) * 2.0 + r),
+                   [spec((H, "S", D)), spec((H, "S", D)), spec((H, "S", D)),
+                    spec((H, "S", D))],
+                   [qkv(rng, S, S) + (randn(rng, (H, S, D)),) for S in (7, 130)])
+    (step,) = exe.program.steps
+    assert step.epilogue is not None
+
+
+def test_causal_more_queries_than_keys_is_an_input_error(rng):
+    """Causal attention with S > T: no key for the first queries. The reference raises
+    InputError; the numba backend must too (not return NaN rows)."""
+    g = graphc.trace(attention_rule(True), spec((H, "S", D)), spec((H, "T", D)),
+                     spec((H, "T", D)))
+    exe = graphc.compile(g, backend="numba")
+    with pytest.raises(graphc.InputError, match="5 (causal queries|query rows)"):
+        exe(*qkv(rng, 5, 3))
+    out = exe(*qkv(rng, 3, 5))   # the executable still works afterwards
+    assert np.isfinite(out).all()
+    direct = graphc.trace(lambda q, k, v: graphc.ops.attention(q, k, v, causal=True),
+                          spec((H, "S", D)), spec((H, "T", D)), spec((H, "T", D)))
+    with pytest.raises(graphc.InputError, match="causal queries"):
+        graphc.compile(direct, backend="numba")(*qkv(rng, 4, 2))
+
+
+# -- GEMM with epilogue at odd sizes -----------------------------------------------------
+
+@pytest.mark.parametrize("act", ["relu", "gelu"])
+def test_gemm_epilogue_odd_sizes(act, rng):
+    K, N = 33, 65
+    W, b = randn(rng, (K, N), scale=1 / math.sqrt(K)), randn(rng, (N,))
+    fn = getattr(graphc, act)
+    exe = check_fn(lambda x, r: fn(x @ W + b) + r, [spec(("S", K)), spec(("S", N))],
+                   [(randn(rng, (S, K)), randn(rng, (S, N))) for S in (1, 7, 130, 257)])
+    (step,) = exe.program.steps
+    assert step.epilogue is not None and step.in_place
+
+
+def test_gemm_transposed_epilogue_odd_sizes(rng):
+    """x^T @ W with a transposed, scaled store: operands and store both remapped."""
+    K, N = 33, 65
+    W = randn(rng, (K, N), scale=1 / math.sqrt(K))
+    exe = check_fn(lambda x: graphc.scale(x.T @ W, 0.5).T, [spec((K, "S"))],
+                   [(randn(rng, (K, S)),) for S in (1, 7, 130, 257)])
+    (step,) = exe.program.steps
+    assert not step.in_place
