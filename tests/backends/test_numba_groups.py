@@ -290,7 +290,7 @@ def test_epilogue_not_pointwise(name, rng):
 
 # -- random graphs (the pass fuzzer's generator) ----------------------------------------
 
-@pytest.mark.parametrize("seed", [6, 11])
+@pytest.mark.parametrize("seed", [6])
 def test_random_graph(seed):
     """Graphs mixing attention, norms, gemm epilogues and movement (float64)."""
     import os
