@@ -16,16 +16,6 @@ _NB = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "i
        "bool": "boolean"}
 
 
-def _promote(a: str, b: str) -> str:
-    if "float64" in (a, b):
-        return "float64"
-    if "float32" in (a, b):
-        return "float32"
-    if "int64" in (a, b):
-        return "int64"
-    return a
-
-
 class _Renderer:
     def __init__(self, kernel: L.Kernel):
         self.k = kernel
@@ -47,23 +37,7 @@ class _Renderer:
         return f"{_NP[dtype]}({text})"
 
     def typeof(self, e: L.Expr) -> str:
-        if isinstance(e, L.Const):
-            return e.dtype
-        if isinstance(e, L.Var):
-            return self.vars.get(e.name, "int64")
-        if isinstance(e, L.Load):
-            return self.types[e.buf]
-        if isinstance(e, L.Cast):
-            return e.dtype
-        if isinstance(e, L.Bin):
-            if e.op in ("<", ">", "<=", ">=", "==", "and"):
-                return "bool"
-            return _promote(self.typeof(e.a), self.typeof(e.b))
-        if isinstance(e, L.Call):
-            return self.typeof(e.args[0])
-        if isinstance(e, L.Select):
-            return _promote(self.typeof(e.a), self.typeof(e.b))
-        raise TypeError(e)
+        return L.type_of(e, self.types, self.vars)
 
     def expr(self, e: L.Expr) -> str:
         if isinstance(e, L.Const):

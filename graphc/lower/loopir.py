@@ -154,6 +154,62 @@ def mod(a: Expr, b: Expr) -> Expr:
     return Bin("%", a, b)
 
 
+# -- types -----------------------------------------------------------------------------
+
+_COMPARE = ("<", ">", "<=", ">=", "==", "and")
+
+
+def promote(a: str, b: str) -> str:
+    """The type of a binary operation on scalars of types a and b (NumPy's rules for
+    the types the loop IR uses)."""
+    if "float64" in (a, b):
+        return "float64"
+    if "float32" in (a, b):
+        return "float32"
+    if "int64" in (a, b):
+        return "int64"
+    return a
+
+
+def type_of(e: Expr, buffers: dict, variables: dict) -> str:
+    """The scalar type of ``e``; ``buffers`` maps buffer names to dtypes, ``variables``
+    maps assigned scalars to theirs (loop variables and size symbols are int64)."""
+    if isinstance(e, Const):
+        return e.dtype
+    if isinstance(e, Var):
+        return variables.get(e.name, "int64")
+    if isinstance(e, Load):
+        return buffers[e.buf]
+    if isinstance(e, Cast):
+        return e.dtype
+    if isinstance(e, Bin):
+        if e.op in _COMPARE:
+            return "bool"
+        return promote(type_of(e.a, buffers, variables), type_of(e.b, buffers, variables))
+    if isinstance(e, Call):
+        return type_of(e.args[0], buffers, variables)
+    if isinstance(e, Select):
+        return promote(type_of(e.a, buffers, variables), type_of(e.b, buffers, variables))
+    raise TypeError(e)
+
+
+def evaluate(e: Expr, env: dict):
+    """The value of an integer index expression (sizes, extents) for ``env`` (name -> int):
+    how a host computes a launch size from the symbol bindings."""
+    if isinstance(e, Const):
+        return e.value
+    if isinstance(e, Var):
+        return env[e.name]
+    if isinstance(e, Bin):
+        a, b = evaluate(e.a, env), evaluate(e.b, env)
+        ops = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+               "//": lambda: a // b, "%": lambda: a % b, "max": lambda: max(a, b),
+               "min": lambda: min(a, b)}
+        if e.op in ops:
+            return ops[e.op]()
+    raise TypeError(f"not an integer index expression: {format_expr(e)}")
+
+
 # -- printing --------------------------------------------------------------------------
 
 _SHORT = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool"}

@@ -1,0 +1,273 @@
+"""Running a lowered Program: what every compiling backend shares.
+
+:class:`ProgramExecutable` walks the Program's steps in schedule order over one arena per
+set of symbol sizes (from the memory plan, made once and kept): views of the arena for
+intermediates, fresh arrays for outputs, scratch for the steps that need it. A backend
+subclass says how arrays are made (``xp``: NumPy, CuPy) and how a kernel, a GEMM, an
+attention and a library op run. The checks a kernel cannot make itself (embedding ids in
+range, every causal query sees a key) run here, before any kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BackendError, InputError
+from ..ir.dims import evaluate
+from ..lower.program import AttentionStep, GemmStep, KernelStep, LibraryStep
+from .executable import Executable
+
+
+def apply_chain(arr, chain, bindings):
+    """``arr`` through a View's movement chain (reshape / transpose)."""
+    for op, arg in chain:
+        if op == "reshape":
+            arr = arr.reshape(tuple(evaluate(d, bindings) for d in arg))
+        else:
+            arr = arr.transpose(arg)
+    return arr
+
+
+def invert_chain(arr, chain, anchor_shape, bindings, shares_memory=np.shares_memory):
+    """A view of ``arr`` (the group output) in the anchor's shape, or None when the store
+    chain cannot be undone without a copy."""
+    shapes = [tuple(evaluate(d, bindings) for d in anchor_shape)]
+    for op, arg in chain:
+        if op == "reshape":
+            shapes.append(tuple(evaluate(d, bindings) for d in arg))
+        else:
+            shapes.append(tuple(shapes[-1][a] for a in arg))
+    view = arr
+    for (op, arg), before in zip(reversed(chain), reversed(shapes[:-1])):
+        if op == "reshape":
+            view = view.reshape(before)
+        else:
+            view = view.transpose(np.argsort(arg))
+    return view if shares_memory(view, arr) else None
+
+
+class Sized:
+    """Everything that depends on the symbol sizes: arena views, scratch, size args."""
+
+    def __init__(self, exe, bindings):
+        g = exe.graph
+        self.bindings = bindings
+        plan = g.meta["memory"].for_bindings(bindings)
+        self.plan = plan
+        self.arena = exe.empty((max(plan.arena_bytes, 1),), np.uint8)
+        self.views = {}
+        for nid, off in plan.offsets.items():
+            t = g.nodes[nid].type
+            self.views[nid] = exe.arena_view(self.arena, t.concrete_shape(bindings),
+                                             t.np_dtype, off)
+        self.scratch = {}
+        for step in exe.program.steps:
+            acc_shape = tuple(evaluate(d, bindings) for d in getattr(step, "acc_shape", ()))
+            if isinstance(step, KernelStep) and step.epilogue is not None:
+                self.scratch[step.node] = exe.empty(acc_shape, step.acc_dtype)
+            if isinstance(step, GemmStep) and step.epilogue is not None and not step.in_place:
+                self.scratch[step.node] = exe.empty(acc_shape, step.acc_dtype)
+            if isinstance(step, AttentionStep):
+                if step.epilogue is not None:
+                    self.scratch[step.node] = exe.empty(acc_shape, step.acc_dtype)
+                self.scratch.update(exe.attention_scratch(step, acc_shape, bindings))
+        self.size_args = {}
+        for k in exe.kernels.values():
+            self.size_args[k.name] = tuple(int(bindings[s]) for s in k.sizes)
+
+
+class ProgramExecutable(Executable):
+    """Runs a Program; subclasses provide the array module and the step kernels."""
+
+    xp = np                      # the array module of the backend's memory
+
+    def __init__(self, graph, program, kernels):
+        super().__init__(graph)
+        self.program = program
+        self.kernels = kernels            # name -> loop-IR Kernel
+        self._sized: dict[tuple, Sized] = {}
+        self.constants = {nid: self.to_device(v) for nid, v in graph.constants.items()}
+        self._embedding_checks = embedding_checks(graph, self.backend)
+        self._key_checks = key_checks(graph)
+        self.library = {}                 # LibraryStep node -> native run(out, ops)
+
+    # -- memory: NumPy by default -----------------------------------------------------
+    def empty(self, shape, dtype):
+        return self.xp.empty(shape, dtype)
+
+    def arena_view(self, arena, shape, dtype, offset):
+        return np.ndarray(shape, dtype, buffer=arena, offset=offset)
+
+    def to_device(self, array):
+        return np.ascontiguousarray(array)
+
+    def shares_memory(self, a, b) -> bool:
+        return np.shares_memory(a, b)
+
+    def attention_scratch(self, step, acc_shape, bindings) -> dict:
+        return {}
+
+    # -- the steps ------------------------------------------------------------------------
+    def sized(self, bindings) -> Sized:
+        key = tuple(sorted(bindings.items()))
+        s = self._sized.get(key)
+        if s is None:
+            for check in self._key_checks:
+                check(bindings)
+            s = self._sized[key] = Sized(self, dict(bindings))
+        return s
+
+    def inputs(self, arrays):
+        return [self.to_device(a) for a in arrays]
+
+    def run(self, arrays, bindings):
+        g = self.graph
+        sz = self.sized(bindings)
+        vals = dict(self.constants)
+        for nid, a in zip(g.inputs, self.inputs(arrays)):
+            vals[nid] = a
+        for nid, table_rows in self._embedding_checks:
+            ids = vals[nid]
+            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= table_rows):
+                bad = ids[(ids < 0) | (ids >= table_rows)].ravel()[0]
+                raise InputError(f"input '{g.nodes[nid].attrs['name']}' holds id {int(bad)}, "
+                                 f"out of range for a table of {table_rows} rows",
+                                 node=g.nodes[nid].name)
+        outputs = set(g.outputs)
+        for step in self.program.steps:
+            nid = step.node
+            node = g.nodes[nid]
+            if nid in sz.plan.views and nid not in outputs and nid not in sz.views:
+                vals[nid] = vals[sz.plan.views[nid]].reshape(
+                    node.type.concrete_shape(bindings))
+                continue
+            out = sz.views.get(nid)
+            if out is None:
+                out = self.empty(node.type.concrete_shape(bindings), node.type.np_dtype)
+            ops = [vals[o] for o in step.operands]
+            if isinstance(step, KernelStep):
+                acc = sz.scratch.get(nid) if step.epilogue is not None else None
+                self.kernel(step.kernel, ops, out, acc, sz)
+                if step.epilogue is not None:
+                    self.kernel(step.epilogue, ops, out, acc, sz)
+            elif isinstance(step, GemmStep):
+                a = apply_chain(ops[step.a.operand], step.a.chain, bindings)
+                b = apply_chain(ops[step.b.operand], step.b.chain, bindings)
+                if step.epilogue is None:
+                    self.matmul(a, b, out)
+                else:
+                    acc = out if step.in_place else sz.scratch[nid]
+                    self.matmul(a, b, acc)
+                    self.kernel(step.epilogue, ops, out, acc, sz)
+            elif isinstance(step, AttentionStep):
+                self.attention(step, ops, out, sz)
+            elif isinstance(step, LibraryStep):
+                self.library_step(step, ops, out, bindings)
+            vals[nid] = out
+        return self.results([vals[o] for o in g.outputs])
+
+    def results(self, arrays):
+        return arrays
+
+    def matmul(self, a, b, out):
+        self.xp.matmul(a, b, out=out)
+
+    def attention_output(self, step, out, sz):
+        """Where the attention writes [..., S, dv]: a view of the output when the store
+        chain is a view, else the step's scratch (the epilogue or a copy finishes)."""
+        bindings = sz.bindings
+        if step.epilogue is None:
+            o = invert_chain(out, step.out_chain, step.acc_shape, bindings,
+                             self.shares_memory)
+            if o is None:
+                o = sz.scratch.get(step.node)
+                if o is None:
+                    o = sz.scratch[step.node] = self.empty(
+                        tuple(evaluate(d, bindings) for d in step.acc_shape), step.acc_dtype)
+            return o
+        return sz.scratch[step.node]
+
+    def finish_attention(self, step, ops, out, o, sz):
+        if step.epilogue is not None:
+            self.kernel(step.epilogue, ops, out, o, sz)
+        elif not self.shares_memory(o, out):
+            out[...] = apply_chain(o, step.out_chain, sz.bindings)
+
+    def kernel_args(self, kernel, ops, out, acc):
+        """The arrays for a kernel's buffer parameters, in order."""
+        args = []
+        for b in kernel.buffers:
+            if b.name == "out":
+                a = out
+            elif b.name == "acc":
+                a = acc
+            else:
+                a = ops[int(b.name[2:])]
+            args.append(a.reshape(1) if a.ndim == 0 else a)
+        return args
+
+    def library_step(self, step, ops, out, bindings):
+        raise NotImplementedError
+
+    def kernel(self, kernel, ops, out, acc, sz):
+        raise NotImplementedError
+
+    def attention(self, step, ops, out, sz):
+        raise NotImplementedError
+
+
+def key_checks(graph):
+    """Checks of the symbol sizes that the reference backend makes when it runs the op:
+    every (causal) query must see a key. A kernel would silently give NaN rows."""
+    checks = []
+    for node in graph.nodes.values():
+        if node.op != "fused":
+            continue
+        for b in node.attrs["body"].nodes.values():
+            if b.op == "causal_mask":
+                checks.append(_rows_cols_check(
+                    b, b.attrs["rows"], b.attrs["cols"], True, False,
+                    "causal_mask(): {S} query rows but only {T} key columns"))
+            elif b.op == "attention":
+                q, k = (node.attrs["body"].nodes[i] for i in b.inputs[:2])
+                checks.append(_rows_cols_check(
+                    b, q.type.shape[-2], k.type.shape[-2], b.attrs["causal"], True,
+                    "attention(): {S} " + ("causal " if b.attrs["causal"] else "")
+                    + "queries but {T} keys; every query must see at least one key"))
+    return [c for c in checks if c is not None]
+
+
+def _rows_cols_check(node, rows, cols, causal: bool, need_keys: bool, message: str):
+    if isinstance(rows, int) and isinstance(cols, int):
+        return None  # checked when the graph was traced
+
+    def check(bindings):
+        S, T = evaluate(rows, bindings), evaluate(cols, bindings)
+        if (need_keys and T == 0) or (causal and S > T):
+            raise InputError(message.format(S=S, T=T), op=node.op, node=node.name,
+                             loc=node.loc)
+    return check
+
+
+def embedding_checks(graph, backend: str):
+    """(input node, table rows) for graph inputs used as embedding ids: checked before
+    each call so an id out of range is an error, not a read past the table."""
+    checks = []
+    for node in graph.nodes.values():
+        if node.op != "fused":
+            continue
+        body = node.attrs["body"]
+        for b in body.nodes.values():
+            if b.op != "embedding":
+                continue
+            ids = body.nodes[b.inputs[1]]
+            table = body.nodes[b.inputs[0]]
+            if ids.id in body.inputs and table.id in body.inputs:
+                outer = node.inputs[body.inputs.index(ids.id)]
+                rows = table.type.shape[0]
+                if graph.nodes[outer].op == "input" and isinstance(rows, int):
+                    checks.append((outer, rows))
+                    continue
+            raise BackendError(f"the {backend} backend checks embedding ids only when they "
+                               "are a graph input indexing a weight table", op="embedding",
+                               node=b.name, loc=b.loc)
+    return checks
