@@ -8,6 +8,11 @@ and would slow whoever runs next):
   torch       PyTorch eager, nn.TransformerEncoderLayer with the same weights
   onnxruntime the same torch layer exported with torch.onnx.export(dynamo=True)
 
+and, when CuPy sees a GPU (or when named in --peers):
+
+  graphc-cupy graphc's cupy backend (inputs and outputs stay on the GPU; synchronised)
+  torch-cuda  PyTorch eager on the same GPU (needs a CUDA build of torch)
+
     python benchmarks/transformer_layer.py                  # S=512 and 2048, all peers
     python benchmarks/transformer_layer.py --seq 512 --peers graphc,numpy --repeat 20
 
@@ -30,6 +35,15 @@ import numpy as np
 
 D, H, FF = 768, 12, 3072
 PEERS = ("gemm-floor", "numpy", "graphc", "torch", "onnxruntime")
+GPU_PEERS = ("graphc-cupy", "torch-cuda")
+
+
+def gpu_present() -> bool:
+    try:
+        from graphc.backends.cupy_gpu import gpu_available
+    except ImportError:
+        return False
+    return gpu_available()[0]
 
 
 def params():
@@ -144,6 +158,32 @@ def worker(peer: str, S: int, repeat: int) -> dict:
 
         def run():
             return sess.run(None, {name: x[None]})[0][0]
+    elif peer == "graphc-cupy":
+        import cupy
+        import graphc
+        from graphc.models import transformer
+        g = transformer.Transformer(cfg, P).trace_layer(0)
+        t0 = time.perf_counter()
+        exe = graphc.compile(g, backend="cupy", device_outputs=True)
+        info["compile_s"] = time.perf_counter() - t0
+        xd = cupy.asarray(x)
+
+        def run():
+            y = exe(xd)
+            cupy.cuda.Device().synchronize()
+            return y
+    elif peer == "torch-cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise SystemExit("torch has no CUDA device (a CPU build of torch?)")
+        m = torch_module(P).cuda()
+        xt = torch.from_numpy(x)[None].cuda()
+
+        def run():
+            with torch.inference_mode():
+                y = m(xt)
+            torch.cuda.synchronize()
+            return y
     else:
         raise SystemExit(f"unknown peer {peer}")
     out = run()                   # warm-up (and first-call costs)
@@ -156,6 +196,10 @@ def worker(peer: str, S: int, repeat: int) -> dict:
     info["min_ms"] = float(np.min(times) * 1e3)
     info["peak_mib"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                              - base_rss)
+    if hasattr(out, "get"):
+        out = out.get()                      # CuPy
+    elif hasattr(out, "cpu"):
+        out = out[0].cpu().numpy()           # torch CUDA
     if peer != "gemm-floor":
         ref = numpy_layer(P, x.astype(np.float64), np.float64)
         info["rel_err"] = float(np.linalg.norm(np.asarray(out, np.float64) - ref)
@@ -183,6 +227,8 @@ def main(argv=None):
         print(json.dumps(worker(args.worker, int(args.seq), args.repeat)))
         return 0
     peers = args.peers.split(",")
+    if args.peers == ",".join(PEERS) and gpu_present():
+        peers += list(GPU_PEERS)
     print(f"textbook encoder layer: d={D}, heads={H}, ffn={FF}, fp32, batch 1; "
           f"{os.cpu_count()} CPUs; median of {args.repeat} runs, each peer in its own "
           "process")
@@ -199,6 +245,7 @@ def main(argv=None):
     for S in (int(s) for s in args.seq.split(",")):
         rows = [spawn(p, S, args.repeat, env) for p in peers]
         g = next((r for r in rows if r["peer"] == "graphc" and "median_ms" in r), None)
+        gpu = next((r for r in rows if r["peer"] == "graphc-cupy" and "median_ms" in r), None)
         print(f"\nS={S}")
         print(f"{'peer':12s} {'median ms':>10s} {'min ms':>8s} {'graphc is':>10s} "
               f"{'rel. error':>10s} {'peak MiB':>9s}")
@@ -206,11 +253,14 @@ def main(argv=None):
             if "error" in r:
                 print(f"{r['peer']:12s} failed: {r['error']}")
                 continue
-            ratio = f"{r['median_ms'] / g['median_ms']:.2f}x" if g else "-"
+            # GPU peers are compared with graphc's GPU backend, CPU peers with numba
+            base = gpu if r["peer"] in GPU_PEERS else g
+            ratio = f"{r['median_ms'] / base['median_ms']:.2f}x" if base else "-"
             err = f"{r['rel_err']:.1e}" if "rel_err" in r else "-"
             print(f"{r['peer']:12s} {r['median_ms']:10.1f} {r['min_ms']:8.1f} {ratio:>10s} "
                   f"{err:>10s} {r['peak_mib']:9.0f}")
-    print("\n'graphc is' = peer time / graphc time (above 1: graphc is faster)")
+    print("\n'graphc is' = peer time / graphc time (above 1: graphc is faster); GPU peers "
+          "against graphc-cupy, CPU peers against graphc (numba)")
     return 0
 
 

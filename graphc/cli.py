@@ -117,6 +117,22 @@ def cmd_passes(args) -> int:
     return 0
 
 
+def compile_for(graph, name: str):
+    """(executable, label) for a backend name on the command line. ``cupy`` runs on the
+    GPU when there is one, else on the CPU emulation of the same CUDA kernels, labelled
+    "cupy-emu" (its times say nothing about a GPU); ``cupy-emu`` asks for emulation."""
+    import graphc
+    if name in ("cupy", "cupy-emu"):
+        from graphc.backends.cupy_gpu import gpu_available
+        ok, why = gpu_available()
+        if name == "cupy-emu" or not ok:
+            if name == "cupy":
+                print(f"graphc: no GPU for cupy ({why}); running its CUDA kernels under "
+                      "CPU emulation as cupy-emu", file=sys.stderr)
+            return graphc.compile(graph, backend="cupy", emulate=True), "cupy-emu"
+    return graphc.compile(graph, backend=name), name
+
+
 def cmd_run(args) -> int:
     if args.model == "deepseek-v2":
         return cmd_run_deepseek(args)
@@ -127,7 +143,7 @@ def cmd_run(args) -> int:
     rng = np.random.default_rng(args.seed + 1)
     inputs, _ = random_inputs(graph, rng, default_size=args.seq)
     t0 = time.perf_counter()
-    exe = graphc.compile(graph, backend=args.backend)
+    exe, label = compile_for(graph, args.backend)
     t_compile = time.perf_counter() - t0
     times = []
     for _ in range(max(1, args.repeat)):
@@ -138,7 +154,7 @@ def cmd_run(args) -> int:
     err = float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
     what = "encoder layer" if args.layer_only else f"{args.layers}-layer {args.model}"
     print(f"{what}: S={args.seq}, d_model={args.d_model}, heads={args.heads}, "
-          f"backend={args.backend}")
+          f"backend={label}")
     print(f"input  {', '.join(f'{n} {a.dtype}{list(a.shape)}' for n, a in zip(graph.input_names, inputs))}")
     print(f"output {out.dtype}{list(out.shape)}")
     print(f"relative error vs float64 reference: {err:.3e}  "
@@ -167,7 +183,7 @@ def cmd_compare(args) -> int:
     rows, failed = [], False
     for name in args.backends.split(","):
         t0 = time.perf_counter()
-        exe = graphc.compile(graph, backend=name)
+        exe, label = compile_for(graph, name)
         t_compile = time.perf_counter() - t0
         out = exe(*inputs)
         times = []
@@ -177,11 +193,13 @@ def cmd_compare(args) -> int:
             times.append(time.perf_counter() - t0)
         err = float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
         failed |= not err < args.tol
-        rows.append((name, err, float(np.median(times)), t_compile))
+        rows.append((label, err, float(np.median(times)), t_compile))
     base = rows[0][2]
     for name, err, med, tc in rows:
         print(f"{name:12s} {err:11.2e} {med * 1e3:10.2f} {tc:10.2f} {base / med:8.2f}x"
-              + ("" if err < args.tol else "  FAILED"))
+              + ("" if err < args.tol else "  FAILED")
+              + ("  (CPU emulation of the GPU kernels: not a GPU time)"
+                 if name == "cupy-emu" else ""))
     return 1 if failed else 0
 
 

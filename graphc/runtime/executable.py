@@ -17,6 +17,7 @@ class Executable:
     """
 
     backend = "base"
+    array_types = (np.ndarray,)     # what a call takes (a GPU backend adds device arrays)
 
     def __init__(self, graph):
         self.graph = graph
@@ -26,7 +27,7 @@ class Executable:
 
     def __call__(self, *arrays):
         loc = capture_loc()
-        bindings = bind_inputs(self.graph, arrays, loc=loc)
+        bindings = bind_inputs(self.graph, arrays, loc=loc, array_types=self.array_types)
         outs = self.run(arrays, bindings)
         if len(outs) == 1 and self.graph.meta.get("single_output", True):
             return outs[0]

@@ -9,10 +9,12 @@ from ..errors import InputError, SymbolError
 from ..ir.dims import Sym
 
 
-def bind_inputs(graph, arrays: Sequence, loc=None) -> dict[str, int]:
+def bind_inputs(graph, arrays: Sequence, loc=None,
+                array_types=(np.ndarray,)) -> dict[str, int]:
     """Check ``arrays`` against the graph's inputs and return the symbol bindings.
 
-    Raises :class:`InputError` (wrong count, type, dtype, rank or fixed dim) or
+    ``array_types`` are the array classes the executable takes (a GPU backend adds its
+    device arrays). Raises :class:`InputError` (wrong count, type, dtype, rank or fixed dim) or
     :class:`SymbolError` (one symbol bound to two sizes) naming the input and ``loc``.
     """
     names = graph.input_names
@@ -24,8 +26,10 @@ def bind_inputs(graph, arrays: Sequence, loc=None) -> dict[str, int]:
     bindings: dict[str, int] = {}
     where: dict[str, str] = {}
     for k, (name, t, a) in enumerate(zip(names, types, arrays)):
-        if not isinstance(a, np.ndarray):
-            raise InputError(f"input {k} '{name}' must be a NumPy array of {t}, got "
+        if not isinstance(a, array_types):
+            kinds = " or ".join(("NumPy" if c is np.ndarray else c.__module__.split(".")[0]
+                                 .replace("cupy", "CuPy")) for c in array_types)
+            raise InputError(f"input {k} '{name}' must be a {kinds} array of {t}, got "
                              f"{type(a).__name__}", loc=loc)
         if a.dtype != t.np_dtype:
             raise InputError(f"input {k} '{name}' expects {t} but got a {a.dtype} array of "

@@ -1,0 +1,121 @@
+"""The CuPy GPU backend: loop-IR kernels rendered to CUDA C, GEMMs on cuBLAS, a
+flash-attention kernel, one device arena.
+
+    exe = graphc.compile(graph, backend="cupy")                 # on an NVIDIA GPU
+    exe = graphc.compile(graph, backend="cupy", emulate=True)   # the same CUDA C, on the CPU
+
+Options: ``emulate`` (run the CUDA C through the CPU emulation harness, see emulate.py:
+the way to debug GPU kernels without a GPU), ``device_outputs`` (return CuPy arrays and
+leave them on the GPU; inputs may be CuPy arrays either way), ``progress``.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+from graphc.errors import BackendError
+from graphc.lower.program import AttentionStep, LibraryStep, lower
+from graphc.passes import optimize
+
+from . import nvrtc, render, templates
+from .runtime import CupyExecutable
+
+REQUIRED = ["fuse", "schedule", "plan_memory"]
+
+
+class LibraryFallbackWarning(UserWarning):
+    """Opaque ops that the cupy backend runs through their NumPy reference on the host."""
+
+
+def gpu_available() -> tuple[bool, str]:
+    """(True, device name) when CuPy sees a CUDA GPU, else (False, the reason)."""
+    try:
+        import cupy
+    except Exception as e:
+        return False, (f"CuPy is not installed ({type(e).__name__}: {e}); "
+                       "pip install 'graphc[gpu]'")
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        return False, f"no CUDA GPU or driver ({type(e).__name__}: {e})"
+    if n == 0:
+        return False, "CUDA reports no GPU"
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"]
+    return True, name.decode() if isinstance(name, bytes) else str(name)
+
+
+def program_source(program):
+    """(module source, {kernel name: CudaKernel}, [flash kernel names]) for a Program."""
+    cuda = {k.name: render.render_kernel(k) for k in program.kernels}
+    flash = {}
+    for s in program.steps:
+        if isinstance(s, AttentionStep):
+            q = program.graph.nodes[s.operands[s.q.operand]]
+            d = _last_dim(s.q, q)
+            v = program.graph.nodes[s.operands[s.v.operand]]
+            dv = _last_dim(s.v, v)
+            key = (s.acc_dtype, d, dv)
+            flash[templates.flash_name(*key)] = templates.flash_attention(*key)
+    source = render.module_source(list(cuda.values()) + list(flash.values()))
+    return source, cuda, list(flash)
+
+
+def _last_dim(view, node) -> int:
+    shape = node.type.shape
+    for op, arg in view.chain:
+        shape = arg if op == "reshape" else tuple(shape[a] for a in arg)
+    d = shape[-1]
+    if not isinstance(d, int):
+        raise BackendError("cupy backend: an attention head dim must be a fixed size, "
+                           f"not {d}", node=node.name)
+    return d
+
+
+class CupyBackend:
+    name = "cupy"
+
+    @staticmethod
+    def compile(graph, emulate: bool = False, device_outputs: bool = False,
+                progress: bool | None = None, **options):
+        if options:
+            raise BackendError(f"cupy backend: unknown options {sorted(options)}")
+        if not emulate:
+            ok, why = gpu_available()
+            if not ok:
+                raise BackendError(f"cupy backend: {why}. To run the same CUDA kernels on "
+                                   "the CPU, compile with emulate=True")
+        if "memory" not in graph.meta or any(
+                n.op not in ("input", "constant", "fused") for n in graph.nodes.values()):
+            graph = optimize(graph, REQUIRED)
+        program = lower(graph)
+        source, cuda, flash = program_source(program)
+        fallback = sorted({s.body.nodes[s.body.outputs[0]].op for s in program.steps
+                           if isinstance(s, LibraryStep)})
+        if fallback:
+            warnings.warn(f"cupy backend: {', '.join(fallback)} run(s) through the NumPy "
+                          "reference on the host (no CUDA kernel yet): correct, but slow "
+                          "and copies to and from the GPU", LibraryFallbackWarning,
+                          stacklevel=3)
+        t0 = time.perf_counter()
+        if emulate:
+            from .emulate import EmulatedModule
+            module = EmulatedModule(source)
+        else:
+            module = _raw_module(source)
+        exe = CupyExecutable(graph, program, {k.name: k for k in program.kernels}, module,
+                             cuda, flash, emulate, device_outputs)
+        exe.compile_seconds = time.perf_counter() - t0
+        exe.source = source
+        return exe
+
+
+def _raw_module(source: str):
+    import cupy
+    try:
+        module = cupy.RawModule(code=source, options=nvrtc.OPTIONS)
+        module.compile()
+    except cupy.cuda.compiler.CompileException as e:
+        raise BackendError(f"cupy backend: the generated CUDA C does not compile:\n{e}\n"
+                           f"--- source ---\n{nvrtc.numbered(source)}") from None
+    return module

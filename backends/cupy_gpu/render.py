@@ -1,0 +1,421 @@
+"""Render a loop-IR kernel as CUDA C (``extern "C" __global__``).
+
+The loop IR says what is parallel; this module decides how it maps to the GPU:
+
+* **map** kernels (a parallel loop whose body holds no reduction: elementwise groups, GEMM
+  and attention epilogues): the parallel loop and the sequential loop inside it are
+  flattened into one index space, one element per thread, a grid-stride loop over it;
+* **row** kernels (a parallel loop whose body reduces: softmax, layernorm, rmsnorm, sums):
+  one thread block per row (a grid-stride loop over rows). Each reduction loop is split
+  across the block's threads, each thread keeps a partial in a register, and a block
+  reduction (warp shuffles, then one shared-memory slot per warp) gives every thread the
+  total. The loops that write the row are split across the threads the same way;
+* a kernel with no parallel loop (a rank-0 result) is one row of a row kernel.
+
+Every barrier and shuffle sits in block-uniform control flow (the loops over rows depend
+on ``blockIdx`` only), which CUDA requires and the CPU emulation harness checks.
+
+Buffers are C-contiguous; a buffer of rank r >= 2 gets its dims 1..r-1 as extra
+``long long`` parameters (``<buf>_d1`` ...), for the index arithmetic. Size symbols follow
+as ``long long``. Types: float32 -> float, float64 -> double, int64 -> long long,
+int32 -> int, bool -> bool; the table :data:`CTYPES` is where float16/bfloat16
+(``__half``/``__nv_bfloat16``, accumulating in float) would go.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from graphc.errors import BackendError
+from graphc.lower import loopir as L
+
+CTYPES = {"float32": "float", "float64": "double", "int64": "long long", "int32": "int",
+          "bool": "bool"}
+
+BLOCK = 256          # threads per block of map and row kernels (any multiple of 32 works)
+
+PRELUDE = r"""// graphc CUDA prelude: helpers every generated kernel may use.
+#define GRAPHC_INF_F __int_as_float(0x7f800000)
+#define GRAPHC_INF_D __longlong_as_double(0x7ff0000000000000LL)
+#define GRAPHC_NAN_F __int_as_float(0x7fc00000)
+#define GRAPHC_NAN_D __longlong_as_double(0x7ff8000000000000LL)
+
+// NumPy's maximum/minimum: NaN propagates (fmaxf would drop it).
+template <typename T> __device__ __forceinline__ T graphc_max(T a, T b) {
+  return (a > b || a != a) ? a : b;
+}
+template <typename T> __device__ __forceinline__ T graphc_min(T a, T b) {
+  return (a < b || a != a) ? a : b;
+}
+// Python's floor division and modulo on integers (C truncates towards zero).
+__device__ __forceinline__ long long graphc_floordiv(long long a, long long b) {
+  long long q = a / b;
+  return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+__device__ __forceinline__ long long graphc_mod(long long a, long long b) {
+  long long r = a % b;
+  return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
+}
+// 1 / (1 + exp(-x)) without overflow, written as a select so it does not branch.
+__device__ __forceinline__ float graphc_sigmoid(float x) {
+  float e = expf(-fabsf(x));
+  float s = 1.0f / (1.0f + e);
+  return x >= 0.0f ? s : e * s;
+}
+__device__ __forceinline__ double graphc_sigmoid(double x) {
+  double e = exp(-fabs(x));
+  double s = 1.0 / (1.0 + e);
+  return x >= 0.0 ? s : e * s;
+}
+
+struct graphc_sum_op {
+  template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct graphc_max_op {
+  template <typename T> __device__ __forceinline__ T operator()(T a, T b) const {
+    return graphc_max(a, b);
+  }
+};
+
+// Reduction of one value per thread over the whole block; every thread gets the result.
+// blockDim.x must be a multiple of 32. Called by all threads of the block (it has
+// barriers). `ident` is the operation's identity (0 for sums, -inf for max).
+template <typename T, typename Op>
+__device__ T graphc_block_reduce(T v, T ident, Op op) {
+  __shared__ T partial[32];
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();                      // the slots may still be read from the last call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  T r = lane < (int)(blockDim.x >> 5) ? partial[lane] : ident;
+  for (int o = 16; o > 0; o >>= 1) r = op(r, __shfl_xor_sync(0xffffffffu, r, o));
+  return r;
+}
+"""
+
+
+@dataclass
+class CudaKernel:
+    """A rendered kernel and how to launch it."""
+    name: str
+    source: str
+    kind: str                    # "map" | "row"
+    work: L.Expr                 # elements (map) or rows (row): the grid is sized from it
+    params: list                 # ("buf", BufferParam) | ("dim", buffer, k) | ("size", name)
+    block: int = BLOCK
+
+
+def _literal(value, dtype: str) -> str:
+    if dtype in ("int64", "int32"):
+        return f"{int(value)}LL" if dtype == "int64" else str(int(value))
+    if dtype == "bool":
+        return "true" if value else "false"
+    v = float(value)
+    f = dtype == "float32"
+    if math.isnan(v):
+        return "GRAPHC_NAN_F" if f else "GRAPHC_NAN_D"
+    if math.isinf(v):
+        inf = "GRAPHC_INF_F" if f else "GRAPHC_INF_D"
+        return inf if v > 0 else f"(-{inf})"
+    if dtype not in ("float32", "float64"):
+        raise BackendError(f"cupy backend: no CUDA type for constant of dtype {dtype}")
+    text = repr(v)
+    return f"{text}f" if f else text
+
+
+_MATH = {"exp": ("expf", "exp"), "log": ("logf", "log"), "sqrt": ("sqrtf", "sqrt"),
+         "rsqrt": ("rsqrtf", "rsqrt"), "tanh": ("tanhf", "tanh"), "erf": ("erff", "erf"),
+         "abs": ("fabsf", "fabs")}
+
+
+def _accumulators(stmts, assigned: set) -> list[tuple[str, str]]:
+    """(var, op) for the accumulations ``v = v <op> x`` in ``stmts`` (recursively) of
+    variables assigned before the loop (``assigned``)."""
+    out = []
+    for n in L.walk(stmts):
+        if (isinstance(n, L.Assign) and n.var in assigned and isinstance(n.value, L.Bin)
+                and n.value.op in ("+", "max") and n.value.a == L.Var(n.var)):
+            if (n.var, n.value.op) not in out:
+                out.append((n.var, n.value.op))
+    return out
+
+
+def _has_reduction(stmts) -> bool:
+    assigned: set = set()
+    for s in stmts:
+        if isinstance(s, L.Loop):
+            if _accumulators(s.body, assigned):
+                return True
+        elif isinstance(s, L.Assign):
+            assigned.add(s.var)
+    return False
+
+
+class _Renderer:
+    def __init__(self, kernel: L.Kernel):
+        self.k = kernel
+        self.types = {b.name: b.dtype for b in kernel.buffers}
+        self.ranks = {b.name: b.rank for b in kernel.buffers}
+        self.vars: dict[str, str] = {}
+        for n in L.walk(kernel.body):
+            if isinstance(n, L.Assign):
+                old = self.vars.setdefault(n.var, n.dtype)
+                if old != n.dtype:
+                    raise BackendError(f"kernel {kernel.name}: scalar {n.var} is assigned "
+                                       f"as {old} and as {n.dtype}")
+        self.fresh = 0
+
+    # -- expressions -------------------------------------------------------------------
+    def typeof(self, e: L.Expr) -> str:
+        return L.type_of(e, self.types, self.vars)
+
+    def index(self, buf: str, idx) -> str:
+        if self.ranks[buf] == 0:
+            return "0"
+        text = self.expr(idx[0])
+        for k, i in enumerate(idx[1:], start=1):
+            text = f"({text}) * {buf}_d{k} + {self.expr(i)}"
+        return text
+
+    def expr(self, e: L.Expr) -> str:
+        if isinstance(e, L.Const):
+            return _literal(e.value, e.dtype)
+        if isinstance(e, L.Var):
+            return e.name
+        if isinstance(e, L.Load):
+            return f"{e.buf}[{self.index(e.buf, e.index)}]"
+        if isinstance(e, L.Bin):
+            t = L.promote(self.typeof(e.a), self.typeof(e.b))
+            a, b = self.expr(e.a), self.expr(e.b)
+            if e.op in ("max", "min"):
+                ct = CTYPES[t]
+                return f"graphc_{e.op}<{ct}>(({ct})({a}), ({ct})({b}))"
+            if e.op in ("//", "%") and t.startswith("int") and any(
+                    isinstance(n, L.Load) for n in L.walk(e)):
+                # data may be negative: Python's rounding (indices are never negative)
+                return f"graphc_{'floordiv' if e.op == '//' else 'mod'}({a}, {b})"
+            if e.op == "//":
+                return f"({a} / {b})"
+            if e.op == "and":
+                return f"({a} && {b})"
+            return f"({a} {e.op} {b})"
+        if isinstance(e, L.Cast):
+            inner = self.expr(e.a)
+            if self.typeof(e.a) == e.dtype:
+                return inner
+            if e.dtype == "bool":
+                return f"(({inner}) != 0)"
+            return f"(({CTYPES[e.dtype]})({inner}))"
+        if isinstance(e, L.Select):
+            t = CTYPES[L.promote(self.typeof(e.a), self.typeof(e.b))]
+            return (f"({self.expr(e.cond)} ? ({t})({self.expr(e.a)}) : "
+                    f"({t})({self.expr(e.b)}))")
+        if isinstance(e, L.Call):
+            t = self.typeof(e.args[0])
+            if e.fn == "neg":
+                return f"(-{self.expr(e.args[0])})"
+            if t not in ("float32", "float64"):
+                raise BackendError(f"kernel {self.k.name}: {e.fn}() of {t}")
+            x = self.expr(e.args[0])
+            f = t == "float32"
+            one, half = _literal(1.0, t), _literal(0.5, t)
+            if e.fn in _MATH:
+                return f"{_MATH[e.fn][0 if f else 1]}({x})"
+            if e.fn == "sigmoid":
+                return f"graphc_sigmoid({x})"
+            erf, tanh = ("erff", "tanhf") if f else ("erf", "tanh")
+            if e.fn == "gelu":
+                return (f"({half} * {x} * ({one} + {erf}({x} * "
+                        f"{_literal(1 / math.sqrt(2), t)})))")
+            if e.fn == "gelu_tanh":
+                c, k = _literal(math.sqrt(2 / math.pi), t), _literal(0.044715, t)
+                return (f"({half} * {x} * ({one} + {tanh}({c} * ({x} + {k} * {x} * {x} * "
+                        f"{x}))))")
+        raise BackendError(f"kernel {self.k.name}: no CUDA rendering for {e!r}")
+
+    # -- statements ----------------------------------------------------------------------
+    def simple(self, s, ind: str) -> list[str]:
+        if isinstance(s, L.Assign):
+            text = self.expr(s.value)
+            if self.typeof(s.value) != s.dtype:
+                text = f"({CTYPES[s.dtype]})({text})"
+            return [f"{ind}{s.var} = {text};"]
+        if isinstance(s, L.Store):
+            t = CTYPES[self.types[s.buf]]
+            return [f"{ind}{s.buf}[{self.index(s.buf, s.index)}] = ({t})({self.expr(s.value)});"]
+        raise TypeError(s)
+
+    def seq(self, stmts, ind: str) -> list[str]:
+        """Statements run by one thread as written."""
+        out = []
+        for s in stmts:
+            if isinstance(s, L.Loop):
+                out.append(f"{ind}for (long long {s.var} = 0; {s.var} < {self.expr(s.extent)};"
+                           f" ++{s.var}) {{")
+                out += self.seq(s.body, ind + "  ")
+                out.append(f"{ind}}}")
+            else:
+                out += self.simple(s, ind)
+        return out
+
+    def _flat(self, loops):
+        """Perfectly nested loops -> (extent expr, decode statements, innermost body)."""
+        extent: L.Expr = L.c(1)
+        names, exts = [], []
+        body = loops
+        while len(body) == 1 and isinstance(body[0], L.Loop):
+            lp = body[0]
+            names.append(lp.var)
+            exts.append(lp.extent)
+            extent = L.mul(extent, lp.extent)
+            body = lp.body
+        inner_vars = {n for n in names}
+        for e in exts:
+            if any(isinstance(n, L.Var) and n.name in inner_vars for n in L.walk(e)):
+                raise BackendError(f"kernel {self.k.name}: a loop extent depends on an "
+                                   "enclosing loop of the same nest")
+        return names, exts, extent, body
+
+    def block_strided(self, loop: L.Loop, ind: str, assigned: set) -> list[str]:
+        """A sequential loop (nest) split across the block's threads; accumulations into
+        scalars assigned before it become per-thread partials and a block reduction."""
+        names, exts, extent, body = self._flat([loop])
+        self.fresh += 1
+        f = f"f{self.fresh}"
+        out = [f"{ind}for (long long {f} = threadIdx.x; {f} < {self.expr(extent)}; "
+               f"{f} += blockDim.x) {{"]
+        rest: L.Expr = L.Var(f)
+        for k, (n, e) in enumerate(zip(names, exts)):
+            inner: L.Expr = L.c(1)
+            for e2 in exts[k + 1:]:
+                inner = L.mul(inner, e2)
+            val = L.floordiv(rest, inner) if k < len(names) - 1 else rest
+            if k > 0:
+                val = L.mod(val, e)
+            out.append(f"{ind}  long long {n} = {self.expr(val)};")
+        if any(isinstance(s, L.Loop) for s in body):
+            raise BackendError(f"kernel {self.k.name}: a loop inside a block-strided loop "
+                               "body is not supported by the CUDA renderer")
+        for s in body:
+            out += self.simple(s, ind + "  ")
+        out.append(f"{ind}}}")
+        for var, op in _accumulators(body, assigned):
+            t = CTYPES[self.vars[var]]
+            ident = _literal(0.0 if op == "+" else -math.inf, self.vars[var])
+            fn = "graphc_sum_op" if op == "+" else "graphc_max_op"
+            out.append(f"{ind}{var} = graphc_block_reduce<{t}>({var}, ({t})({ident}), {fn}());")
+        return out
+
+    def block_program(self, stmts, ind: str) -> list[str]:
+        """Statements that one block runs together (the body of a row)."""
+        out, assigned = [], set()
+        for s in stmts:
+            if isinstance(s, L.Loop):
+                accs = _accumulators(s.body, assigned)
+                for var, op in accs:
+                    init = next((x for x in reversed(stmts[:stmts.index(s)])
+                                 if isinstance(x, L.Assign) and x.var == var), None)
+                    want = 0.0 if op == "+" else -math.inf
+                    if not (init and isinstance(init.value, L.Const)
+                            and float(init.value.value) == want):
+                        raise BackendError(f"kernel {self.k.name}: accumulator {var} must "
+                                           f"start at the identity of {op!r}")
+                out += self.block_strided(s, ind, assigned)
+            else:
+                out += self.simple(s, ind)
+                if isinstance(s, L.Assign):
+                    assigned.add(s.var)
+        return out
+
+    # -- the kernel ----------------------------------------------------------------------
+    def render(self) -> CudaKernel:
+        k = self.k
+        params, decl = [], []
+        for b in k.buffers:
+            const = "const " if b.role == "in" else ""
+            decl.append(f"{const}{CTYPES[b.dtype]}* {b.name}")
+            params.append(("buf", b))
+        for b in k.buffers:
+            for d in range(1, b.rank):
+                decl.append(f"long long {b.name}_d{d}")
+                params.append(("dim", b.name, d))
+        for s in k.sizes:
+            decl.append(f"long long {s}")
+            params.append(("size", s))
+        body = k.body
+        par = [s for s in body if isinstance(s, L.Loop) and s.parallel]
+        loop_vars = {n.var for n in L.walk(body) if isinstance(n, L.Loop)}
+        lines = []
+        hoisted = {v: t for v, t in self.vars.items() if v not in loop_vars}
+        for v, t in sorted(hoisted.items()):
+            lines.append(f"  {CTYPES[t]} {v};")
+        if len(par) == 1 and len(body) == 1 and not _has_reduction(par[0].body):
+            kind = "map"
+            names, exts, work, inner = self._flat_map(par[0])
+            lines.append(f"  const long long n_work = {self.expr(work)};")
+            lines.append("  for (long long t = blockIdx.x * (long long)blockDim.x + "
+                         "threadIdx.x; t < n_work; t += (long long)gridDim.x * blockDim.x) {")
+            rest = "t"
+            for i, (n, e) in enumerate(zip(names, exts)):
+                if i < len(names) - 1:
+                    inner_ext = L.c(1)
+                    for e2 in exts[i + 1:]:
+                        inner_ext = L.mul(inner_ext, e2)
+                    val = f"({rest}) / ({self.expr(inner_ext)})"
+                    lines.append(f"    const long long {n} = {val};")
+                    rest = f"{rest} - {n} * ({self.expr(inner_ext)})"
+                else:
+                    lines.append(f"    const long long {n} = {rest};")
+            lines += self.seq(inner, "    ")
+            lines.append("  }")
+        elif len(par) == 1 and len(body) == 1:
+            kind = "row"
+            lp = par[0]
+            work = lp.extent
+            lines.append(f"  for (long long {lp.var} = blockIdx.x; {lp.var} < "
+                         f"{self.expr(lp.extent)}; {lp.var} += gridDim.x) {{")
+            lines += self.block_program(lp.body, "    ")
+            lines.append("  }")
+        elif not par:
+            kind = "row"
+            work = L.c(1)
+            lines.append("  if (blockIdx.x == 0) {")
+            lines += self.block_program(body, "    ")
+            lines.append("  }")
+        else:
+            raise BackendError(f"kernel {k.name}: the CUDA renderer expects one parallel "
+                               "loop at the top of a kernel")
+        comment = "\n".join("// " + line for line in L.format_kernel(k).splitlines())
+        src = (f"{comment}\nextern \"C\" __global__ void {k.name}({', '.join(decl)}) {{\n"
+               + "\n".join(lines) + "\n}\n")
+        return CudaKernel(k.name, src, kind, work, params)
+
+    def _flat_map(self, lp: L.Loop):
+        """The parallel loop of a map kernel with the sequential loop directly inside it
+        (after its index decoding) folded into one index space."""
+        body = lp.body
+        loops = [s for s in body if isinstance(s, L.Loop)]
+        if (len(loops) == 1 and body[-1] is loops[0] and all(
+                isinstance(s, L.Assign) for s in body[:-1])
+                and not any(isinstance(s, L.Loop) for s in loops[0].body)
+                and not any(isinstance(n, L.Var) and n.name in {a.var for a in body[:-1]}
+                            for n in L.walk(loops[0].extent))):
+            inner = loops[0]
+            return ([lp.var, inner.var], [lp.extent, inner.extent],
+                    L.mul(lp.extent, inner.extent), body[:-1] + inner.body)
+        return [lp.var], [lp.extent], lp.extent, body
+
+
+def render_kernel(kernel: L.Kernel) -> CudaKernel:
+    """The CUDA C of one loop-IR kernel (without the prelude: see :func:`module_source`)."""
+    return _Renderer(kernel).render()
+
+
+def module_source(kernels) -> str:
+    """One translation unit: the prelude and the given kernels' sources (CudaKernel or
+    template source strings)."""
+    parts = [PRELUDE]
+    for k in kernels:
+        parts.append(k.source if isinstance(k, CudaKernel) else k)
+    return "\n".join(parts)
