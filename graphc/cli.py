@@ -122,15 +122,20 @@ def compile_for(graph, name: str):
     GPU when there is one, else on the CPU emulation of the same CUDA kernels, labelled
     "cupy-emu" (its times say nothing about a GPU); ``cupy-emu`` asks for emulation."""
     import graphc
-    if name in ("cupy", "cupy-emu"):
+    name = backend_name(name)
+    return graphc.compile(graph, backend=name), name
+
+
+def backend_name(name: str) -> str:
+    """``cupy`` without a GPU becomes ``cupy-emu`` (said on stderr)."""
+    if name == "cupy":
         from graphc.backends.cupy_gpu import gpu_available
         ok, why = gpu_available()
-        if name == "cupy-emu" or not ok:
-            if name == "cupy":
-                print(f"graphc: no GPU for cupy ({why}); running its CUDA kernels under "
-                      "CPU emulation as cupy-emu", file=sys.stderr)
-            return graphc.compile(graph, backend="cupy", emulate=True), "cupy-emu"
-    return graphc.compile(graph, backend=name), name
+        if not ok:
+            print(f"graphc: no GPU for cupy ({why}); running its CUDA kernels under "
+                  "CPU emulation as cupy-emu", file=sys.stderr)
+            return "cupy-emu"
+    return name
 
 
 def cmd_run(args) -> int:
@@ -255,8 +260,9 @@ def cmd_run_deepseek(args) -> int:
     c = model.config
     src = args.checkpoint or f"random '{args.config}' preset (seed {args.seed})"
     print(f"deepseek-v2 from {src}: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
-          f"{model.num_params():,} parameters, backend={args.backend}")
-    out, logits, t_pre, rate, t_compile = _deepseek_run(model, prompt, args, args.backend)
+          f"{model.num_params():,} parameters, backend={backend_name(args.backend)}")
+    out, logits, t_pre, rate, t_compile = _deepseek_run(model, prompt, args,
+                                                        backend_name(args.backend))
     ref = model.forward(prompt, backend="reference", float64=True)
     err = float(np.linalg.norm(logits - ref) / np.linalg.norm(ref))
     cb = model.cache_bytes_per_token()
@@ -280,6 +286,7 @@ def cmd_compare_deepseek(args) -> int:
           f"{'compile s':>10s}  tokens")
     failed, first = False, None
     for name in args.backends.split(","):
+        name = backend_name(name)
         out, logits, t_pre, rate, tc = _deepseek_run(model, prompt, args, name)
         err = float(np.linalg.norm(logits - ref) / np.linalg.norm(ref))
         same = first is None or np.array_equal(out, first)

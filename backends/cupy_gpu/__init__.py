@@ -3,6 +3,7 @@ flash-attention kernel, one device arena.
 
     exe = graphc.compile(graph, backend="cupy")                 # on an NVIDIA GPU
     exe = graphc.compile(graph, backend="cupy", emulate=True)   # the same CUDA C, on the CPU
+    exe = graphc.compile(graph, backend="cupy-emu")             # the same, by name
 
 Options: ``emulate`` (run the CUDA C through the CPU emulation harness, see emulate.py:
 the way to debug GPU kernels without a GPU), ``device_outputs`` (return CuPy arrays and
@@ -119,3 +120,14 @@ def _raw_module(source: str):
         raise BackendError(f"cupy backend: the generated CUDA C does not compile:\n{e}\n"
                            f"--- source ---\n{nvrtc.numbered(source)}") from None
     return module
+
+
+class CupyEmulatedBackend:
+    """``backend="cupy-emu"``: the cupy backend with ``emulate=True``, for places that take
+    only a backend name (models' ``forward(..., backend=...)``, the command line)."""
+    name = "cupy-emu"
+
+    @staticmethod
+    def compile(graph, **options):
+        options.setdefault("emulate", True)
+        return CupyBackend.compile(graph, **options)

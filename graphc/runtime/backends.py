@@ -11,6 +11,9 @@ from ..errors import BackendError
 BUILTIN = {
     "reference": "graphc.backends.reference:ReferenceBackend",
     "numba": "graphc.backends.numba_cpu:NumbaBackend",
+    "cupy": "graphc.backends.cupy_gpu:CupyBackend",
+    # the cupy backend's CUDA C run on the CPU by the emulation harness (no GPU needed)
+    "cupy-emu": "graphc.backends.cupy_gpu:CupyEmulatedBackend",
 }
 ALIASES = {"numpy": "reference"}
 
