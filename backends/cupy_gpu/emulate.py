@@ -125,14 +125,8 @@ _QUALIFIERS = {"const", "volatile", "__restrict__", "__restrict", "restrict"}
 def cache_dir() -> Path:
     """``cuda-emu-<version>`` beside the Numba backend's cache folder: under
     ``$GRAPHC_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphc``, else ``~/.cache/graphc``."""
-    base = os.environ.get("GRAPHC_CACHE_DIR")
-    if not base:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                                ".cache")
-        base = os.path.join(xdg, "graphc")
-    path = Path(base) / f"cuda-emu-{graphc.__version__}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from graphc.cache import cache_subdir
+    return cache_subdir(f"cuda-emu-{graphc.__version__}")
 
 
 def compiler() -> list[str]:

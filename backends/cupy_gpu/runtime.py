@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.ir.dims import evaluate
 from graphc.lower import loopir as L
 from graphc.runtime.interpreter import run_graph
 from graphc.runtime.program import ProgramExecutable, apply_chain

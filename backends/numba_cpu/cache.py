@@ -26,14 +26,8 @@ HEADER = "# graphc-sha256: "
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("GRAPHC_CACHE_DIR")
-    if not base:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                                ".cache")
-        base = os.path.join(xdg, "graphc")
-    path = Path(base) / f"numba-{graphc.__version__}-{numba.__version__}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from graphc.cache import cache_subdir
+    return cache_subdir(f"numba-{graphc.__version__}-{numba.__version__}")
 
 
 def digest(source: str) -> str:
