@@ -294,3 +294,39 @@ def test_gpu_benchmarks_run(script, args):
     assert r.returncode == 0, r.stderr
     assert "failed" not in r.stdout, r.stdout
     assert "graphc-cupy" in r.stdout
+
+
+def test_deepseek_v2_tiny_on_the_emulated_gpu(rng):
+    """DeepSeek-V2 (MLA, MoE, YaRN rope) through backend="cupy-emu": prefill logits and
+    absorbed-cache greedy decoding match the float64 reference; rope/topk/moe run their
+    NumPy references (warned)."""
+    from graphc.backends.cupy_gpu import LibraryFallbackWarning
+    from graphc.models import deepseek_v2 as dv
+    model = dv.random(dv.preset("tiny"), seed=int(rng.integers(1 << 30)))
+    ids = rng.integers(0, model.config.vocab_size, 11)
+    with pytest.warns(LibraryFallbackWarning):
+        out = model.forward(ids, backend="cupy-emu")
+    want = model.forward(ids, backend="reference", float64=True)
+    assert np.linalg.norm(out - want) / np.linalg.norm(want) < 1e-5
+    with pytest.warns(LibraryFallbackWarning):
+        got = model.generate(ids[:4], 4, backend="cupy-emu")
+    np.testing.assert_array_equal(got, model.generate(ids[:4], 4, backend="reference",
+                                                      float64=True))
+
+
+def test_flash_tile_fits_shared_memory():
+    """Query rows per block shrink for large head dims (DeepSeek-V2's 192/128 fits at
+    16 rows in 48 KiB of shared memory); dims that cannot fit are an error, not a kernel
+    that fails to launch."""
+    from graphc.backends.cupy_gpu import templates
+    assert templates.flash_plan("float32", 64, 64) == 32
+    assert templates.flash_plan("float32", 192, 128) == 16
+    with pytest.raises(graphc.GraphcError, match="shared memory"):
+        templates.flash_plan("float64", 1024, 1024)
+    with pytest.raises(graphc.GraphcError, match="float16"):
+        templates.flash_plan("float16", 64, 64)
+    if nvrtc.available():   # the DeepSeek-V2 head dims' kernel builds
+        from graphc.backends.cupy_gpu import render
+        src = render.module_source([templates.flash_attention("float32", 192, 128)])
+        for arch in nvrtc.ARCHS:
+            assert ".entry graphc_flash_float32_192_128" in nvrtc.compile_ptx(src, arch)
