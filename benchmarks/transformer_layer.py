@@ -87,26 +87,8 @@ def gemm_floor(P, x):
 
 
 def torch_module(P):
-    import torch
-    p = "layers.0."
-    m = torch.nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, activation="relu",
-                                         batch_first=True, norm_first=False)
-    T = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-    with torch.no_grad():
-        m.self_attn.in_proj_weight.copy_(T(np.concatenate([P[p + "wq"].T, P[p + "wk"].T,
-                                                           P[p + "wv"].T])))
-        m.self_attn.in_proj_bias.copy_(T(np.concatenate([P[p + "bq"], P[p + "bk"],
-                                                         P[p + "bv"]])))
-        m.self_attn.out_proj.weight.copy_(T(P[p + "wo"].T))
-        m.self_attn.out_proj.bias.copy_(T(P[p + "bo"]))
-        m.linear1.weight.copy_(T(P[p + "w1"].T))
-        m.linear1.bias.copy_(T(P[p + "b1"]))
-        m.linear2.weight.copy_(T(P[p + "w2"].T))
-        m.linear2.bias.copy_(T(P[p + "b2"]))
-        for k in (1, 2):
-            getattr(m, f"norm{k}").weight.copy_(T(P[p + f"ln{k}.weight"]))
-            getattr(m, f"norm{k}").bias.copy_(T(P[p + f"ln{k}.bias"]))
-    return m.eval()
+    from graphc.models import transformer
+    return transformer.torch_encoder_layer(params()[0], P)
 
 
 def rss_mib() -> float:

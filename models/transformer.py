@@ -167,3 +167,35 @@ def random(config: TransformerConfig | None = None, seed: int = 0) -> Transforme
     """A Transformer with seeded random parameters."""
     config = config or TransformerConfig()
     return Transformer(config, init_params(config, seed))
+
+
+def torch_encoder_layer(config: TransformerConfig, params: dict, layer: int = 0,
+                        dtype: str = "float32"):
+    """``torch.nn.TransformerEncoderLayer`` (post-LN, ReLU, batch_first) holding layer
+    ``layer``'s weights of ``params``, in ``dtype``: the peer that tests and benchmarks
+    compare graphc's encoder layer with. Needs torch (the ``compare`` extra)."""
+    import torch
+    pre = f"layers.{layer}."
+    P = params
+    m = torch.nn.TransformerEncoderLayer(config.d_model, config.n_heads, config.d_ff,
+                                         dropout=0.0, activation="relu", batch_first=True,
+                                         norm_first=False, layer_norm_eps=config.eps)
+    m = m.to(getattr(torch, dtype))
+
+    def T(a):
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
+    with torch.no_grad():
+        m.self_attn.in_proj_weight.copy_(T(np.concatenate(
+            [P[pre + "wq"].T, P[pre + "wk"].T, P[pre + "wv"].T])))
+        m.self_attn.in_proj_bias.copy_(T(np.concatenate(
+            [P[pre + "bq"], P[pre + "bk"], P[pre + "bv"]])))
+        m.self_attn.out_proj.weight.copy_(T(P[pre + "wo"].T))
+        m.self_attn.out_proj.bias.copy_(T(P[pre + "bo"]))
+        m.linear1.weight.copy_(T(P[pre + "w1"].T))
+        m.linear1.bias.copy_(T(P[pre + "b1"]))
+        m.linear2.weight.copy_(T(P[pre + "w2"].T))
+        m.linear2.bias.copy_(T(P[pre + "b2"]))
+        for k in (1, 2):
+            getattr(m, f"norm{k}").weight.copy_(T(P[pre + f"ln{k}.weight"]))
+            getattr(m, f"norm{k}").bias.copy_(T(P[pre + f"ln{k}.bias"]))
+    return m.eval()

@@ -10,28 +10,8 @@ torch = pytest.importorskip("torch", reason="needs the 'compare' extra (torch)")
 pytestmark = pytest.mark.compare
 
 
-def torch_layer(model, layer=0):
-    c, P = model.config, model.params
-    pre = f"layers.{layer}."
-    m = torch.nn.TransformerEncoderLayer(c.d_model, c.n_heads, c.d_ff, dropout=0.0,
-                                         activation="relu", batch_first=True,
-                                         norm_first=False, layer_norm_eps=c.eps)
-    T = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
-    with torch.no_grad():
-        m.self_attn.in_proj_weight.copy_(T(np.concatenate(
-            [P[pre + "wq"].T, P[pre + "wk"].T, P[pre + "wv"].T])))
-        m.self_attn.in_proj_bias.copy_(T(np.concatenate(
-            [P[pre + "bq"], P[pre + "bk"], P[pre + "bv"]])))
-        m.self_attn.out_proj.weight.copy_(T(P[pre + "wo"].T))
-        m.self_attn.out_proj.bias.copy_(T(P[pre + "bo"]))
-        m.linear1.weight.copy_(T(P[pre + "w1"].T))
-        m.linear1.bias.copy_(T(P[pre + "b1"]))
-        m.linear2.weight.copy_(T(P[pre + "w2"].T))
-        m.linear2.bias.copy_(T(P[pre + "b2"]))
-        for k in (1, 2):
-            getattr(m, f"norm{k}").weight.copy_(T(P[pre + f"ln{k}.weight"]))
-            getattr(m, f"norm{k}").bias.copy_(T(P[pre + f"ln{k}.bias"]))
-    return m.eval()
+def torch_layer(model, dtype="float64"):
+    return transformer.torch_encoder_layer(model.config, model.params, 0, dtype)
 
 
 def model(causal):
@@ -49,7 +29,7 @@ def test_encoder_layer_matches_pytorch(causal):
     m = model(causal)
     S = 11
     x = np.random.default_rng().standard_normal((S, m.config.d_model))
-    tl = torch_layer(m).double()
+    tl = torch_layer(m, "float64")
     mask = torch.nn.Transformer.generate_square_subsequent_mask(S, dtype=torch.float64) \
         if causal else None
     with torch.no_grad():
@@ -65,7 +45,7 @@ def test_encoder_layer_matches_onnxruntime():
     ort = pytest.importorskip("onnxruntime", reason="needs the 'compare' extra")
     pytest.importorskip("onnxscript", reason="needs the 'compare' extra")
     m = model(False)
-    tl = torch_layer(m).float()
+    tl = torch_layer(m, "float32")
     S = 9
     x = np.random.default_rng().standard_normal((1, S, m.config.d_model)).astype(np.float32)
     prog = torch.onnx.export(tl, (torch.from_numpy(x),), dynamo=True,
