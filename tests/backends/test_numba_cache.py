@@ -149,7 +149,8 @@ def test_cache_dir_is_honored(tmp_path, monkeypatch, rng):
     g = graphc.trace(lambda x: graphc.exp(x) * 0.75 - 0.125, spec(("S", 4)))
     exe = graphc.compile(g, backend="numba")
     x = rng.standard_normal((3, 4)).astype(np.float32)
-    np.testing.assert_allclose(exe(x), np.exp(x) * 0.75 - 0.125, rtol=1e-6)
+    want = np.exp(x.astype(np.float64)) * 0.75 - 0.125   # float64: no per-element
+    assert np.linalg.norm(exe(x) - want) / np.linalg.norm(want) < 1e-6   # cancellation noise
     written = {p.name for p in kernel_dir(target).glob("k_*.py")}
     assert written and all(f"k_{cache.digest(src)[:32]}.py" in written
                            for src in exe.sources.values())
