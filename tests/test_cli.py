@@ -85,3 +85,12 @@ def test_console_script_and_example_run():
     assert ex.returncode == 0, ex.stderr
     assert "graph transformer" in ex.stdout and "TOO LARGE" not in ex.stdout
     assert ex.stdout.count("(ok)") == 2
+
+
+def test_gpu_kernels_example_runs():
+    """The GPU example prints CUDA C and checks its result (emulated without a GPU)."""
+    ex = subprocess.run([sys.executable, str(ROOT / "examples" / "gpu_kernels.py")],
+                        capture_output=True, text=True, timeout=300)
+    assert ex.returncode == 0, ex.stderr
+    assert 'extern "C" __global__' in ex.stdout and "graphc_block_reduce" in ex.stdout
+    assert "relative error against the float64 reference" in ex.stdout
