@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from graphc.errors import BackendError
 from graphc.lower import loopir as L
+from graphc.lower.exprs import delinearize
 
 CTYPES = {"float32": "float", "float64": "double", "int64": "long long", "int32": "int",
           "bool": "bool"}
@@ -270,12 +271,17 @@ class _Renderer:
             exts.append(lp.extent)
             extent = L.mul(extent, lp.extent)
             body = lp.body
-        inner_vars = {n for n in names}
         for e in exts:
-            if any(isinstance(n, L.Var) and n.name in inner_vars for n in L.walk(e)):
+            if any(isinstance(n, L.Var) and n.name in names for n in L.walk(e)):
                 raise BackendError(f"kernel {self.k.name}: a loop extent depends on an "
                                    "enclosing loop of the same nest")
         return names, exts, extent, body
+
+    def decode(self, flat: str, names, exts, ind: str) -> list[str]:
+        """The loop variables ``names`` (extents ``exts``, outermost first) from the flat
+        index ``flat`` of their nest."""
+        return [f"{ind}const long long {n} = {self.expr(e)};"
+                for n, e in zip(names, delinearize(L.Var(flat), exts))]
 
     def block_strided(self, loop: L.Loop, ind: str, assigned: set) -> list[str]:
         """A sequential loop (nest) split across the block's threads; accumulations into
@@ -285,15 +291,7 @@ class _Renderer:
         f = f"f{self.fresh}"
         out = [f"{ind}for (long long {f} = threadIdx.x; {f} < {self.expr(extent)}; "
                f"{f} += blockDim.x) {{"]
-        rest: L.Expr = L.Var(f)
-        for k, (n, e) in enumerate(zip(names, exts)):
-            inner: L.Expr = L.c(1)
-            for e2 in exts[k + 1:]:
-                inner = L.mul(inner, e2)
-            val = L.floordiv(rest, inner) if k < len(names) - 1 else rest
-            if k > 0:
-                val = L.mod(val, e)
-            out.append(f"{ind}  long long {n} = {self.expr(val)};")
+        out += self.decode(f, names, exts, ind + "  ")
         if any(isinstance(s, L.Loop) for s in body):
             raise BackendError(f"kernel {self.k.name}: a loop inside a block-strided loop "
                                "body is not supported by the CUDA renderer")
@@ -356,17 +354,7 @@ class _Renderer:
             lines.append(f"  const long long n_work = {self.expr(work)};")
             lines.append("  for (long long t = blockIdx.x * (long long)blockDim.x + "
                          "threadIdx.x; t < n_work; t += (long long)gridDim.x * blockDim.x) {")
-            rest = "t"
-            for i, (n, e) in enumerate(zip(names, exts)):
-                if i < len(names) - 1:
-                    inner_ext = L.c(1)
-                    for e2 in exts[i + 1:]:
-                        inner_ext = L.mul(inner_ext, e2)
-                    val = f"({rest}) / ({self.expr(inner_ext)})"
-                    lines.append(f"    const long long {n} = {val};")
-                    rest = f"{rest} - {n} * ({self.expr(inner_ext)})"
-                else:
-                    lines.append(f"    const long long {n} = {rest};")
+            lines += self.decode("t", names, exts, "    ")
             lines += self.seq(inner, "    ")
             lines.append("  }")
         elif len(par) == 1 and len(body) == 1:

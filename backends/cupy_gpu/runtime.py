@@ -23,31 +23,18 @@ EMULATED_BLOCK = 64         # threads per emulated block (the kernels take any m
 
 def _strided3(x, xp):
     """x [..., rows, d] as a 3-D array [B, rows, d] with the last dim contiguous, without a
-    copy when the batch dims collapse (head-split transposes do); element strides."""
+    copy when the batch dims collapse (head-split transposes do)."""
     if x.ndim == 2:
-        x = x[None]
-    item = x.itemsize
-    if x.strides[-1] != item:
+        return x[None] if x.strides[-1] == x.itemsize else xp.ascontiguousarray(x)[None]
+    lead, st = x.shape[:-2], x.strides[:-2]
+    if x.strides[-1] != x.itemsize or not all(
+            st[i] == st[i + 1] * lead[i + 1] for i in range(len(lead) - 1)):
         x = xp.ascontiguousarray(x)
-    if x.ndim > 3:
-        lead = x.shape[:-2]
-        st = x.strides[:-2]
-        ok = all(st[i] == st[i + 1] * lead[i + 1] for i in range(len(lead) - 1))
-        if not ok:
-            x = xp.ascontiguousarray(x)
-        B = int(np.prod(lead))
-        base = x
-        sb = x.strides[-3] if B > 1 else 0
-        x3 = _as_strided(base, (B,) + x.shape[-2:], (sb,) + x.strides[-2:], xp)
-        return x3
-    return x
-
-
-def _as_strided(x, shape, strides, xp):
-    if xp is np:
-        return np.lib.stride_tricks.as_strided(x, shape, strides)
-    import cupy
-    return cupy.lib.stride_tricks.as_strided(x, shape, strides)
+    if x.ndim == 3:
+        return x
+    B = int(np.prod(lead))
+    return xp.lib.stride_tricks.as_strided(x, (B,) + x.shape[-2:],
+                                           (x.strides[-3] if B > 1 else 0,) + x.strides[-2:])
 
 
 def _pointer(x):
@@ -126,9 +113,6 @@ class CupyExecutable(ProgramExecutable):
         blocks = -(-work // block) if ck.kind == "map" else work
         blocks = min(blocks, EMULATED_MAX_GRID if self.emulate else MAX_GRID)
         self._launch(kernel.name, blocks, block, args)
-
-    def matmul(self, a, b, out):
-        self.xp.matmul(a, b, out=out)
 
     def attention(self, step, ops, out, sz):
         xp, bindings = self.xp, sz.bindings

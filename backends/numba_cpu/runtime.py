@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphc.ir.dims import evaluate
 from graphc.runtime.interpreter import run_graph
 from graphc.runtime.program import ProgramExecutable, apply_chain
 
@@ -20,7 +21,6 @@ class NumbaExecutable(ProgramExecutable):
         self.attention_softmax = attention_softmax  # scores dtype -> compiled softmax
 
     def attention_scratch(self, step, shape, bindings):
-        from graphc.ir.dims import evaluate
         batch = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
         T = evaluate(step.keys, bindings)
         rows = min(ATTENTION_BLOCK, shape[-2])

@@ -15,7 +15,10 @@ from . import loopir as L
 
 
 def dim_expr(d) -> L.Expr:
-    """A dim (int or symbolic polynomial) as an index expression over size symbols."""
+    """A dim (int or symbolic polynomial) as an index expression over size symbols; an
+    index expression (a loop extent) is returned as is."""
+    if isinstance(d, L.Expr):
+        return d
     if not isinstance(d, Sym):
         return L.c(int(d))
     total: L.Expr = L.c(0)
