@@ -13,41 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 import graphc
+from arrays import ints, nonzero, positive, randn, rel_err  # noqa: F401 (re-exported)
 from graphc.lower.program import AttentionStep, GemmStep, KernelStep, LibraryStep
 
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
-
-
-def rel_err(out, expected) -> float:
-    out = np.asarray(out, np.float64)
-    expected = np.asarray(expected, np.float64)
-    num = np.linalg.norm((out - expected).ravel())
-    den = np.linalg.norm(expected.ravel())
-    return float(num / den) if den else float(num)
-
-
-def randn(rng, shape, dtype="float32", scale=1.0):
-    """Standard normal data with no exact zeros."""
-    x = rng.standard_normal(shape) * scale
-    x = np.where(x == 0, 0.5, x)
-    return np.asarray(x, dtype=dtype)
-
-
-def positive(rng, shape, dtype="float32", low=0.25, high=4.0):
-    return np.asarray(rng.uniform(low, high, shape), dtype=dtype)
-
-
-def nonzero(rng, shape, dtype="float32"):
-    """Values bounded away from zero (divisors); integers in +-[1, 5] for int dtypes."""
-    sign = np.where(rng.random(shape) < 0.5, -1, 1)
-    if np.dtype(dtype).kind in "iu":
-        return np.asarray(sign * rng.integers(1, 6, shape), dtype=dtype)
-    return np.asarray(sign * rng.uniform(0.5, 2.0, shape), dtype=dtype)
-
-
-def ints(rng, shape, dtype="int64", low=-9, high=10):
-    x = rng.integers(low, high, shape)
-    return np.asarray(np.where(x == 0, 1, x), dtype=dtype)
 
 
 def as_tuple(x):

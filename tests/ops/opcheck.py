@@ -13,24 +13,10 @@ import sys
 import numpy as np
 
 import graphc
+from arrays import nonzero, positive, randn, rel_err  # noqa: F401 (re-exported)
 
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 FLOATS = ("float32", "float64")
-
-
-def rel_err(out, expected, magnitude=None) -> float:
-    """||out - expected|| / ||expected|| in float64 (absolute when expected is all zero).
-
-    ``magnitude`` (same shape) is the size of the terms that were added up, e.g. |a| @ |b|
-    for a @ b: rounding error scales with it, not with a result that cancels to near 0.
-    """
-    out = np.asarray(out, np.float64)
-    expected = np.asarray(expected, np.float64)
-    num = np.linalg.norm((out - expected).ravel())
-    den = np.linalg.norm(expected.ravel())
-    if magnitude is not None:
-        den = max(den, np.linalg.norm(np.asarray(magnitude, np.float64).ravel()))
-    return float(num / den) if den else float(num)
 
 
 def upcast(a):
@@ -121,23 +107,6 @@ def check_same(fn_a, fn_b, specs, cases):
 def concrete(shape, sizes: dict):
     """A spec shape with its symbols replaced by sizes: ("S", 8), {"S": 3} -> (3, 8)."""
     return tuple(sizes[d] if isinstance(d, str) else d for d in shape)
-
-
-def randn(rng, shape, dtype="float32", scale=1.0):
-    """Standard normal data with no exact zeros."""
-    x = rng.standard_normal(shape) * scale
-    x = np.where(x == 0, 0.5, x)
-    return np.asarray(x, dtype=dtype)
-
-
-def positive(rng, shape, dtype="float32", low=0.25, high=4.0):
-    return np.asarray(rng.uniform(low, high, shape), dtype=dtype)
-
-
-def nonzero(rng, shape, dtype="float32"):
-    """Values bounded away from zero (divisors)."""
-    sign = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
-    return np.asarray(sign * rng.uniform(0.5, 2.0, shape), dtype=dtype)
 
 
 def next_line() -> str:
