@@ -1,19 +1,26 @@
 """DeepSeek-V2 "mini" (hidden 1024, 4 layers, 16 heads, MLA with q_lora 384 / kv_lora 256,
-32 routed experts top-4 in 4 groups, YaRN; ~196M parameters, fp32) on graphc's backends:
+32 routed experts top-4 in 4 groups, YaRN; ~196M parameters, fp32) through its peers:
 
-  prefill   logits for a prompt of --seq tokens (default 512), one compiled graph
-  decode    greedy tokens per second with the compressed MLA cache (absorbed weights),
-            one compiled decode-step graph, after a prompt of --prompt tokens
+  forward   logits for every position of a --seq token sequence (default 512)
+  prefill   what generation does first (time to first token): the --seq token prompt
+            -> its cache + the next token's logits. graphc's prefill graph runs the last
+            layer's query, attention, FFN and lm_head for the last token only; transformers
+            does the same for the head (generate passes logits_to_keep=1)
+  decode    greedy tokens per second with the cache (graphc: the compressed MLA cache and
+            absorbed weights) after a prompt of --prompt tokens
 
-    python benchmarks/deepseek_v2.py                                  # reference backend
+Peers: graphc backends (--backends, default numba) and, with the `compare` extra,
+transformers eager (DeepseekV2ForCausalLM with the same weights, torch on every core).
+
+    python benchmarks/deepseek_v2.py                          # numba and transformers
     python benchmarks/deepseek_v2.py --backends reference,numba --seq 512 --new-tokens 32
 
-Each backend is timed in its own process (thread pools of one would slow the next). Prints
-median prefill ms and median decode tokens/s over --repeat runs, the relative error of the
-prefill logits against the float64 reference (O0) and compile times, plus the cache bytes
-per token and the load average (the machine may be shared: compare runs at low load). Targets from the
-issue (2 cores): prefill 512 < 500 ms and decode >= 80 tokens/s on the numba backend;
-transformers eager measured 945 ms and 37 tokens/s.
+Each peer is timed in its own process (thread pools of one would slow the next). Prints
+medians over --repeat runs, the ratio transformers / peer (above 1: faster than
+transformers), the relative error of the forward logits against graphc's float64
+reference (O0), compile times, the cache bytes per token and the load average (the
+machine may be shared: compare runs at low load). Targets from the issue (2 cores):
+prefill of 512 tokens < 500 ms and decode >= 80 tokens/s on the numba backend.
 """
 from __future__ import annotations
 
@@ -32,59 +39,100 @@ def build(seed: int = 0):
     return dv.random(dv.preset("mini"), seed=seed)
 
 
-def run_one(backend: str, seq: int, prompt: int, new_tokens: int, repeat: int) -> dict:
-    """Time one backend in this process; return a JSON-able row."""
+def median_s(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def decode_rate(generate, new_tokens: int, repeat: int) -> float:
+    """Tokens/s of greedy decoding: (n + 1 new tokens) - (1 new token), so the prompt's
+    prefill cancels out; median over ``repeat`` rounds."""
+    generate(2)                                                  # warm-up
+    rates = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        generate(1)
+        t1 = time.perf_counter()
+        generate(new_tokens + 1)
+        t2 = time.perf_counter()
+        rates.append(new_tokens / ((t2 - t1) - (t1 - t0)))
+    return float(np.median(rates))
+
+
+def run_one(peer: str, seq: int, prompt: int, new_tokens: int, repeat: int) -> dict:
+    """Time one peer in this process; return a JSON-able row."""
+    if peer == "transformers":
+        return run_transformers(seq, prompt, new_tokens, repeat)
     import graphc
     model = build()
-    rng = np.random.default_rng(1)
-    ids = rng.integers(0, model.config.vocab_size, seq)
-    row = {"backend": backend}
+    ids = np.random.default_rng(1).integers(0, model.config.vocab_size, seq)
+    row = {"peer": peer}
     try:
         t0 = time.perf_counter()
-        model.compiled("forward", backend)
-        row["compile_prefill_s"] = time.perf_counter() - t0
-        out = model.forward(ids, backend=backend)                # warm-up
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            model.forward(ids, backend=backend)
-            times.append(time.perf_counter() - t0)
-        row["prefill_ms"] = float(np.median(times) * 1e3)
+        model.compiled("forward", peer)
+        model.compiled("prefill", peer)
+        model.compiled("decode", peer)
+        row["compile_s"] = time.perf_counter() - t0
+        out = model.forward(ids, backend=peer)                   # warm-ups
+        model.generate(ids, 1, backend=peer)
+        row["forward_ms"] = median_s(lambda: model.forward(ids, backend=peer), repeat) * 1e3
+        row["prefill_ms"] = median_s(lambda: model.generate(ids, 1, backend=peer),
+                                     repeat) * 1e3
         ref = model.forward(ids, backend="reference", float64=True)
         row["rel_err"] = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
         p = ids[:prompt]
-        t0 = time.perf_counter()
-        model.compiled("prefill", backend)
-        model.compiled("decode", backend)
-        row["compile_decode_s"] = time.perf_counter() - t0
-        model.generate(p, 2, backend=backend)                    # warm-up
-        # decode rate: (n new tokens) - (1 new token), so the prompt's prefill cancels out;
-        # the first round also pays the per-size set-up of the cache lengths it meets
-        rates = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            model.generate(p, 1, backend=backend)
-            t1 = time.perf_counter()
-            model.generate(p, new_tokens + 1, backend=backend)
-            t2 = time.perf_counter()
-            rates.append(new_tokens / ((t2 - t1) - (t1 - t0)))
-        row["decode_tok_s"] = float(np.median(rates))
-        row["decode_first_tok_s"] = rates[0]
+        row["decode_tok_s"] = decode_rate(lambda n: model.generate(p, n, backend=peer),
+                                          new_tokens, repeat)
     except graphc.GraphcError as e:
         row["error"] = str(e).splitlines()[0]
     return row
 
 
+def run_transformers(seq: int, prompt: int, new_tokens: int, repeat: int) -> dict:
+    """transformers eager with graphc's mini weights (their names are the HF names)."""
+    row = {"peer": "transformers"}
+    try:
+        import torch
+        from transformers import DeepseekV2Config, DeepseekV2ForCausalLM
+    except ImportError as e:
+        return {**row, "error": f"needs the 'compare' extra ({e})"}
+    model = build()
+    cfg = DeepseekV2Config(**model.config.to_hf())
+    cfg._attn_implementation = "eager"
+    hf = DeepseekV2ForCausalLM(cfg).eval()
+    hf.load_state_dict({k: torch.from_numpy(v) for k, v in model.params.items()}, strict=True)
+    ids = torch.from_numpy(np.random.default_rng(1).integers(0, cfg.vocab_size, seq))[None]
+    p = ids[:, :prompt]
+    with torch.inference_mode():
+        out = hf(ids).logits[0].numpy()                          # warm-up
+        row["forward_ms"] = median_s(lambda: hf(ids), repeat) * 1e3
+        row["prefill_ms"] = median_s(lambda: hf(ids, use_cache=True, logits_to_keep=1),
+                                     repeat) * 1e3
+        row["decode_tok_s"] = decode_rate(
+            lambda n: hf.generate(p, max_new_tokens=n, min_new_tokens=n, do_sample=False),
+            new_tokens, repeat)
+    ref = model.forward(ids[0].numpy(), backend="reference", float64=True)
+    row["rel_err"] = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+    row["compile_s"] = 0.0
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backends", default="reference",
-                    help="comma-separated graphc backends (default reference)")
-    ap.add_argument("--seq", type=int, default=512, help="prefill length (default 512)")
+    ap.add_argument("--backends", default="numba",
+                    help="comma-separated graphc backends (default numba)")
+    ap.add_argument("--no-transformers", action="store_true",
+                    help="skip the transformers peer")
+    ap.add_argument("--seq", type=int, default=512, help="forward/prefill length (512)")
     ap.add_argument("--prompt", type=int, default=16, help="prompt before decode (16)")
     ap.add_argument("--new-tokens", type=int, default=32, help="decoded tokens (32)")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="timed prefill runs and decode rounds, medians reported (3)")
-    ap.add_argument("--one", help=argparse.SUPPRESS)     # child process: one backend
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="timed runs and decode rounds, medians reported (5)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)     # child process: one peer
     a = ap.parse_args(argv)
     if a.one:
         print(json.dumps(run_one(a.one, a.seq, a.prompt, a.new_tokens, a.repeat)))
@@ -93,28 +141,40 @@ def main(argv=None) -> int:
     cfg = dv.preset("mini")
     cb = dv.cache_bytes_per_token(cfg)
     print(f"DeepSeek-V2 mini: {cfg.hidden_size} hidden, {cfg.num_hidden_layers} layers, "
-          f"{cfg.n_routed_experts} experts top-{cfg.num_experts_per_tok}; prefill S={a.seq}, "
-          f"decode {a.new_tokens} tokens after {a.prompt}")
+          f"{cfg.n_routed_experts} experts top-{cfg.num_experts_per_tok}; forward and "
+          f"prefill S={a.seq}, decode {a.new_tokens} tokens after {a.prompt}")
     print(f"cache per token: MLA {cb['mla']} B vs standard MHA {cb['mha']} B "
           f"({cb['ratio']:.1f}x smaller; MLA's expanded K,V would be {cb['expanded']} B)")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} cores)")
-    print(f"{'backend':10s} {'prefill ms':>11s} {'decode tok/s':>13s} {'rel. error':>11s} "
-          f"{'compile s':>10s}")
-    for b in a.backends.split(","):
+    peers = a.backends.split(",") + ([] if a.no_transformers else ["transformers"])
+    rows = []
+    for b in peers:
         cmd = [sys.executable, __file__, "--one", b, "--seq", str(a.seq), "--prompt",
                str(a.prompt), "--new-tokens", str(a.new_tokens), "--repeat", str(a.repeat)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         try:
-            row = json.loads(res.stdout.strip().splitlines()[-1])
+            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         except (IndexError, json.JSONDecodeError):
-            print(f"{b:10s} failed: {res.stderr.strip().splitlines()[-1:]}")
+            rows.append({"peer": b, "error": f"failed: {res.stderr.strip().splitlines()[-1:]}"})
+    base = next((r for r in rows if r["peer"] == "transformers" and "error" not in r), None)
+
+    def vs(r, key, higher_better=False):
+        if base is None:
+            return "-"
+        x = r[key] / base[key] if higher_better else base[key] / r[key]
+        return f"{x:.2f}x"
+    print(f"{'peer':13s} {'forward ms':>10s} {'vs hf':>6s} {'prefill ms':>10s} {'vs hf':>6s} "
+          f"{'decode tok/s':>12s} {'vs hf':>6s} {'rel. error':>10s} {'compile s':>9s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['peer']:13s} unsupported: {r['error']}")
             continue
-        if "error" in row:
-            print(f"{b:10s} unsupported: {row['error']}")
-            continue
-        print(f"{b:10s} {row['prefill_ms']:11.1f} {row['decode_tok_s']:13.1f} "
-              f"{row['rel_err']:11.2e} {row['compile_prefill_s'] + row['compile_decode_s']:10.2f}")
+        print(f"{r['peer']:13s} {r['forward_ms']:10.1f} {vs(r, 'forward_ms'):>6s} "
+              f"{r['prefill_ms']:10.1f} {vs(r, 'prefill_ms'):>6s} {r['decode_tok_s']:12.1f} "
+              f"{vs(r, 'decode_tok_s', True):>6s} {r['rel_err']:10.2e} {r['compile_s']:9.2f}")
+    print("'vs hf' = how many times faster than transformers eager (above 1: faster); "
+          "rel. error: forward logits vs graphc's float64 reference")
     return 0
 
 

@@ -342,43 +342,50 @@ def moe_block(x, P, pre: str, c: DeepseekV2Config):
     return y
 
 
-def mla_qkv(x, P, pre: str, c: DeepseekV2Config, rope):
-    """The per-token projections of MLA. x: [S, H] -> q_nope [nh, S, d_n], q_pe [nh, S, d_r]
-    (rotated), c_kv [S, d_c] (post-norm latent), k_pe [S, d_r] (rotated)."""
+def mla_qkv(x, P, pre: str, c: DeepseekV2Config, rope, last_query: bool = False):
+    """The per-token projections of MLA. x: [S, H] -> q_nope [nh, Q, d_n], q_pe [nh, Q, d_r]
+    (rotated), c_kv [S, d_c] (post-norm latent), k_pe [S, d_r] (rotated); Q = S, or 1 with
+    ``last_query`` (only the last token's query: keys and values still cover all S)."""
     nh, dn, dr, dc = (c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim,
                       c.kv_lora_rank)
     S = x.shape[0]
     # the two projections of x as one GEMM: [q_a_proj (or q_proj) ; kv_a_proj_with_mqa]
     a = linear(x, P[pre + "qkv_a"])
     r = c.q_lora_rank or nh * (dn + dr)
+    aq = a[S - 1:, :r] if last_query else a[:, :r]
     if c.q_lora_rank is None:
-        q = a[:, :r]
+        q = aq
     else:
-        qa = graphc.rmsnorm(a[:, :r], P[pre + "q_a_layernorm.weight"], eps=c.rms_norm_eps)
+        qa = graphc.rmsnorm(aq, P[pre + "q_a_layernorm.weight"], eps=c.rms_norm_eps)
         q = linear(qa, P[pre + "q_b_proj.weight"])
-    q = q.reshape(S, nh, dn + dr).transpose(1, 0, 2)                              # [nh,S,dn+dr]
-    q_nope, q_pe = q[:, :, :dn], rope(q[:, :, dn:])
+    Q = 1 if last_query else S
+    q = q.reshape(Q, nh, dn + dr).transpose(1, 0, 2)                              # [nh,Q,dn+dr]
+    q_nope, q_pe = q[:, :, :dn], rope(q[:, :, dn:], last_query)
     c_kv = graphc.rmsnorm(a[:, r:r + dc], P[pre + "kv_a_layernorm.weight"],
                           eps=c.rms_norm_eps)
     k_pe = rope(a[:, r + dc:])
     return q_nope, q_pe, c_kv, k_pe
 
 
-def mla_full(x, P, pre: str, c: DeepseekV2Config, rope, scale: float):
+def mla_full(x, P, pre: str, c: DeepseekV2Config, rope, scale: float,
+             last_query: bool = False):
     """Prefill MLA: keys and values expanded from the latent, causal attention.
-    Returns (output [S, H], c_kv [S, d_c], k_pe [S, d_r]) (the last two fill the cache)."""
+    Returns (output [Q, H], c_kv [S, d_c], k_pe [S, d_r]) (the last two fill the cache);
+    Q = S, or 1 with ``last_query`` (the last token attends to every key: no mask)."""
     nh, dn, dr, dv = c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim
     S = x.shape[0]
-    q_nope, q_pe, c_kv, k_pe = mla_qkv(x, P, pre, c, rope)
+    q_nope, q_pe, c_kv, k_pe = mla_qkv(x, P, pre, c, rope, last_query)
     kv = linear(c_kv, P[pre + "kv_b_proj.weight"]).reshape(S, nh, dn + dv).transpose(1, 0, 2)
     k_nope, v = kv[:, :, :dn], kv[:, :, dn:]
     k_pe_heads = graphc.concat([k_pe.reshape(1, S, dr)] * nh, axis=0)             # [nh,S,dr]
     q = graphc.concat([q_nope, q_pe], axis=-1)
     k = graphc.concat([k_nope, k_pe_heads], axis=-1)
     scores = graphc.scale(q @ k.transpose(0, 2, 1), scale)
-    scores = scores + graphc.causal_mask(S, S, dtype=c.dtype)
-    o = graphc.softmax(scores, axis=-1) @ v                                        # [nh,S,dv]
-    o = o.transpose(1, 0, 2).reshape(S, nh * dv)
+    if not last_query:
+        scores = scores + graphc.causal_mask(S, S, dtype=c.dtype)
+    o = graphc.softmax(scores, axis=-1) @ v                                        # [nh,Q,dv]
+    Q = 1 if last_query else S
+    o = o.transpose(1, 0, 2).reshape(Q, nh * dv)
     return linear(o, P[pre + "o_proj.weight"]), c_kv, k_pe
 
 
@@ -480,8 +487,11 @@ class DeepseekV2:
         return self._absorbed_cache
 
     def _rope(self, pos):
+        """rope(t) rotates rows at positions ``pos``; rope(t, True) the last one only."""
         inv = graphc.constant(self.inv_freq, name="rope.inv_freq")
-        return lambda t: graphc.rope(t, pos, inv, scale=self.rope_scale)
+        n = pos.shape[0]
+        return lambda t, last=False: graphc.rope(t, pos[n - 1:] if last else pos, inv,
+                                                 scale=self.rope_scale)
 
     def _ffn(self, x, P, layer: int):
         c = self.config
@@ -496,8 +506,11 @@ class DeepseekV2:
         return linear(h, P["lm_head.weight"])
 
     def prefill(self, ids, with_cache: bool = False):
-        """Traced body: ids int [S] -> logits [S, vocab] (and, with_cache, the latent
-        c_kv [S, d_c] and rotated k_pe [S, d_r] of every layer)."""
+        """Traced body: ids int [S] -> logits [S, vocab]; or, ``with_cache`` (the first
+        step of :meth:`generate`), the last token's logits [1, vocab] and the latent c_kv
+        [S, d_c] and rotated k_pe [S, d_r] of every layer. Only the cache needs every
+        token in the last layer, so there the query, attention output, FFN and head run
+        for the last token alone."""
         c = self.config
         P = self._constants()
         S = ids.shape[0]
@@ -507,11 +520,13 @@ class DeepseekV2:
         cache = []
         for l in range(c.num_hidden_layers):
             pre = f"model.layers.{l}."
+            last = with_cache and l == c.num_hidden_layers - 1
             a, c_kv, k_pe = mla_full(graphc.rmsnorm(h, P[pre + "input_layernorm.weight"],
                                                     eps=c.rms_norm_eps),
-                                     P, pre + "self_attn.", c, rope, self.softmax_scale)
+                                     P, pre + "self_attn.", c, rope, self.softmax_scale,
+                                     last_query=last)
             cache += [c_kv, k_pe]
-            h = h + a
+            h = (h[S - 1:] if last else h) + a
             h = h + self._ffn(graphc.rmsnorm(h, P[pre + "post_attention_layernorm.weight"],
                                              eps=c.rms_norm_eps), P, l)
         logits = self._head(h, P)

@@ -78,6 +78,28 @@ def test_absorbed_decode_matches_full_forward(float64):
         assert ids[6 + k] == np.argmax(step_logits[k])             # greedy
 
 
+def test_generate_prefill_runs_the_last_layer_for_the_last_token_only():
+    cfg = dv.preset("tiny", num_hidden_layers=2, first_k_dense_replace=1)
+    model = dv.random(cfg, seed=4)
+    g = model.trace(with_cache=True)
+    types = [g.nodes[o].type for o in g.outputs]
+    assert types[0].shape == (1, cfg.vocab_size)                   # next-token logits only
+    assert all(str(t.shape[0]) == "S" for t in types[1:])          # the cache: every token
+    scores = [[str(d) for d in n.type.shape] for n in g.nodes.values() if n.op == "softmax"
+              and len(n.type.shape) == 3]
+    nh = str(cfg.num_attention_heads)
+    assert scores == [[nh, "S", "S"], [nh, "1", "S"]]      # the last layer: one query row
+    assert [n.type.shape for n in g.nodes.values() if n.op == "moe"] == [(1, cfg.hidden_size)]
+    # its logits and cache against the full forward pass on a compiling backend
+    ids = np.random.default_rng(8).integers(0, cfg.vocab_size, 11)
+    out = model.compiled("prefill", "numba")(ids)
+    full = model.forward(ids, float64=True)
+    assert rel(out[0][0], full[-1]) < 1e-5
+    ref_cache = model.compiled("prefill", "reference", float64=True)(ids)[1:]
+    for a, b in zip(out[1:], ref_cache):
+        assert a.shape == (11, b.shape[1]) and rel(a, b) < 1e-5
+
+
 def test_decode_graph_never_materialises_keys_or_values():
     cfg = dv.preset("tiny")
     model = dv.random(cfg, seed=0)
