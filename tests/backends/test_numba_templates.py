@@ -52,6 +52,37 @@ def test_attention_rule(causal, rng):
     assert exe.program.steps[0].causal is causal
 
 
+def test_float32_score_softmax_wide_range_masks_nan(rng):
+    """The float32 score-block softmax (its exp is a polynomial the compiler vectorises):
+    scores over +-300 after scaling, causal rows of every length, against float64; masked
+    keys, -inf scores and values below float32's range come out exactly 0; a NaN score
+    makes its row NaN (as the reference softmax does), no other row."""
+    from graphc.backends.numba_cpu.cache import load_kernel
+    from graphc.backends.numba_cpu.templates import attention_softmax
+    kernel, _ = load_kernel(attention_softmax("float32"))
+    B, R, T, row0, scale = 3, 37, 300, 200, 0.37
+    base = (randn(rng, (B, R, T)) * 800).astype(np.float32)
+    base[1, 4, :5] = -np.inf
+    base[2, 6, 7] = np.nan
+    s, inv = base.copy(), np.empty((B, R), np.float32)
+    kernel(s, inv, scale, True, row0, 0)
+    x = base.astype(np.float64) * np.float32(scale)
+    masked = np.arange(T)[None, :] > (row0 + np.arange(R))[:, None]
+    x[:, masked] = -np.inf
+    with np.errstate(invalid="ignore"):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        want = e / e.sum(-1, keepdims=True)
+    got = s * inv[..., None]
+    assert np.all(s[:, masked] == 0) and np.all(s[1, 4, :5] == 0)
+    assert np.isnan(got[2, 6]).all() and np.isnan(want[2, 6]).all()
+    ok = np.ones((B, R), bool)
+    ok[2, 6] = False
+    assert not np.isnan(got[ok]).any()
+    tiny = want[ok] < 1e-38           # below float32's normal range: flushed to 0
+    assert np.all(got[ok][tiny] < 1e-37) and tiny.any()
+    assert np.linalg.norm(got[ok] - want[ok]) / np.linalg.norm(want[ok]) < 1e-6
+
+
 def test_attention_float64(rng):
     """A float64 graph keeps float64 scores: 1e-12 against the reference."""
     g = graphc.trace(attention_rule(True, "float64"), spec((H, "S", D), "float64"),
