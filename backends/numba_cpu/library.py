@@ -32,6 +32,8 @@ import numpy as np
 
 from graphc.errors import InputError
 
+from .vmath import VMATH, sigmoid_fn
+
 
 class LibraryFallbackWarning(UserWarning):
     """Opaque ops that the numba backend runs through their NumPy reference."""
@@ -182,9 +184,7 @@ def _topk(node, body, shared):
 # ---------------------------------------------------------------------------------------
 # moe
 
-_MOE = '''import math
-import numpy as np
-import numba as nb
+_MOE = VMATH + '''
 
 
 @nb.njit("int64(__IT__[:, ::1], int64, int64[::1], int64[::1], int64[::1])",
@@ -214,14 +214,6 @@ def route(indices, E, offsets, order, slot):
     return -1
 
 
-@nb.njit(inline="always")
-def _sigmoid(x):
-    # as the reference, in the dtype of x, without overflow for large |x| (a select, not
-    # a branch, so the loop vectorises)
-    one = nb.__FT__(1)
-    e = math.exp(-abs(x))
-    return (one if x >= 0 else e) / (one + e)
-
 # BODY
 
 @nb.njit("void(__FT__[:, ::1], int64[::1], int64, __FT__[:, ::1])",
@@ -240,7 +232,7 @@ def __NAME___swiglu(gu, h):
     for p in __PRANGE__(gu.shape[0]):
         for j in range(I):
             g = gu[p, j]
-            h[p, j] = g * _sigmoid(g) * gu[p, I + j]
+            h[p, j] = g * __SIGMOID__(g) * gu[p, I + j]
 
 
 @nb.njit("void(__FT__[:, ::1], int64[::1], __FT__[:, ::1], __FT__[:, ::1])",
@@ -275,7 +267,8 @@ def __NAME___combine(ys, slot, w, out):
 def _moe(node, body, shared):
     types = [body.nodes[i].type for i in node.inputs]
     x_t, _, idx_t = types[:3]
-    mod = _load(_variants(_MOE, "route", FT=_NB[x_t.dtype], IT=_NB[idx_t.dtype]))
+    mod = _load(_variants(_MOE, "route", FT=_NB[x_t.dtype], IT=_NB[idx_t.dtype],
+                          SIGMOID=sigmoid_fn(x_t.dtype)))
     route = mod.route
     dt = x_t.np_dtype
     scratch = shared.setdefault("moe", {})   # one set of buffers for the program's steps

@@ -10,6 +10,8 @@ import math
 
 from graphc.lower import loopir as L
 
+from .vmath import VMATH, exp_fn, sigmoid_fn
+
 _NP = {"float32": "np.float32", "float64": "np.float64", "int64": "np.int64",
        "int32": "np.int32", "bool": "np.bool_"}
 _NB = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "int32",
@@ -63,14 +65,16 @@ class _Renderer:
             t = self.typeof(e.args[0])
             one = self.const(1.0, t)
             half = self.const(0.5, t)
-            if e.fn in ("exp", "log", "sqrt", "tanh", "erf"):
+            if e.fn == "exp":
+                return f"{exp_fn(t)}({x})"
+            if e.fn in ("log", "sqrt", "tanh", "erf"):
                 return f"math.{e.fn}({x})"
             if e.fn == "rsqrt":
                 return f"({one} / math.sqrt({x}))"
             if e.fn == "neg":
                 return f"(-{x})"
             if e.fn == "sigmoid":
-                return f"_sigmoid({x})"
+                return f"{sigmoid_fn(t)}({x})"
             if e.fn == "gelu":
                 return f"({half} * {x} * ({one} + math.erf({x} * {self.const(1 / math.sqrt(2), t)})))"
             if e.fn == "gelu_tanh":
@@ -103,19 +107,7 @@ class _Renderer:
         return out
 
 
-PRELUDE = '''import math
-import numpy as np
-import numba as nb
-
-
-@nb.njit(inline="always")
-def _sigmoid(x):
-    # 1 / (1 + exp(-x)) without overflow for large |x|, both sides computed and one
-    # selected (no branch, so a loop over it vectorises: 2.3x faster than if/else)
-    e = math.exp(-abs(x))
-    s = 1 / (1 + e)
-    return s if x >= 0 else e * s
-'''
+PRELUDE = VMATH      # imports, _exp32, _sigmoid32, _sigmoid64
 
 
 def signature(kernel: L.Kernel) -> str:

@@ -53,10 +53,10 @@ def test_attention_rule(causal, rng):
 
 
 def test_float32_score_softmax_wide_range_masks_nan(rng):
-    """The float32 score-block softmax (its exp is a polynomial the compiler vectorises):
+    """The float32 score-block softmax (vmath's _exp32, which the compiler vectorises):
     scores over +-300 after scaling, causal rows of every length, against float64; masked
-    keys, -inf scores and values below float32's range come out exactly 0; a NaN score
-    makes its row NaN (as the reference softmax does), no other row."""
+    keys and -inf scores come out exactly 0, values below float32's normal range tiny; a
+    NaN score makes its row NaN (as the reference softmax does), no other row."""
     from graphc.backends.numba_cpu.cache import load_kernel
     from graphc.backends.numba_cpu.templates import attention_softmax
     kernel, _ = load_kernel(attention_softmax("float32"))
@@ -78,7 +78,7 @@ def test_float32_score_softmax_wide_range_masks_nan(rng):
     ok = np.ones((B, R), bool)
     ok[2, 6] = False
     assert not np.isnan(got[ok]).any()
-    tiny = want[ok] < 1e-38           # below float32's normal range: flushed to 0
+    tiny = want[ok] < 1e-38           # below float32's normal range
     assert np.all(got[ok][tiny] < 1e-37) and tiny.any()
     assert np.linalg.norm(got[ok] - want[ok]) / np.linalg.norm(want[ok]) < 1e-6
 
