@@ -34,9 +34,12 @@ import time
 import numpy as np
 
 
+CONFIG = "mini"     # --config: a preset of graphc.models.deepseek_v2 ("tiny" for a smoke run)
+
+
 def build(seed: int = 0):
     from graphc.models import deepseek_v2 as dv
-    return dv.random(dv.preset("mini"), seed=seed)
+    return dv.random(dv.preset(CONFIG), seed=seed)
 
 
 def median_s(fn, repeat: int) -> float:
@@ -132,15 +135,19 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=32, help="decoded tokens (32)")
     ap.add_argument("--repeat", type=int, default=5,
                     help="timed runs and decode rounds, medians reported (5)")
+    ap.add_argument("--config", default="mini",
+                    help="model preset (default mini; tiny runs in seconds, for a smoke test)")
     ap.add_argument("--one", help=argparse.SUPPRESS)     # child process: one peer
     a = ap.parse_args(argv)
+    global CONFIG
+    CONFIG = a.config
     if a.one:
         print(json.dumps(run_one(a.one, a.seq, a.prompt, a.new_tokens, a.repeat)))
         return 0
     from graphc.models import deepseek_v2 as dv
-    cfg = dv.preset("mini")
+    cfg = dv.preset(a.config)
     cb = dv.cache_bytes_per_token(cfg)
-    print(f"DeepSeek-V2 mini: {cfg.hidden_size} hidden, {cfg.num_hidden_layers} layers, "
+    print(f"DeepSeek-V2 {a.config}: {cfg.hidden_size} hidden, {cfg.num_hidden_layers} layers, "
           f"{cfg.n_routed_experts} experts top-{cfg.num_experts_per_tok}; forward and "
           f"prefill S={a.seq}, decode {a.new_tokens} tokens after {a.prompt}")
     print(f"cache per token: MLA {cb['mla']} B vs standard MHA {cb['mha']} B "
@@ -151,7 +158,8 @@ def main(argv=None) -> int:
     rows = []
     for b in peers:
         cmd = [sys.executable, __file__, "--one", b, "--seq", str(a.seq), "--prompt",
-               str(a.prompt), "--new-tokens", str(a.new_tokens), "--repeat", str(a.repeat)]
+               str(a.prompt), "--new-tokens", str(a.new_tokens), "--repeat", str(a.repeat),
+               "--config", a.config]
         res = subprocess.run(cmd, capture_output=True, text=True)
         try:
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
@@ -175,7 +183,7 @@ def main(argv=None) -> int:
               f"{vs(r, 'decode_tok_s', True):>6s} {r['rel_err']:10.2e} {r['compile_s']:9.2f}")
     print("'vs hf' = how many times faster than transformers eager (above 1: faster); "
           "rel. error: forward logits vs graphc's float64 reference")
-    return 0
+    return 1 if any(r.get("error", "").startswith("failed:") for r in rows) else 0
 
 
 if __name__ == "__main__":
