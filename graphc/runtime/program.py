@@ -9,6 +9,8 @@ range, every causal query sees a key) run here, before any kernel.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 
 from ..errors import BackendError, InputError
@@ -76,15 +78,21 @@ class Sized:
 
 
 class ProgramExecutable(Executable):
-    """Runs a Program; subclasses provide the array module and the step kernels."""
+    """Runs a Program; subclasses provide the array module and the step kernels.
+
+    The per-size state (:class:`Sized`: arena, views, scratch) of the ``max_sizes`` most
+    recently used sets of symbol sizes is kept; calling with a new size beyond that frees
+    the least recently used one (a server that sees every prompt length would otherwise
+    hold an arena per length)."""
 
     xp = np                      # the array module of the backend's memory
+    max_sizes = 8
 
     def __init__(self, graph, program, kernels):
         super().__init__(graph)
         self.program = program
         self.kernels = kernels            # name -> loop-IR Kernel
-        self._sized: dict[tuple, Sized] = {}
+        self._sized: OrderedDict[tuple, Sized] = OrderedDict()
         self.constants = {nid: self.to_device(v) for nid, v in graph.constants.items()}
         self._embedding_checks = embedding_checks(graph, self.backend)
         self._key_checks = key_checks(graph)
@@ -113,7 +121,11 @@ class ProgramExecutable(Executable):
         if s is None:
             for check in self._key_checks:
                 check(bindings)
+            while len(self._sized) >= max(self.max_sizes, 1):
+                self._sized.popitem(last=False)
             s = self._sized[key] = Sized(self, dict(bindings))
+        else:
+            self._sized.move_to_end(key)
         return s
 
     def inputs(self, arrays):

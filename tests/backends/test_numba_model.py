@@ -65,6 +65,21 @@ def test_model_call_reuses_executable(rng):
     assert_close(second, ref(b), np.float32)
 
 
+def test_per_size_state_is_bounded_least_recently_used_goes(rng):
+    """An executable keeps the arenas of its max_sizes most recently used sizes; a size
+    met again after its eviction is rebuilt and gives the same result."""
+    model = transformer.random(config(), seed=1)
+    exe = graphc.compile(model.trace(), backend="numba")
+    exe.max_sizes = 3
+    ids = {S: rng.integers(0, VOCAB, S) for S in (2, 3, 4, 5)}
+    first = {S: exe(ids[S]) for S in (2, 3, 4)}
+    exe(ids[2])                                  # 2 is now the most recently used
+    exe(ids[5])                                  # evicts 3, the least recently used
+    assert [k[0][1] for k in exe._sized] == [4, 2, 5]
+    np.testing.assert_array_equal(exe(ids[3]), first[3])     # rebuilt: evicts 4
+    assert [k[0][1] for k in exe._sized] == [2, 5, 3]
+
+
 def test_model_float64(rng):
     model = transformer.random(config(dtype="float64", causal=True), seed=2)
     g = model.trace()
