@@ -51,6 +51,7 @@ def _pointer(x):
 
 class CupyExecutable(ProgramExecutable):
     backend = "cupy"
+    gemm_constant_views = False     # constants go to the device (C-contiguous) in any case
 
     def __init__(self, graph, program, kernels, module, cuda_kernels, templates_used,
                  emulate: bool, device_outputs: bool = False):

@@ -87,13 +87,23 @@ class ProgramExecutable(Executable):
 
     xp = np                      # the array module of the backend's memory
     max_sizes = 8
+    # Constants read only as GEMM operands stay as given when they are C- or F-contiguous
+    # (BLAS reads a transposed weight view, ``x @ W.T``, without a copy); the others are
+    # made C-contiguous for the kernels. A backend whose memory is not NumPy's copies all.
+    gemm_constant_views = True
 
     def __init__(self, graph, program, kernels):
         super().__init__(graph)
         self.program = program
         self.kernels = kernels            # name -> loop-IR Kernel
         self._sized: OrderedDict[tuple, Sized] = OrderedDict()
-        self.constants = {nid: self.to_device(v) for nid, v in graph.constants.items()}
+        as_given = gemm_only_constants(graph, program) if self.gemm_constant_views else set()
+        self.constants = {}
+        for nid, v in graph.constants.items():
+            if nid in as_given and (v.flags.c_contiguous or v.flags.f_contiguous):
+                self.constants[nid] = v
+            else:
+                self.constants[nid] = self.to_device(v)
         self._embedding_checks = embedding_checks(graph, self.backend)
         self._key_checks = key_checks(graph)
         self.library = {}                 # LibraryStep node -> native run(out, ops)
@@ -225,6 +235,31 @@ class ProgramExecutable(Executable):
 
     def attention(self, step, ops, out, sz):
         raise NotImplementedError
+
+
+def gemm_only_constants(graph, program) -> set:
+    """Constant nodes that every step reads only as a GEMM operand through transposes (no
+    reshape, which could copy a strided view on every call) and no kernel of the step
+    reads directly."""
+    ok, bad = set(), set()
+    for step in program.steps:
+        gemm = {}
+        if isinstance(step, GemmStep):
+            gemm = {v.operand: v for v in (step.a, step.b)}
+        kernel_reads = set()
+        for k in (getattr(step, "kernel", None), getattr(step, "epilogue", None)):
+            if k is not None:
+                kernel_reads |= {int(b.name[2:]) for b in k.buffers if b.name.startswith("in")}
+        for i, nid in enumerate(step.operands):
+            if nid not in graph.constants:
+                continue
+            view = gemm.get(i)
+            if (view is not None and i not in kernel_reads
+                    and all(op == "transpose" for op, _ in view.chain)):
+                ok.add(nid)
+            else:
+                bad.add(nid)
+    return ok - bad
 
 
 def key_checks(graph):

@@ -168,3 +168,21 @@ def test_gemm_transposed_epilogue_odd_sizes(rng):
                    [(randn(rng, (K, S)),) for S in (1, 7, 130, 257)])
     (step,) = exe.program.steps
     assert not step.in_place
+
+
+def test_gemm_weight_views_are_not_copied(rng):
+    """A constant read only as a GEMM operand stays the caller's (transposed) view: BLAS
+    reads it in place, so a model's weights are not held twice per executable. A constant
+    that a kernel also reads is made C-contiguous for it."""
+    w = randn(rng, (6, 8))                     # [out, in], like a Linear weight
+    u = randn(rng, (1, 12))
+    wt = w.T                                   # F-contiguous view
+
+    def fn(x):
+        return (graphc.relu(x @ graphc.constant(wt, name="w^T"))
+                + graphc.constant(u[:, ::2], name="u"))     # strided [1, 6]
+    exe = check_fn(fn, [spec(("S", 8))], [(randn(rng, (S, 8)),) for S in (1, 5)])
+    by_name = {exe.graph.nodes[n].attrs.get("name"): a for n, a in exe.constants.items()}
+    assert np.shares_memory(by_name["w^T"], w)          # the GEMM's weight: no copy
+    assert not np.shares_memory(by_name["u"], u)      # read by the epilogue kernel
+    assert by_name["u"].flags.c_contiguous
