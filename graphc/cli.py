@@ -138,15 +138,15 @@ def backend_name(name: str) -> str:
     return name
 
 
-def _run_timed(exe, inputs, repeat: int):
-    """(output, seconds of the first call, median seconds of ``repeat`` more calls)."""
+def _run_timed(fn, repeat: int):
+    """(output, seconds of the first call of ``fn()``, median seconds of ``repeat`` more)."""
     t0 = time.perf_counter()
-    out = exe(*inputs)
+    out = fn()
     first = time.perf_counter() - t0
     times = []
     for _ in range(max(1, repeat)):
         t0 = time.perf_counter()
-        exe(*inputs)
+        fn()
         times.append(time.perf_counter() - t0)
     return out, first, float(np.median(times))
 
@@ -163,7 +163,7 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     exe, label = compile_for(graph, args.backend)
     t_compile = time.perf_counter() - t0
-    out, t_first, t_median = _run_timed(exe, inputs, args.repeat)
+    out, t_first, t_median = _run_timed(lambda: exe(*inputs), args.repeat)
     ref = graphc.compile(graph, backend="reference", float64=True)(*inputs)
     err = float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
     what = "encoder layer" if args.layer_only else f"{args.layers}-layer {args.model}"
@@ -199,7 +199,7 @@ def cmd_compare(args) -> int:
         t0 = time.perf_counter()
         exe, label = compile_for(graph, name)
         t_compile = time.perf_counter() - t0
-        out, _, t_median = _run_timed(exe, inputs, args.repeat)
+        out, _, t_median = _run_timed(lambda: exe(*inputs), args.repeat)
         err = float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
         failed |= not err < args.tol
         rows.append((label, err, t_median, t_compile))
@@ -243,24 +243,34 @@ def _prompt(args, model) -> np.ndarray:
 
 def _deepseek_run(model, prompt, args, backend):
     """(new ids, forward logits, forward s, prefill s, decode tokens/s, compile s) on one
-    backend. Prefill is generate's first step (the prompt's cache and next-token logits);
-    the decode rate leaves it out: (n new tokens) - (1 new token)."""
+    backend; times are medians of --repeat calls after a first one. Prefill is generate's
+    first step (the prompt's cache and next-token logits); the decode rate leaves it out:
+    (n new tokens) - (1 new token) over n - 1 tokens (NaN when n < 2)."""
     t0 = time.perf_counter()
     model.compiled("forward", backend)
     model.compiled("prefill", backend)
     model.compiled("decode", backend)
     t_compile = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    logits = model.forward(prompt, backend=backend)
-    t_forward = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model.generate(prompt, 1, backend=backend)
-    t_prefill = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = model.generate(prompt, args.max_new_tokens, backend=backend)
-    t_gen = time.perf_counter() - t0
-    rate = max(args.max_new_tokens - 1, 0) / max(t_gen - t_prefill, 1e-9)
+    logits, _, t_forward = _run_timed(lambda: model.forward(prompt, backend=backend),
+                                      args.repeat)
+    _, _, t_prefill = _run_timed(lambda: model.generate(prompt, 1, backend=backend),
+                                 args.repeat)
+    n = args.max_new_tokens
+    out = model.generate(prompt, n, backend=backend)
+    rates = []
+    for _ in range(max(1, args.repeat) if n >= 2 else 0):
+        t0 = time.perf_counter()
+        model.generate(prompt, 1, backend=backend)
+        t1 = time.perf_counter()
+        model.generate(prompt, n, backend=backend)
+        t2 = time.perf_counter()
+        rates.append((n - 1) / max((t2 - t1) - (t1 - t0), 1e-9))
+    rate = float(np.median(rates)) if rates else float("nan")
     return out, logits, t_forward, t_prefill, rate, t_compile
+
+
+def _rate_text(rate: float) -> str:
+    return f"{rate:.1f}" if rate == rate else "-"
 
 
 def cmd_run_deepseek(args) -> int:
@@ -280,7 +290,8 @@ def cmd_run_deepseek(args) -> int:
     print(f"prompt logits vs float64 reference: relative error {err:.3e} "
           f"({'ok' if err < args.tol else 'FAILED'}, tolerance {args.tol:g})")
     print(f"compile {t_compile:.2f} s, forward (all logits) {t_fwd * 1e3:.1f} ms, prefill "
-          f"(first token) {t_pre * 1e3:.1f} ms, decode {rate:.1f} tokens/s")
+          f"(first token) {t_pre * 1e3:.1f} ms, decode {_rate_text(rate)} tokens/s "
+          f"(medians of {max(1, args.repeat)} runs)")
     print(f"cache per token: {cb['mla']} B (c_kv + k_pe) vs {cb['mha']} B for standard "
           f"multi-head attention ({cb['ratio']:.1f}x smaller)")
     return 0 if err < args.tol else 1
@@ -303,7 +314,7 @@ def cmd_compare_deepseek(args) -> int:
         first = out if first is None else first
         bad = not err < args.tol or not same
         failed |= bad
-        print(f"{name:12s} {err:11.2e} {t_fwd * 1e3:11.1f} {t_pre * 1e3:11.1f} {rate:13.1f} "
+        print(f"{name:12s} {err:11.2e} {t_fwd * 1e3:11.1f} {t_pre * 1e3:11.1f} {_rate_text(rate):>13s} "
               f"{tc:10.2f}  "
               f"{'same' if same else 'DIFFERENT'}" + ("  FAILED" if bad else ""))
     return 1 if failed else 0

@@ -19,8 +19,9 @@ _NB = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "i
 
 
 class _Renderer:
-    def __init__(self, kernel: L.Kernel):
+    def __init__(self, kernel: L.Kernel, fastmath: bool = False):
         self.k = kernel
+        self.fastmath = fastmath
         self.types = {b.name: b.dtype for b in kernel.buffers}
         self.ranks = {b.name: b.rank for b in kernel.buffers}
         self.vars: dict[str, str] = {s: "int64" for s in kernel.sizes}
@@ -66,7 +67,7 @@ class _Renderer:
             one = self.const(1.0, t)
             half = self.const(0.5, t)
             if e.fn == "exp":
-                return f"{exp_fn(t)}({x})"
+                return f"{exp_fn(t, self.fastmath)}({x})"
             if e.fn in ("log", "sqrt", "tanh", "erf"):
                 return f"math.{e.fn}({x})"
             if e.fn == "rsqrt":
@@ -74,7 +75,7 @@ class _Renderer:
             if e.fn == "neg":
                 return f"(-{x})"
             if e.fn == "sigmoid":
-                return f"{sigmoid_fn(t)}({x})"
+                return f"{sigmoid_fn(t, self.fastmath)}({x})"
             if e.fn == "gelu":
                 return f"({half} * {x} * ({one} + math.erf({x} * {self.const(1 / math.sqrt(2), t)})))"
             if e.fn == "gelu_tanh":
@@ -107,7 +108,7 @@ class _Renderer:
         return out
 
 
-PRELUDE = VMATH      # imports, _exp32, _sigmoid32, _sigmoid64
+PRELUDE = VMATH      # imports, _exp32 and the sigmoids
 
 
 def signature(kernel: L.Kernel) -> str:
@@ -121,7 +122,7 @@ def signature(kernel: L.Kernel) -> str:
 
 def render_kernel(kernel: L.Kernel, fastmath: bool = False) -> str:
     """Python source of one kernel module: the prelude and ``def kernel(...)``."""
-    r = _Renderer(kernel)
+    r = _Renderer(kernel, fastmath)
     body = r.stmts(kernel.body, "    ")
     parallel = any(isinstance(n, L.Loop) and n.parallel for n in L.walk(kernel.body))
     params = [b.name for b in kernel.buffers] + list(kernel.sizes)

@@ -9,8 +9,11 @@ cache keys too (the kernel cache is keyed by a module's source).
   (``2^(n//2) * 2^(n - n//2)``: both halves are normal numbers, so results that
   underflow to subnormals or overflow to inf round as they should). Within 1.7 ulp of
   the true value over float32's range (libm: 1 ulp); exp(-inf) = 0, exp(inf) = inf,
-  NaN stays NaN. Branch-free: the clamps and the NaN case are selects.
-- ``_sigmoid32`` / ``_sigmoid64``: 1 / (1 + exp(-x)) without overflow for large |x|, both
+  NaN stays NaN. Branch-free: the clamps and the NaN case are selects. Safe under the
+  ``reassoc``/``contract`` flags (the attention softmax uses them), not under full
+  fast-math (``nnan``/``ninf`` drop the NaN and range handling): kernels compiled with
+  ``fastmath=True`` call libm instead (``exp_fn``, ``sigmoid_fn``).
+- ``_sigmoid32`` / ``_sigmoid32_libm`` / ``_sigmoid64``: 1 / (1 + exp(-x)) without overflow for large |x|, both
   sides computed and one selected (a select, not a branch, so a loop over it vectorises),
   every constant in the argument's dtype (an int literal would widen float32 to float64).
 """
@@ -25,8 +28,8 @@ from numba.extending import intrinsic as _intrinsic
 
 @_intrinsic
 def _f32_from_bits(typingctx, bits):
-    """The float32 whose bit pattern is the low 32 bits of an integer."""
-    if not isinstance(bits, _types.Integer):
+    """The float32 whose bit pattern is the low 32 bits of a 32- or 64-bit integer."""
+    if not isinstance(bits, _types.Integer) or bits.bitwidth not in (32, 64):
         return None
 
     def codegen(context, builder, sig, args):
@@ -65,6 +68,14 @@ def _sigmoid32(x):
 
 
 @nb.njit(inline="always")
+def _sigmoid32_libm(x):
+    one = np.float32(1)
+    e = math.exp(-abs(x))
+    s = one / (one + e)
+    return s if x >= 0 else e * s
+
+
+@nb.njit(inline="always")
 def _sigmoid64(x):
     e = math.exp(-abs(x))
     s = 1.0 / (1.0 + e)
@@ -72,11 +83,15 @@ def _sigmoid64(x):
 '''
 
 
-def exp_fn(dtype: str) -> str:
-    """The function that computes exp of a ``dtype`` value in kernel source."""
-    return "_exp32" if dtype == "float32" else "math.exp"
+def exp_fn(dtype: str, fastmath: bool = False) -> str:
+    """The function that computes exp of a ``dtype`` value in kernel source. Under full
+    ``fastmath`` LLVM may reorder ``p * 2^k1 * 2^k2`` (overflow to NaN near float32's top)
+    and drop the NaN select, so such kernels keep libm's exp."""
+    return "_exp32" if dtype == "float32" and not fastmath else "math.exp"
 
 
-def sigmoid_fn(dtype: str) -> str:
+def sigmoid_fn(dtype: str, fastmath: bool = False) -> str:
     """The function that computes sigmoid of a ``dtype`` value in kernel source."""
-    return "_sigmoid32" if dtype == "float32" else "_sigmoid64"
+    if dtype == "float32":
+        return "_sigmoid32_libm" if fastmath else "_sigmoid32"
+    return "_sigmoid64"

@@ -72,9 +72,11 @@ def moe_token(x, P, pre, c):
     return y
 
 
-def deepseek_logits(params, c, ids, inv_freq=None):
+def deepseek_logits(params, c, ids, inv_freq=None, latents=None):
     """Logits [S, vocab] in float64. ``inv_freq`` overrides the RoPE frequencies (a model
-    keeps them in float32, like its weights; the test checks them against yarn())."""
+    keeps them in float32, like its weights; the test checks them against yarn()). A list
+    given as ``latents`` receives each layer's post-norm c_kv [S, d_c] and rotated k_pe
+    [S, d_r] (what the decode cache holds)."""
     P = {k: v.astype(np.float64) for k, v in params.items()}
     S = len(ids)
     nh, dn, dr, dv, dc = (c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim,
@@ -103,6 +105,8 @@ def deepseek_logits(params, c, ids, inv_freq=None):
         kv = x @ P[a + "kv_a_proj_with_mqa.weight"].T
         ckv = rms(kv[:, :dc], P[a + "kv_a_layernorm.weight"], c.rms_norm_eps)
         kpe = rope(kv[:, dc:])
+        if latents is not None:
+            latents += [ckv, kpe]
         up = ckv @ P[a + "kv_b_proj.weight"].T     # [S, nh*(dn+dv)]
         heads = []
         for j in range(nh):

@@ -90,14 +90,19 @@ def test_generate_prefill_runs_the_last_layer_for_the_last_token_only():
     nh = str(cfg.num_attention_heads)
     assert scores == [[nh, "S", "S"], [nh, "1", "S"]]      # the last layer: one query row
     assert [n.type.shape for n in g.nodes.values() if n.op == "moe"] == [(1, cfg.hidden_size)]
-    # its logits and cache against the full forward pass on a compiling backend
-    ids = np.random.default_rng(8).integers(0, cfg.vocab_size, 11)
-    out = model.compiled("prefill", "numba")(ids)
-    full = model.forward(ids, float64=True)
-    assert rel(out[0][0], full[-1]) < 1e-5
-    ref_cache = model.compiled("prefill", "reference", float64=True)(ids)[1:]
-    for a, b in zip(out[1:], ref_cache):
-        assert a.shape == (11, b.shape[1]) and rel(a, b) < 1e-5
+    # its logits and cache against the independent NumPy model, on a compiling backend,
+    # prompts of 1 and 11 tokens
+    for S in (1, 11):
+        ids = np.random.default_rng(8).integers(0, cfg.vocab_size, S)
+        out = model.compiled("prefill", "numba")(ids)
+        latents = []
+        want = deepseek_logits(model.params, cfg, ids, inv_freq=model.inv_freq,
+                               latents=latents)
+        assert out[0].shape == (1, cfg.vocab_size)
+        assert rel(out[0][0], want[-1]) < 1e-5
+        assert len(out) - 1 == len(latents) == 2 * cfg.num_hidden_layers
+        for a, b in zip(out[1:], latents):
+            assert a.shape == b.shape == (S, b.shape[1]) and rel(a, b) < 1e-5
 
 
 def test_decode_graph_never_materialises_keys_or_values():
