@@ -164,8 +164,9 @@ def main(argv=None) -> int:
         try:
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         except (IndexError, json.JSONDecodeError):
-            rows.append({"peer": b, "error": f"failed: {res.stderr.strip().splitlines()[-1:]}"})
-    base = next((r for r in rows if r["peer"] == "transformers" and "error" not in r), None)
+            last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            rows.append({"peer": b, "crashed": last})
+    base = next((r for r in rows if r["peer"] == "transformers" and "forward_ms" in r), None)
 
     def vs(r, key, higher_better=False):
         if base is None:
@@ -175,6 +176,9 @@ def main(argv=None) -> int:
     print(f"{'peer':13s} {'forward ms':>10s} {'vs hf':>6s} {'prefill ms':>10s} {'vs hf':>6s} "
           f"{'decode tok/s':>12s} {'vs hf':>6s} {'rel. error':>10s} {'compile s':>9s}")
     for r in rows:
+        if "crashed" in r:
+            print(f"{r['peer']:13s} FAILED: {r['crashed']}")
+            continue
         if "error" in r:
             print(f"{r['peer']:13s} unsupported: {r['error']}")
             continue
@@ -183,7 +187,7 @@ def main(argv=None) -> int:
               f"{vs(r, 'decode_tok_s', True):>6s} {r['rel_err']:10.2e} {r['compile_s']:9.2f}")
     print("'vs hf' = how many times faster than transformers eager (above 1: faster); "
           "rel. error: forward logits vs graphc's float64 reference")
-    return 1 if any(r.get("error", "").startswith("failed:") for r in rows) else 0
+    return 1 if any("crashed" in r for r in rows) else 0
 
 
 if __name__ == "__main__":
