@@ -243,9 +243,10 @@ def gemm_only_constants(graph, program) -> set:
     reads directly."""
     ok, bad = set(), set()
     for step in program.steps:
-        gemm = {}
+        gemm = {}                 # operand -> the GEMM views that read it (a, b or both)
         if isinstance(step, GemmStep):
-            gemm = {v.operand: v for v in (step.a, step.b)}
+            for v in (step.a, step.b):
+                gemm.setdefault(v.operand, []).append(v)
         kernel_reads = set()
         for k in (getattr(step, "kernel", None), getattr(step, "epilogue", None)):
             if k is not None:
@@ -253,9 +254,9 @@ def gemm_only_constants(graph, program) -> set:
         for i, nid in enumerate(step.operands):
             if nid not in graph.constants:
                 continue
-            view = gemm.get(i)
-            if (view is not None and i not in kernel_reads
-                    and all(op == "transpose" for op, _ in view.chain)):
+            views = gemm.get(i)
+            if (views and i not in kernel_reads
+                    and all(op == "transpose" for v in views for op, _ in v.chain)):
                 ok.add(nid)
             else:
                 bad.add(nid)
