@@ -110,6 +110,12 @@ class _Renderer:
 
 PRELUDE = VMATH      # imports, _exp32 and the sigmoids
 
+# Fast-math flags of every kernel unless fastmath=True asks for all of them: ``reassoc``
+# lets reductions (row sums, rmsnorm's sum of squares) vectorise, ``contract`` makes
+# fused multiply-adds; no flag assumes away NaN, infinities or signed zeros, so special
+# values still propagate (rmsnorm over 512 x 1024 float32: 0.70 -> 0.2 ms).
+DEFAULT_FLAGS = '{"contract", "reassoc"}'     # source text: a set's repr is not stable
+
 
 def signature(kernel: L.Kernel) -> str:
     args = []
@@ -127,7 +133,8 @@ def render_kernel(kernel: L.Kernel, fastmath: bool = False) -> str:
     parallel = any(isinstance(n, L.Loop) and n.parallel for n in L.walk(kernel.body))
     params = [b.name for b in kernel.buffers] + list(kernel.sizes)
     comment = "\n".join("# " + line for line in L.format_kernel(kernel).splitlines())
+    flags = "True" if fastmath else DEFAULT_FLAGS
     return (f"{PRELUDE}\n{comment}\n"
-            f"@nb.njit({signature(kernel)!r}, parallel={parallel}, fastmath={fastmath}, "
+            f"@nb.njit({signature(kernel)!r}, parallel={parallel}, fastmath={flags}, "
             f"cache=True, nogil=True)\n"
             f"def kernel({', '.join(params)}):\n" + "\n".join(body or ["    pass"]) + "\n")
