@@ -25,14 +25,20 @@ from graphc.errors import BackendError
 FULL = "0xffffffffu"
 
 MAIN = r"""
-// Block sum, xor butterfly: after the two shuffle rounds every thread holds the total.
-extern "C" __global__ void k_sum_xor(const float* __restrict__ x, float* __restrict__ out,
-                                     long long n) {
-  __shared__ float partial[32];
+// This thread's share of sum(x[0:n]) over a grid-stride loop (both block sums start so).
+__device__ float grid_stride_sum(const float* __restrict__ x, long long n) {
   float v = 0.0f;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (long long)gridDim.x * blockDim.x)
     v += x[i];
+  return v;
+}
+
+// Block sum, xor butterfly: after the two shuffle rounds every thread holds the total.
+extern "C" __global__ void k_sum_xor(const float* __restrict__ x, float* __restrict__ out,
+                                     long long n) {
+  __shared__ float partial[32];
+  float v = grid_stride_sum(x, n);
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) partial[warp] = v;
@@ -47,10 +53,7 @@ extern "C" __global__ void k_sum_xor(const float* __restrict__ x, float* __restr
 extern "C" __global__ void k_sum_down(const float* __restrict__ x, float* __restrict__ out,
                                       long long n) {
   __shared__ float partial[32];
-  float v = 0.0f;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x)
-    v += x[i];
+  float v = grid_stride_sum(x, n);
   for (unsigned int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) partial[warp] = v;
