@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from graphc.timing import decode_rate, run_timed
+
 
 CONFIG = "mini"     # --config: a preset of graphc.models.deepseek_v2 ("tiny" for a smoke run)
 
@@ -43,27 +45,7 @@ def build(seed: int = 0):
 
 
 def median_s(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def decode_rate(generate, new_tokens: int, repeat: int) -> float:
-    """Tokens/s of greedy decoding: (n + 1 new tokens) - (1 new token), so the prompt's
-    prefill cancels out; median over ``repeat`` rounds."""
-    generate(2)                                                  # warm-up
-    rates = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        generate(1)
-        t1 = time.perf_counter()
-        generate(new_tokens + 1)
-        t2 = time.perf_counter()
-        rates.append(new_tokens / ((t2 - t1) - (t1 - t0)))
-    return float(np.median(rates))
+    return run_timed(fn, repeat)[2]
 
 
 def run_one(peer: str, seq: int, prompt: int, new_tokens: int, repeat: int) -> dict:

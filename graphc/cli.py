@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from .errors import GraphcError
+from .timing import decode_rate, run_timed
 
 MODELS = ("transformer", "deepseek-v2")
 
@@ -138,19 +139,6 @@ def backend_name(name: str) -> str:
     return name
 
 
-def _run_timed(fn, repeat: int):
-    """(output, seconds of the first call of ``fn()``, median seconds of ``repeat`` more)."""
-    t0 = time.perf_counter()
-    out = fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return out, first, float(np.median(times))
-
-
 def cmd_run(args) -> int:
     if args.model == "deepseek-v2":
         return cmd_run_deepseek(args)
@@ -163,7 +151,7 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     exe, label = compile_for(graph, args.backend)
     t_compile = time.perf_counter() - t0
-    out, t_first, t_median = _run_timed(lambda: exe(*inputs), args.repeat)
+    out, t_first, t_median = run_timed(lambda: exe(*inputs), args.repeat)
     ref = graphc.compile(graph, backend="reference", float64=True)(*inputs)
     err = float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
     what = "encoder layer" if args.layer_only else f"{args.layers}-layer {args.model}"
@@ -199,7 +187,7 @@ def cmd_compare(args) -> int:
         t0 = time.perf_counter()
         exe, label = compile_for(graph, name)
         t_compile = time.perf_counter() - t0
-        out, _, t_median = _run_timed(lambda: exe(*inputs), args.repeat)
+        out, _, t_median = run_timed(lambda: exe(*inputs), args.repeat)
         err = float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
         failed |= not err < args.tol
         rows.append((label, err, t_median, t_compile))
@@ -251,21 +239,14 @@ def _deepseek_run(model, prompt, args, backend):
     model.compiled("prefill", backend)
     model.compiled("decode", backend)
     t_compile = time.perf_counter() - t0
-    logits, _, t_forward = _run_timed(lambda: model.forward(prompt, backend=backend),
+    logits, _, t_forward = run_timed(lambda: model.forward(prompt, backend=backend),
                                       args.repeat)
-    _, _, t_prefill = _run_timed(lambda: model.generate(prompt, 1, backend=backend),
+    _, _, t_prefill = run_timed(lambda: model.generate(prompt, 1, backend=backend),
                                  args.repeat)
     n = args.max_new_tokens
     out = model.generate(prompt, n, backend=backend)
-    rates = []
-    for _ in range(max(1, args.repeat) if n >= 2 else 0):
-        t0 = time.perf_counter()
-        model.generate(prompt, 1, backend=backend)
-        t1 = time.perf_counter()
-        model.generate(prompt, n, backend=backend)
-        t2 = time.perf_counter()
-        rates.append((n - 1) / max((t2 - t1) - (t1 - t0), 1e-9))
-    rate = float(np.median(rates)) if rates else float("nan")
+    rate = decode_rate(lambda k: model.generate(prompt, k, backend=backend), n - 1,
+                       args.repeat)
     return out, logits, t_forward, t_prefill, rate, t_compile
 
 
