@@ -223,7 +223,7 @@ class ProgramExecutable(Executable):
             elif b.name == "acc":
                 a = acc
             else:
-                a = ops[int(b.name[2:])]
+                a = ops[operand_index(b.name)]
             args.append(a.reshape(1) if a.ndim == 0 else a)
         return args
 
@@ -235,6 +235,12 @@ class ProgramExecutable(Executable):
 
     def attention(self, step, ops, out, sz):
         raise NotImplementedError
+
+
+def operand_index(buffer_name: str) -> int:
+    """The step operand a kernel's input buffer ``in<k>`` reads (lower/kernels.py names
+    them; ``out`` and ``acc`` are the output and the scratch)."""
+    return int(buffer_name[2:])
 
 
 def gemm_only_constants(graph, program) -> set:
@@ -250,7 +256,8 @@ def gemm_only_constants(graph, program) -> set:
         kernel_reads = set()
         for k in (getattr(step, "kernel", None), getattr(step, "epilogue", None)):
             if k is not None:
-                kernel_reads |= {int(b.name[2:]) for b in k.buffers if b.name.startswith("in")}
+                kernel_reads |= {operand_index(b.name) for b in k.buffers
+                                 if b.name not in ("out", "acc")}
         for i, nid in enumerate(step.operands):
             if nid not in graph.constants:
                 continue
