@@ -9,6 +9,7 @@ range, every causal query sees a key) run here, before any kernel.
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -83,7 +84,10 @@ class ProgramExecutable(Executable):
     The per-size state (:class:`Sized`: arena, views, scratch) of the ``max_sizes`` most
     recently used sets of symbol sizes is kept; calling with a new size beyond that frees
     the least recently used one (a server that sees every prompt length would otherwise
-    hold an arena per length)."""
+    hold an arena per length).
+
+    Calls from several threads run one at a time: they would share the arena (and the
+    library ops' scratch), and the kernels and BLAS release the GIL."""
 
     xp = np                      # the array module of the backend's memory
     max_sizes = 8
@@ -107,6 +111,7 @@ class ProgramExecutable(Executable):
         self._embedding_checks = embedding_checks(graph, self.backend)
         self._key_checks = key_checks(graph)
         self.library = {}                 # LibraryStep node -> native run(out, ops)
+        self._lock = threading.Lock()     # one call at a time (see the class docstring)
 
     # -- memory: NumPy by default -----------------------------------------------------
     def empty(self, shape, dtype):
@@ -142,6 +147,10 @@ class ProgramExecutable(Executable):
         return [self.to_device(a) for a in arrays]
 
     def run(self, arrays, bindings):
+        with self._lock:
+            return self._run(arrays, bindings)
+
+    def _run(self, arrays, bindings):
         g = self.graph
         sz = self.sized(bindings)
         vals = dict(self.constants)
