@@ -449,24 +449,23 @@ class DeepseekV2:
         return P
 
     def _fused(self) -> dict:
-        """Weights that share an input, side by side for one GEMM (transposed, [in, out],
-        C-contiguous, made once): per layer ``self_attn.qkv_a`` = [q_a_proj (or q_proj) ;
-        kv_a_proj_with_mqa]^T, and ``mlp.gate_up`` / ``mlp.shared_experts.gate_up`` =
-        [gate_proj ; up_proj]^T."""
+        """Weights that share an input, side by side for one GEMM (made once, stored
+        [out, in] like the others; the constant is the transposed view): per layer
+        ``self_attn.qkv_a`` = [q_a_proj (or q_proj) ; kv_a_proj_with_mqa]^T, and
+        ``mlp.gate_up`` / ``mlp.shared_experts.gate_up`` = [gate_proj ; up_proj]^T."""
         if self._fused_cache is None:
             c, p = self.config, self.params
             out = {}
             for l in range(c.num_hidden_layers):
                 a = f"model.layers.{l}.self_attn."
                 q = a + ("q_proj.weight" if c.q_lora_rank is None else "q_a_proj.weight")
-                out[a + "qkv_a"] = np.ascontiguousarray(
-                    np.concatenate([p[q], p[a + "kv_a_proj_with_mqa.weight"]]).T)
+                out[a + "qkv_a"] = np.concatenate([p[q], p[a + "kv_a_proj_with_mqa.weight"]]).T
                 m = f"model.layers.{l}.mlp."
                 if c.is_moe_layer(l):
                     m = m + "shared_experts." if c.n_shared_experts else None
                 if m is not None:
-                    out[m + "gate_up"] = np.ascontiguousarray(
-                        np.concatenate([p[m + "gate_proj.weight"], p[m + "up_proj.weight"]]).T)
+                    out[m + "gate_up"] = np.concatenate([p[m + "gate_proj.weight"],
+                                                         p[m + "up_proj.weight"]]).T
             self._fused_cache = out
         return self._fused_cache
 

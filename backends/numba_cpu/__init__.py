@@ -6,24 +6,31 @@ GEMMs on BLAS with fused epilogues, blockwise attention, one preallocated arena.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
-# Numba's OpenMP threads and OpenBLAS's threads take turns on the same cores; spinning
-# OpenMP workers would steal the cores from the next GEMM (measured: an encoder layer at
-# S=512 went from 134 ms to 88 ms on 2 cores). Set before Numba starts its thread pool;
-# a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# BLAS runs on one thread per call and the backend splits large GEMMs over its own
+# helper threads (threads.py), so OpenMP workers are the only pool that wakes between
+# the steps of a call: they spin for a short while after a kernel (GOMP_SPINCOUNT
+# iterations, tens of microseconds) and then sleep, so the next kernel of a decode step
+# finds them awake and a long GEMM on the helper threads loses little. (With OpenBLAS's
+# own pool the backend had to make them sleep at once: spinning workers then slowed the
+# GEMMs.) Set before Numba starts its thread pool; a user's own setting of either wins.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "ACTIVE"
+    os.environ["GOMP_SPINCOUNT"] = "10000"
 
 from graphc.errors import BackendError
 from graphc.lower import loopir as L
-from graphc.lower.program import AttentionStep, lower
+from graphc.lower.program import AttentionStep, GemmStep, lower
 from graphc.passes import optimize
 
 from .cache import load_kernel
 from .library import bind_program
 from .render import render_kernel
 from .runtime import NumbaExecutable
-from .templates import attention_softmax
+from .templates import attention_softmax, rows_gemm
+from .threads import own_blas_threads
 
 # What lowering needs; compile() runs these if the pipeline it was given did not.
 REQUIRED = ["fuse", "schedule", "plan_memory"]
@@ -47,9 +54,14 @@ class NumbaBackend:
         # One score-block softmax per attention dtype (a float64 graph keeps float64 scores).
         softmax_dtypes = sorted({s.acc_dtype for s in program.steps
                                  if isinstance(s, AttentionStep)})
-        functions, softmax = {}, {}
+        # The one-row GEMMs (templates.rows_gemm) for the dtypes of GEMMs with one row
+        # (a decode step); a symbolic row count that is 1 at run time takes BLAS.
+        row_dtypes = sorted({s.acc_dtype for s in program.steps if isinstance(s, GemmStep)
+                             and len(s.acc_shape) >= 2 and s.acc_shape[-2] == 1}
+                            & {"float32", "float64"})
+        functions, softmax, rows = {}, {}, {}
         t0 = time.perf_counter()
-        bar = _progress(len(sources) + len(softmax_dtypes), progress)
+        bar = _progress(len(sources) + len(softmax_dtypes) + len(row_dtypes), progress)
         try:
             for name, src in sources.items():
                 functions[name], _ = load_kernel(src)
@@ -57,9 +69,14 @@ class NumbaBackend:
             for dt in softmax_dtypes:
                 softmax[dt], _ = load_kernel(attention_softmax(dt))
                 bar.update(1)
+            for dt in row_dtypes:
+                fn, _ = load_kernel(rows_gemm(dt))
+                rows[dt] = sys.modules[fn.py_func.__module__]
+                bar.update(1)
         finally:
             bar.close()
-        exe = NumbaExecutable(graph, program, kernels, functions, softmax)
+        own_blas_threads()
+        exe = NumbaExecutable(graph, program, kernels, functions, softmax, rows)
         # Opaque ops with a native implementation (library.py); the rest run their NumPy
         # reference, with a warning naming them.
         exe.library = bind_program(program)

@@ -21,7 +21,11 @@ parallel region on 2 cores with passive OpenMP waiting).
   its contiguous block of rows, SwiGLU on all rows in one pass between them, and a combine
   that sums each token's K expert outputs times the routing weights in increasing expert
   order (the reference's order, so the sums round the same way). Work is K/E of the dense
-  mixture; a decode step (one token) touches only its K experts' weights.
+  mixture; a decode step (one token) touches only its K experts' weights. The experts'
+  GEMMs are one-thread BLAS calls, the experts cut into one group of about equal rows
+  per thread (threads.py). With at most ``FEW_ROWS`` pairs (decode) two parallel Numba
+  kernels replace the sort, gather and GEMMs: SwiGLU of every pair, then the weighted
+  down projections summed in increasing expert order.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import numpy as np
 
 from graphc.errors import InputError
 
+from . import threads
 from .vmath import VMATH, sigmoid_fn
 
 
@@ -41,6 +46,12 @@ class LibraryFallbackWarning(UserWarning):
 
 # Below this many elements a kernel runs its serial variant.
 PARALLEL_MIN = 1 << 15
+
+# moe with at most this many (token, expert) pairs (a decode step: one token, K pairs)
+# skips the sort, gather and per-expert GEMMs: two parallel Numba kernels compute the
+# pairs' SwiGLU and the weighted down projections as dot products over the expert
+# weights in place, in the same thread pool as the step's other kernels.
+FEW_ROWS = 16
 
 _NB = {"float32": "float32", "float64": "float64", "int32": "int32", "int64": "int64"}
 
@@ -214,6 +225,62 @@ def route(indices, E, offsets, order, slot):
     return -1
 
 
+@nb.njit("void(__FT__[:, ::1], __IT__[:, ::1], __FT__[:, :, ::1], __FT__[:, ::1])",
+         parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def few_gate_up(x, indices, gate_up, h):
+    """Few pairs: h[n*K + k] = SwiGLU of token n through expert indices[n, k], each value
+    a dot product over a row of the expert's gate_up [2I, H] (read in place); the
+    pairs' rows in blocks of 32 over the threads."""
+    N, K = indices.shape
+    I = h.shape[1]
+    H = x.shape[1]
+    blocks = (I + 31) // 32
+    for t in nb.prange(N * K * blocks):
+        p = t // blocks
+        n = p // K
+        e = indices[n, p % K]
+        j0 = (t % blocks) * 32
+        for j in range(j0, min(I, j0 + 32)):
+            g = nb.__FT__(0)
+            u = nb.__FT__(0)
+            for i in range(H):
+                g += gate_up[e, j, i] * x[n, i]
+                u += gate_up[e, I + j, i] * x[n, i]
+            h[p, j] = g * __SIGMOID__(g) * u
+
+
+@nb.njit("void(__FT__[:, ::1], __IT__[:, ::1], __FT__[:, ::1], __FT__[:, :, ::1], "
+         "__FT__[:, ::1])", parallel=True, cache=True, nogil=True,
+         fastmath={"reassoc", "contract"})
+def few_down(h, indices, w, down, out):
+    """Few pairs: out[n, c] = sum_k w[n, k] * (down[indices[n, k]] @ h[n*K + k])[c], the
+    K terms in increasing expert order (the reference's order); output columns in
+    blocks of 32 over the threads."""
+    N, K = indices.shape
+    H = out.shape[1]
+    I = h.shape[1]
+    blocks = (H + 31) // 32
+    for t in nb.prange(N * blocks):
+        n = t // blocks
+        ks = np.empty(K, np.int64)
+        for k in range(K):             # insertion sort of the K slots by expert
+            j = k
+            while j > 0 and indices[n, ks[j - 1]] > indices[n, k]:
+                ks[j] = ks[j - 1]
+                j -= 1
+            ks[j] = k
+        c0 = (t % blocks) * 32
+        for c in range(c0, min(H, c0 + 32)):
+            total = nb.__FT__(0)
+            for q in range(K):
+                k = ks[q]
+                d = nb.__FT__(0)
+                for i in range(I):
+                    d += down[indices[n, k], c, i] * h[n * K + k, i]
+                total += d * w[n, k]
+            out[n, c] = total
+
+
 # BODY
 
 @nb.njit("void(__FT__[:, ::1], int64[::1], int64, __FT__[:, ::1])",
@@ -299,18 +366,41 @@ def _moe(node, body, shared):
         if bad >= 0:
             raise InputError(f"moe(): expert index {int(indices.ravel()[bad])} is out of "
                              f"range for {E} experts")
+        if M <= FEW_ROWS:
+            mod.few_gate_up(x, indices, gate_up, h)
+            mod.few_down(h, indices, w, down, out)
+            return
         big = M * H >= PARALLEL_MIN
         (mod._par_gather if big else mod._ser_gather)(x, order, K, xs)
-        used = np.flatnonzero(offsets[1:] != offsets[:-1])
-        for e in used:
-            a, b = offsets[e], offsets[e + 1]
-            np.matmul(xs[a:b], gate_up[e].T, out=gu[a:b])
+        groups = _expert_groups(offsets, M * H * I)
+        _expert_gemms(groups, offsets, xs, gate_up, gu)
         (mod._par_swiglu if M * I >= PARALLEL_MIN else mod._ser_swiglu)(gu, h)
-        for e in used:
-            a, b = offsets[e], offsets[e + 1]
-            np.matmul(h[a:b], down[e].T, out=ys[a:b])
+        _expert_gemms(groups, offsets, h, down, ys)
         (mod._par_combine if big else mod._ser_combine)(ys, slot, w, out)
     return run
+
+
+def _expert_groups(offsets, macs: int) -> list:
+    """The used experts in increasing order, cut into one contiguous group per thread
+    with about the same number of rows each (one group when the work is small)."""
+    used = np.flatnonzero(offsets[1:] != offsets[:-1])
+    k = threads.workers() if macs >= threads.SPLIT_MIN_MACS else 1
+    if k == 1 or len(used) < 2:
+        return [used]
+    cuts = np.searchsorted(offsets[used + 1], offsets[-1] * np.arange(1, k) / k)
+    return [g for g in np.split(used, cuts) if len(g)]
+
+
+def _expert_gemms(groups, offsets, rows, weights, out) -> None:
+    """out[block of e] = rows[block of e] @ weights[e].T for every used expert e (one
+    one-thread BLAS call each), the groups on parallel threads."""
+    def task(group):
+        def run():
+            for e in group:
+                a, b = offsets[e], offsets[e + 1]
+                np.matmul(rows[a:b], weights[e].T, out=out[a:b])
+        return run
+    threads.run_parallel([task(g) for g in groups])
 
 
 LIBRARY = {"rope": _rope, "topk": _topk, "moe": _moe}

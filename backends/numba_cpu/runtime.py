@@ -1,6 +1,7 @@
 """Running a lowered Program on the CPU (graphc.runtime.program does the walking): BLAS
-for GEMMs, Numba kernels for the rest, blockwise attention with a score block per 128
-query rows."""
+for GEMMs (one thread per call, large ones split over the backend's threads: threads.py),
+a Numba GEMV for one row against a weight stored [out, in], Numba kernels for the rest,
+blockwise attention with a score block per 128 query rows."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,16 +10,44 @@ from graphc.ir.dims import evaluate
 from graphc.runtime.interpreter import run_graph
 from graphc.runtime.program import ProgramExecutable, apply_chain
 
+from . import threads
+
 ATTENTION_BLOCK = 128   # query rows per block: the score block is [heads, 128, T]
 
 
 class NumbaExecutable(ProgramExecutable):
     backend = "numba"
 
-    def __init__(self, graph, program, kernels, functions, attention_softmax):
+    def __init__(self, graph, program, kernels, functions, attention_softmax, rows=None):
         super().__init__(graph, program, kernels)
         self.functions = functions        # name -> compiled function
         self.attention_softmax = attention_softmax  # scores dtype -> compiled softmax
+        self.rows = rows or {}            # dtype -> module of the one-row GEMMs
+
+    def matmul(self, a, b, out):
+        """One row per batch entry (a decode step) against contiguous weights or cache:
+        the Numba kernels of templates.rows_gemm; anything else: BLAS, split over the
+        threads when large (threads.py)."""
+        rows = self.rows.get(str(out.dtype))
+        if (rows is not None and a.ndim >= 2 and a.shape[-2] == 1
+                and a.dtype == b.dtype == out.dtype
+                and a.flags.c_contiguous and out.flags.c_contiguous):
+            if a.ndim == 2 and b.ndim == 2 and b.flags.f_contiguous:
+                rows.gemv(b.T, a[0], out[0])
+                return
+            if a.ndim == 3 and out.ndim == 3:
+                B = a.shape[0]
+                a2, o2 = a.reshape(B, a.shape[2]), out.reshape(B, out.shape[2])
+                if b.ndim == 2 and b.flags.c_contiguous:
+                    rows.rows_shared(a2, b, o2)
+                    return
+                if b.ndim == 2 and b.flags.f_contiguous:
+                    rows.rows_shared_t(a2, b.T, o2)
+                    return
+                if b.ndim == 3 and b.shape[0] == B and b.flags.c_contiguous:
+                    rows.rows_batched(a2, b, o2)
+                    return
+        threads.matmul(a, b, out)
 
     def attention_scratch(self, step, shape, bindings):
         batch = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
@@ -65,8 +94,8 @@ class NumbaExecutable(ProgramExecutable):
             kend = T if not step.causal else max(0, min(T, r1 + diag))
             blk = np.ndarray((B, r1 - r0, kend), scores.dtype, buffer=scores)
             inv_blk = np.ndarray((B, r1 - r0), inv.dtype, buffer=inv)
-            np.matmul(q[:, r0:r1], kT[:, :, :kend], out=blk)
+            threads.matmul(q[:, r0:r1], kT[:, :, :kend], blk)
             softmax(blk, inv_blk, float(step.scale), bool(step.causal), r0, diag)
-            np.matmul(blk, v[:, :kend], out=o3[:, r0:r1])
+            threads.matmul(blk, v[:, :kend], o3[:, r0:r1])
             o3[:, r0:r1] *= inv_blk[:, :, None]
         self.finish_attention(step, ops, out, o, sz)

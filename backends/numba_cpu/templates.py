@@ -49,3 +49,83 @@ def attention_softmax(dtype: str = "float32") -> str:
         raise ValueError(f"attention softmax for {dtype!r}")
     return (_ATTENTION_SOFTMAX.replace("__FT__", dtype).replace("__FLAGS__", _FLAGS[dtype])
             .replace("__EXP__", exp_fn(dtype)))
+
+
+# GEMMs with one row per batch entry (a decode step: a token's query or attention output
+# against per-head weights or the cache, [B, 1, K] @ ...), in the OpenMP pool with the
+# other kernels: the weights are read once from memory with every thread (one-thread BLAS
+# per call would stream them on one core). Dot products and row updates the compiler
+# vectorises (``reassoc``). ``x @ W.T`` with W stored [out, in] and one row is ``gemv``.
+_ROWS = '''import numpy as np
+import numba as nb
+
+
+@nb.njit("void(__FT__[:, ::1], __FT__[::1], __FT__[::1])", parallel=True, cache=True,
+         nogil=True, fastmath={"reassoc", "contract"})
+def gemv(w, x, y):
+    """y = w @ x, w [O, I] C-contiguous: rows in blocks of 16 over the threads."""
+    O, I = w.shape
+    for t in nb.prange((O + 15) // 16):
+        for o in range(t * 16, min(O, t * 16 + 16)):
+            s = nb.__FT__(0)
+            for i in range(I):
+                s += w[o, i] * x[i]
+            y[o] = s
+
+
+@nb.njit("void(__FT__[:, ::1], __FT__[:, :, ::1], __FT__[:, ::1])", parallel=True,
+         cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def rows_batched(a, b, out):
+    """out[h] = a[h] @ b[h]: a [B, K], b [B, K, N] C-contiguous; one h per thread task."""
+    B, K = a.shape
+    N = out.shape[1]
+    for h in nb.prange(B):
+        for n in range(N):
+            out[h, n] = 0
+        for k in range(K):
+            ak = a[h, k]
+            for n in range(N):
+                out[h, n] += ak * b[h, k, n]
+
+
+@nb.njit("void(__FT__[:, ::1], __FT__[:, ::1], __FT__[:, ::1])", parallel=True,
+         cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def rows_shared(a, b, out):
+    """out = a @ b: a [B, K] few rows, b [K, N] C-contiguous; one row per thread task."""
+    B, K = a.shape
+    N = out.shape[1]
+    for h in nb.prange(B):
+        for n in range(N):
+            out[h, n] = 0
+        for k in range(K):
+            ak = a[h, k]
+            for n in range(N):
+                out[h, n] += ak * b[k, n]
+
+
+@nb.njit("void(__FT__[:, ::1], __FT__[:, ::1], __FT__[:, ::1])", parallel=True,
+         cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def rows_shared_t(a, bt, out):
+    """out = a @ bt.T: a [B, K] few rows, bt [N, K] C-contiguous (a transposed view in
+    the graph, like a cache's keys); the N dot products of every row in blocks of 16."""
+    B, K = a.shape
+    N = bt.shape[0]
+    for t in nb.prange((N + 15) // 16):
+        for n in range(t * 16, min(N, t * 16 + 16)):
+            for h in range(B):
+                s = nb.__FT__(0)
+                for k in range(K):
+                    s += a[h, k] * bt[n, k]
+                out[h, n] = s
+
+
+kernel = gemv
+'''
+
+
+def rows_gemm(dtype: str = "float32") -> str:
+    """The source of the one-row-per-batch GEMMs (``gemv``, ``rows_batched``,
+    ``rows_shared``, ``rows_shared_t``) for ``dtype`` (float32 or float64)."""
+    if dtype not in _FLAGS:
+        raise ValueError(f"rows_gemm for {dtype!r}")
+    return _ROWS.replace("__FT__", dtype)

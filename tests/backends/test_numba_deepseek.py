@@ -8,7 +8,7 @@ import pytest
 
 import graphc
 from graphc import spec
-from graphc.backends.numba_cpu import library
+from graphc.backends.numba_cpu import library, threads
 from graphc.lower.program import LibraryStep
 from graphc.models import deepseek_v2 as dv
 from graphc.ops.moe import moe as moe_ref
@@ -50,6 +50,33 @@ def test_moe_native_matches_reference(dtype):
     bad = np.array([[0, E]], np.int64)
     with pytest.raises(graphc.InputError, match=f"expert index {E} is out of range"):
         exe(x[:1], w[:1], bad)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_moe_few_rows_and_split_experts(dtype, rng):
+    """The few-pairs path (decode: <= FEW_ROWS (token, expert) pairs, dot products over
+    the expert weights in place), the sorted BLAS path just above it, and a size whose
+    expert GEMMs are split over the threads, against the float64 reference: H and I not
+    multiples of the 32-wide blocks, K = 6, a token sending two slots to one expert."""
+    E, H, I, K = 9, 70, 45, 6
+    gate_up = rng.standard_normal((E, 2 * I, H)).astype(dtype)
+    down = rng.standard_normal((E, H, I)).astype(dtype)
+    g = graphc.trace(lambda x, w, i: graphc.moe(x, w, i, gate_up, down),
+                     spec(("N", H), dtype), spec(("N", K), dtype), spec(("N", K), "int64"))
+    exe = compile_quiet(g)
+    ref = graphc.compile(g, backend="reference", float64=True)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    few = library.FEW_ROWS // K
+    split = -(-threads.SPLIT_MIN_MACS // (K * H * I))          # tokens to split experts
+    assert library.FEW_ROWS >= K
+    for N in (1, 2, few, few + 1, split + 3):
+        x = rng.standard_normal((N, H)).astype(dtype)
+        w = rng.random((N, K)).astype(dtype)
+        idx = np.argsort(rng.random((N, E)), axis=1)[:, :K].astype(np.int64)
+        idx[0, K - 1] = idx[0, 0]                   # one expert twice for token 0
+        assert rel(exe(x, w, idx), ref(x, w, idx)) < tol, N
+    with pytest.raises(graphc.InputError, match="expert index -1 is out of range"):
+        exe(x[:1], w[:1], np.array([[0, 1, 2, 3, 4, -1]], np.int64))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -1,0 +1,164 @@
+"""The Numba backend's CPU threads: one set of workers for BLAS and the kernels.
+
+Two thread pools on the same cores fight: OpenBLAS's workers keep spinning for a while
+after each multi-threaded call, and Numba's OpenMP workers that wake meanwhile (a kernel
+between two GEMVs of a decode step) wait for a core. So the backend runs BLAS on one
+thread per call and splits a large GEMM itself, over the calling thread and
+``workers()`` - 1 helper threads (halves of the output columns, rows or batch). Numba
+kernels keep their OpenMP pool, whose workers spin briefly after a kernel (``GOMP_SPINCOUNT``,
+set in ``__init__.py``) instead of sleeping, because nothing else then wants the cores.
+
+:func:`own_blas_threads` sets NumPy's BLAS to one thread when the first executable is
+made (through threadpoolctl), for the rest of the process: NumPy's own matmuls in the
+same process then run on one thread too; :func:`restore_blas_threads` gives the
+original count back (the backend's GEMMs are then slower and its kernels wait for
+cores)."""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+import numba
+import numpy as np
+
+# Below this many multiply-adds a GEMM runs on the calling thread (handing half to a
+# helper costs ~20-50 us).
+SPLIT_MIN_MACS = 1 << 21
+
+_blas = {"controllers": None, "original": None}
+
+
+def own_blas_threads() -> None:
+    """NumPy's BLAS on one thread from now on (once per process; no-op without a BLAS
+    that threadpoolctl can drive)."""
+    if _blas["controllers"] is not None:
+        return
+    from threadpoolctl import ThreadpoolController
+    ctl = ThreadpoolController().select(user_api="blas")
+    _blas["controllers"] = list(ctl.lib_controllers)
+    _blas["original"] = [c.num_threads for c in _blas["controllers"]]
+    for c in _blas["controllers"]:
+        c.set_num_threads(1)
+
+
+def restore_blas_threads() -> None:
+    """Give NumPy's BLAS back the thread count it had before :func:`own_blas_threads`."""
+    if _blas["controllers"] is None:
+        return
+    for c, n in zip(_blas["controllers"], _blas["original"]):
+        c.set_num_threads(n)
+    _blas["controllers"] = _blas["original"] = None
+
+
+def workers() -> int:
+    """Threads a split GEMM uses: Numba's current thread count (``NUMBA_NUM_THREADS``,
+    ``numba.set_num_threads``), at most the machine's cores."""
+    return max(1, min(numba.get_num_threads(), os.cpu_count() or 1))
+
+
+class _Pool:
+    """Helper threads that each run one task at a time from their own queue."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._threads: list[tuple[queue.SimpleQueue, queue.SimpleQueue]] = []
+
+    def _helper(self, k: int):
+        with self._lock:
+            while len(self._threads) <= k:
+                todo, done = queue.SimpleQueue(), queue.SimpleQueue()
+                threading.Thread(target=self._loop, args=(todo, done), daemon=True,
+                                 name=f"graphc-blas-{len(self._threads)}").start()
+                self._threads.append((todo, done))
+            return self._threads[k]
+
+    @staticmethod
+    def _loop(todo, done):
+        while True:
+            task = todo.get()
+            try:
+                task()
+                done.put(None)
+            except BaseException as e:      # re-raised in the caller
+                done.put(e)
+
+    def run(self, tasks) -> None:
+        """Run ``tasks`` (callables) at once: the first on this thread, the others on
+        helpers; return when all are done; raise the first error any of them raised."""
+        helpers = [self._helper(k) for k in range(len(tasks) - 1)]
+        for (todo, _), task in zip(helpers, tasks[1:]):
+            todo.put(task)
+        error = None
+        try:
+            tasks[0]()
+        except BaseException as e:
+            error = e
+        for _, done in helpers:
+            e = done.get()
+            if error is None and e is not None:
+                error = e
+        if error is not None:
+            raise error
+
+
+_POOL = _Pool()
+
+
+def run_parallel(tasks) -> None:
+    """Run the callables ``tasks`` over the calling thread and helper threads."""
+    if len(tasks) == 1:
+        tasks[0]()
+    else:
+        _POOL.run(list(tasks))
+
+
+def _parts(n: int, k: int, align: int = 1) -> list[tuple[int, int]]:
+    """``k`` contiguous ranges covering 0..n, boundaries on multiples of ``align``."""
+    step = -(-n // k)
+    step = -(-step // align) * align
+    return [(a, min(n, a + step)) for a in range(0, n, step)]
+
+
+def _along(x: np.ndarray, out_ndim: int, d: int, lo: int, hi: int, size: int):
+    """``x`` (an operand broadcast against an output of ``out_ndim`` dims) restricted to
+    lo..hi of the output's batch dim ``d`` (whole when it broadcasts along it)."""
+    xd = d - (out_ndim - x.ndim)
+    if xd < 0 or xd >= x.ndim - 2 or x.shape[xd] != size:
+        return x
+    return x[(slice(None),) * xd + (slice(lo, hi),)]
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``np.matmul(a, b, out=out)`` with large products split over :func:`workers`
+    threads, each a one-thread BLAS call on its part: a batch dim when one has at least
+    as many entries as threads, else the output columns, or the rows when the columns
+    are few."""
+    k = workers()
+    if a.ndim < 2 or b.ndim < 2:          # a vector: small, and NumPy's own semantics
+        np.matmul(a, b, out=out)
+        return
+    m, kk, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    batch = out.shape[:-2]
+    macs = int(np.prod(batch, dtype=np.int64)) * m * n * kk if batch else m * n * kk
+    if k == 1 or macs < SPLIT_MIN_MACS:
+        np.matmul(a, b, out=out)
+        return
+    for d, size in enumerate(batch):
+        if size >= k:
+            def part(lo, hi, d=d, size=size):
+                sl = (slice(None),) * d + (slice(lo, hi),)
+                return lambda: np.matmul(_along(a, out.ndim, d, lo, hi, size),
+                                         _along(b, out.ndim, d, lo, hi, size),
+                                         out=out[sl])
+            run_parallel([part(lo, hi) for lo, hi in _parts(size, k)])
+            return
+    if n >= 64 * k:
+        run_parallel([(lambda lo=lo, hi=hi: np.matmul(a, b[..., lo:hi], out=out[..., lo:hi]))
+                      for lo, hi in _parts(n, k, 16)])
+    elif m >= 2 * k:
+        run_parallel([(lambda lo=lo, hi=hi: np.matmul(a[..., lo:hi, :], b,
+                                                      out=out[..., lo:hi, :]))
+                      for lo, hi in _parts(m, k)])
+    else:
+        np.matmul(a, b, out=out)

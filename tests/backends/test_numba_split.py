@@ -1,0 +1,129 @@
+"""The Numba backend's own threads (backends/numba_cpu/threads.py): GEMMs split over
+helper threads, each a one-thread BLAS call, against a float64 product; errors from a
+helper reach the caller; NumPy's BLAS runs on one thread once an executable exists; one
+row against a weight stored [out, in] takes the Numba GEMV."""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import graphc
+from graphc import spec
+from graphc.backends.numba_cpu import threads
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture
+def three_workers(monkeypatch):
+    """Three threads (an uneven split on any machine) and every product split."""
+    monkeypatch.setattr(threads, "workers", lambda: 3)
+    monkeypatch.setattr(threads, "SPLIT_MIN_MACS", 0)
+
+
+CASES = {   # name: (shape of a, shape of b, transposed b view)
+    "columns": ((37, 70), (70, 500), True),
+    "rows (few columns)": ((90, 33), (33, 20), False),
+    "batch": ((5, 17, 24), (5, 24, 19), False),
+    "batch, shared b": ((4, 17, 24), (24, 30), True),
+    "inner batch dim": ((1, 6, 9, 8), (1, 6, 8, 11), False),
+    "one row": ((1, 64), (64, 300), True),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_split_matmul_matches(case, dtype, rng, three_workers):
+    sa, sb, transposed = CASES[case]
+    a = rng.standard_normal(sa).astype(dtype)
+    b = rng.standard_normal(sb[:-2] + sb[:-3:-1]).astype(dtype).swapaxes(-1, -2) \
+        if transposed else rng.standard_normal(sb).astype(dtype)
+    out = np.full(np.broadcast_shapes(sa[:-2], sb[:-2]) + (sa[-2], sb[-1]), np.nan, dtype)
+    threads.matmul(a, b, out)
+    want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    assert _rel(out, want) < (1e-6 if dtype == "float32" else 1e-14)
+
+
+def test_split_into_strided_output(rng, three_workers):
+    """Writing into a column block of a larger array (how attention writes its output)."""
+    a, b = rng.standard_normal((3, 40, 16)), rng.standard_normal((3, 16, 50))
+    big = np.zeros((3, 60, 50))
+    threads.matmul(a, b, big[:, 10:50])
+    assert _rel(big[:, 10:50], a @ b) < 1e-14
+    assert not big[:, :10].any() and not big[:, 50:].any()
+
+
+def test_helper_error_reaches_caller():
+    def boom():
+        raise ValueError("from a helper")
+    done = []
+    with pytest.raises(ValueError, match="from a helper"):
+        threads.run_parallel([lambda: done.append(1), boom])
+    assert done == [1]
+    threads.run_parallel([lambda: done.append(2), lambda: done.append(3)])   # still usable
+    assert sorted(done) == [1, 2, 3]
+
+
+def _blas_threads():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_blas_on_one_thread_after_compile():
+    """Compiling makes NumPy's BLAS one-threaded; restore_blas_threads gives back the
+    counts it had; own_blas_threads takes them again."""
+    graphc.compile(graphc.trace(lambda x: x @ x, spec((4, 4), "float32")), backend="numba")
+    assert _blas_threads() and set(_blas_threads()) == {1}
+    original = list(threads._blas["original"])
+    threads.restore_blas_threads()
+    try:
+        assert _blas_threads() == original
+    finally:
+        threads.own_blas_threads()
+    assert set(_blas_threads()) == {1}
+
+
+def _spy(exe, dtype, calls):
+    """Count the calls of each one-row kernel of ``exe``."""
+    mod = exe.rows[dtype]
+    names = ["gemv", "rows_shared", "rows_shared_t", "rows_batched"]
+    exe.rows[dtype] = type("Spy", (), {
+        n: staticmethod(lambda *a, n=n: (calls.append(n), getattr(mod, n)(*a))) for n in names})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_row_gemms(dtype, rng):
+    """A decode step's shapes, static: x [1, 70] @ W.T for W stored [45, 70] (the GEMV),
+    then per-head rows q [6, 1, 45] against per-head weights [6, 45, 20], a shared
+    [45, 33] matrix and the transposed view of a [33, 45] one (the cache's keys); neither
+    size a multiple of the 16-row blocks. Against the float64 reference."""
+    w = rng.standard_normal((45, 70)).astype(dtype)
+    per_head = rng.standard_normal((6, 45, 20)).astype(dtype)
+
+    def f(x, cache):
+        h = graphc.relu(x @ graphc.constant(w.T, name="W^T"))              # [1, 45]
+        q = graphc.concat([h.reshape(1, 1, 45)] * 6, axis=0) * 0.5          # [6, 1, 45]
+        return (q @ graphc.constant(per_head, name="per_head"),             # [6, 1, 20]
+                q @ cache.T,                                                  # [6, 1, 33]
+                graphc.softmax(q @ cache.T, axis=-1) @ cache)                # [6, 1, 45]
+
+    g = graphc.trace(f, spec((1, 70), dtype), spec((33, 45), dtype))
+    exe = graphc.compile(g, backend="numba")
+    ref = graphc.compile(g, backend="reference", float64=True)
+    calls = []
+    _spy(exe, dtype, calls)
+    x, cache = rng.standard_normal((1, 70)).astype(dtype), rng.standard_normal((33, 45)).astype(dtype)
+    for got, want in zip(exe(x, cache), ref(x, cache)):
+        assert _rel(got, want) < (1e-6 if dtype == "float32" else 1e-14)
+    assert {"gemv", "rows_batched", "rows_shared", "rows_shared_t"} <= set(calls)
+
+
+def test_symbolic_rows_take_blas(rng):
+    """A symbolic row count (here 1 at run time): no one-row kernels are compiled, BLAS
+    gives the same result."""
+    w = rng.standard_normal((45, 70)).astype(np.float32)
+    g = graphc.trace(lambda x: x @ graphc.constant(w.T, name="W^T"), spec(("M", 70), "float32"))
+    exe = graphc.compile(g, backend="numba")
+    assert not exe.rows
+    x = rng.standard_normal((1, 70)).astype(np.float32)
+    assert _rel(exe(x), x.astype(np.float64) @ w.T.astype(np.float64)) < 1e-6
