@@ -73,34 +73,31 @@ def gemv(w, x, y):
             y[o] = s
 
 
+@nb.njit(inline="always", fastmath={"reassoc", "contract"})
+def _row_times(a, b, out):
+    """out = a @ b for one row a [K] and b [K, N]: row updates that vectorise."""
+    for n in range(out.shape[0]):
+        out[n] = 0
+    for k in range(a.shape[0]):
+        ak = a[k]
+        for n in range(out.shape[0]):
+            out[n] += ak * b[k, n]
+
+
 @nb.njit("void(__FT__[:, ::1], __FT__[:, :, ::1], __FT__[:, ::1])", parallel=True,
          cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def rows_batched(a, b, out):
     """out[h] = a[h] @ b[h]: a [B, K], b [B, K, N] C-contiguous; one h per thread task."""
-    B, K = a.shape
-    N = out.shape[1]
-    for h in nb.prange(B):
-        for n in range(N):
-            out[h, n] = 0
-        for k in range(K):
-            ak = a[h, k]
-            for n in range(N):
-                out[h, n] += ak * b[h, k, n]
+    for h in nb.prange(a.shape[0]):
+        _row_times(a[h], b[h], out[h])
 
 
 @nb.njit("void(__FT__[:, ::1], __FT__[:, ::1], __FT__[:, ::1])", parallel=True,
          cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def rows_shared(a, b, out):
     """out = a @ b: a [B, K] few rows, b [K, N] C-contiguous; one row per thread task."""
-    B, K = a.shape
-    N = out.shape[1]
-    for h in nb.prange(B):
-        for n in range(N):
-            out[h, n] = 0
-        for k in range(K):
-            ak = a[h, k]
-            for n in range(N):
-                out[h, n] += ak * b[k, n]
+    for h in nb.prange(a.shape[0]):
+        _row_times(a[h], b, out[h])
 
 
 @nb.njit("void(__FT__[:, ::1], __FT__[:, ::1], __FT__[:, ::1])", parallel=True,

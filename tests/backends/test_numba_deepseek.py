@@ -31,14 +31,21 @@ def compile_quiet(g):
     return exe
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_moe_native_matches_reference(dtype):
-    rng = np.random.default_rng(0)
-    E, H, I, K = 6, 16, 8, 2
+def _moe_graph(rng, E, H, I, K, dtype):
+    """moe over random experts [E, 2I, H] / [E, H, I] for N (symbolic) tokens, K each:
+    (graph, gate_up, down)."""
     gate_up = rng.standard_normal((E, 2 * I, H)).astype(dtype)
     down = rng.standard_normal((E, H, I)).astype(dtype)
     g = graphc.trace(lambda x, w, i: graphc.moe(x, w, i, gate_up, down),
                      spec(("N", H), dtype), spec(("N", K), dtype), spec(("N", K), "int64"))
+    return g, gate_up, down
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_moe_native_matches_reference(dtype):
+    rng = np.random.default_rng(0)
+    E, H, I, K = 6, 16, 8, 2
+    g, gate_up, down = _moe_graph(rng, E, H, I, K, dtype)
     exe = compile_quiet(g)
     tol = 1e-6 if dtype == "float32" else 1e-13
     for N in (1, 3, 40, 2100):        # 2100 * K rows: the parallel kernels
@@ -59,10 +66,7 @@ def test_moe_few_rows_and_split_experts(dtype, rng):
     expert GEMMs are split over the threads, against the float64 reference: H and I not
     multiples of the 32-wide blocks, K = 6, a token sending two slots to one expert."""
     E, H, I, K = 9, 70, 45, 6
-    gate_up = rng.standard_normal((E, 2 * I, H)).astype(dtype)
-    down = rng.standard_normal((E, H, I)).astype(dtype)
-    g = graphc.trace(lambda x, w, i: graphc.moe(x, w, i, gate_up, down),
-                     spec(("N", H), dtype), spec(("N", K), dtype), spec(("N", K), "int64"))
+    g = _moe_graph(rng, E, H, I, K, dtype)[0]
     exe = compile_quiet(g)
     ref = graphc.compile(g, backend="reference", float64=True)
     tol = 1e-5 if dtype == "float32" else 1e-12
