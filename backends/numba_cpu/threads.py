@@ -61,7 +61,8 @@ class _Pool:
     """Helper threads that each run one task at a time from their own queue."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()      # guards the list of helpers
+        self._busy = threading.Lock()      # held by the caller whose tasks the helpers run
         self._threads: list[tuple[queue.SimpleQueue, queue.SimpleQueue]] = []
 
     def _helper(self, k: int):
@@ -85,7 +86,18 @@ class _Pool:
 
     def run(self, tasks) -> None:
         """Run ``tasks`` (callables) at once: the first on this thread, the others on
-        helpers; return when all are done; raise the first error any of them raised."""
+        helpers; return when all are done; raise the first error any of them raised.
+        While another thread's tasks hold the helpers, run them all on this thread."""
+        if not self._busy.acquire(blocking=False):
+            for task in tasks:
+                task()
+            return
+        try:
+            self._run(tasks)
+        finally:
+            self._busy.release()
+
+    def _run(self, tasks) -> None:
         helpers = [self._helper(k) for k in range(len(tasks) - 1)]
         for (todo, _), task in zip(helpers, tasks[1:]):
             todo.put(task)

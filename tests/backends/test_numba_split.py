@@ -54,6 +54,28 @@ def test_split_into_strided_output(rng, three_workers):
     assert not big[:, :10].any() and not big[:, 50:].any()
 
 
+def test_split_from_several_threads(rng, three_workers):
+    """Split GEMMs called from several threads at once (two executables used by two
+    threads): each gets its own correct product."""
+    import threading
+    pairs = [(rng.standard_normal((40, 30)), rng.standard_normal((30, 300))) for _ in range(4)]
+    wrong = []
+
+    def worker(a, b):
+        for _ in range(30):
+            out = np.empty((40, 300))
+            threads.matmul(a, b, out)
+            if _rel(out, a @ b) > 1e-13:
+                wrong.append(1)
+
+    ts = [threading.Thread(target=worker, args=p) for p in pairs]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not wrong
+
+
 def test_helper_error_reaches_caller():
     def boom():
         raise ValueError("from a helper")
