@@ -11,13 +11,14 @@ import time
 
 # BLAS runs on one thread per call and the backend splits large GEMMs over its own
 # helper threads (threads.py), so OpenMP workers are the only pool that wakes between
-# the steps of a call: they spin for a short while after a kernel (GOMP_SPINCOUNT
-# iterations, tens of microseconds) and then sleep, so the next kernel of a decode step
-# finds them awake and a long GEMM on the helper threads loses little. (With OpenBLAS's
-# own pool the backend had to make them sleep at once: spinning workers then slowed the
-# GEMMs.) Set before Numba starts its thread pool; a user's own setting of either wins.
+# the steps of a call: with GNU OpenMP (Numba's omp layer on Linux) they spin for a
+# short while after a kernel (GOMP_SPINCOUNT iterations, tens of microseconds) and then
+# sleep, so the next kernel of a decode step finds them awake and a long GEMM on the
+# helper threads loses little. (With OpenBLAS's own pool the backend had to make them
+# sleep at once: spinning workers then slowed the GEMMs.) Other OpenMP runtimes ignore
+# it. Set before Numba starts its thread pool; a user's OMP_WAIT_POLICY or
+# GOMP_SPINCOUNT wins.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = "ACTIVE"
     os.environ["GOMP_SPINCOUNT"] = "10000"
 
 from graphc.errors import BackendError

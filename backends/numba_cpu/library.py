@@ -366,7 +366,7 @@ def _moe(node, body, shared):
         if bad >= 0:
             raise InputError(f"moe(): expert index {int(indices.ravel()[bad])} is out of "
                              f"range for {E} experts")
-        if M <= FEW_ROWS:
+        if M <= FEW_ROWS and gate_up.flags.writeable and down.flags.writeable:
             mod.few_gate_up(x, indices, gate_up, h)
             mod.few_down(h, indices, w, down, out)
             return

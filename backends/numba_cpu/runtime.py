@@ -30,12 +30,12 @@ class NumbaExecutable(ProgramExecutable):
         threads when large (threads.py)."""
         rows = self.rows.get(str(out.dtype))
         if (rows is not None and a.ndim >= 2 and a.shape[-2] == 1
-                and a.dtype == b.dtype == out.dtype
+                and a.dtype == b.dtype == out.dtype and b.flags.writeable
                 and a.flags.c_contiguous and out.flags.c_contiguous):
             if a.ndim == 2 and b.ndim == 2 and b.flags.f_contiguous:
                 rows.gemv(b.T, a[0], out[0])
                 return
-            if a.ndim == 3 and out.ndim == 3:
+            if a.ndim == 3 and out.ndim == 3 and a.shape[0] == out.shape[0]:
                 B = a.shape[0]
                 a2, o2 = a.reshape(B, a.shape[2]), out.reshape(B, out.shape[2])
                 if b.ndim == 2 and b.flags.c_contiguous:

@@ -30,8 +30,9 @@ _blas = {"controllers": None, "original": None}
 
 
 def own_blas_threads() -> None:
-    """NumPy's BLAS on one thread from now on (once per process; no-op without a BLAS
-    that threadpoolctl can drive)."""
+    """The BLAS libraries loaded now (NumPy's) on one thread from now on; called when an
+    executable is made, a no-op while they are already held (again after
+    :func:`restore_blas_threads`); nothing without a BLAS threadpoolctl can drive."""
     if _blas["controllers"] is not None:
         return
     from threadpoolctl import ThreadpoolController
@@ -58,26 +59,28 @@ def workers() -> int:
 
 
 class _Pool:
-    """Helper threads that each run one task at a time from their own queue."""
+    """Helper threads that each run one task at a time from their own queue; every call
+    gets its own completion queue, so a call that was interrupted (KeyboardInterrupt
+    while waiting) leaves no stale completion behind for the next one."""
 
     def __init__(self):
         self._lock = threading.Lock()      # guards the list of helpers
         self._busy = threading.Lock()      # held by the caller whose tasks the helpers run
-        self._threads: list[tuple[queue.SimpleQueue, queue.SimpleQueue]] = []
+        self._queues: list[queue.SimpleQueue] = []
 
-    def _helper(self, k: int):
+    def _helper(self, k: int) -> queue.SimpleQueue:
         with self._lock:
-            while len(self._threads) <= k:
-                todo, done = queue.SimpleQueue(), queue.SimpleQueue()
-                threading.Thread(target=self._loop, args=(todo, done), daemon=True,
-                                 name=f"graphc-blas-{len(self._threads)}").start()
-                self._threads.append((todo, done))
-            return self._threads[k]
+            while len(self._queues) <= k:
+                todo = queue.SimpleQueue()
+                threading.Thread(target=self._loop, args=(todo,), daemon=True,
+                                 name=f"graphc-blas-{len(self._queues)}").start()
+                self._queues.append(todo)
+            return self._queues[k]
 
     @staticmethod
-    def _loop(todo, done):
+    def _loop(todo):
         while True:
-            task = todo.get()
+            task, done = todo.get()
             try:
                 task()
                 done.put(None)
@@ -93,28 +96,35 @@ class _Pool:
                 task()
             return
         try:
-            self._run(tasks)
+            helpers = [self._helper(k) for k in range(len(tasks) - 1)]
+            done = queue.SimpleQueue()
+            for todo, task in zip(helpers, tasks[1:]):
+                todo.put((task, done))
+            error = None
+            try:
+                tasks[0]()
+            except BaseException as e:
+                error = e
+            for _ in helpers:
+                e = done.get()
+                if error is None and e is not None:
+                    error = e
+            if error is not None:
+                raise error
         finally:
             self._busy.release()
 
-    def _run(self, tasks) -> None:
-        helpers = [self._helper(k) for k in range(len(tasks) - 1)]
-        for (todo, _), task in zip(helpers, tasks[1:]):
-            todo.put(task)
-        error = None
-        try:
-            tasks[0]()
-        except BaseException as e:
-            error = e
-        for _, done in helpers:
-            e = done.get()
-            if error is None and e is not None:
-                error = e
-        if error is not None:
-            raise error
-
 
 _POOL = _Pool()
+
+
+def _new_pool_in_child():
+    """A forked child has no helper threads behind the inherited queues."""
+    global _POOL
+    _POOL = _Pool()
+
+
+os.register_at_fork(after_in_child=_new_pool_in_child)
 
 
 def run_parallel(tasks) -> None:

@@ -149,3 +149,60 @@ def test_symbolic_rows_take_blas(rng):
     assert not exe.rows
     x = rng.standard_normal((1, 70)).astype(np.float32)
     assert _rel(exe(x), x.astype(np.float64) @ w.T.astype(np.float64)) < 1e-6
+
+
+def test_interrupted_split_leaves_no_stale_completion():
+    """A KeyboardInterrupt while the caller waits for a helper: the next split still
+    waits for its own helpers (a stale completion would let it return early)."""
+    import _thread
+    import time
+
+    def interrupt_then_finish():
+        time.sleep(0.05)
+        _thread.interrupt_main()
+        time.sleep(0.2)
+
+    with pytest.raises(KeyboardInterrupt):
+        threads.run_parallel([lambda: None, interrupt_then_finish])
+    finished = []
+    threads.run_parallel([lambda: None, lambda: (time.sleep(0.3), finished.append(1))])
+    assert finished == [1]
+
+
+def test_read_only_weights_take_blas(rng):
+    """A read-only weight (a memory map, a frombuffer array) cannot go to the Numba
+    kernels, whose signatures take writable arrays: BLAS instead, same result."""
+    w = rng.standard_normal((45, 70)).astype(np.float32)
+    w.setflags(write=False)
+    g = graphc.trace(lambda x: x @ graphc.constant(w.T, name="W^T"), spec((1, 70), "float32"))
+    exe = graphc.compile(g, backend="numba")
+    x = rng.standard_normal((1, 70)).astype(np.float32)
+    assert _rel(exe(x), x.astype(np.float64) @ w.T.astype(np.float64)) < 1e-6
+
+
+def test_one_row_broadcast_against_per_head_weights(rng):
+    """[1, 1, K] @ [H, K, N] broadcasts to [H, 1, N] (not a row per batch entry)."""
+    w = rng.standard_normal((3, 8, 9)).astype(np.float32)
+    g = graphc.trace(lambda x: x @ graphc.constant(w, name="w"), spec((1, 1, 8), "float32"))
+    exe = graphc.compile(g, backend="numba")
+    x = rng.standard_normal((1, 1, 8)).astype(np.float32)
+    assert _rel(exe(x), x.astype(np.float64) @ w.astype(np.float64)) < 1e-6
+
+
+def test_split_in_forked_child(rng, three_workers):
+    """A forked child gets its own helper threads (the parent's do not exist there)."""
+    import os
+    import signal
+    a, b = rng.standard_normal((40, 30)), rng.standard_normal((30, 300))
+    pid = os.fork()
+    if pid == 0:                                     # the child: never return to pytest
+        code = 1
+        try:
+            signal.alarm(20)
+            out = np.empty((40, 300))
+            threads.matmul(a, b, out)
+            code = 0 if _rel(out, a @ b) < 1e-13 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
