@@ -135,8 +135,8 @@ def test_one_row_gemms(dtype, rng):
     calls = []
     _spy(exe, dtype, calls)
     x, cache = rng.standard_normal((1, 70)).astype(dtype), rng.standard_normal((33, 45)).astype(dtype)
-    for got, want in zip(exe(x, cache), ref(x, cache)):
-        assert _rel(got, want) < (1e-6 if dtype == "float32" else 1e-14)
+    for got, want in zip(exe(x, cache), ref(x, cache)):      # float32: 1e-5 (a softmax)
+        assert _rel(got, want) < (1e-5 if dtype == "float32" else 1e-13)
     assert {"gemv", "rows_batched", "rows_shared", "rows_shared_t"} <= set(calls)
 
 
