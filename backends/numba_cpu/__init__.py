@@ -6,7 +6,6 @@ GEMMs on BLAS with fused epilogues, blockwise attention, one preallocated arena.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 # BLAS runs on one thread per call and the backend splits large GEMMs over its own
@@ -26,7 +25,7 @@ from graphc.lower import loopir as L
 from graphc.lower.program import AttentionStep, GemmStep, lower
 from graphc.passes import optimize
 
-from .cache import load_kernel
+from .cache import load_kernel, load_module
 from .library import bind_program
 from .render import render_kernel
 from .runtime import NumbaExecutable
@@ -71,8 +70,7 @@ class NumbaBackend:
                 softmax[dt], _ = load_kernel(attention_softmax(dt))
                 bar.update(1)
             for dt in row_dtypes:
-                fn, _ = load_kernel(rows_gemm(dt))
-                rows[dt] = sys.modules[fn.py_func.__module__]
+                rows[dt], _ = load_module(rows_gemm(dt))
                 bar.update(1)
         finally:
             bar.close()

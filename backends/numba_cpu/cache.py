@@ -43,6 +43,13 @@ def _write(path: Path, text: str) -> None:
 def load_kernel(source: str):
     """Import the module for ``source`` from the cache (writing it if needed) and return
     its ``kernel`` function. Returns (function, was_cached)."""
+    mod, cached = load_module(source)
+    return mod.kernel, cached
+
+
+def load_module(source: str):
+    """Import the module for ``source`` from the cache (writing it if needed): for
+    sources with several functions. Returns (module, was_cached)."""
     h = digest(source)
     path = cache_dir() / f"k_{h[:32]}.py"
     text = HEADER + h + "\n" + source
@@ -70,7 +77,7 @@ def load_kernel(source: str):
         except BaseException:
             del sys.modules[name]
             raise
-    return mod.kernel, cached
+    return mod, cached
 
 
 def _drop_numba_cache(path: Path) -> None:

@@ -29,7 +29,6 @@ parallel region on 2 cores with passive OpenMP waiting).
 """
 from __future__ import annotations
 
-import sys
 import warnings
 
 import numpy as np
@@ -58,9 +57,8 @@ _NB = {"float32": "float32", "float64": "float64", "int32": "int32", "int64": "i
 
 def _load(source: str):
     """The kernel module for ``source`` (through the content-addressed kernel cache)."""
-    from .cache import load_kernel
-    fn, _ = load_kernel(source)
-    return sys.modules[fn.py_func.__module__]
+    from .cache import load_module
+    return load_module(source)[0]
 
 
 def _variants(template: str, kernel: str, **subs) -> str:

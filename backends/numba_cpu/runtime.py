@@ -1,6 +1,6 @@
 """Running a lowered Program on the CPU (graphc.runtime.program does the walking): BLAS
 for GEMMs (one thread per call, large ones split over the backend's threads: threads.py),
-a Numba GEMV for one row against a weight stored [out, in], Numba kernels for the rest,
+Numba kernels for one-row GEMMs (a decode step: templates.rows_gemm) and the rest,
 blockwise attention with a score block per 128 query rows."""
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ class NumbaExecutable(ProgramExecutable):
         if (rows is not None and a.ndim >= 2 and a.shape[-2] == 1
                 and a.dtype == b.dtype == out.dtype and b.flags.writeable
                 and a.flags.c_contiguous and out.flags.c_contiguous):
-            if a.ndim == 2 and b.ndim == 2 and b.flags.f_contiguous:
-                rows.gemv(b.T, a[0], out[0])
+            if a.ndim == 2 and b.ndim == 2 and b.flags.f_contiguous:     # x @ W.T
+                rows.rows_shared_t(a, b.T, out)
                 return
             if a.ndim == 3 and out.ndim == 3 and a.shape[0] == out.shape[0]:
                 B = a.shape[0]

@@ -55,22 +55,10 @@ def attention_softmax(dtype: str = "float32") -> str:
 # against per-head weights or the cache, [B, 1, K] @ ...), in the OpenMP pool with the
 # other kernels: the weights are read once from memory with every thread (one-thread BLAS
 # per call would stream them on one core). Dot products and row updates the compiler
-# vectorises (``reassoc``). ``x @ W.T`` with W stored [out, in] and one row is ``gemv``.
+# vectorises (``reassoc``). ``x @ W.T`` with W stored [out, in] and one row is
+# ``rows_shared_t`` with one row.
 _ROWS = '''import numpy as np
 import numba as nb
-
-
-@nb.njit("void(__FT__[:, ::1], __FT__[::1], __FT__[::1])", parallel=True, cache=True,
-         nogil=True, fastmath={"reassoc", "contract"})
-def gemv(w, x, y):
-    """y = w @ x, w [O, I] C-contiguous: rows in blocks of 16 over the threads."""
-    O, I = w.shape
-    for t in nb.prange((O + 15) // 16):
-        for o in range(t * 16, min(O, t * 16 + 16)):
-            s = nb.__FT__(0)
-            for i in range(I):
-                s += w[o, i] * x[i]
-            y[o] = s
 
 
 @nb.njit(inline="always", fastmath={"reassoc", "contract"})
@@ -103,8 +91,9 @@ def rows_shared(a, b, out):
 @nb.njit("void(__FT__[:, ::1], __FT__[:, ::1], __FT__[:, ::1])", parallel=True,
          cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def rows_shared_t(a, bt, out):
-    """out = a @ bt.T: a [B, K] few rows, bt [N, K] C-contiguous (a transposed view in
-    the graph, like a cache's keys); the N dot products of every row in blocks of 16."""
+    """out = a @ bt.T: a [B, K] few rows (one: a GEMV), bt [N, K] C-contiguous (a
+    transposed view in the graph: a weight stored [out, in], a cache's keys); the N dot
+    products of every row in blocks of 16 over the threads."""
     B, K = a.shape
     N = bt.shape[0]
     for t in nb.prange((N + 15) // 16):
@@ -116,13 +105,13 @@ def rows_shared_t(a, bt, out):
                 out[h, n] = s
 
 
-kernel = gemv
+kernel = rows_shared_t
 '''
 
 
 def rows_gemm(dtype: str = "float32") -> str:
-    """The source of the one-row-per-batch GEMMs (``gemv``, ``rows_batched``,
-    ``rows_shared``, ``rows_shared_t``) for ``dtype`` (float32 or float64)."""
+    """The source of the one-row-per-batch GEMMs (``rows_batched``, ``rows_shared``,
+    ``rows_shared_t``) for ``dtype`` (float32 or float64)."""
     if dtype not in _FLAGS:
         raise ValueError(f"rows_gemm for {dtype!r}")
     return _ROWS.replace("__FT__", dtype)

@@ -106,16 +106,18 @@ def test_blas_on_one_thread_after_compile():
 
 
 def _spy(exe, dtype, calls):
-    """Count the calls of each one-row kernel of ``exe``."""
+    """Record (kernel name, rows of a) for each call of a one-row kernel of ``exe``."""
     mod = exe.rows[dtype]
-    names = ["gemv", "rows_shared", "rows_shared_t", "rows_batched"]
+    names = ["rows_shared", "rows_shared_t", "rows_batched"]
     exe.rows[dtype] = type("Spy", (), {
-        n: staticmethod(lambda *a, n=n: (calls.append(n), getattr(mod, n)(*a))) for n in names})
+        n: staticmethod(lambda *a, n=n: (calls.append((n, a[0].shape[0])), getattr(mod, n)(*a)))
+        for n in names})
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_one_row_gemms(dtype, rng):
-    """A decode step's shapes, static: x [1, 70] @ W.T for W stored [45, 70] (the GEMV),
+    """A decode step's shapes, static: x [1, 70] @ W.T for W stored [45, 70] (a GEMV:
+    rows_shared_t with one row),
     then per-head rows q [6, 1, 45] against per-head weights [6, 45, 20], a shared
     [45, 33] matrix and the transposed view of a [33, 45] one (the cache's keys); neither
     size a multiple of the 16-row blocks. Against the float64 reference."""
@@ -137,7 +139,8 @@ def test_one_row_gemms(dtype, rng):
     x, cache = rng.standard_normal((1, 70)).astype(dtype), rng.standard_normal((33, 45)).astype(dtype)
     for got, want in zip(exe(x, cache), ref(x, cache)):      # float32: 1e-5 (a softmax)
         assert _rel(got, want) < (1e-5 if dtype == "float32" else 1e-13)
-    assert {"gemv", "rows_batched", "rows_shared", "rows_shared_t"} <= set(calls)
+    assert {("rows_shared_t", 1), ("rows_batched", 6), ("rows_shared", 6),
+            ("rows_shared_t", 6)} <= set(calls)
 
 
 def test_symbolic_rows_take_blas(rng):
