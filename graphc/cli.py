@@ -163,6 +163,8 @@ def cmd_run(args) -> int:
           f"({'ok' if err < args.tol else 'FAILED'}, tolerance {args.tol:g})")
     print(f"compile {t_compile * 1e3:.1f} ms, first call {t_first * 1e3:.2f} ms, then median "
           f"{t_median * 1e3:.2f} ms over {max(1, args.repeat)} runs")
+    if args.profile:
+        print("\n" + exe.profile(*inputs, repeat=args.repeat).table(args.profile))
     return 0 if err < args.tol else 1
 
 
@@ -275,6 +277,10 @@ def cmd_run_deepseek(args) -> int:
           f"(medians of {max(1, args.repeat)} runs)")
     print(f"cache per token: {cb['mla']} B (c_kv + k_pe) vs {cb['mha']} B for standard "
           f"multi-head attention ({cb['ratio']:.1f}x smaller)")
+    if args.profile:
+        exe = model.compiled("forward", backend_name(args.backend))
+        print("\nforward on the prompt, " + exe.profile(prompt, repeat=args.repeat)
+              .table(args.profile))
     return 0 if err < args.tol else 1
 
 
@@ -338,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="timed runs (default 3)")
     p.add_argument("--tol", type=float, default=1e-4,
                    help="max relative error vs float64 (default 1e-4)")
+    p.add_argument("--profile", type=int, nargs="?", const=20, default=0, metavar="N",
+                   help="print where a call spends its time: the N (default 20) costliest "
+                        "groups of steps (deepseek-v2: the forward on the prompt)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("compare", help="run a model on several backends: agreement with "
                                        "float64 and time, side by side")

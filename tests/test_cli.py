@@ -94,3 +94,15 @@ def test_gpu_kernels_example_runs():
     assert ex.returncode == 0, ex.stderr
     assert 'extern "C" __global__' in ex.stdout and "graphc_block_reduce" in ex.stdout
     assert "relative error against the float64 reference" in ex.stdout
+
+
+def test_run_profile(capsys):
+    code, out, _ = run_cli(capsys, "run", "transformer", "--layers", "1", "--seq", "16",
+                           "--backend", "numba", "--repeat", "2", "--profile", "4")
+    assert code == 0
+    head = re.search(r"profile of transformer on numba \(S=16\): [\d.]+ ms a call", out)
+    assert head, out
+    rows = out[head.end():].splitlines()[2:6]
+    assert len(rows) == 4 and all(re.match(r"\s+[\d.]+\s+[\d.]+\s+\d+\s+\w+", r)
+                                  for r in rows)
+    assert "transformer.py:" in out and re.search(r"by kind: .*gemm", out)

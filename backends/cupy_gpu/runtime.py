@@ -72,6 +72,15 @@ class CupyExecutable(ProgramExecutable):
         if emulate:
             self.backend = "cupy (emulated on the CPU)"
 
+    @property
+    def needs_sync(self) -> bool:
+        return not self.emulate
+
+    def synchronize(self) -> None:
+        if not self.emulate:
+            import cupy
+            cupy.cuda.get_current_stream().synchronize()
+
     # -- memory ------------------------------------------------------------------------
     def arena_view(self, arena, shape, dtype, offset):
         if self.emulate:

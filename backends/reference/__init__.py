@@ -19,6 +19,14 @@ class ReferenceExecutable(Executable):
     def run(self, arrays, bindings):
         return run_graph(self.graph, arrays, bindings, float64=self.float64)
 
+    def run_timed_steps(self, arrays, bindings, timer):
+        return run_graph(self.graph, arrays, bindings, float64=self.float64, timer=timer)
+
+    def profile_entries(self, bindings):
+        g = self.graph
+        return [(nid, g.nodes[nid], "op", g.nodes[nid].type.concrete_shape(bindings))
+                for nid in g.topo_order() if g.nodes[nid].op not in ("input", "constant")]
+
 
 class ReferenceBackend:
     name = "reference"

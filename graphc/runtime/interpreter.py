@@ -30,8 +30,9 @@ def _widen(dtype: str, float64: bool) -> str:
 
 
 def run_graph(graph, arrays: Sequence[np.ndarray], bindings: Mapping[str, int] | None = None,
-              float64: bool = False) -> list[np.ndarray]:
-    """Evaluate ``graph`` on ``arrays`` (already checked against the input specs)."""
+              float64: bool = False, timer=None) -> list[np.ndarray]:
+    """Evaluate ``graph`` on ``arrays`` (already checked against the input specs);
+    ``timer`` (graphc.runtime.profile.StepTimer) times every op node."""
     if bindings is None:
         from .signature import bind_inputs
         bindings = bind_inputs(graph, arrays)
@@ -56,6 +57,8 @@ def run_graph(graph, arrays: Sequence[np.ndarray], bindings: Mapping[str, int] |
             else:
                 out = graph.constants[nid].astype(want, copy=False)
         else:
+            if timer is not None:
+                t0 = timer.start()
             op = get_op(node.op, node.loc)
             attrs = {k: resolve_attr(v, bindings) for k, v in node.attrs.items()}
             if float64 and "dtype" in attrs:
@@ -84,6 +87,8 @@ def run_graph(graph, arrays: Sequence[np.ndarray], bindings: Mapping[str, int] |
                 raise BackendError(f"reference of op {node.op} returned {out.dtype}, "
                                    f"expected {want}: a bug in the op's definition",
                                    op=node.op, node=node.name, loc=node.loc)
+            if timer is not None:
+                timer.stop(nid, t0)
         values[nid] = out
         for i in node.inputs:
             if last_use.get(i) == pos and i not in keep:

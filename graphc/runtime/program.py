@@ -150,7 +150,18 @@ class ProgramExecutable(Executable):
         with self._lock:
             return self._run(arrays, bindings)
 
-    def _run(self, arrays, bindings):
+    def run_timed_steps(self, arrays, bindings, timer):
+        with self._lock:
+            return self._run(arrays, bindings, timer)
+
+    def profile_entries(self, bindings):
+        kinds = {KernelStep: "kernel", GemmStep: "gemm", AttentionStep: "attention",
+                 LibraryStep: "library"}
+        g = self.graph
+        return [(s.node, g.nodes[s.node], kinds[type(s)],
+                 g.nodes[s.node].type.concrete_shape(bindings)) for s in self.program.steps]
+
+    def _run(self, arrays, bindings, timer=None):
         g = self.graph
         sz = self.sized(bindings)
         vals = dict(self.constants)
@@ -171,6 +182,8 @@ class ProgramExecutable(Executable):
                 vals[nid] = vals[sz.plan.views[nid]].reshape(
                     node.type.concrete_shape(bindings))
                 continue
+            if timer is not None:
+                t0 = timer.start()
             out = sz.views.get(nid)
             if out is None:
                 out = self.empty(node.type.concrete_shape(bindings), node.type.np_dtype)
@@ -193,6 +206,8 @@ class ProgramExecutable(Executable):
                 self.attention(step, ops, out, sz)
             elif isinstance(step, LibraryStep):
                 self.library_step(step, ops, out, bindings)
+            if timer is not None:
+                timer.stop(nid, t0)
             vals[nid] = out
         return self.results([vals[o] for o in g.outputs])
 

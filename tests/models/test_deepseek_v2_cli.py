@@ -18,8 +18,11 @@ def run(capsys, *argv):
 
 def test_run_random_preset(capsys):
     code, out, _ = run(capsys, "run", "deepseek-v2", "--config", "tiny", "--prompt-ids",
-                       "1,2,3", "--max-new-tokens", "5", "--backend", "reference")
+                       "1,2,3", "--max-new-tokens", "5", "--backend", "reference",
+                       "--profile", "3")
     assert code == 0, out
+    assert "forward on the prompt, profile of deepseek_v2 on reference (S=3)" in out
+    assert re.search(r"by kind: op [\d.]+ ms", out)
     gen = json.loads(re.search(r"generated (\[.*\])", out).group(1))
     want = dv.random(dv.preset("tiny"), seed=0).generate([1, 2, 3], 5)
     assert gen == want[3:].tolist()
