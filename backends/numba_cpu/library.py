@@ -370,35 +370,44 @@ def _moe(node, body, shared):
             return
         big = M * H >= PARALLEL_MIN
         (mod._par_gather if big else mod._ser_gather)(x, order, K, xs)
-        groups = _expert_groups(offsets, M * H * I)
-        _expert_gemms(groups, offsets, xs, gate_up, gu)
+        parts = _expert_groups(offsets, M * H * I)
+        _expert_gemms(parts, xs, gate_up, gu)
         (mod._par_swiglu if M * I >= PARALLEL_MIN else mod._ser_swiglu)(gu, h)
-        _expert_gemms(groups, offsets, h, down, ys)
+        _expert_gemms(parts, h, down, ys)
         (mod._par_combine if big else mod._ser_combine)(ys, slot, w, out)
     return run
 
 
 def _expert_groups(offsets, macs: int) -> list:
-    """The used experts in increasing order, cut into one contiguous group per thread
-    with about the same number of rows each (one group when the work is small)."""
+    """The used experts' rows cut into one part per thread with the same number of rows
+    each (one part when the work is small): a part is a list of (expert, first row, end
+    row); an expert at a cut has its rows split between two parts (cutting only between
+    experts left one thread up to an expert's GEMM longer than the other)."""
     used = np.flatnonzero(offsets[1:] != offsets[:-1])
     k = threads.workers() if macs >= threads.SPLIT_MIN_MACS else 1
-    if k == 1 or len(used) < 2:
-        return [used]
-    cuts = np.searchsorted(offsets[used + 1], offsets[-1] * np.arange(1, k) / k)
-    return [g for g in np.split(used, cuts) if len(g)]
+    total = int(offsets[-1])
+    bounds = [total * i // k for i in range(k + 1)]
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        part = []
+        for e in used:
+            a, b = max(int(offsets[e]), lo), min(int(offsets[e + 1]), hi)
+            if a < b:
+                part.append((int(e), a, b))
+        if part:
+            parts.append(part)
+    return parts
 
 
-def _expert_gemms(groups, offsets, rows, weights, out) -> None:
-    """out[block of e] = rows[block of e] @ weights[e].T for every used expert e (one
-    one-thread BLAS call each), the groups on parallel threads."""
-    def task(group):
+def _expert_gemms(parts, rows, weights, out) -> None:
+    """out[r0:r1] = rows[r0:r1] @ weights[e].T for every (e, r0, r1) of the parts (one
+    one-thread BLAS call each), the parts on parallel threads."""
+    def task(part):
         def run():
-            for e in group:
-                a, b = offsets[e], offsets[e + 1]
+            for e, a, b in part:
                 np.matmul(rows[a:b], weights[e].T, out=out[a:b])
         return run
-    threads.run_parallel([task(g) for g in groups])
+    threads.run_parallel([task(p) for p in parts])
 
 
 LIBRARY = {"rope": _rope, "topk": _topk, "moe": _moe}

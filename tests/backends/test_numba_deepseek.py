@@ -83,6 +83,27 @@ def test_moe_few_rows_and_split_experts(dtype, rng):
         exe(x[:1], w[:1], np.array([[0, 1, 2, 3, 4, -1]], np.int64))
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_expert_parts_split_rows_evenly(workers, monkeypatch, rng):
+    """The expert GEMMs' parts: every sorted row once, in order, within its expert's
+    block; the same number of rows per part (to one), an expert at a cut split."""
+    monkeypatch.setattr(threads, "workers", lambda: workers)
+    counts = rng.integers(1, 90, 12)
+    counts[[2, 7]] = 0                                  # unused experts
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    parts = library._expert_groups(offsets, threads.SPLIT_MIN_MACS)
+    assert len(parts) == workers
+    flat = [r for part in parts for r in part]
+    rows = np.concatenate([np.arange(a, b) for _, a, b in flat])
+    assert np.array_equal(rows, np.arange(offsets[-1]))
+    for e, a, b in flat:
+        assert counts[e] > 0 and offsets[e] <= a < b <= offsets[e + 1]
+    sizes = [sum(b - a for _, a, b in part) for part in parts]
+    assert max(sizes) - min(sizes) <= 1
+    small = library._expert_groups(offsets, threads.SPLIT_MIN_MACS - 1)
+    assert len(small) == 1 and len(small[0]) == 10      # one part, whole experts
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_rope_native_matches_reference(dtype):
     rng = np.random.default_rng(1)

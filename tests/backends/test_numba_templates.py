@@ -83,6 +83,27 @@ def test_float32_score_softmax_wide_range_masks_nan(rng):
     assert np.linalg.norm(got[ok] - want[ok]) / np.linalg.norm(want[ok]) < 1e-6
 
 
+def test_float32_score_softmax_long_rows(rng):
+    """Rows of 20k keys and causal rows ending at and around the 256-key chunks the sum
+    is taken in (float32 within a chunk, float64 across): within 1e-6 of float64."""
+    from graphc.backends.numba_cpu.cache import load_kernel
+    from graphc.backends.numba_cpu.templates import attention_softmax
+    kernel, _ = load_kernel(attention_softmax("float32"))
+    for B, R, T, row0, causal in [(2, 3, 20000, 0, False), (1, 6, 600, 253, True),
+                                  (1, 3, 600, 510, True)]:
+        base = randn(rng, (B, R, T)) * 4
+        s, inv = base.copy(), np.empty((B, R), np.float32)
+        kernel(s, inv, 0.5, causal, row0, 0)
+        x = base.astype(np.float64) * 0.5
+        if causal:               # rows end at keys 254 .. 259 (chunk end 256), 511 .. 513
+            x[:, np.arange(T)[None, :] > (row0 + np.arange(R))[:, None]] = -np.inf
+        e = np.exp(x - x.max(-1, keepdims=True))
+        want = e / e.sum(-1, keepdims=True)
+        got = s * inv[..., None]
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-6, (T, row0)
+        assert np.abs(got.sum(-1) - 1).max() < 1e-5
+
+
 def test_attention_float64(rng):
     """A float64 graph keeps float64 scores: 1e-12 against the reference."""
     g = graphc.trace(attention_rule(True, "float64"), spec((H, "S", D), "float64"),
