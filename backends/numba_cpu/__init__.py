@@ -67,7 +67,7 @@ class NumbaBackend:
                 functions[name], _ = load_kernel(src)
                 bar.update(1)
             for dt in softmax_dtypes:
-                softmax[dt], _ = load_kernel(attention_softmax(dt))
+                softmax[dt], _ = load_module(attention_softmax(dt))
                 bar.update(1)
             for dt in row_dtypes:
                 rows[dt], _ = load_module(rows_gemm(dt))

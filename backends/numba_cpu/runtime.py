@@ -11,6 +11,7 @@ from graphc.runtime.interpreter import run_graph
 from graphc.runtime.program import ProgramExecutable, apply_chain
 
 from . import threads
+from .templates import SOFTMAX_PARALLEL_MIN
 
 ATTENTION_BLOCK = 128   # query rows per block: the score block is [heads, 128, T]
 
@@ -21,7 +22,7 @@ class NumbaExecutable(ProgramExecutable):
     def __init__(self, graph, program, kernels, functions, attention_softmax, rows=None):
         super().__init__(graph, program, kernels)
         self.functions = functions        # name -> compiled function
-        self.attention_softmax = attention_softmax  # scores dtype -> compiled softmax
+        self.attention_softmax = attention_softmax  # scores dtype -> softmax module
         self.rows = rows or {}            # dtype -> module of the one-row GEMMs
 
     def matmul(self, a, b, out):
@@ -85,7 +86,7 @@ class NumbaExecutable(ProgramExecutable):
         if not np.shares_memory(o3, o):
             raise AssertionError("attention output view must not copy")
         scores = sz.scratch[("scores", step.node)]
-        softmax = self.attention_softmax[str(scores.dtype)]
+        mod = self.attention_softmax[str(scores.dtype)]
         inv = sz.scratch[("inv", step.node)]
         diag = T - S
         rows = min(ATTENTION_BLOCK, S)
@@ -95,6 +96,8 @@ class NumbaExecutable(ProgramExecutable):
             blk = np.ndarray((B, r1 - r0, kend), scores.dtype, buffer=scores)
             inv_blk = np.ndarray((B, r1 - r0), inv.dtype, buffer=inv)
             threads.matmul(q[:, r0:r1], kT[:, :, :kend], blk)
+            softmax = (mod.kernel if blk.size >= SOFTMAX_PARALLEL_MIN
+                       else mod.kernel_serial)
             softmax(blk, inv_blk, float(step.scale), bool(step.causal), r0, diag)
             threads.matmul(blk, v[:, :kend], o3[:, r0:r1])
             o3[:, r0:r1] *= inv_blk[:, :, None]

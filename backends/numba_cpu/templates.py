@@ -6,11 +6,15 @@ from .vmath import VMATH, exp_fn
 # causal block), with ``reassoc`` so the row max and sum vectorise too; no flag assumes
 # away NaN or infinities (a NaN score makes its row's sum NaN; masked keys come out
 # exactly 0). float64: libm's exp and no fast-math flags (the oracle's precision).
-_ATTENTION_SOFTMAX = VMATH + '''
+# ``kernel`` runs the rows in the OpenMP pool, ``kernel_serial`` on the calling thread
+# (a block under SOFTMAX_PARALLEL_MIN scores: waking the pool costs more than the work).
+SOFTMAX_PARALLEL_MIN = 1 << 15
+
+_ATTENTION_SOFTMAX_FN = '''
 
 @nb.njit("void(__FT__[:, :, ::1], __FT__[:, ::1], float64, boolean, int64, int64)",
-         parallel=True, cache=True, nogil=True, fastmath=__FLAGS__)
-def kernel(s, inv_sum, scale, causal, row0, diag):
+         parallel=__PARALLEL__, cache=True, nogil=True, fastmath=__FLAGS__)
+def __NAME__(s, inv_sum, scale, causal, row0, diag):
     """In place on a block of scores s [B, R, T] (query rows row0 .. row0+R): scale, mask
     keys j > row + diag when causal, exp(x - row max). Masked entries become 0. The row
     normalisation 1/sum goes to inv_sum [B, R]: it is applied to the [R, dv] output of
@@ -20,7 +24,7 @@ def kernel(s, inv_sum, scale, causal, row0, diag):
     float64, so long rows keep their precision."""
     B, R, T = s.shape
     sc = nb.__FT__(scale)
-    for p in nb.prange(B * R):
+    for p in __PRANGE__(B * R):
         b = p // R
         r = p % R
         limit = T
@@ -60,7 +64,11 @@ def attention_softmax(dtype: str = "float32") -> str:
     a float64 graph keeps float64 scores)."""
     if dtype not in _FLAGS:
         raise ValueError(f"attention softmax for {dtype!r}")
-    return (_ATTENTION_SOFTMAX.replace("__FT__", dtype).replace("__FLAGS__", _FLAGS[dtype])
+    fns = "".join(_ATTENTION_SOFTMAX_FN.replace("__NAME__", name)
+                  .replace("__PARALLEL__", par).replace("__PRANGE__", prange)
+                  for name, par, prange in [("kernel", "True", "nb.prange"),
+                                            ("kernel_serial", "False", "range")])
+    return ((VMATH + fns).replace("__FT__", dtype).replace("__FLAGS__", _FLAGS[dtype])
             .replace("__EXP__", exp_fn(dtype)))
 
 

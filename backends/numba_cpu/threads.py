@@ -15,6 +15,7 @@ original count back (the backend's GEMMs are then slower and its kernels wait fo
 cores)."""
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -52,10 +53,14 @@ def restore_blas_threads() -> None:
     _blas["controllers"] = _blas["original"] = None
 
 
+# os.cpu_count() reads /sys on every call (~10 us); the cores do not change while we run.
+_CPUS = os.cpu_count() or 1
+
+
 def workers() -> int:
     """Threads a split GEMM uses: Numba's current thread count (``NUMBA_NUM_THREADS``,
     ``numba.set_num_threads``), at most the machine's cores."""
-    return max(1, min(numba.get_num_threads(), os.cpu_count() or 1))
+    return max(1, min(numba.get_num_threads(), _CPUS))
 
 
 class _Pool:
@@ -156,14 +161,14 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     threads, each a one-thread BLAS call on its part: a batch dim when one has at least
     as many entries as threads, else the output columns, or the rows when the columns
     are few."""
-    k = workers()
     if a.ndim < 2 or b.ndim < 2:          # a vector: small, and NumPy's own semantics
         np.matmul(a, b, out=out)
         return
     m, kk, n = a.shape[-2], a.shape[-1], b.shape[-1]
     batch = out.shape[:-2]
-    macs = int(np.prod(batch, dtype=np.int64)) * m * n * kk if batch else m * n * kk
-    if k == 1 or macs < SPLIT_MIN_MACS:
+    macs = math.prod(batch) * m * n * kk
+    k = workers() if macs >= SPLIT_MIN_MACS else 1
+    if k == 1:
         np.matmul(a, b, out=out)
         return
     for d, size in enumerate(batch):

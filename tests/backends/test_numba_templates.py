@@ -52,14 +52,15 @@ def test_attention_rule(causal, rng):
     assert exe.program.steps[0].causal is causal
 
 
-def test_float32_score_softmax_wide_range_masks_nan(rng):
+@pytest.mark.parametrize("fn", ["kernel", "kernel_serial"])
+def test_float32_score_softmax_wide_range_masks_nan(fn, rng):
     """The float32 score-block softmax (vmath's _exp32, which the compiler vectorises):
     scores over +-300 after scaling, causal rows of every length, against float64; masked
     keys and -inf scores come out exactly 0, values below float32's normal range tiny; a
     NaN score makes its row NaN (as the reference softmax does), no other row."""
-    from graphc.backends.numba_cpu.cache import load_kernel
+    from graphc.backends.numba_cpu.cache import load_module
     from graphc.backends.numba_cpu.templates import attention_softmax
-    kernel, _ = load_kernel(attention_softmax("float32"))
+    kernel = getattr(load_module(attention_softmax("float32"))[0], fn)
     B, R, T, row0, scale = 3, 37, 300, 200, 0.37
     base = (randn(rng, (B, R, T)) * 800).astype(np.float32)
     base[1, 4, :5] = -np.inf
@@ -83,12 +84,13 @@ def test_float32_score_softmax_wide_range_masks_nan(rng):
     assert np.linalg.norm(got[ok] - want[ok]) / np.linalg.norm(want[ok]) < 1e-6
 
 
-def test_float32_score_softmax_long_rows(rng):
+@pytest.mark.parametrize("fn", ["kernel", "kernel_serial"])
+def test_float32_score_softmax_long_rows(fn, rng):
     """Rows of 20k keys and causal rows ending at and around the 256-key chunks the sum
     is taken in (float32 within a chunk, float64 across): within 1e-6 of float64."""
-    from graphc.backends.numba_cpu.cache import load_kernel
+    from graphc.backends.numba_cpu.cache import load_module
     from graphc.backends.numba_cpu.templates import attention_softmax
-    kernel, _ = load_kernel(attention_softmax("float32"))
+    kernel = getattr(load_module(attention_softmax("float32"))[0], fn)
     for B, R, T, row0, causal in [(2, 3, 20000, 0, False), (1, 6, 600, 253, True),
                                   (1, 3, 600, 510, True)]:
         base = randn(rng, (B, R, T)) * 4
