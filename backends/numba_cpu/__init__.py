@@ -25,8 +25,9 @@ from graphc.lower import loopir as L
 from graphc.lower.program import AttentionStep, GemmStep, lower
 from graphc.passes import optimize
 
-from .cache import load_kernel, load_module
+from .cache import digest, load_module, precompile
 from .library import bind_program
+from .library import sources as library_sources
 from .render import render_kernel
 from .runtime import NumbaExecutable
 from .templates import attention_softmax, rows_gemm
@@ -61,24 +62,35 @@ class NumbaBackend:
                             & {"float32", "float64"})
         functions, softmax, rows = {}, {}, {}
         t0 = time.perf_counter()
-        bar = _progress(len(sources) + len(softmax_dtypes) + len(row_dtypes), progress)
+        modules = ([*sources.values()] + [attention_softmax(dt) for dt in softmax_dtypes]
+                   + [rows_gemm(dt) for dt in row_dtypes] + library_sources(program))
+        bar = _progress(len(set(modules)), progress)
         try:
+            # the modules not in the cache yet, compiled by worker processes in parallel
+            compiled = precompile(modules, done=lambda: bar.update(1))
+            seen = set(compiled)
+
+            def load(src, kernel=False):
+                h = digest(src)
+                if h not in seen:
+                    seen.add(h)
+                    bar.update(1)
+                mod, _ = load_module(src)
+                return mod.kernel if kernel else mod
             for name, src in sources.items():
-                functions[name], _ = load_kernel(src)
-                bar.update(1)
+                functions[name] = load(src, kernel=True)
             for dt in softmax_dtypes:
-                softmax[dt], _ = load_module(attention_softmax(dt))
-                bar.update(1)
+                softmax[dt] = load(attention_softmax(dt))
             for dt in row_dtypes:
-                rows[dt], _ = load_module(rows_gemm(dt))
-                bar.update(1)
+                rows[dt] = load(rows_gemm(dt))
+            # Opaque ops with a native implementation (library.py); the rest run their
+            # NumPy reference, with a warning naming them.
+            runners = bind_program(program)
         finally:
             bar.close()
         own_blas_threads()
         exe = NumbaExecutable(graph, program, kernels, functions, softmax, rows)
-        # Opaque ops with a native implementation (library.py); the rest run their NumPy
-        # reference, with a warning naming them.
-        exe.library = bind_program(program)
+        exe.library = runners
         exe.compile_seconds = time.perf_counter() - t0
         exe.sources = sources
         return exe

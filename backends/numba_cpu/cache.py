@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -47,17 +49,24 @@ def load_kernel(source: str):
     return mod.kernel, cached
 
 
+def _entry(source: str):
+    """(digest, cache path, file text) of ``source``."""
+    h = digest(source)
+    return h, cache_dir() / f"k_{h[:32]}.py", HEADER + h + "\n" + source
+
+
+def _is_current(path: Path, h: str) -> bool:
+    first, _, rest = path.read_text().partition("\n")
+    return first == HEADER + h and digest(rest) == h
+
+
 def load_module(source: str):
     """Import the module for ``source`` from the cache (writing it if needed): for
     sources with several functions. Returns (module, was_cached)."""
-    h = digest(source)
-    path = cache_dir() / f"k_{h[:32]}.py"
-    text = HEADER + h + "\n" + source
+    h, path, text = _entry(source)
     cached = False
     if path.exists():
-        current = path.read_text()
-        first, _, rest = current.partition("\n")
-        if first == HEADER + h and digest(rest) == h:
+        if _is_current(path, h):
             cached = True
         else:
             warnings.warn(f"graphc: cached kernel {path} does not match its hash "
@@ -69,15 +78,128 @@ def load_module(source: str):
     name = f"graphc_kernels.{path.stem}"
     mod = sys.modules.get(name)
     if mod is None:
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except BaseException:
-            del sys.modules[name]
-            raise
+        mod = _import(name, path)
     return mod, cached
+
+
+def _import(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return mod
+
+
+# ---------------------------------------------------------------------------------------
+# Compiling in parallel. Numba compiles one function at a time on one core, and a model's
+# first compile is dozens of modules (DeepSeek-V2 mini: ~40 for its forward). Modules not
+# in the cache yet are written there and imported by worker processes, which leave their
+# machine code in Numba's disk cache beside each file; the backend's own loads then read
+# it from there. Workers are plain ``python -c`` processes, not multiprocessing: those
+# re-import the user's __main__, which breaks scripts without a main guard.
+
+# Fewer modules than this to compile: not worth starting processes (~0.5 s each).
+PARALLEL_MIN_MODULES = 3
+
+_WORKER = r"""
+import importlib.util, os, sys
+for line in sys.stdin:
+    path = line.strip()
+    name = "graphc_kernels." + os.path.basename(path)[:-3]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        pass          # the backend's own load of this module raises the error
+    print(path, flush=True)
+"""
+
+
+def compile_jobs() -> int:
+    """Worker processes for :func:`precompile`: ``$GRAPHC_COMPILE_JOBS`` (1: compile in
+    this process), else the cores this process may use, at most 8."""
+    env = os.environ.get("GRAPHC_COMPILE_JOBS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            from graphc.errors import BackendError
+            raise BackendError(f"GRAPHC_COMPILE_JOBS must be an integer, got {env!r}")
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                       # not on Linux
+        cores = os.cpu_count() or 1
+    return min(8, cores)
+
+
+def precompile(sources, done=None) -> set[str]:
+    """Compile the modules of ``sources`` that are not in the cache yet, in parallel
+    worker processes (see above); ``done()`` is called as each finishes. Returns the
+    digests of the modules the workers were given (a module that failed there is
+    compiled again, and its error raised, by the load that follows)."""
+    todo = {}
+    for src in sources:
+        h, path, text = _entry(src)
+        if h not in todo and not path.exists():   # (a corrupt file: load_module warns)
+            todo[h] = (path, text)
+    jobs = min(compile_jobs(), len(todo))
+    if jobs < 2 or len(todo) < PARALLEL_MIN_MODULES:
+        return set()
+    # Each worker takes the next module when it finishes one, longest source first
+    # (about the longest compile).
+    queue = []
+    for path, text in sorted(todo.values(), key=lambda pt: -len(pt[1])):
+        _write(path, text)
+        queue.append(path)
+    lock = threading.Lock()
+
+    def feed(proc) -> bool:
+        with lock:
+            path = queue.pop(0) if queue else None
+        if path is None:
+            proc.stdin.close()
+            return False
+        proc.stdin.write(f"{path}\n")
+        proc.stdin.flush()
+        return True
+
+    def serve(proc):
+        try:
+            if not feed(proc):
+                return
+            for _ in proc.stdout:            # one line per module done
+                if done is not None:
+                    done()
+                if not feed(proc):
+                    break
+            for _ in proc.stdout:
+                pass
+        except (OSError, ValueError):         # the worker died: its modules load here
+            pass
+
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(jobs)]
+    try:
+        servers = [threading.Thread(target=serve, args=(p,), daemon=True) for p in procs]
+        for t in servers:
+            t.start()
+        for t in servers:
+            t.join()
+        for p in procs:
+            p.wait()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return set(todo)
 
 
 def _drop_numba_cache(path: Path) -> None:

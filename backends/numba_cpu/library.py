@@ -6,9 +6,11 @@ interpreter, no intermediate copy); any other opaque op runs its NumPy reference
 the interpreter, and ``graphc.compile(g, backend="numba")`` says so once with a
 :class:`LibraryFallbackWarning` naming those ops.
 
-An implementation is ``prepare(node, body) -> run(out, ops)``: ``prepare`` runs at compile
-time (it loads the Numba kernels for the node's dtypes through the kernel cache), ``run``
-runs per call. Kernels come in a serial and a parallel variant: a decode step calls them
+An implementation is ``source(node, body)``, the source of its Numba kernel module for the
+node's dtypes (None: not supported here), and ``prepare(node, body, shared, module) ->
+run(out, ops)``: ``prepare`` runs at compile time on the module loaded through the kernel
+cache, ``run`` runs per call. ``sources(program)`` lists the modules a program needs, so
+the backend can compile them beside its kernels in parallel (cache.precompile). Kernels come in a serial and a parallel variant: a decode step calls them
 on one token, where waking the thread pool would cost more than the work (~30-80 us per
 parallel region on 2 cores with passive OpenMP waiting).
 
@@ -110,9 +112,12 @@ def __NAME__(x, pos, inv, scale, out):
 '''
 
 
-def _rope(node, body, shared):
+def _rope_source(node, body):
     x_t, pos_t, _ = (body.nodes[i].type for i in node.inputs)
-    mod = _load(_variants(_ROPE, "_par", FT=_NB[x_t.dtype], PT=_NB[pos_t.dtype]))
+    return _variants(_ROPE, "_par", FT=_NB[x_t.dtype], PT=_NB[pos_t.dtype])
+
+
+def _rope(node, body, shared, mod):
     par, ser = mod._par, mod._ser
     scale = float(node.attrs["scale"])
 
@@ -164,12 +169,17 @@ def kernel(x, idx, vals, want_values):
 '''
 
 
-def _topk(node, body, shared):
+def _topk_source(node, body):
+    (x_t,) = (body.nodes[i].type for i in node.inputs)
+    if node.attrs["axis"] != x_t.rank - 1:
+        return None
+    return _TOPK.replace("__FT__", _NB[x_t.dtype])
+
+
+def _topk(node, body, shared, mod):
     (x_t,) = (body.nodes[i].type for i in node.inputs)
     attrs = dict(node.attrs)
-    if attrs["axis"] != x_t.rank - 1:
-        return None
-    kernel = _load(_TOPK.replace("__FT__", _NB[x_t.dtype])).kernel
+    kernel = mod.kernel
     k, values = int(attrs["k"]), attrs["output"] == "values"
     dt = x_t.np_dtype
     empty_vals = np.empty((1, 1), dt)
@@ -329,11 +339,14 @@ def __NAME___combine(ys, slot, w, out):
 '''
 
 
-def _moe(node, body, shared):
-    types = [body.nodes[i].type for i in node.inputs]
-    x_t, _, idx_t = types[:3]
-    mod = _load(_variants(_MOE, "route", FT=_NB[x_t.dtype], IT=_NB[idx_t.dtype],
-                          SIGMOID=sigmoid_fn(x_t.dtype)))
+def _moe_source(node, body):
+    x_t, _, idx_t = (body.nodes[i].type for i in node.inputs[:3])
+    return _variants(_MOE, "route", FT=_NB[x_t.dtype], IT=_NB[idx_t.dtype],
+                     SIGMOID=sigmoid_fn(x_t.dtype))
+
+
+def _moe(node, body, shared, mod):
+    x_t = body.nodes[node.inputs[0]].type
     route = mod.route
     dt = x_t.np_dtype
     scratch = shared.setdefault("moe", {})   # one set of buffers for the program's steps
@@ -410,26 +423,46 @@ def _expert_gemms(parts, rows, weights, out) -> None:
     threads.run_parallel([task(p) for p in parts])
 
 
-LIBRARY = {"rope": _rope, "topk": _topk, "moe": _moe}
+# op -> (source(node, body): the kernel module's source, None when the node is not
+# supported; prepare(node, body, shared, module) -> run(out, ops))
+LIBRARY = {"rope": (_rope_source, _rope), "topk": (_topk_source, _topk),
+           "moe": (_moe_source, _moe)}
 
 
 # ---------------------------------------------------------------------------------------
 
-def bind(step, shared: dict | None = None):
-    """``run(out, ops)`` for a LibraryStep whose body is one op with a native
+def _native(step):
+    """(node, source, prepare) for a LibraryStep whose body is one op with a native
     implementation (its inputs the body's inputs in order), else None."""
     body = step.body
     nodes = [n for n in body.nodes.values() if n.op != "input"]
     if len(nodes) != 1:
         return None
     node = nodes[0]
-    prepare = LIBRARY.get(node.op)
-    if (prepare is None or list(node.inputs) != list(body.inputs)
+    entry = LIBRARY.get(node.op)
+    if (entry is None or list(node.inputs) != list(body.inputs)
             or list(body.outputs) != [node.id]):
         return None
-    run = prepare(node, body, {} if shared is None else shared)
-    if run is None:
+    source = entry[0](node, body)
+    return None if source is None else (node, source, entry[1])
+
+
+def sources(program) -> list[str]:
+    """The kernel module sources the program's library steps will load (for
+    cache.precompile)."""
+    from graphc.lower.program import LibraryStep
+    found = [_native(s) for s in program.steps if isinstance(s, LibraryStep)]
+    return list(dict.fromkeys(f[1] for f in found if f is not None))
+
+
+def bind(step, shared: dict | None = None):
+    """``run(out, ops)`` for a LibraryStep whose body is one op with a native
+    implementation (its inputs the body's inputs in order), else None."""
+    native = _native(step)
+    if native is None:
         return None
+    node, source, prepare = native
+    run = prepare(node, step.body, {} if shared is None else shared, _load(source))
 
     def run_contiguous(out, ops):
         run(out, [o if o.flags.c_contiguous else np.ascontiguousarray(o) for o in ops])

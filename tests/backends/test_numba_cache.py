@@ -157,3 +157,93 @@ def test_cache_dir_is_honored(tmp_path, monkeypatch, rng):
     monkeypatch.delenv("GRAPHC_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache.cache_dir() == tmp_path / "xdg" / "graphc" / kernel_dir(Path("")).name
+
+
+def _adder(k: int) -> str:
+    return textwrap.dedent(f"""
+        import numba as nb
+
+
+        @nb.njit("int64(int64)", cache=True)
+        def kernel(x):
+            return x + {k}
+    """)
+
+
+def test_precompile_in_worker_processes(tmp_path, monkeypatch):
+    """Modules not in the cache are compiled by worker processes: their machine code is
+    in Numba's disk cache before this process loads them, and the loads then hit the
+    cache; a module already there, or fewer than PARALLEL_MIN_MODULES, stay here."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    sources = [_adder(k) for k in range(4)]
+    done = []
+    compiled = cache.precompile(sources + sources[:1], done=lambda: done.append(1))
+    assert compiled == {cache.digest(s) for s in sources} and len(done) == 4
+    folder = kernel_dir(tmp_path)
+    for s in sources:
+        stem = f"k_{cache.digest(s)[:32]}"
+        assert (folder / f"{stem}.py").exists()
+        assert list((folder / "__pycache__").glob(f"{stem}.*.nbi")), stem
+    for k, s in enumerate(sources):
+        fn, cached = cache.load_kernel(s)
+        assert cached and fn(1) == 1 + k
+    assert cache.precompile(sources) == set()                # all cached now
+    assert cache.precompile([_adder(10), _adder(11)]) == set()   # too few to be worth it
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "1")
+    assert cache.precompile([_adder(k) for k in range(20, 25)]) == set()
+
+
+def test_precompile_failure_is_raised_by_the_load(tmp_path, monkeypatch):
+    """A module that does not compile in a worker: precompile returns, and the load
+    here raises the compiler's error (nothing is lost, nothing hangs)."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    bad = _adder(1).replace("x + 1", "x + undefined_name")
+    sources = [bad, _adder(2), _adder(3)]
+    assert cache.precompile(sources) == {cache.digest(s) for s in sources}
+    assert cache.load_kernel(sources[1])[0](1) == 3
+    with pytest.raises(Exception, match="undefined_name"):
+        cache.load_kernel(bad)
+
+
+def test_compile_jobs_setting(monkeypatch):
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "3")
+    assert cache.compile_jobs() == 3
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "many")
+    with pytest.raises(graphc.GraphcError, match="GRAPHC_COMPILE_JOBS must be an integer"):
+        cache.compile_jobs()
+    monkeypatch.delenv("GRAPHC_COMPILE_JOBS")
+    assert 1 <= cache.compile_jobs() <= 8
+
+
+def test_backend_precompiles_every_module(tmp_path, monkeypatch, rng):
+    """graphc.compile hands every module it will load (kernels, attention softmax,
+    library ops) to precompile first; in a fresh cache the workers compile them all."""
+    import graphc.backends.numba_cpu as nbk
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    calls = []
+
+    def spy(modules, done=None):
+        got = cache.precompile(modules, done)
+        calls.append((list(modules), got))
+        return got
+    monkeypatch.setattr(nbk, "precompile", spy)
+
+    def f(q, k, v, x):
+        a = graphc.ops.attention(q, k, v, scale=0.5, causal=True)
+        return a, graphc.topk(graphc.softmax(x, axis=-1), 2)[0], graphc.relu(x) * 2.0 + 1.0
+    g = graphc.trace(f, spec((2, "S", 8)), spec((2, "S", 8)), spec((2, "S", 8)),
+                     spec(("S", 6)))
+    exe = graphc.compile(g, backend="numba")
+    (modules, compiled), = calls
+    wanted = {cache.digest(s) for s in modules}
+    assert {cache.digest(s) for s in exe.sources.values()} <= wanted
+    assert len(wanted) >= len(exe.sources) + 2             # + softmax and topk modules
+    assert compiled == wanted                               # all new: all in workers
+    args = [rng.standard_normal((2, 9, 8)).astype(np.float32) for _ in range(3)]
+    x = rng.standard_normal((9, 6)).astype(np.float32)
+    ref = graphc.compile(g, backend="reference", float64=True)(*args, x)
+    for got, want in zip(exe(*args, x), ref):
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
