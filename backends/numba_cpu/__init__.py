@@ -31,7 +31,7 @@ from .library import sources as library_sources
 from .render import render_kernel
 from .runtime import NumbaExecutable
 from .templates import attention_softmax, rows_gemm
-from .threads import own_blas_threads
+from .threads import find_blas
 
 # What lowering needs; compile() runs these if the pipeline it was given did not.
 REQUIRED = ["fuse", "schedule", "plan_memory"]
@@ -88,7 +88,7 @@ class NumbaBackend:
             runners = bind_program(program)
         finally:
             bar.close()
-        own_blas_threads()
+        find_blas()
         exe = NumbaExecutable(graph, program, kernels, functions, softmax, rows)
         exe.library = runners
         exe.compile_seconds = time.perf_counter() - t0

@@ -25,6 +25,15 @@ class NumbaExecutable(ProgramExecutable):
         self.attention_softmax = attention_softmax  # scores dtype -> softmax module
         self.rows = rows or {}            # dtype -> module of the one-row GEMMs
 
+    def _run(self, arrays, bindings, timer=None):
+        # NumPy's BLAS on one thread while the call runs (threads.py); the split GEMMs
+        # and the kernels' OpenMP pool use the cores.
+        threads.blas_enter()
+        try:
+            return super()._run(arrays, bindings, timer)
+        finally:
+            threads.blas_exit()
+
     def matmul(self, a, b, out):
         """One row per batch entry (a decode step) against contiguous weights or cache:
         the Numba kernels of templates.rows_gemm; anything else: BLAS, split over the

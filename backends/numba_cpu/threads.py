@@ -8,11 +8,9 @@ thread per call and splits a large GEMM itself, over the calling thread and
 kernels keep their OpenMP pool, whose workers spin briefly after a kernel (``GOMP_SPINCOUNT``,
 set in ``__init__.py``) instead of sleeping, because nothing else then wants the cores.
 
-:func:`own_blas_threads` sets NumPy's BLAS to one thread when the first executable is
-made (through threadpoolctl), for the rest of the process: NumPy's own matmuls in the
-same process then run on one thread too; :func:`restore_blas_threads` gives the
-original count back (the backend's GEMMs are then slower and its kernels wait for
-cores)."""
+While a numba executable runs, NumPy's BLAS runs on one thread (through threadpoolctl,
+:func:`blas_enter` / :func:`blas_exit` around each call, counted across threads); between
+calls it has the thread count it had, so the user's own NumPy work is not slowed."""
 from __future__ import annotations
 
 import math
@@ -27,30 +25,51 @@ import numpy as np
 # helper costs ~20-50 us).
 SPLIT_MIN_MACS = 1 << 21
 
-_blas = {"controllers": None, "original": None}
+_blas = {"controllers": None, "original": None, "active": 0}
+_blas_lock = threading.Lock()
 
 
-def own_blas_threads() -> None:
-    """The BLAS libraries loaded now (NumPy's) on one thread from now on; called when an
-    executable is made, a no-op while they are already held (again after
-    :func:`restore_blas_threads`); nothing without a BLAS threadpoolctl can drive."""
-    if _blas["controllers"] is not None:
-        return
-    from threadpoolctl import ThreadpoolController
-    ctl = ThreadpoolController().select(user_api="blas")
-    _blas["controllers"] = list(ctl.lib_controllers)
-    _blas["original"] = [c.num_threads for c in _blas["controllers"]]
-    for c in _blas["controllers"]:
-        c.set_num_threads(1)
-
-
-def restore_blas_threads() -> None:
-    """Give NumPy's BLAS back the thread count it had before :func:`own_blas_threads`."""
+def find_blas() -> None:
+    """Find the BLAS libraries loaded now (NumPy's) through threadpoolctl, once (called
+    when an executable is made; a few ms)."""
     if _blas["controllers"] is None:
-        return
-    for c, n in zip(_blas["controllers"], _blas["original"]):
-        c.set_num_threads(n)
-    _blas["controllers"] = _blas["original"] = None
+        from threadpoolctl import ThreadpoolController
+        _blas["controllers"] = [_Blas(c) for c in
+                                ThreadpoolController().select(user_api="blas").lib_controllers]
+
+
+class _Blas:
+    """One BLAS library's thread count. threadpoolctl's OpenBLAS controller lets only
+    the first Python thread that set the count change it again (others are ignored,
+    silently); calls run on any thread, so the library's own setter is used where there
+    is one (the counting in blas_enter/blas_exit keeps overlapping calls consistent)."""
+
+    def __init__(self, controller):
+        self.get_num_threads = controller.get_num_threads
+        self.set_num_threads = getattr(controller, "_real_set_num_threads",
+                                       controller.set_num_threads)
+
+
+def blas_enter() -> None:
+    """BLAS on one thread from now until the matching :func:`blas_exit` (the first of
+    overlapping calls from several threads saves the counts, the last restores them);
+    ~2 us."""
+    with _blas_lock:
+        if _blas["active"] == 0 and _blas["controllers"]:
+            _blas["original"] = [c.get_num_threads() for c in _blas["controllers"]]
+            for c, n in zip(_blas["controllers"], _blas["original"]):
+                if n != 1:
+                    c.set_num_threads(1)
+        _blas["active"] += 1
+
+
+def blas_exit() -> None:
+    with _blas_lock:
+        _blas["active"] -= 1
+        if _blas["active"] == 0 and _blas["controllers"]:
+            for c, n in zip(_blas["controllers"], _blas["original"]):
+                if n != 1:
+                    c.set_num_threads(n)
 
 
 # os.cpu_count() reads /sys on every call (~10 us); the cores do not change while we run.

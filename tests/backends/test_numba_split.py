@@ -91,18 +91,46 @@ def _blas_threads():
     return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
 
-def test_blas_on_one_thread_after_compile():
-    """Compiling makes NumPy's BLAS one-threaded; restore_blas_threads gives back the
-    counts it had; own_blas_threads takes them again."""
-    graphc.compile(graphc.trace(lambda x: x @ x, spec((4, 4), "float32")), backend="numba")
-    assert _blas_threads() and set(_blas_threads()) == {1}
-    original = list(threads._blas["original"])
-    threads.restore_blas_threads()
-    try:
-        assert _blas_threads() == original
-    finally:
-        threads.own_blas_threads()
-    assert set(_blas_threads()) == {1}
+def test_blas_on_one_thread_only_while_a_call_runs(rng):
+    """NumPy's BLAS keeps its thread count after compiling and between calls; inside a
+    call (seen from a GEMM step) it is one thread; overlapping calls from two threads
+    keep it at one until the last ends."""
+    import threading
+    from threadpoolctl import threadpool_limits
+    def ours():               # the BLAS libraries the backend found (NumPy's)
+        return [c.get_num_threads() for c in threads._blas["controllers"]]
+    with threadpool_limits(limits=2, user_api="blas"):
+        exe = graphc.compile(graphc.trace(lambda x: x @ x, spec((4, 4), "float32")),
+                             backend="numba")
+        before = ours()
+        assert before and set(before) == {2} and set(_blas_threads()) == {2}
+        seen, gate, go = [], threading.Event(), threading.Event()
+        plain = exe.matmul
+
+        def spy(a, b, out):
+            seen.append(ours())
+            if threading.current_thread() is not threading.main_thread():
+                gate.set()                    # the other call is inside its GEMM step
+                go.wait(5)
+            plain(a, b, out)
+        exe.matmul = spy
+        x = rng.standard_normal((4, 4)).astype(np.float32)
+        exe2 = graphc.compile(graphc.trace(lambda x: x @ x + 1.0, spec((4, 4), "float32")),
+                              backend="numba")
+        exe2.matmul = spy
+        t = threading.Thread(target=exe2, args=(x,))
+        t.start()
+        assert gate.wait(5)
+        got = exe(x)                          # overlaps the other thread's call
+        assert ours() == [1] * len(before)     # the other call still runs
+        go.set()
+        t.join()
+        assert ours() == before
+        assert all(set(s) == {1} for s in seen) and len(seen) == 2
+        assert np.allclose(got, x.astype(np.float64) @ x, rtol=1e-5, atol=1e-5)
+    threads.blas_enter()
+    threads.blas_exit()
+    assert threads._blas["active"] == 0
 
 
 def _spy(exe, dtype, calls):
