@@ -278,8 +278,13 @@ def cmd_run_deepseek(args) -> int:
     print(f"cache per token: {cb['mla']} B (c_kv + k_pe) vs {cb['mha']} B for standard "
           f"multi-head attention ({cb['ratio']:.1f}x smaller)")
     if args.profile:
-        exe = model.compiled("forward", backend_name(args.backend))
+        name = backend_name(args.backend)
+        exe = model.compiled("forward", name)
         print("\nforward on the prompt, " + exe.profile(prompt, repeat=args.repeat)
+              .table(args.profile))
+        step = model.compiled("decode", name)
+        print("\none decode step after the prompt, "
+              + step.profile(*model.decode_inputs(prompt, name), repeat=args.repeat)
               .table(args.profile))
     return 0 if err < args.tol else 1
 
@@ -346,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max relative error vs float64 (default 1e-4)")
     p.add_argument("--profile", type=int, nargs="?", const=20, default=0, metavar="N",
                    help="print where a call spends its time: the N (default 20) costliest "
-                        "groups of steps (deepseek-v2: the forward on the prompt)")
+                        "groups of steps (deepseek-v2: the forward on the prompt and one "
+                        "decode step)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("compare", help="run a model on several backends: agreement with "
                                        "float64 and time, side by side")

@@ -651,21 +651,8 @@ class DeepseekV2:
         if max_new_tokens <= 0:
             return (np.array(ids), np.zeros((0, c.vocab_size), c.dtype)) if return_logits \
                 else np.array(ids)
-        out = self.compiled("prefill", backend, **options)(np.array(ids, np.int64))
-        logits, lat = out[0][-1], out[1:]
+        logits, cache, mask = self._prefill(ids, total, backend, **options)
         n = len(ids)
-        # Preallocated cache (zeros: an empty slot must not hold NaN, whose weight 0 would
-        # still poison p @ c_kv); the decode step reads a bucket [:T] of it, T a power of
-        # two >= the tokens so far, with a mask row hiding the empty slots.
-        cache = []
-        dt = np.dtype(c.dtype)
-        rows = _bucket(total)
-        for k, a in enumerate(lat):
-            buf = np.zeros((rows, a.shape[1]), dt)
-            buf[:n] = a
-            cache.append(buf)
-        mask = np.full(rows, -np.inf, dt)
-        mask[:n] = 0
         step = self.compiled("decode", backend, **options)
         for _ in range(max_new_tokens):
             nxt = int(np.argmax(logits))
@@ -684,6 +671,38 @@ class DeepseekV2:
             n += 1
         out_ids = np.array(ids, np.int64)
         return (out_ids, np.stack(steps)) if return_logits else out_ids
+
+    def _prefill(self, ids, total: int, backend, **options):
+        """Generation's first step on the prompt ``ids``: (the next token's logits, the
+        cache buffers, the mask) with room for ``total`` tokens."""
+        c = self.config
+        out = self.compiled("prefill", backend, **options)(np.array(ids, np.int64))
+        logits, lat = out[0][-1], out[1:]
+        n = len(ids)
+        # Preallocated cache (zeros: an empty slot must not hold NaN, whose weight 0 would
+        # still poison p @ c_kv); the decode step reads a bucket [:T] of it, T a power of
+        # two >= the tokens so far, with a mask row hiding the empty slots.
+        cache = []
+        dt = np.dtype(c.dtype)
+        rows = _bucket(total)
+        for a in lat:
+            buf = np.zeros((rows, a.shape[1]), dt)
+            buf[:n] = a
+            cache.append(buf)
+        mask = np.full(rows, -np.inf, dt)
+        mask[:n] = 0
+        return logits, cache, mask
+
+    def decode_inputs(self, prompt_ids, backend: str = "reference", **options) -> tuple:
+        """The arrays the decode step (``compiled("decode", backend)``) takes for the
+        first new token after ``prompt_ids``, as :meth:`generate` makes them (it runs the
+        prefill): e.g. ``model.compiled("decode", "numba").profile(*inputs)``."""
+        ids = list(self._check_ids(prompt_ids, "prompt_ids"))
+        logits, cache, mask = self._prefill(ids, len(ids) + 1, backend, **options)
+        n = len(ids)
+        T = _bucket(n)
+        return (np.array([int(np.argmax(logits))], np.int64), *(b[:T] for b in cache),
+                np.array([n], np.int64), mask[:T])
 
     def _float64_twin(self) -> "DeepseekV2":
         if self._twin is None:

@@ -78,6 +78,21 @@ def test_absorbed_decode_matches_full_forward(float64):
         assert ids[6 + k] == np.argmax(step_logits[k])             # greedy
 
 
+def test_decode_inputs_are_generate_first_step():
+    """decode_inputs(prompt) feeds the decode executable what generate's first decode
+    step gets: same logits as generate's second new token, same as the full forward."""
+    cfg = dv.preset("tiny", num_hidden_layers=2)
+    model = dv.random(cfg, seed=5)
+    prompt = np.random.default_rng(2).integers(0, cfg.vocab_size, 9)
+    ids, step_logits = model.generate(prompt, 2, return_logits=True)
+    inputs = model.decode_inputs(prompt)
+    assert inputs[0].tolist() == [ids[9]] and inputs[-2].tolist() == [9]
+    assert inputs[-1].shape == inputs[1].shape[:1] and np.isinf(inputs[-1][9:]).all()
+    logits = model.compiled("decode")(*inputs)[0][0]
+    assert rel(logits, step_logits[1]) < 1e-6
+    assert rel(logits, model.forward(ids[:10], float64=True)[9]) < 1e-5
+
+
 def test_generate_prefill_runs_the_last_layer_for_the_last_token_only():
     cfg = dv.preset("tiny", num_hidden_layers=2, first_k_dense_replace=1)
     model = dv.random(cfg, seed=4)

@@ -22,6 +22,8 @@ def test_run_random_preset(capsys):
                        "--profile", "3")
     assert code == 0, out
     assert "forward on the prompt, profile of deepseek_v2 on reference (S=3)" in out
+    assert ("one decode step after the prompt, profile of deepseek_v2_decode_padded on "
+            "reference (T=16)") in out
     assert re.search(r"by kind: op [\d.]+ ms", out)
     gen = json.loads(re.search(r"generated (\[.*\])", out).group(1))
     want = dv.random(dv.preset("tiny"), seed=0).generate([1, 2, 3], 5)
