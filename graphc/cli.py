@@ -261,10 +261,10 @@ def cmd_run_deepseek(args) -> int:
     prompt = _prompt(args, model)
     c = model.config
     src = args.checkpoint or f"random '{args.config}' preset (seed {args.seed})"
+    name = backend_name(args.backend)
     print(f"deepseek-v2 from {src}: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
-          f"{model.num_params():,} parameters, backend={backend_name(args.backend)}")
-    out, logits, t_fwd, t_pre, rate, t_compile = _deepseek_run(model, prompt, args,
-                                                               backend_name(args.backend))
+          f"{model.num_params():,} parameters, backend={name}")
+    out, logits, t_fwd, t_pre, rate, t_compile = _deepseek_run(model, prompt, args, name)
     ref = model.forward(prompt, backend="reference", float64=True)
     err = float(np.linalg.norm(logits - ref) / np.linalg.norm(ref))
     cb = model.cache_bytes_per_token()
@@ -278,7 +278,6 @@ def cmd_run_deepseek(args) -> int:
     print(f"cache per token: {cb['mla']} B (c_kv + k_pe) vs {cb['mha']} B for standard "
           f"multi-head attention ({cb['ratio']:.1f}x smaller)")
     if args.profile:
-        name = backend_name(args.backend)
         exe = model.compiled("forward", name)
         print("\nforward on the prompt, " + exe.profile(prompt, repeat=args.repeat)
               .table(args.profile))
@@ -320,6 +319,16 @@ def cmd_ops(args) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphc", description="graphc: compile Transformer "
                                      "models written in Python")
@@ -349,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="timed runs (default 3)")
     p.add_argument("--tol", type=float, default=1e-4,
                    help="max relative error vs float64 (default 1e-4)")
-    p.add_argument("--profile", type=int, nargs="?", const=20, default=0, metavar="N",
+    p.add_argument("--profile", type=_positive, nargs="?", const=20, default=0, metavar="N",
                    help="print where a call spends its time: the N (default 20) costliest "
                         "groups of steps (deepseek-v2: the forward on the prompt and one "
                         "decode step)")

@@ -696,8 +696,16 @@ class DeepseekV2:
     def decode_inputs(self, prompt_ids, backend: str = "reference", **options) -> tuple:
         """The arrays the decode step (``compiled("decode", backend)``) takes for the
         first new token after ``prompt_ids``, as :meth:`generate` makes them (it runs the
-        prefill): e.g. ``model.compiled("decode", "numba").profile(*inputs)``."""
+        prefill): e.g. ``model.compiled("decode", "numba").profile(*inputs)``. With
+        ``float64=True`` on a float32 model, like generate: the float64 copy's inputs."""
+        c = self.config
+        if options.get("float64") and c.dtype != "float64":
+            return self._float64_twin().decode_inputs(prompt_ids, backend, **options)
         ids = list(self._check_ids(prompt_ids, "prompt_ids"))
+        if len(ids) + 1 > c.max_position_embeddings:
+            raise graphc.InputError(f"a prompt of {len(ids)} tokens leaves no position for "
+                                    f"a new one (max_position_embeddings "
+                                    f"{c.max_position_embeddings})")
         logits, cache, mask = self._prefill(ids, len(ids) + 1, backend, **options)
         n = len(ids)
         T = _bucket(n)

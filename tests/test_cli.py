@@ -106,3 +106,10 @@ def test_run_profile(capsys):
     assert len(rows) == 4 and all(re.match(r"\s+[\d.]+\s+[\d.]+\s+\d+\s+\w+", r)
                                   for r in rows)
     assert "transformer.py:" in out and re.search(r"by kind: .*gemm", out)
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "x"])
+def test_run_profile_needs_a_positive_count(capsys, bad):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "transformer", "--profile", bad])
+    assert e.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err

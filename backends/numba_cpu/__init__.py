@@ -86,7 +86,8 @@ class NumbaBackend:
             # Opaque ops with a native implementation (library.py); the rest run their
             # NumPy reference, with a warning naming them.
             runners = bind_program(program)
-        finally:
+            bar.update(max(0, bar.total - bar.n))      # the library modules, and any a
+        finally:                                       # worker left unfinished
             bar.close()
         find_blas()
         exe = NumbaExecutable(graph, program, kernels, functions, softmax, rows)

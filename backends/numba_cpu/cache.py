@@ -96,15 +96,19 @@ def _import(name: str, path: Path):
 
 # ---------------------------------------------------------------------------------------
 # Compiling in parallel. Numba compiles one function at a time on one core, and a model's
-# first compile is dozens of modules (DeepSeek-V2 mini: ~40 for its forward). Modules not
-# in the cache yet are written there and imported by worker processes, which leave their
-# machine code in Numba's disk cache beside each file; the backend's own loads then read
-# it from there. Workers are plain ``python -c`` processes, not multiprocessing: those
-# re-import the user's __main__, which breaks scripts without a main guard.
+# first compile is dozens of modules (DeepSeek-V2 mini's forward: 42). Modules not in the
+# cache yet are written there and imported by worker processes, which leave their machine
+# code in Numba's disk cache beside each file; the backend's own loads then read it from
+# there. Workers are plain ``python -c`` processes, not multiprocessing: those re-import
+# the user's __main__, which breaks scripts without a main guard. Anything that goes
+# wrong with a worker (it cannot start, dies, fails a module) only means the module is
+# compiled by the load in this process, which raises its error if it has one.
 
 # Fewer modules than this to compile: not worth starting processes (~0.5 s each).
 PARALLEL_MIN_MODULES = 3
 
+_DONE = "graphc-compiled "      # a worker's line for a finished module (Numba or a
+                                # module may print other lines)
 _WORKER = r"""
 import importlib.util, os, sys
 for line in sys.stdin:
@@ -115,10 +119,10 @@ for line in sys.stdin:
     sys.modules[name] = mod
     try:
         spec.loader.exec_module(mod)
-    except BaseException:
+    except Exception:
         pass          # the backend's own load of this module raises the error
-    print(path, flush=True)
-"""
+    print("%s%s" % (DONE, path), flush=True)
+""".replace("DONE", repr(_DONE))
 
 
 def compile_jobs() -> int:
@@ -138,18 +142,26 @@ def compile_jobs() -> int:
     return min(8, cores)
 
 
+def _compiled(path: Path) -> bool:
+    """Numba's index for the module is in its cache (the file alone may be left by an
+    interrupted compile)."""
+    return any((path.parent / "__pycache__").glob(f"{path.stem}.*.nbi"))
+
+
 def precompile(sources, done=None) -> set[str]:
     """Compile the modules of ``sources`` that are not in the cache yet, in parallel
     worker processes (see above); ``done()`` is called as each finishes. Returns the
-    digests of the modules the workers were given (a module that failed there is
-    compiled again, and its error raised, by the load that follows)."""
+    digests of the modules the workers were given."""
     todo = {}
     for src in sources:
         h, path, text = _entry(src)
-        if h not in todo and not path.exists():   # (a corrupt file: load_module warns)
-            todo[h] = (path, text)
+        if h in todo:
+            continue
+        if not path.exists() or (not _compiled(path) and _is_current(path, h)):
+            todo[h] = (path, text)        # (a file that does not match: load_module warns)
     jobs = min(compile_jobs(), len(todo))
-    if jobs < 2 or len(todo) < PARALLEL_MIN_MODULES:
+    if (jobs < 2 or len(todo) < PARALLEL_MIN_MODULES or not sys.executable
+            or getattr(sys, "frozen", False)):        # a frozen app: no interpreter to run
         return set()
     # Each worker takes the next module when it finishes one, longest source first
     # (about the longest compile).
@@ -171,27 +183,38 @@ def precompile(sources, done=None) -> set[str]:
 
     def serve(proc):
         try:
-            if not feed(proc):
-                return
-            for _ in proc.stdout:            # one line per module done
+            more = feed(proc)
+            for line in proc.stdout:
+                if not line.startswith(_DONE):
+                    continue
                 if done is not None:
-                    done()
-                if not feed(proc):
-                    break
-            for _ in proc.stdout:
+                    with lock:
+                        done()
+                if more:
+                    more = feed(proc)
+        except Exception:                # the worker died, or done() failed: what is
+            pass                         # left compiles here
+        finally:
+            try:
+                proc.stdin.close()       # a worker waiting for more work ends
+            except OSError:
                 pass
-        except (OSError, ValueError):         # the worker died: its modules load here
-            pass
 
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for _ in range(jobs)]
+    procs = []
     try:
+        try:
+            for _ in range(jobs):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-c", _WORKER], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, text=True))   # stderr: Numba's warnings
+        except OSError:
+            return set()                 # cannot start processes here: compile here
         servers = [threading.Thread(target=serve, args=(p,), daemon=True) for p in procs]
         for t in servers:
             t.start()
         for t in servers:
-            t.join()
+            while t.is_alive():
+                t.join(0.2)              # (a plain join cannot be interrupted on Windows)
         for p in procs:
             p.wait()
     finally:
@@ -199,6 +222,11 @@ def precompile(sources, done=None) -> set[str]:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            for f in (p.stdin, p.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
     return set(todo)
 
 

@@ -24,9 +24,10 @@ parallel region on 2 cores with passive OpenMP waiting).
   that sums each token's K expert outputs times the routing weights in increasing expert
   order (the reference's order, so the sums round the same way). Work is K/E of the dense
   mixture; a decode step (one token) touches only its K experts' weights. The experts'
-  GEMMs are one-thread BLAS calls, the experts cut into one group of about equal rows
-  per thread (threads.py). With at most ``FEW_ROWS`` pairs (decode, short prompts) two parallel Numba
-  kernels replace the sort, gather and GEMMs: SwiGLU of every pair, then the weighted
+  GEMMs are one-thread BLAS calls, the sorted rows cut into equal parts per thread
+  (an expert at a cut split between two; threads.py). With at most ``FEW_ROWS`` pairs
+  (decode, short prompts) two parallel Numba kernels replace the sort, gather and
+  GEMMs: SwiGLU of every pair, then the weighted
   down projections summed in increasing expert order.
 """
 from __future__ import annotations

@@ -28,8 +28,8 @@ class NumbaExecutable(ProgramExecutable):
     def _run(self, arrays, bindings, timer=None):
         # NumPy's BLAS on one thread while the call runs (threads.py); the split GEMMs
         # and the kernels' OpenMP pool use the cores.
-        threads.blas_enter()
         try:
+            threads.blas_enter()
             return super()._run(arrays, bindings, timer)
         finally:
             threads.blas_exit()

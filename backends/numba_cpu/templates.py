@@ -28,7 +28,7 @@ def __NAME__(s, inv_sum, scale, causal, row0, diag):
         b = p // R
         r = p % R
         limit = T
-        if causal:
+        if causal:        # >= 1: the runtime checks T >= S (diag >= 0) before any call
             limit = min(T, row0 + r + diag + 1)
         row = s[b, r]
         m = nb.__FT__(-np.inf)

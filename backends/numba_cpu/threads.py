@@ -42,34 +42,61 @@ class _Blas:
     """One BLAS library's thread count. threadpoolctl's OpenBLAS controller lets only
     the first Python thread that set the count change it again (others are ignored,
     silently); calls run on any thread, so the library's own setter is used where there
-    is one (the counting in blas_enter/blas_exit keeps overlapping calls consistent)."""
+    is one. A BLAS threaded with OpenMP keeps a count per thread (``per_thread``)."""
 
     def __init__(self, controller):
-        self.get_num_threads = controller.get_num_threads
-        self.set_num_threads = getattr(controller, "_real_set_num_threads",
-                                       controller.set_num_threads)
+        self.get = controller.get_num_threads
+        self.set = getattr(controller, "_real_set_num_threads", controller.set_num_threads)
+        self.per_thread = getattr(controller, "threading_layer", "") == "openmp"
+
+
+_local = threading.local()      # per-thread counts saved (an OpenMP-threaded BLAS)
+
+
+def _ours(per_thread: bool) -> list:
+    return [c for c in _blas["controllers"] or () if c.per_thread == per_thread]
 
 
 def blas_enter() -> None:
-    """BLAS on one thread from now until the matching :func:`blas_exit` (the first of
-    overlapping calls from several threads saves the counts, the last restores them);
-    ~2 us."""
+    """BLAS on one thread from now until the matching :func:`blas_exit`, ~2 us. A
+    process-wide count (OpenBLAS with its own threads, MKL): the first of overlapping
+    calls from several threads saves it, the last restores it. A per-thread count (an
+    OpenMP BLAS): this thread's, saved and restored around its outermost call; the
+    helper threads keep 1."""
     with _blas_lock:
-        if _blas["active"] == 0 and _blas["controllers"]:
-            _blas["original"] = [c.get_num_threads() for c in _blas["controllers"]]
-            for c, n in zip(_blas["controllers"], _blas["original"]):
+        _blas["active"] += 1                 # first: an interrupted enter still exits
+        if _blas["active"] == 1:
+            ctls = _ours(False)
+            _blas["original"] = [c.get() for c in ctls]
+            for c, n in zip(ctls, _blas["original"]):
                 if n != 1:
-                    c.set_num_threads(1)
-        _blas["active"] += 1
+                    c.set(1)
+    per = _ours(True)
+    if per:
+        depth = getattr(_local, "depth", 0)
+        _local.depth = depth + 1
+        if depth == 0:
+            _local.saved = [c.get() for c in per]
+            for c in per:
+                c.set(1)
 
 
 def blas_exit() -> None:
+    per = _ours(True)
+    if per and getattr(_local, "depth", 0) > 0:
+        _local.depth -= 1
+        if _local.depth == 0:
+            for c, n in zip(per, _local.saved):
+                c.set(n)
     with _blas_lock:
+        if _blas["active"] <= 0:
+            return
         _blas["active"] -= 1
-        if _blas["active"] == 0 and _blas["controllers"]:
-            for c, n in zip(_blas["controllers"], _blas["original"]):
+        if _blas["active"] == 0 and _blas["original"] is not None:
+            for c, n in zip(_ours(False), _blas["original"]):
                 if n != 1:
-                    c.set_num_threads(n)
+                    c.set(n)
+            _blas["original"] = None
 
 
 # os.cpu_count() reads /sys on every call (~10 us); the cores do not change while we run.
@@ -103,6 +130,8 @@ class _Pool:
 
     @staticmethod
     def _loop(todo):
+        for c in _ours(True):       # a helper's BLAS calls are one-thread parts
+            c.set(1)
         while True:
             task, done = todo.get()
             try:

@@ -45,7 +45,9 @@ class Executable:
         loc = capture_loc()
         bindings = bind_inputs(self.graph, arrays, loc=loc, array_types=self.array_types)
         repeat = max(1, int(repeat))
+        entries = self.profile_entries(bindings)       # (a backend without steps: now)
         self.run(arrays, bindings)
+        self.synchronize()
         totals = []
         for _ in range(repeat):
             t0 = time.perf_counter()
@@ -57,7 +59,7 @@ class Executable:
             self.run_timed_steps(arrays, bindings, timer)
         sizes = ", ".join(f"{k}={v}" for k, v in sorted(bindings.items()))
         label = f"{self.graph.name} on {self.backend}" + (f" ({sizes})" if sizes else "")
-        return build_profile(label, self.profile_entries(bindings), timer, totals, repeat)
+        return build_profile(label, entries, timer, totals, repeat)
 
     needs_sync = False              # a device backend: steps are asynchronous
 

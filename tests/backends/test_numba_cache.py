@@ -247,3 +247,44 @@ def test_backend_precompiles_every_module(tmp_path, monkeypatch, rng):
     ref = graphc.compile(g, backend="reference", float64=True)(*args, x)
     for got, want in zip(exe(*args, x), ref):
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+
+
+def test_precompile_survives_noisy_workers_and_a_failing_callback(tmp_path, monkeypatch):
+    """Modules that print while compiling do not count as done; a done() that raises
+    does not hang the compile (the workers are told there is no more work); a module
+    left by an interrupted compile (its file, no Numba index) is compiled again."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    noisy = [_adder(k) + "\nprint('compiled', 1)\nprint('graphc')\n" for k in range(4)]
+    done = []
+    assert len(cache.precompile(noisy, done=lambda: done.append(1))) == 4
+    assert len(done) == 4
+
+    def boom():
+        raise RuntimeError("progress bar broke")
+    sources = [_adder(k) for k in range(30, 34)]
+    assert len(cache.precompile(sources, done=boom)) == 4          # returns, no hang
+    for k, s in zip(range(30, 34), sources):
+        assert cache.load_kernel(s)[0](0) == k
+    # interrupted: the file is there, Numba's index is not
+    half = _adder(40)
+    h, path, text = cache._entry(half)
+    path.write_text(text)
+    assert cache.precompile([half, _adder(41), _adder(42)]) == {
+        cache.digest(s) for s in (half, _adder(41), _adder(42))}
+
+
+def test_precompile_without_processes_compiles_here(tmp_path, monkeypatch):
+    """When worker processes cannot start, precompile gives up quietly and the loads
+    compile in this process."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+
+    def no_processes(*a, **k):
+        raise PermissionError("no processes here")
+    monkeypatch.setattr(cache.subprocess, "Popen", no_processes)
+    sources = [_adder(k) for k in range(50, 54)]
+    assert cache.precompile(sources) == set()
+    for k, s in zip(range(50, 54), sources):
+        fn, cached = cache.load_kernel(s)
+        assert fn(0) == k

@@ -98,7 +98,7 @@ def test_blas_on_one_thread_only_while_a_call_runs(rng):
     import threading
     from threadpoolctl import threadpool_limits
     def ours():               # the BLAS libraries the backend found (NumPy's)
-        return [c.get_num_threads() for c in threads._blas["controllers"]]
+        return [c.get() for c in threads._blas["controllers"]]
     with threadpool_limits(limits=2, user_api="blas"):
         exe = graphc.compile(graphc.trace(lambda x: x @ x, spec((4, 4), "float32")),
                              backend="numba")
@@ -131,6 +131,61 @@ def test_blas_on_one_thread_only_while_a_call_runs(rng):
     threads.blas_enter()
     threads.blas_exit()
     assert threads._blas["active"] == 0
+
+
+class _FakeBlas:
+    """A BLAS thread count, process-wide or per thread (an OpenMP-threaded BLAS)."""
+
+    def __init__(self, per_thread, n=4):
+        import threading
+        self.per_thread, self.n, self.local = per_thread, n, threading.local()
+
+    def get(self):
+        return getattr(self.local, "n", self.n) if self.per_thread else self.n
+
+    def set(self, n):
+        if self.per_thread:
+            self.local.n = n
+        else:
+            self.n = n
+
+
+def test_blas_counts_process_wide_and_per_thread(monkeypatch):
+    """blas_enter/blas_exit: a process-wide count goes to 1 for as long as any thread is
+    inside and back after the last; a per-thread count only for the entering thread
+    (nested enters restore at the outermost exit); an exit without its enter (an
+    interrupted call) does not drive the count below zero."""
+    import threading
+    glob, per = _FakeBlas(False), _FakeBlas(True)
+    monkeypatch.setitem(threads._blas, "controllers", [glob, per])
+    monkeypatch.setitem(threads._blas, "active", 0)
+    threads.blas_enter()
+    threads.blas_enter()                       # nested
+    assert glob.get() == 1 and per.get() == 1
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(per.get()))
+    t.start()
+    t.join()
+    assert seen == [4]                         # another thread's own count is untouched
+    threads.blas_exit()
+    assert glob.get() == 1 and per.get() == 1
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        threads.blas_enter()
+        inside.set()
+        release.wait(5)
+        threads.blas_exit()
+    t = threading.Thread(target=other)
+    t.start()
+    assert inside.wait(5)
+    threads.blas_exit()                        # this thread's last exit
+    assert per.get() == 4 and glob.get() == 1  # the other thread is still inside
+    release.set()
+    t.join()
+    assert glob.get() == 4 and threads._blas["active"] == 0
+    threads.blas_exit()                        # unmatched
+    assert threads._blas["active"] == 0 and glob.get() == 4
 
 
 def _spy(exe, dtype, calls):

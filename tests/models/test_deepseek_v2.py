@@ -91,6 +91,9 @@ def test_decode_inputs_are_generate_first_step():
     logits = model.compiled("decode")(*inputs)[0][0]
     assert rel(logits, step_logits[1]) < 1e-6
     assert rel(logits, model.forward(ids[:10], float64=True)[9]) < 1e-5
+    too_long = np.zeros(cfg.max_position_embeddings, np.int64)
+    with pytest.raises(graphc.InputError, match="no position for a new one"):
+        model.decode_inputs(too_long)
 
 
 def test_generate_prefill_runs_the_last_layer_for_the_last_token_only():
