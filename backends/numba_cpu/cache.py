@@ -12,7 +12,6 @@ The directory is ``$GRAPHC_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphc``, else
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -23,6 +22,9 @@ from pathlib import Path
 import numba
 
 import graphc
+
+from . import kernel_import
+from .kernel_import import DONE, import_file, module_name
 
 HEADER = "# graphc-sha256: "
 
@@ -75,23 +77,11 @@ def load_module(source: str):
             _write(path, text)
     else:
         _write(path, text)
-    name = f"graphc_kernels.{path.stem}"
+    name = module_name(path)
     mod = sys.modules.get(name)
     if mod is None:
-        mod = _import(name, path)
+        mod = import_file(name, path)
     return mod, cached
-
-
-def _import(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return mod
 
 
 # ---------------------------------------------------------------------------------------
@@ -99,31 +89,13 @@ def _import(name: str, path: Path):
 # first compile is dozens of modules (DeepSeek-V2 mini's forward: 42). Modules not in the
 # cache yet are written there and imported by worker processes, which leave their machine
 # code in Numba's disk cache beside each file; the backend's own loads then read it from
-# there. Workers are plain ``python -c`` processes, not multiprocessing: those re-import
-# the user's __main__, which breaks scripts without a main guard. Anything that goes
+# there. Workers are plain processes running kernel_import.py, not multiprocessing: that
+# re-imports the user's __main__, which breaks scripts without a main guard. Anything that goes
 # wrong with a worker (it cannot start, dies, fails a module) only means the module is
 # compiled by the load in this process, which raises its error if it has one.
 
 # Fewer modules than this to compile: not worth starting processes (~0.5 s each).
 PARALLEL_MIN_MODULES = 3
-
-_DONE = "graphc-compiled "      # a worker's line for a finished module (Numba or a
-                                # module may print other lines)
-_WORKER = r"""
-import importlib.util, os, sys
-for line in sys.stdin:
-    path = line.strip()
-    name = "graphc_kernels." + os.path.basename(path)[:-3]
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except Exception:
-        pass          # the backend's own load of this module raises the error
-    print("%s%s" % (DONE, path), flush=True)
-""".replace("DONE", repr(_DONE))
-
 
 def compile_jobs() -> int:
     """Worker processes for :func:`precompile`: ``$GRAPHC_COMPILE_JOBS`` (1: compile in
@@ -185,7 +157,7 @@ def precompile(sources, done=None) -> set[str]:
         try:
             more = feed(proc)
             for line in proc.stdout:
-                if not line.startswith(_DONE):
+                if not line.startswith(DONE):
                     continue
                 if done is not None:
                     with lock:
@@ -205,7 +177,7 @@ def precompile(sources, done=None) -> set[str]:
         try:
             for _ in range(jobs):
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-c", _WORKER], stdin=subprocess.PIPE,
+                    [sys.executable, kernel_import.__file__], stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, text=True))   # stderr: Numba's warnings
         except OSError:
             return set()                 # cannot start processes here: compile here
