@@ -18,7 +18,7 @@ from graphc.errors import BackendError
 from graphc.lower.program import AttentionStep, LibraryStep, lower
 from graphc.passes import optimize
 
-from . import nvrtc, render, templates
+from . import library, nvrtc, render, templates
 from .runtime import CupyExecutable
 
 REQUIRED = ["fuse", "schedule", "plan_memory"]
@@ -47,7 +47,8 @@ def gpu_available() -> tuple[bool, str]:
 
 
 def program_source(program):
-    """(module source, {kernel name: CudaKernel}, [flash kernel names]) for a Program."""
+    """(module source, {kernel name: CudaKernel}, [flash and library kernel names]) for a
+    Program."""
     cuda = {k.name: render.render_kernel(k) for k in program.kernels}
     flash = {}
     for s in program.steps:
@@ -59,7 +60,8 @@ def program_source(program):
             key = (s.acc_dtype, d, dv)
             flash[templates.flash_name(*key)] = templates.flash_attention(*key)
     source = render.module_source(list(cuda.values()) + list(flash.values()))
-    return source, cuda, list(flash)
+    lib_names, lib_source = library.sources(program)
+    return source + lib_source, cuda, list(flash) + lib_names
 
 
 def _last_dim(view, node) -> int:
@@ -92,10 +94,10 @@ class CupyBackend:
         program = lower(graph)
         source, cuda, flash = program_source(program)
         fallback = sorted({s.body.nodes[s.body.outputs[0]].op for s in program.steps
-                           if isinstance(s, LibraryStep)})
+                           if isinstance(s, LibraryStep) and library.plan(s) is None})
         if fallback:
             warnings.warn(f"cupy backend: {', '.join(fallback)} run(s) through the NumPy "
-                          "reference on the host (no CUDA kernel yet): correct, but slow "
+                          "reference on the host (no CUDA kernel for them): correct, but slow "
                           "and copies to and from the GPU", LibraryFallbackWarning,
                           stacklevel=3)
         t0 = time.perf_counter()
@@ -106,6 +108,7 @@ class CupyBackend:
             module = _raw_module(source)
         exe = CupyExecutable(graph, program, {k.name: k for k in program.kernels}, module,
                              cuda, flash, emulate, device_outputs)
+        exe.library = library.bind_program(program, exe)
         exe.compile_seconds = time.perf_counter() - t0
         exe.source = source
         return exe

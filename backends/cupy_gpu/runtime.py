@@ -152,8 +152,12 @@ class CupyExecutable(ProgramExecutable):
         self.finish_attention(step, ops, out, o, sz)
 
     def library_step(self, step, ops, out, bindings):
-        # No CUDA implementation yet: the op's NumPy reference on the host (compile()
-        # warned, naming the op).
+        native = self.library.get(step.node)     # library.py: CUDA kernels + cuBLAS
+        if native is not None:
+            native(out, ops)
+            return
+        # No CUDA implementation: the op's NumPy reference on the host (compile() warned,
+        # naming the op).
         host = [a if isinstance(a, np.ndarray) else a.get() for a in ops]
         out[...] = self.xp.asarray(run_graph(step.body, host, bindings)[0])
 

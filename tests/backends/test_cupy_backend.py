@@ -226,12 +226,14 @@ def test_textbook_transformer(causal, rng, mode):
 
 
 def test_library_op_falls_back_with_a_warning(rng, mode):
-    """topk has no CUDA kernel yet: it runs its NumPy reference, and compile says so."""
+    """topk along a leading axis has no CUDA kernel (library.py takes the last axis): it
+    runs its NumPy reference, and compile says so."""
     from graphc.backends.cupy_gpu import LibraryFallbackWarning
-    g = graphc.trace(lambda x: graphc.topk(graphc.tanh(x) * 2.0, 2)[0] + 1.0, spec(("S", 6)))
+    g = graphc.trace(lambda x: graphc.topk(graphc.tanh(x) * 2.0, 2, axis=0)[0] + 1.0,
+                     spec(("S", 6)))
     with pytest.warns(LibraryFallbackWarning, match="topk"):
         exe = compile_cupy(g, mode)
-    check_graph(g, [(randn(rng, (S, 6)),) for S in (1, 7)], exe=exe)
+    check_graph(g, [(randn(rng, (S, 6)),) for S in (2, 7)], exe=exe)
 
 
 def test_without_a_gpu_compile_says_how_to_emulate():
@@ -298,20 +300,27 @@ def test_gpu_benchmarks_run(script, args):
 
 def test_deepseek_v2_tiny_on_the_emulated_gpu(rng):
     """DeepSeek-V2 (MLA, MoE, YaRN rope) through backend="cupy-emu": prefill logits and
-    absorbed-cache greedy decoding match the float64 reference; rope/topk/moe run their
-    NumPy references (warned)."""
+    absorbed-cache greedy decoding match the float64 reference; rope, topk and moe run
+    their CUDA kernels (no fallback warning), and the module compiles with NVRTC."""
+    import warnings
     from graphc.backends.cupy_gpu import LibraryFallbackWarning
     from graphc.models import deepseek_v2 as dv
     model = dv.random(dv.preset("tiny"), seed=int(rng.integers(1 << 30)))
     ids = rng.integers(0, model.config.vocab_size, 11)
-    with pytest.warns(LibraryFallbackWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LibraryFallbackWarning)
         out = model.forward(ids, backend="cupy-emu")
+        got = model.generate(ids[:4], 4, backend="cupy-emu")
     want = model.forward(ids, backend="reference", float64=True)
     assert np.linalg.norm(out - want) / np.linalg.norm(want) < 1e-5
-    with pytest.warns(LibraryFallbackWarning):
-        got = model.generate(ids[:4], 4, backend="cupy-emu")
     np.testing.assert_array_equal(got, model.generate(ids[:4], 4, backend="reference",
                                                       float64=True))
+    for which in ("forward", "decode"):
+        exe = model.compiled(which, "cupy-emu")
+        steps = [s for s in exe.program.steps if type(s).__name__ == "LibraryStep"]
+        assert {s.body.nodes[s.body.outputs[0]].op for s in steps} == {"rope", "topk", "moe"}
+        assert all(s.node in exe.library for s in steps)
+    nvrtc_compiles(model.compiled("forward", "cupy-emu"))
 
 
 def test_flash_tile_fits_shared_memory():
