@@ -58,9 +58,7 @@ def run_one(peer: str, seq: int, prompt: int, new_tokens: int, repeat: int) -> d
     row = {"peer": peer}
     try:
         t0 = time.perf_counter()
-        model.compiled("forward", peer)
-        model.compiled("prefill", peer)
-        model.compiled("decode", peer)
+        model.compile(peer)                         # forward, prefill, decode: one batch
         row["compile_s"] = time.perf_counter() - t0
         out = model.forward(ids, backend=peer)                   # warm-ups
         model.generate(ids, 1, backend=peer)

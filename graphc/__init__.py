@@ -15,7 +15,7 @@ from .ops import (OpDef, add, all_ops, cast, causal_mask, concat, div, embedding
                   rsqrt, scale, sigmoid, silu, slice, softmax, sqrt, sub, sum, tanh,
                   transpose, where)
 from .frontend import Spec, Tensor, constant, spec, split, topk, trace  # noqa: F401
-from .api import compile  # noqa: F401
+from .api import compile, compile_many  # noqa: F401
 from .passes import PassManager, optimize, register_pass  # noqa: F401
 from .passes.patterns import Rule, register_rule  # noqa: F401
 from .runtime.backends import available_backends  # noqa: F401

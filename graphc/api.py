@@ -22,8 +22,29 @@ def compile(graph: Graph, backend: str = "reference", level: str | list | None =
         raise TraceError(f"compile() expects a graphc.Graph (from graphc.trace), got "
                          f"{type(graph).__name__}", loc=capture_loc())
     backend_cls = get_backend(backend)
+    return backend_cls.compile(_optimized(graph, level, instruments, options), **options)
+
+
+def compile_many(graphs, backend: str = "reference", level: str | list | None = None,
+                 instruments=(), **options) -> list:
+    """``[graphc.compile(g, backend, ...) for g in graphs]``, except that a backend
+    which compiles kernels (numba) compiles those of all the graphs in one batch, in
+    parallel (a model's forward, prefill and decode graphs: one wait, not three)."""
+    graphs = list(graphs)
+    for g in graphs:
+        if not isinstance(g, Graph):
+            raise TraceError(f"compile_many() expects graphc.Graphs (from graphc.trace), got "
+                             f"{type(g).__name__}", loc=capture_loc())
+    backend_cls = get_backend(backend)
+    optimized = [_optimized(g, level, instruments, options) for g in graphs]
+    batch = getattr(backend_cls, "precompile_graphs", None)
+    if batch is not None and len(optimized) > 1:
+        batch(optimized, **options)
+    return [backend_cls.compile(g, **options) for g in optimized]
+
+
+def _optimized(graph, level, instruments, options):
     if level is None:
         level = "O0" if options.get("float64") else DEFAULT_LEVEL
     from .passes import optimize
-    optimized = optimize(graph, level, instruments) if level != "O0" else graph
-    return backend_cls.compile(optimized, **options)
+    return optimize(graph, level, instruments) if level != "O0" else graph

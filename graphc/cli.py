@@ -237,9 +237,7 @@ def _deepseek_run(model, prompt, args, backend):
     first step (the prompt's cache and next-token logits); the decode rate leaves it out:
     (n new tokens) - (1 new token) over n - 1 tokens (NaN when n < 2)."""
     t0 = time.perf_counter()
-    model.compiled("forward", backend)
-    model.compiled("prefill", backend)
-    model.compiled("decode", backend)
+    model.compile(backend)                   # forward, prefill and decode in one batch
     t_compile = time.perf_counter() - t0
     logits, _, t_forward = run_timed(lambda: model.forward(prompt, backend=backend),
                                       args.repeat)

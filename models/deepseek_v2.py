@@ -608,13 +608,27 @@ class DeepseekV2:
     def compiled(self, which: str, backend: str = "reference", **options):
         """The executable for 'forward', 'prefill' (with cache outputs) or 'decode' (the
         padded decode step that ``generate`` runs)."""
-        key = (which, backend, tuple(sorted(options.items())))
-        if key not in self._compiled:
-            g = {"forward": lambda: self.trace(),
-                 "prefill": lambda: self.trace(with_cache=True),
-                 "decode": lambda: self.trace_decode(padded=True)}[which]()
-            self._compiled[key] = graphc.compile(g, backend=backend, **options)
-        return self._compiled[key]
+        return self.compile(backend, (which,), **options)[0]
+
+    def compile(self, backend: str = "reference",
+                which=("forward", "prefill", "decode"), **options) -> list:
+        """The executables ``which`` (see :meth:`compiled`), compiling those not compiled
+        yet together (graphc.compile_many: on the numba backend their kernels compile in
+        one parallel batch)."""
+        keys = [(w, backend, tuple(sorted(options.items()))) for w in which]
+        todo = [k for k in dict.fromkeys(keys) if k not in self._compiled]
+        if todo:
+            traces = {"forward": lambda: self.trace(),
+                      "prefill": lambda: self.trace(with_cache=True),
+                      "decode": lambda: self.trace_decode(padded=True)}
+            for w, *_ in todo:
+                if w not in traces:
+                    raise graphc.InputError(f"no executable {w!r}: forward, prefill or "
+                                            "decode")
+            exes = graphc.compile_many([traces[w]() for w, *_ in todo], backend=backend,
+                                       **options)
+            self._compiled.update(zip(todo, exes))
+        return [self._compiled[k] for k in keys]
 
     # -- inference --------------------------------------------------------------------------
     def _check_ids(self, ids, what="ids") -> np.ndarray:
@@ -651,6 +665,7 @@ class DeepseekV2:
         if max_new_tokens <= 0:
             return (np.array(ids), np.zeros((0, c.vocab_size), c.dtype)) if return_logits \
                 else np.array(ids)
+        self.compile(backend, ("prefill", "decode"), **options)     # one batch
         logits, cache, mask = self._prefill(ids, total, backend, **options)
         n = len(ids)
         step = self.compiled("decode", backend, **options)

@@ -44,26 +44,10 @@ class NumbaBackend:
     def compile(graph, fastmath: bool = False, progress: bool | None = None, **options):
         if options:
             raise BackendError(f"numba backend: unknown options {sorted(options)}")
-        if "memory" not in graph.meta or any(
-                n.op not in ("input", "constant", "fused") for n in graph.nodes.values()):
-            graph = optimize(graph, REQUIRED)
-        program = lower(graph)
-        for k in program.kernels:
-            _serial_if_tiny(k)
-        kernels = {k.name: k for k in program.kernels}
-        sources = {name: render_kernel(k, fastmath) for name, k in kernels.items()}
-        # One score-block softmax per attention dtype (a float64 graph keeps float64 scores).
-        softmax_dtypes = sorted({s.acc_dtype for s in program.steps
-                                 if isinstance(s, AttentionStep)})
-        # The one-row GEMMs (templates.rows_gemm) for the dtypes of GEMMs with one row
-        # (a decode step); a symbolic row count that is 1 at run time takes BLAS.
-        row_dtypes = sorted({s.acc_dtype for s in program.steps if isinstance(s, GemmStep)
-                             and len(s.acc_shape) >= 2 and s.acc_shape[-2] == 1}
-                            & {"float32", "float64"})
+        graph, program, kernels, sources, softmax_dtypes, row_dtypes, modules = \
+            _plan(graph, fastmath)
         functions, softmax, rows = {}, {}, {}
         t0 = time.perf_counter()
-        modules = ([*sources.values()] + [attention_softmax(dt) for dt in softmax_dtypes]
-                   + [rows_gemm(dt) for dt in row_dtypes] + library_sources(program))
         bar = _progress(len(set(modules)), progress)
         try:
             # the modules not in the cache yet, compiled by worker processes in parallel
@@ -95,6 +79,50 @@ class NumbaBackend:
         exe.compile_seconds = time.perf_counter() - t0
         exe.sources = sources
         return exe
+
+
+    @staticmethod
+    def precompile_graphs(graphs, fastmath: bool = False, progress: bool | None = None,
+                          **options) -> None:
+        """Compile the kernel modules of all ``graphs`` that are not in the cache yet, in
+        one batch of worker processes (graphc.compile_many calls this before compiling
+        each graph, whose loads then hit the cache)."""
+        if options:
+            raise BackendError(f"numba backend: unknown options {sorted(options)}")
+        modules = []
+        for g in graphs:
+            modules += _plan(g, fastmath)[-1]
+        modules = list(dict.fromkeys(modules))
+        bar = _progress(len(modules), progress)
+        try:
+            precompile(modules, done=lambda: bar.update(1))
+        finally:
+            bar.close()
+
+
+def _plan(graph, fastmath: bool):
+    """Lower ``graph`` and list what its executable needs: (graph, program, kernels by
+    name, kernel sources by name, attention softmax dtypes, one-row GEMM dtypes, every
+    module source to load)."""
+    if "memory" not in graph.meta or any(
+            n.op not in ("input", "constant", "fused") for n in graph.nodes.values()):
+        graph = optimize(graph, REQUIRED)
+    program = lower(graph)
+    for k in program.kernels:
+        _serial_if_tiny(k)
+    kernels = {k.name: k for k in program.kernels}
+    sources = {name: render_kernel(k, fastmath) for name, k in kernels.items()}
+    # One score-block softmax per attention dtype (a float64 graph keeps float64 scores).
+    softmax_dtypes = sorted({s.acc_dtype for s in program.steps
+                             if isinstance(s, AttentionStep)})
+    # The one-row GEMMs (templates.rows_gemm) for the dtypes of GEMMs with one row (a
+    # decode step); a symbolic row count that is 1 at run time takes BLAS.
+    row_dtypes = sorted({s.acc_dtype for s in program.steps if isinstance(s, GemmStep)
+                         and len(s.acc_shape) >= 2 and s.acc_shape[-2] == 1}
+                        & {"float32", "float64"})
+    modules = ([*sources.values()] + [attention_softmax(dt) for dt in softmax_dtypes]
+               + [rows_gemm(dt) for dt in row_dtypes] + library_sources(program))
+    return graph, program, kernels, sources, softmax_dtypes, row_dtypes, modules
 
 
 # A kernel whose loops all have static extents and whose work (statements executed) is at

@@ -288,3 +288,32 @@ def test_precompile_without_processes_compiles_here(tmp_path, monkeypatch):
     for k, s in zip(range(50, 54), sources):
         fn, cached = cache.load_kernel(s)
         assert fn(0) == k
+
+
+def test_compile_many_batches_the_kernels(tmp_path, monkeypatch, rng):
+    """graphc.compile_many: the numba backend gets every graph's modules in one
+    precompile call (one batch of workers), then each executable is the one
+    graphc.compile would make; other backends just compile each; bad input is an error."""
+    import graphc.backends.numba_cpu as nbk
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    calls = []
+    real = nbk.precompile
+    monkeypatch.setattr(nbk, "precompile",
+                        lambda modules, done=None: calls.append(len(modules))
+                        or real(modules, done))
+    g1 = graphc.trace(lambda x: graphc.softmax(x * 3.0, axis=-1), spec(("S", 8)))
+    g2 = graphc.trace(lambda x: graphc.layernorm(graphc.relu(x) - 0.5,
+                                                 np.ones(8, np.float32),
+                                                 np.zeros(8, np.float32)), spec(("S", 8)))
+    e1, e2 = graphc.compile_many([g1, g2], backend="numba")
+    assert calls[0] == len(set(e1.sources.values()) | set(e2.sources.values()))
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    for g, e in ((g1, e1), (g2, e2)):
+        want = graphc.compile(g, backend="reference", float64=True)(x)
+        assert np.linalg.norm(e(x) - want) / np.linalg.norm(want) < 1e-6
+    r1, r2 = graphc.compile_many([g1, g2])                     # reference: no batch hook
+    assert np.allclose(r1(x), e1(x), atol=1e-6)
+    with pytest.raises(graphc.TraceError, match="expects graphc.Graphs"):
+        graphc.compile_many([g1, "not a graph"], backend="numba")
+    with pytest.raises(graphc.BackendError, match="unknown options"):
+        graphc.compile_many([g1, g2], backend="numba", tile=4)

@@ -78,6 +78,15 @@ def test_absorbed_decode_matches_full_forward(float64):
         assert ids[6 + k] == np.argmax(step_logits[k])             # greedy
 
 
+def test_compile_makes_the_executables_once():
+    model = dv.random(dv.preset("tiny"), seed=6)
+    fwd, pre, dec = model.compile()
+    assert model.compiled("forward") is fwd and model.compiled("decode") is dec
+    assert model.compile("reference", ("prefill",)) == [pre]
+    with pytest.raises(graphc.InputError, match="no executable 'backward'"):
+        model.compile("reference", ("backward",))
+
+
 def test_decode_inputs_are_generate_first_step():
     """decode_inputs(prompt) feeds the decode executable what generate's first decode
     step gets: same logits as generate's second new token, same as the full forward."""
