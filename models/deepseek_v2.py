@@ -615,6 +615,8 @@ class DeepseekV2:
         """The executables ``which`` (see :meth:`compiled`), compiling those not compiled
         yet together (graphc.compile_many: on the numba backend their kernels compile in
         one parallel batch)."""
+        if isinstance(which, str):
+            which = (which,)
         keys = [(w, backend, tuple(sorted(options.items()))) for w in which]
         todo = [k for k in dict.fromkeys(keys) if k not in self._compiled]
         if todo:

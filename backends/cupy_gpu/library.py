@@ -15,7 +15,10 @@ An opaque op not handled here runs its NumPy reference on the host, with a
   positions), then on the device: a gather of the routed rows into expert order, per
   used expert two GEMMs on its contiguous block of rows (``gate_up``, ``down``), SwiGLU
   on all rows between them, and a combine that sums each token's K outputs times its
-  routing weights in increasing expert order (the reference's order).
+  routing weights in increasing expert order (the reference's order; NVRTC fuses the
+  multiply-adds, so a GPU rounds them differently from NumPy, the emulation does not).
+- ``topk`` makes k passes over a row in one thread: meant for router rows (the number of
+  experts), not for a vocabulary.
 """
 from __future__ import annotations
 

@@ -114,22 +114,28 @@ def compile_jobs() -> int:
     return min(8, cores)
 
 
-def _compiled(path: Path) -> bool:
-    """Numba's index for the module is in its cache (the file alone may be left by an
-    interrupted compile)."""
-    return any((path.parent / "__pycache__").glob(f"{path.stem}.*.nbi"))
+def _indexed(folder: Path) -> set[str]:
+    """Stems of the modules in ``folder`` whose Numba index is in its ``__pycache__``
+    (a module file alone may be left by an interrupted compile); one listing."""
+    try:
+        names = os.listdir(folder / "__pycache__")
+    except OSError:
+        return set()
+    return {n.split(".", 1)[0] for n in names if n.endswith(".nbi")}
 
 
 def precompile(sources, done=None) -> set[str]:
     """Compile the modules of ``sources`` that are not in the cache yet, in parallel
     worker processes (see above); ``done()`` is called as each finishes. Returns the
     digests of the modules the workers were given."""
-    todo = {}
+    todo, indexed = {}, None
     for src in sources:
         h, path, text = _entry(src)
         if h in todo:
             continue
-        if not path.exists() or (not _compiled(path) and _is_current(path, h)):
+        if indexed is None:
+            indexed = _indexed(path.parent)
+        if not path.exists() or (path.stem not in indexed and _is_current(path, h)):
             todo[h] = (path, text)        # (a file that does not match: load_module warns)
     jobs = min(compile_jobs(), len(todo))
     if (jobs < 2 or len(todo) < PARALLEL_MIN_MODULES or not sys.executable

@@ -38,4 +38,8 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
+    # Run as a script, this file's folder is sys.path[0]: a module there named like one
+    # of the standard library's would shadow it.
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        sys.path.pop(0)
     serve()

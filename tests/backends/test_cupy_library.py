@@ -39,10 +39,10 @@ def rel(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_rope(dtype, rng, mode):
+@pytest.mark.parametrize("dtype,pos_dtype", [("float32", "int64"), ("float64", "int32")])
+def test_rope(dtype, pos_dtype, rng, mode):
     inv = (10000.0 ** -(np.arange(0, 8, 2) / 8)).astype(dtype)
-    positions = np.arange(3000, dtype=np.int64)
+    positions = np.arange(3000, dtype=pos_dtype)
 
     def f(q, k):
         pos = graphc.constant(positions)[:q.shape[1]]
@@ -51,52 +51,59 @@ def test_rope(dtype, rng, mode):
     exe = compile_native(graphc.trace(f, spec((3, "S", 8), dtype), spec(("S", 8), dtype)),
                          mode)
     tol = 1e-6 if dtype == "float32" else 1e-13
-    for S in (1, 7, 2900):            # positions up to 2899: large angles
+    for S in (0, 1, 7, 2900):         # positions up to 2899: large angles
         q = rng.standard_normal((3, S, 8)).astype(dtype)
         k = rng.standard_normal((S, 8)).astype(dtype)
         oq, ok = exe(q, k)
+        if S == 0:
+            assert oq.shape == (3, 0, 8) and ok.shape == (0, 8)
+            continue
         assert rel(oq, rope_ref(q, positions[:S], inv, scale=1.3)) < tol
         assert rel(ok, rope_ref(k, positions[:S], inv, scale=1.3)) < tol
     nvrtc_compiles(exe)
 
 
-def test_topk_ties_nan_and_both_outputs(mode):
-    g = graphc.trace(lambda x: graphc.topk(x, 3), spec(("N", 6), "float32"))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_topk_ties_nan_and_both_outputs(dtype, mode):
+    g = graphc.trace(lambda x: graphc.topk(x, 3), spec(("N", 6), dtype))
     exe = compile_native(g, mode)
     x = np.array([[1, 5, 5, 2, 5, 0],             # ties go to the lower index
                   [np.nan, 1, 2, 3, np.nan, -1],  # NaN last
                   [-np.inf, np.inf, 0, 0, -1, 7],
-                  [np.nan] * 6], np.float32)
+                  [np.nan] * 6], dtype)
     vals, idx = exe(x)
     want_i = topk_ref(x, k=3, axis=1, output="indices")
     np.testing.assert_array_equal(idx, want_i)
     np.testing.assert_array_equal(vals, topk_ref(x, k=3, axis=1, output="values"))
     rng = np.random.default_rng(3)
-    y = rng.integers(-3, 4, (37, 6)).astype(np.float32)    # many ties
+    y = rng.integers(-3, 4, (700, 6)).astype(dtype)  # ties; more rows than threads
     np.testing.assert_array_equal(exe(y)[1], topk_ref(y, k=3, axis=1, output="indices"))
     nvrtc_compiles(exe)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_moe(dtype, rng, mode):
-    """Sizes around nothing in particular: tokens 1, 5 and 300; K=3 with a token sending
-    two slots to one expert; some experts unused; an out-of-range index is an error."""
+@pytest.mark.parametrize("dtype,idx_dtype", [("float32", "int64"), ("float64", "int32")])
+def test_moe(dtype, idx_dtype, rng, mode):
+    """Sizes around nothing in particular: tokens 0, 1, 5 and 300; K=3 with a token
+    sending two slots to one expert; some experts unused; an out-of-range index is an
+    error."""
     E, H, I, K = 7, 20, 9, 3
     gate_up = rng.standard_normal((E, 2 * I, H)).astype(dtype)
     down = rng.standard_normal((E, H, I)).astype(dtype)
     g = graphc.trace(lambda x, w, i: graphc.moe(x, w, i, gate_up, down),
-                     spec(("N", H), dtype), spec(("N", K), dtype), spec(("N", K), "int64"))
+                     spec(("N", H), dtype), spec(("N", K), dtype), spec(("N", K), idx_dtype))
     exe = compile_native(g, mode)
     tol = 1e-5 if dtype == "float32" else 1e-12
+    assert exe(np.zeros((0, H), dtype), np.zeros((0, K), dtype),
+               np.zeros((0, K), idx_dtype)).shape == (0, H)
     for N in (1, 5, 300):
         x = rng.standard_normal((N, H)).astype(dtype)
         w = rng.random((N, K)).astype(dtype)
-        idx = np.argsort(rng.random((N, E)), axis=1)[:, :K].astype(np.int64)
+        idx = np.argsort(rng.random((N, E)), axis=1)[:, :K].astype(idx_dtype)
         idx[0, 2] = idx[0, 0]                     # one expert twice for token 0
         idx[idx == 3] = 4                         # expert 3 unused
         want = moe_ref(x.astype(np.float64), w.astype(np.float64), idx,
                        gate_up.astype(np.float64), down.astype(np.float64))
         assert rel(exe(x, w, idx), want) < tol, N
     with pytest.raises(graphc.InputError, match=f"expert index {E} is out of range"):
-        exe(x[:1], w[:1], np.array([[0, 1, E]], np.int64))
+        exe(x[:1], w[:1], np.array([[0, 1, E]], idx_dtype))
     nvrtc_compiles(exe)

@@ -296,17 +296,25 @@ def test_compile_many_batches_the_kernels(tmp_path, monkeypatch, rng):
     graphc.compile would make; other backends just compile each; bad input is an error."""
     import graphc.backends.numba_cpu as nbk
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
-    calls = []
+    monkeypatch.setenv("GRAPHC_COMPILE_JOBS", "2")
+    calls, compiled = [], []
     real = nbk.precompile
-    monkeypatch.setattr(nbk, "precompile",
-                        lambda modules, done=None: calls.append(len(modules))
-                        or real(modules, done))
+
+    def spy(modules, done=None):
+        calls.append(len(modules))
+        compiled.append(real(modules, done))
+        return compiled[-1]
+    monkeypatch.setattr(nbk, "precompile", spy)
     g1 = graphc.trace(lambda x: graphc.softmax(x * 3.0, axis=-1), spec(("S", 8)))
     g2 = graphc.trace(lambda x: graphc.layernorm(graphc.relu(x) - 0.5,
                                                  np.ones(8, np.float32),
                                                  np.zeros(8, np.float32)), spec(("S", 8)))
-    e1, e2 = graphc.compile_many([g1, g2], backend="numba")
-    assert calls[0] == len(set(e1.sources.values()) | set(e2.sources.values()))
+    g3 = graphc.trace(lambda x: graphc.topk(graphc.exp(x), 2)[1], spec(("S", 8)))
+    e1, e2, e3 = graphc.compile_many([g1, g2, g3], backend="numba")
+    kernels = set(e1.sources.values()) | set(e2.sources.values()) | set(e3.sources.values())
+    assert calls[0] == len(kernels) + 1                # + the topk library module
+    assert len(compiled[0]) == calls[0] >= 3           # all new: the workers compiled them
+    assert compiled[1:] == [set(), set(), set()]       # the compiles found them cached
     x = rng.standard_normal((5, 8)).astype(np.float32)
     for g, e in ((g1, e1), (g2, e2)):
         want = graphc.compile(g, backend="reference", float64=True)(x)

@@ -83,6 +83,7 @@ def test_compile_makes_the_executables_once():
     fwd, pre, dec = model.compile()
     assert model.compiled("forward") is fwd and model.compiled("decode") is dec
     assert model.compile("reference", ("prefill",)) == [pre]
+    assert model.compile("reference", "decode") == [dec]
     with pytest.raises(graphc.InputError, match="no executable 'backward'"):
         model.compile("reference", ("backward",))
 
