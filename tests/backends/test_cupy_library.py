@@ -9,20 +9,11 @@ import pytest
 
 import graphc
 from graphc import spec
-from graphc.backends.cupy_gpu import LibraryFallbackWarning, gpu_available
+from graphc.backends.cupy_gpu import LibraryFallbackWarning
 from graphc.ops.moe import moe as moe_ref
 from graphc.ops.rope import rope as rope_ref
 from graphc.ops.selection import topk as topk_ref
-from test_cupy_backend import nvrtc_compiles
-
-
-@pytest.fixture(params=["emulated", pytest.param("gpu", marks=pytest.mark.gpu)])
-def mode(request):
-    if request.param == "gpu":
-        ok, why = gpu_available()
-        if not ok:
-            pytest.skip(f"no GPU: {why}")
-    return request.param
+from test_cupy_backend import mode, nvrtc_compiles  # noqa: F401 (mode: the fixture)
 
 
 def compile_native(g, mode):
