@@ -96,6 +96,7 @@ class NumbaBackend:
         bar = _progress(len(modules), progress)
         try:
             precompile(modules, done=lambda: bar.update(1))
+            bar.update(max(0, bar.total - bar.n))      # those already in the cache
         finally:
             bar.close()
 
