@@ -129,17 +129,6 @@ extern "C" __global__ void __NAME___combine(const __T__* ys, const long long* po
 FLOATS = ("float32", "float64")
 
 
-def _single_op(step):
-    """The one op of a LibraryStep body whose inputs are the body's inputs in order,
-    else None."""
-    body = step.body
-    nodes = [n for n in body.nodes.values() if n.op != "input"]
-    if (len(nodes) != 1 or list(nodes[0].inputs) != list(body.inputs)
-            or list(body.outputs) != [nodes[0].id]):
-        return None
-    return nodes[0]
-
-
 def _types(step, node):
     return [step.body.nodes[i].type for i in node.inputs]
 
@@ -147,7 +136,7 @@ def _types(step, node):
 def plan(step):
     """([kernel names], CUDA source, make(exe) -> run(out, ops)) for a LibraryStep this
     module implements, else None."""
-    node = _single_op(step)
+    node = step.single_op()
     if node is None:
         return None
     types = _types(step, node)

@@ -438,16 +438,11 @@ LIBRARY = {"rope": (_rope_source, _rope), "topk": (_topk_source, _topk),
 def _native(step):
     """(node, source, prepare) for a LibraryStep whose body is one op with a native
     implementation (its inputs the body's inputs in order), else None."""
-    body = step.body
-    nodes = [n for n in body.nodes.values() if n.op != "input"]
-    if len(nodes) != 1:
+    node = step.single_op()
+    entry = None if node is None else LIBRARY.get(node.op)
+    if entry is None:
         return None
-    node = nodes[0]
-    entry = LIBRARY.get(node.op)
-    if (entry is None or list(node.inputs) != list(body.inputs)
-            or list(body.outputs) != [node.id]):
-        return None
-    source = entry[0](node, body)
+    source = entry[0](node, step.body)
     return None if source is None else (node, source, entry[1])
 
 

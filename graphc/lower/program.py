@@ -81,6 +81,15 @@ class LibraryStep:
     operands: list[int]
     body: object
 
+    def single_op(self):
+        """The body's op node when the body is that one op applied to the body's inputs
+        in order (what a backend's native implementation can run directly), else None."""
+        nodes = [n for n in self.body.nodes.values() if n.op != "input"]
+        if (len(nodes) != 1 or list(nodes[0].inputs) != list(self.body.inputs)
+                or list(self.body.outputs) != [nodes[0].id]):
+            return None
+        return nodes[0]
+
 
 @dataclass
 class Program:
