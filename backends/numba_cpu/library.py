@@ -39,6 +39,7 @@ import numpy as np
 from graphc.errors import InputError
 
 from . import threads
+from .templates import variants
 from .vmath import VMATH, sigmoid_fn
 
 
@@ -65,21 +66,6 @@ def _load(source: str):
     """The kernel module for ``source`` (through the content-addressed kernel cache)."""
     from .cache import load_module
     return load_module(source)[0]
-
-
-def _variants(template: str, kernel: str, **subs) -> str:
-    """The source with a parallel (``_par``) and a serial (``_ser``) copy of the
-    functions after ``# BODY``; ``__X__`` placeholders replaced by ``subs[X]``;
-    ``kernel`` (what the cache returns) names one of its functions."""
-    head, _, body = template.partition("# BODY\n")
-    out = head
-    for name, par, rng in (("_par", "True", "nb.prange"), ("_ser", "False", "range")):
-        out += (body.replace("__NAME__", name).replace("__PARALLEL__", par)
-                .replace("__PRANGE__", rng))
-    out += f"\nkernel = {kernel}\n"
-    for k, v in subs.items():
-        out = out.replace(f"__{k}__", v)
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -118,7 +104,7 @@ def __NAME__(x, pos, inv, scale, out):
 
 def _rope_source(node, body):
     x_t, pos_t, _ = (body.nodes[i].type for i in node.inputs)
-    return _variants(_ROPE, "_par", FT=_NB[x_t.dtype], PT=_NB[pos_t.dtype])
+    return variants(_ROPE, "_par", FT=_NB[x_t.dtype], PT=_NB[pos_t.dtype])
 
 
 def _rope(node, body, shared, mod):
@@ -345,7 +331,7 @@ def __NAME___combine(ys, slot, w, out):
 
 def _moe_source(node, body):
     x_t, _, idx_t = (body.nodes[i].type for i in node.inputs[:3])
-    return _variants(_MOE, "route", FT=_NB[x_t.dtype], IT=_NB[idx_t.dtype],
+    return variants(_MOE, "route", FT=_NB[x_t.dtype], IT=_NB[idx_t.dtype],
                      SIGMOID=sigmoid_fn(x_t.dtype))
 
 

@@ -105,8 +105,7 @@ class NumbaExecutable(ProgramExecutable):
             blk = np.ndarray((B, r1 - r0, kend), scores.dtype, buffer=scores)
             inv_blk = np.ndarray((B, r1 - r0), inv.dtype, buffer=inv)
             threads.matmul(q[:, r0:r1], kT[:, :, :kend], blk)
-            softmax = (mod.kernel if blk.size >= SOFTMAX_PARALLEL_MIN
-                       else mod.kernel_serial)
+            softmax = mod._par if blk.size >= SOFTMAX_PARALLEL_MIN else mod._ser
             softmax(blk, inv_blk, float(step.scale), bool(step.causal), r0, diag)
             threads.matmul(blk, v[:, :kend], o3[:, r0:r1])
             o3[:, r0:r1] *= inv_blk[:, :, None]

@@ -1,16 +1,34 @@
 """Hand-written Numba kernels the templates use (loaded through the kernel cache)."""
 from .vmath import VMATH, exp_fn
 
+
+def variants(template: str, kernel: str, **subs) -> str:
+    """The source with a parallel (``_par``) and a serial (``_ser``) copy of the
+    functions after ``# BODY``; ``__X__`` placeholders replaced by ``subs[X]``;
+    ``kernel`` (what the cache returns) names one of its functions."""
+    head, _, body = template.partition("# BODY\n")
+    out = head
+    for name, par, rng in (("_par", "True", "nb.prange"), ("_ser", "False", "range")):
+        out += (body.replace("__NAME__", name).replace("__PARALLEL__", par)
+                .replace("__PRANGE__", rng))
+    out += f"\nkernel = {kernel}\n"
+    for k, v in subs.items():
+        out = out.replace(f"__{k}__", v)
+    return out
+
+
 # The score-block softmax, for __FT__ scores. float32: vmath's _exp32, which the compiler
 # vectorises (libm's expf per element it does not: 2.67 -> 0.7-0.9 ms on a 16 x 128 x 512
 # causal block), with ``reassoc`` so the row max and sum vectorise too; no flag assumes
 # away NaN or infinities (a NaN score makes its row's sum NaN; masked keys come out
 # exactly 0). float64: libm's exp and no fast-math flags (the oracle's precision).
-# ``kernel`` runs the rows in the OpenMP pool, ``kernel_serial`` on the calling thread
-# (a block under SOFTMAX_PARALLEL_MIN scores: waking the pool costs more than the work).
+# ``kernel`` (= ``_par``) runs the rows in the OpenMP pool, ``_ser`` on the calling
+# thread (a block under SOFTMAX_PARALLEL_MIN scores: waking the pool costs more than the
+# work).
 SOFTMAX_PARALLEL_MIN = 1 << 15
 
-_ATTENTION_SOFTMAX_FN = '''
+_ATTENTION_SOFTMAX = VMATH + '''
+# BODY
 
 @nb.njit("void(__FT__[:, :, ::1], __FT__[:, ::1], float64, boolean, int64, int64)",
          parallel=__PARALLEL__, cache=True, nogil=True, fastmath=__FLAGS__)
@@ -64,12 +82,8 @@ def attention_softmax(dtype: str = "float32") -> str:
     a float64 graph keeps float64 scores)."""
     if dtype not in _FLAGS:
         raise ValueError(f"attention softmax for {dtype!r}")
-    fns = "".join(_ATTENTION_SOFTMAX_FN.replace("__NAME__", name)
-                  .replace("__PARALLEL__", par).replace("__PRANGE__", prange)
-                  for name, par, prange in [("kernel", "True", "nb.prange"),
-                                            ("kernel_serial", "False", "range")])
-    return ((VMATH + fns).replace("__FT__", dtype).replace("__FLAGS__", _FLAGS[dtype])
-            .replace("__EXP__", exp_fn(dtype)))
+    return variants(_ATTENTION_SOFTMAX, "_par", FT=dtype, FLAGS=_FLAGS[dtype],
+                    EXP=exp_fn(dtype))
 
 
 # GEMMs with one row per batch entry (a decode step: a token's query or attention output

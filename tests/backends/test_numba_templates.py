@@ -52,7 +52,7 @@ def test_attention_rule(causal, rng):
     assert exe.program.steps[0].causal is causal
 
 
-@pytest.mark.parametrize("fn", ["kernel", "kernel_serial"])
+@pytest.mark.parametrize("fn", ["_par", "_ser"])
 def test_float32_score_softmax_wide_range_masks_nan(fn, rng):
     """The float32 score-block softmax (vmath's _exp32, which the compiler vectorises):
     scores over +-300 after scaling, causal rows of every length, against float64; masked
@@ -84,7 +84,7 @@ def test_float32_score_softmax_wide_range_masks_nan(fn, rng):
     assert np.linalg.norm(got[ok] - want[ok]) / np.linalg.norm(want[ok]) < 1e-6
 
 
-@pytest.mark.parametrize("fn", ["kernel", "kernel_serial"])
+@pytest.mark.parametrize("fn", ["_par", "_ser"])
 def test_float32_score_softmax_long_rows(fn, rng):
     """Rows of 20k keys and causal rows ending at and around the 256-key chunks the sum
     is taken in (float32 within a chunk, float64 across): within 1e-6 of float64."""
