@@ -1,7 +1,8 @@
 """Running a lowered Program on the CPU (graphc.runtime.program does the walking): BLAS
 for GEMMs (one thread per call, large ones split over the backend's threads: threads.py),
 Numba kernels for one-row GEMMs (a decode step: templates.rows_gemm) and the rest,
-blockwise attention with a score block per 128 query rows."""
+blockwise attention with a score block per 128 query rows (a large one's heads split over
+the threads)."""
 from __future__ import annotations
 
 import numpy as np
@@ -99,6 +100,28 @@ class NumbaExecutable(ProgramExecutable):
         inv = sz.scratch[("inv", step.node)]
         diag = T - S
         rows = min(ATTENTION_BLOCK, S)
+        scale, causal = float(step.scale), bool(step.causal)
+        k = threads.workers() if B * S * T * q.shape[-1] >= threads.SPLIT_MIN_MACS else 1
+        if k > 1 and (B % k == 0 or B >= 4 * k):
+            # heads split over the threads, each running all its row blocks (one-thread
+            # GEMMs, the serial softmax): one hand-off per call, not three per block
+            def heads(lo, hi):
+                def run():
+                    for r0 in range(0, S, rows):
+                        r1 = min(S, r0 + rows)
+                        kend = T if not causal else max(0, min(T, r1 + diag))
+                        blk = np.ndarray((hi - lo, r1 - r0, kend), scores.dtype,
+                                         buffer=scores, offset=lo * rows * T * scores.itemsize)
+                        inv_blk = np.ndarray((hi - lo, r1 - r0), inv.dtype, buffer=inv,
+                                             offset=lo * rows * inv.itemsize)
+                        np.matmul(q[lo:hi, r0:r1], kT[lo:hi, :, :kend], out=blk)
+                        mod._ser(blk, inv_blk, scale, causal, r0, diag)
+                        np.matmul(blk, v[lo:hi, :kend], out=o3[lo:hi, r0:r1])
+                        o3[lo:hi, r0:r1] *= inv_blk[:, :, None]
+                return run
+            threads.run_parallel([heads(lo, hi) for lo, hi in threads.parts(B, k)])
+            self.finish_attention(step, ops, out, o, sz)
+            return
         for r0 in range(0, S, rows):
             r1 = min(S, r0 + rows)
             kend = T if not step.causal else max(0, min(T, r1 + diag))
@@ -106,7 +129,7 @@ class NumbaExecutable(ProgramExecutable):
             inv_blk = np.ndarray((B, r1 - r0), inv.dtype, buffer=inv)
             threads.matmul(q[:, r0:r1], kT[:, :, :kend], blk)
             softmax = mod._par if blk.size >= SOFTMAX_PARALLEL_MIN else mod._ser
-            softmax(blk, inv_blk, float(step.scale), bool(step.causal), r0, diag)
+            softmax(blk, inv_blk, scale, causal, r0, diag)
             threads.matmul(blk, v[:, :kend], o3[:, r0:r1])
             o3[:, r0:r1] *= inv_blk[:, :, None]
         self.finish_attention(step, ops, out, o, sz)

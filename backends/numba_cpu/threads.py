@@ -188,7 +188,7 @@ def run_parallel(tasks) -> None:
         _POOL.run(list(tasks))
 
 
-def _parts(n: int, k: int, align: int = 1) -> list[tuple[int, int]]:
+def parts(n: int, k: int, align: int = 1) -> list[tuple[int, int]]:
     """``k`` contiguous ranges covering 0..n, boundaries on multiples of ``align``."""
     step = -(-n // k)
     step = -(-step // align) * align
@@ -226,14 +226,14 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                 return lambda: np.matmul(_along(a, out.ndim, d, lo, hi, size),
                                          _along(b, out.ndim, d, lo, hi, size),
                                          out=out[sl])
-            run_parallel([part(lo, hi) for lo, hi in _parts(size, k)])
+            run_parallel([part(lo, hi) for lo, hi in parts(size, k)])
             return
     if n >= 64 * k:
         run_parallel([(lambda lo=lo, hi=hi: np.matmul(a, b[..., lo:hi], out=out[..., lo:hi]))
-                      for lo, hi in _parts(n, k, 16)])
+                      for lo, hi in parts(n, k, 16)])
     elif m >= 2 * k:
         run_parallel([(lambda lo=lo, hi=hi: np.matmul(a[..., lo:hi, :], b,
                                                       out=out[..., lo:hi, :]))
-                      for lo, hi in _parts(m, k)])
+                      for lo, hi in parts(m, k)])
     else:
         np.matmul(a, b, out=out)
