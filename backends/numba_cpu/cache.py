@@ -107,11 +107,8 @@ def compile_jobs() -> int:
         except ValueError:
             from graphc.errors import BackendError
             raise BackendError(f"GRAPHC_COMPILE_JOBS must be an integer, got {env!r}")
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:                       # not on Linux
-        cores = os.cpu_count() or 1
-    return min(8, cores)
+    from .threads import usable_cores
+    return min(8, usable_cores())
 
 
 def _indexed(folder: Path) -> set[str]:

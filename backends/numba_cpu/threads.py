@@ -13,6 +13,7 @@ While a numba executable runs, NumPy's BLAS runs on one thread (through threadpo
 calls it has the thread count it had, so the user's own NumPy work is not slowed."""
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
@@ -99,14 +100,21 @@ def blas_exit() -> None:
             _blas["original"] = None
 
 
-# os.cpu_count() reads /sys on every call (~10 us); the cores do not change while we run.
-_CPUS = os.cpu_count() or 1
+@functools.cache
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: ``taskset``, a container's
+    cpuset), not the machine's count; read once (``os.cpu_count`` reads /sys on every
+    call, ~10 us, and the cores do not change while we run)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                       # not on Linux
+        return os.cpu_count() or 1
 
 
 def workers() -> int:
     """Threads a split GEMM uses: Numba's current thread count (``NUMBA_NUM_THREADS``,
-    ``numba.set_num_threads``), at most the machine's cores."""
-    return max(1, min(numba.get_num_threads(), _CPUS))
+    ``numba.set_num_threads``), at most the cores this process may use."""
+    return max(1, min(numba.get_num_threads(), usable_cores()))
 
 
 class _Pool:

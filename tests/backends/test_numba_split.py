@@ -292,3 +292,18 @@ def test_split_in_forked_child(rng, three_workers):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_threads_follow_the_cpu_affinity(monkeypatch):
+    """A process allowed one core (taskset, a container's cpuset) splits no GEMM and
+    compiles in-process, however many cores the machine has."""
+    from graphc.backends.numba_cpu import cache
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.delenv("GRAPHC_COMPILE_JOBS", raising=False)
+    threads.usable_cores.cache_clear()
+    try:
+        assert threads.usable_cores() == 1
+        assert threads.workers() == 1
+        assert cache.compile_jobs() == 1
+    finally:
+        threads.usable_cores.cache_clear()
