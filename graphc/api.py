@@ -28,8 +28,9 @@ def compile(graph: Graph, backend: str = "reference", level: str | list | None =
 def compile_many(graphs, backend: str = "reference", level: str | list | None = None,
                  instruments=(), **options) -> list:
     """``[graphc.compile(g, backend, ...) for g in graphs]``, except that a backend
-    which compiles kernels (numba) compiles those of all the graphs in one batch, in
-    parallel (a model's forward, prefill and decode graphs: one wait, not three)."""
+    with its own ``compile_many`` (numba) compiles the kernels of all the graphs in one
+    batch, in parallel (a model's forward, prefill and decode graphs: one wait, not
+    three)."""
     graphs = list(graphs)
     for g in graphs:
         if not isinstance(g, Graph):
@@ -37,9 +38,9 @@ def compile_many(graphs, backend: str = "reference", level: str | list | None = 
                              f"{type(g).__name__}", loc=capture_loc())
     backend_cls = get_backend(backend)
     optimized = [_optimized(g, level, instruments, options) for g in graphs]
-    batch = getattr(backend_cls, "precompile_graphs", None)
-    if batch is not None and len(optimized) > 1:
-        batch(optimized, **options)
+    many = getattr(backend_cls, "compile_many", None)
+    if many is not None:
+        return list(many(optimized, **options))
     return [backend_cls.compile(g, **options) for g in optimized]
 
 

@@ -15,6 +15,7 @@ import time
 import warnings
 
 from graphc.errors import BackendError
+from graphc.ir.node import user_stacklevel
 from graphc.lower.program import AttentionStep, LibraryStep, lower
 from graphc.passes import optimize
 
@@ -46,9 +47,9 @@ def gpu_available() -> tuple[bool, str]:
     return True, name.decode() if isinstance(name, bytes) else str(name)
 
 
-def program_source(program):
+def program_source(program, lib_plans=None):
     """(module source, {kernel name: CudaKernel}, [flash and library kernel names]) for a
-    Program."""
+    Program (``lib_plans``: its :func:`library.plans`, made here when not given)."""
     cuda = {k.name: render.render_kernel(k) for k in program.kernels}
     flash = {}
     for s in program.steps:
@@ -60,7 +61,8 @@ def program_source(program):
             key = (s.acc_dtype, d, dv)
             flash[templates.flash_name(*key)] = templates.flash_attention(*key)
     source = render.module_source(list(cuda.values()) + list(flash.values()))
-    lib_names, lib_source = library.sources(program)
+    lib_names, lib_source = library.sources(
+        library.plans(program) if lib_plans is None else lib_plans)
     return source + lib_source, cuda, list(flash) + lib_names
 
 
@@ -92,14 +94,15 @@ class CupyBackend:
                 n.op not in ("input", "constant", "fused") for n in graph.nodes.values()):
             graph = optimize(graph, REQUIRED)
         program = lower(graph)
-        source, cuda, flash = program_source(program)
+        lib_plans = library.plans(program)
+        source, cuda, flash = program_source(program, lib_plans)
         fallback = sorted({s.body.nodes[s.body.outputs[0]].op for s in program.steps
-                           if isinstance(s, LibraryStep) and library.plan(s) is None})
+                           if isinstance(s, LibraryStep) and lib_plans[s.node] is None})
         if fallback:
             warnings.warn(f"cupy backend: {', '.join(fallback)} run(s) through the NumPy "
                           "reference on the host (no CUDA kernel for them): correct, but slow "
                           "and copies to and from the GPU", LibraryFallbackWarning,
-                          stacklevel=3)
+                          stacklevel=user_stacklevel())
         t0 = time.perf_counter()
         if emulate:
             from .emulate import EmulatedModule
@@ -108,7 +111,7 @@ class CupyBackend:
             module = _raw_module(source)
         exe = CupyExecutable(graph, program, {k.name: k for k in program.kernels}, module,
                              cuda, flash, emulate, device_outputs)
-        exe.library = library.bind_program(program, exe)
+        exe.library = library.bind(lib_plans, exe)
         exe.compile_seconds = time.perf_counter() - t0
         exe.source = source
         return exe

@@ -168,27 +168,25 @@ def plan(step):
     return None
 
 
-def sources(program) -> tuple[list[str], str]:
-    """(the names of the library kernels the program needs, their CUDA source)."""
+def plans(program) -> dict:
+    """:func:`plan` of each LibraryStep of the program, by step node id (None: the step
+    runs its NumPy reference on the host)."""
+    return {s.node: plan(s) for s in program.steps if isinstance(s, LibraryStep)}
+
+
+def sources(plans: dict) -> tuple[list[str], str]:
+    """(the names of the library kernels the :func:`plans` need, their CUDA source)."""
     names, texts = [], {}
-    for s in program.steps:
-        if isinstance(s, LibraryStep):
-            p = plan(s)
-            if p is not None:
-                names += [n for n in p[0] if n not in names]
-                texts.setdefault(p[0][0], p[1])
+    for p in plans.values():
+        if p is not None:
+            names += [n for n in p[0] if n not in names]
+            texts.setdefault(p[0][0], p[1])
     return names, (PRELUDE + "".join(texts.values())) if texts else ""
 
 
-def bind_program(program, exe) -> dict:
-    """Runners by step node id for the library steps implemented here."""
-    runners = {}
-    for s in program.steps:
-        if isinstance(s, LibraryStep):
-            p = plan(s)
-            if p is not None:
-                runners[s.node] = p[2](exe)
-    return runners
+def bind(plans: dict, exe) -> dict:
+    """Runners by step node id for the steps the :func:`plans` implement here."""
+    return {node: p[2](exe) for node, p in plans.items() if p is not None}
 
 
 # -- the runners -----------------------------------------------------------------------

@@ -42,16 +42,24 @@ class NumbaBackend:
 
     @staticmethod
     def compile(graph, fastmath: bool = False, progress: bool | None = None, **options):
+        return NumbaBackend.compile_many([graph], fastmath, progress, **options)[0]
+
+    @staticmethod
+    def compile_many(graphs, fastmath: bool = False, progress: bool | None = None,
+                     **options) -> list:
+        """Executables for ``graphs``: each graph lowered once, the kernel modules of all
+        of them that are not in the cache yet compiled in one batch of worker processes
+        (graphc.compile_many: a model's forward, prefill and decode), then loaded.
+        ``compile_seconds`` of each executable: the batch's compile and load time."""
         if options:
             raise BackendError(f"numba backend: unknown options {sorted(options)}")
-        graph, program, kernels, sources, softmax_dtypes, row_dtypes, modules = \
-            _plan(graph, fastmath)
-        functions, softmax, rows = {}, {}, {}
+        plans = [_plan(g, fastmath) for g in graphs]
         t0 = time.perf_counter()
-        bar = _progress(len(set(modules)), progress)
+        bar = _progress(len({m for p in plans for m in p[-1]}), progress)
         try:
             # the modules not in the cache yet, compiled by worker processes in parallel
-            compiled = precompile(modules, done=lambda: bar.update(1))
+            compiled = precompile(list(dict.fromkeys(m for p in plans for m in p[-1])),
+                                  done=lambda: bar.update(1))
             seen = set(compiled)
 
             def load(src, kernel=False):
@@ -61,44 +69,28 @@ class NumbaBackend:
                     bar.update(1)
                 mod, _ = load_module(src)
                 return mod.kernel if kernel else mod
-            for name, src in sources.items():
-                functions[name] = load(src, kernel=True)
-            for dt in softmax_dtypes:
-                softmax[dt] = load(attention_softmax(dt))
-            for dt in row_dtypes:
-                rows[dt] = load(rows_gemm(dt))
-            # Opaque ops with a native implementation (library.py); the rest run their
-            # NumPy reference, with a warning naming them.
-            runners = bind_program(program)
+            exes = [_executable(plan, load) for plan in plans]
             bar.update(max(0, bar.total - bar.n))      # the library modules, and any a
         finally:                                       # worker left unfinished
             bar.close()
         find_blas()
-        exe = NumbaExecutable(graph, program, kernels, functions, softmax, rows)
-        exe.library = runners
-        exe.compile_seconds = time.perf_counter() - t0
-        exe.sources = sources
-        return exe
+        for exe in exes:
+            exe.compile_seconds = time.perf_counter() - t0
+        return exes
 
 
-    @staticmethod
-    def precompile_graphs(graphs, fastmath: bool = False, progress: bool | None = None,
-                          **options) -> None:
-        """Compile the kernel modules of all ``graphs`` that are not in the cache yet, in
-        one batch of worker processes (graphc.compile_many calls this before compiling
-        each graph, whose loads then hit the cache)."""
-        if options:
-            raise BackendError(f"numba backend: unknown options {sorted(options)}")
-        modules = []
-        for g in graphs:
-            modules += _plan(g, fastmath)[-1]
-        modules = list(dict.fromkeys(modules))
-        bar = _progress(len(modules), progress)
-        try:
-            precompile(modules, done=lambda: bar.update(1))
-            bar.update(max(0, bar.total - bar.n))      # those already in the cache
-        finally:
-            bar.close()
+def _executable(plan, load) -> NumbaExecutable:
+    """The executable of a :func:`_plan`, its modules loaded through ``load``."""
+    graph, program, kernels, sources, softmax_dtypes, row_dtypes, _ = plan
+    functions = {name: load(src, kernel=True) for name, src in sources.items()}
+    softmax = {dt: load(attention_softmax(dt)) for dt in softmax_dtypes}
+    rows = {dt: load(rows_gemm(dt)) for dt in row_dtypes}
+    exe = NumbaExecutable(graph, program, kernels, functions, softmax, rows)
+    # Opaque ops with a native implementation (library.py); the rest run their NumPy
+    # reference, with a warning naming them.
+    exe.library = bind_program(program)
+    exe.sources = sources
+    return exe
 
 
 def _plan(graph, fastmath: bool):

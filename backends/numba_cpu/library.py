@@ -37,6 +37,7 @@ import warnings
 import numpy as np
 
 from graphc.errors import InputError
+from graphc.ir.node import user_stacklevel
 
 from . import threads
 from .templates import variants
@@ -477,5 +478,5 @@ def bind_program(program) -> dict:
                       " no native implementation here and run{} through the NumPy reference "
                       "(slow: interpreted, one copy per call)".format("" if len(names) > 1
                                                                       else "s"),
-                      LibraryFallbackWarning, stacklevel=4)
+                      LibraryFallbackWarning, stacklevel=user_stacklevel())
     return runners

@@ -62,6 +62,17 @@ def capture_loc(skip: int = 1) -> SourceLoc | None:
     return None
 
 
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes ``warnings.warn``, called by this function's caller,
+    name the user's line: the first frame outside graphc internals."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and _is_internal(frame.f_globals.get("__name__", "")):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 @dataclass
 class Node:
     """One op application. ``inputs`` are node ids; the node produces one tensor."""

@@ -231,8 +231,9 @@ def test_library_op_falls_back_with_a_warning(rng, mode):
     from graphc.backends.cupy_gpu import LibraryFallbackWarning
     g = graphc.trace(lambda x: graphc.topk(graphc.tanh(x) * 2.0, 2, axis=0)[0] + 1.0,
                      spec(("S", 6)))
-    with pytest.warns(LibraryFallbackWarning, match="topk"):
+    with pytest.warns(LibraryFallbackWarning, match="topk") as caught:
         exe = compile_cupy(g, mode)
+    assert caught[0].filename == __file__            # the user's line, not graphc's
     check_graph(g, [(randn(rng, (S, 6)),) for S in (2, 7)], exe=exe)
 
 

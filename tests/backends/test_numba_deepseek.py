@@ -146,8 +146,12 @@ def test_ops_without_native_code_warn_and_use_numpy(monkeypatch):
     g = graphc.trace(lambda x: graphc.rope(x, graphc.constant(pos)[:x.shape[0]],
                                            graphc.constant(inv)) * 2.0,
                      spec(("S", 4), "float32"))
-    with pytest.warns(library.LibraryFallbackWarning, match="rope"):
+    with pytest.warns(library.LibraryFallbackWarning, match="rope") as caught:
         exe = graphc.compile(g, backend="numba")
+    assert caught[0].filename == __file__          # the user's line, not graphc's
+    with pytest.warns(library.LibraryFallbackWarning, match="rope") as caught:
+        graphc.compile_many([g, g], backend="numba")
+    assert caught[0].filename == __file__
     x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
     assert rel(exe(x), 2 * rope_ref(x, pos[:5], inv)) < 1e-6
 
