@@ -55,11 +55,15 @@ class Executable:
             self.synchronize()
             totals.append(time.perf_counter() - t0)
         timer = StepTimer(self.synchronize if self.needs_sync else None)
+        outside = []
         for _ in range(repeat):
+            inside, t0 = timer.elapsed, time.perf_counter()
             self.run_timed_steps(arrays, bindings, timer)
+            self.synchronize()
+            outside.append(time.perf_counter() - t0 - (timer.elapsed - inside))
         sizes = ", ".join(f"{k}={v}" for k, v in sorted(bindings.items()))
         label = f"{self.graph.name} on {self.backend}" + (f" ({sizes})" if sizes else "")
-        return build_profile(label, entries, timer, totals, repeat)
+        return build_profile(label, entries, timer, totals, repeat, outside)
 
     needs_sync = False              # a device backend: steps are asynchronous
 

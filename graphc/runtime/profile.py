@@ -6,7 +6,8 @@ reference backend) and returns a :class:`Profile`: the median time of each step,
 for printing by what the step computes (kind, ops, output shape) with the user's source
 line. A GPU backend synchronises before reading the clock, so its step times include
 the launch and the kernel; the whole call is also timed without the per-step clock, and
-the table reports what the steps do not account for (Python, allocation, checks).
+the table reports what the steps do not account for (Python, allocation, checks), taken
+within the timed calls themselves.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class StepTimer:
     def __init__(self, sync=None):
         self.sync = sync
         self.times: dict = {}
+        self.elapsed = 0.0          # seconds inside steps, all calls together
 
     def start(self) -> float:
         if self.sync is not None:
@@ -36,7 +38,9 @@ class StepTimer:
     def stop(self, key, t0: float) -> None:
         if self.sync is not None:
             self.sync()
-        self.times.setdefault(key, []).append(time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        self.times.setdefault(key, []).append(dt)
+        self.elapsed += dt
 
 
 @dataclass
@@ -65,11 +69,17 @@ class ProfileGroup:
 class Profile:
     """Step times of one executable on one set of inputs (see the module docstring)."""
 
-    def __init__(self, label: str, steps: list[StepTime], total: float, repeat: int):
+    def __init__(self, label: str, steps: list[StepTime], total: float, repeat: int,
+                 outside: float = 0.0):
         self.label = label
         self.steps = steps
         self.total = total              # median seconds of a whole call, no step clock
         self.repeat = repeat
+        # median over the timed calls of (the call's time - its steps' times): Python,
+        # allocation and checks between the steps, measured within the same calls (the
+        # untimed calls' median minus the steps' medians would mix two moments of a
+        # machine whose speed drifts)
+        self.outside = outside
 
     @property
     def step_seconds(self) -> float:
@@ -117,8 +127,8 @@ class Profile:
                          f"{sum(g.calls for g in rest):5d}  ({len(rest)} more groups)")
         kinds = ", ".join(f"{k} {v * 1e3:.2f} ms ({100 * v / total:.0f}%)"
                           for k, v in self.by_kind().items())
-        lines.append(f"by kind: {kinds}; outside the steps "
-                     f"{(self.total - self.step_seconds) * 1e3:.2f} ms")
+        lines.append(f"by kind: {kinds}; outside the steps {self.outside * 1e3:.2f} ms a "
+                     "call")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -147,9 +157,11 @@ def node_ops(node) -> str:
     return describe_ops(b.op for b in body.nodes.values())
 
 
-def build_profile(label, entries, timer: StepTimer, totals, repeat) -> Profile:
+def build_profile(label, entries, timer: StepTimer, totals, repeat,
+                  outside=()) -> Profile:
     """``entries``: (key, node, kind, shape) of every step in run order; steps the timer
-    never saw (views of another buffer) are left out."""
+    never saw (views of another buffer) are left out. ``outside``: per timed call, its
+    seconds outside the steps."""
     steps = []
     for key, node, kind, shape in entries:
         times = timer.times.get(key)
@@ -157,4 +169,5 @@ def build_profile(label, entries, timer: StepTimer, totals, repeat) -> Profile:
             continue
         steps.append(StepTime(node.name, kind, node_ops(node), tuple(shape),
                               str(node.loc) if node.loc else "", float(np.median(times))))
-    return Profile(label, steps, float(np.median(totals)), repeat)
+    return Profile(label, steps, float(np.median(totals)), repeat,
+                   float(np.median(outside)) if len(outside) else 0.0)

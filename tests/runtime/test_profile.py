@@ -65,6 +65,21 @@ def test_profile_names_the_big_gemm(rng):
     assert "matmul" in top.ops and "relu" in top.ops
 
 
+def test_profile_measures_time_outside_the_steps_within_each_call(rng, monkeypatch):
+    """Work between the steps (here 30 ms added where the outputs are handed back) is
+    reported as outside the steps, taken from the same calls as the step times."""
+    import time
+    exe = graphc.compile(_layer(rng), backend="numba")
+    x = rng.standard_normal((24, 32)).astype(np.float32)
+    quick = exe.profile(x, repeat=3)
+    assert 0 <= quick.outside < 0.03
+    real = exe.results
+    monkeypatch.setattr(exe, "results", lambda arrays: (time.sleep(0.03), real(arrays))[1])
+    slow = exe.profile(x, repeat=3)
+    assert 0.03 <= slow.outside < 0.03 + slow.step_seconds + 0.05
+    assert "outside the steps" in slow.table()
+
+
 def test_profile_checks_its_inputs(rng):
     exe = graphc.compile(_layer(rng), backend="numba")
     with pytest.raises(graphc.GraphcError, match="float32"):
