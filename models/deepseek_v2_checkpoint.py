@@ -5,11 +5,13 @@ data is read; a missing, extra or misshapen tensor raises :class:`graphc.Checkpo
 naming it. Routed experts are accepted per expert (``mlp.experts.{e}.gate_proj.weight`` ...,
 the official layout and what ``transformers`` 5.x ``save_pretrained`` writes) or fused
 (``mlp.experts.gate_up_proj`` [E, 2I, H], ``mlp.experts.down_proj`` [E, H, I]), and are
-stacked into the fused layout either way.
+stacked into the fused layout either way. A checkpoint whose parameters would not fit
+the memory available (at the dtype asked for) is refused before any data is read.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -86,6 +88,28 @@ def _names(names) -> str:
     return ", ".join(names[:5]) + more
 
 
+def available_memory() -> int | None:
+    """Bytes this process can still take: the system's MemAvailable, or less where a
+    cgroup (a container) limits the process; None where neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                found.append(max(0, int(limit) - int(f.read().strip())))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
 def load_checkpoint(directory, dtype: str = "float32"):
     """(DeepseekV2Config, params) from a checkpoint directory."""
     directory = os.fspath(directory)
@@ -111,6 +135,15 @@ def load_checkpoint(directory, dtype: str = "float32"):
                                   f"{list(got.shape)}, the config needs {list(shape)}")
         if got.dtype not in ("F32", "F16", "BF16", "F64"):
             raise CheckpointError(f"tensor {name!r} has dtype {got.dtype}; expected a float")
+
+    need = sum(math.prod(shape) for shape in want.values()) * np.dtype(dtype).itemsize
+    avail = available_memory()
+    if avail is not None and need > avail:
+        n = need // np.dtype(dtype).itemsize
+        raise CheckpointError(f"{directory}: the checkpoint's {n:,} parameters take "
+                              f"{need / 2**30:.1f} GiB as {dtype}, more than the "
+                              f"{avail / 2**30:.1f} GiB of memory available here; graphc "
+                              "holds every weight in memory (nothing loaded)")
 
     def read(name):
         return read_tensor(infos[name]).astype(dtype, copy=False)

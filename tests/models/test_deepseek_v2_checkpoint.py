@@ -148,3 +148,32 @@ def test_bad_config(model, tmp_path):
     (d / "config.json").write_text(json.dumps({**cfg, "model_type": "llama"}))
     with pytest.raises(graphc.CheckpointError, match="llama"):
         dv.load(d)
+
+
+def test_checkpoint_too_big_for_memory_says_so_before_reading(model, tmp_path, monkeypatch):
+    """A checkpoint whose parameters do not fit the memory available (DeepSeek-V2-Lite is
+    ~63 GB as float32) is refused before any tensor is read, with the sizes, instead of
+    the process being killed halfway through loading."""
+    from graphc.models import deepseek_v2_checkpoint as ck
+    d = save(model, tmp_path / "big")
+    n = sum(a.size for a in model.params.values())
+    read = []
+    monkeypatch.setattr(ck, "read_tensor", lambda info: read.append(info) or 1 / 0)
+    monkeypatch.setattr(ck, "available_memory", lambda: 4 * n - 1)
+    with pytest.raises(graphc.CheckpointError,
+                       match=rf"{n:,} parameters.*float32.*more than the .* available"):
+        dv.load(d)
+    with pytest.raises(graphc.CheckpointError, match=rf"{n:,} parameters.*float64"):
+        dv.load(d, dtype="float64")               # 8 bytes each
+    assert read == []
+    monkeypatch.undo()
+    monkeypatch.setattr(ck, "available_memory", lambda: 8 * n)
+    assert dv.load(d, dtype="float64").params       # fits: loads
+    monkeypatch.setattr(ck, "available_memory", lambda: None)   # unknown: no check
+    assert dv.load(d).params
+
+
+def test_available_memory_reads_the_system():
+    from graphc.models.deepseek_v2_checkpoint import available_memory
+    got = available_memory()
+    assert got is None or 0 < got < 1 << 50
