@@ -143,12 +143,14 @@ def test_attention_heads_views_and_store(causal, rng):
     assert "attention" in step_kinds(exe)
 
 
-@pytest.mark.parametrize("heads,workers", [(3, 3), (9, 2)])
+@pytest.mark.parametrize("heads,workers,dtype", [(3, 3, "float32"), (9, 2, "float32"),
+                                                  (4, 2, "float64")])
 @pytest.mark.parametrize("causal", [False, True])
-def test_attention_heads_split_over_threads(heads, workers, causal, rng, monkeypatch):
+def test_attention_heads_split_over_threads(heads, workers, dtype, causal, rng,
+                                            monkeypatch):
     """Large attentions split the heads over the threads (each thread all its row
-    blocks): one head per thread, and an uneven 5 + 4, with heads viewed out of [S, h*D]
-    and stored back, causal and not, prefill and decode-like shapes."""
+    blocks): one head per thread, an uneven 5 + 4, and float64 scores, with heads viewed
+    out of [S, h*D] and stored back, causal and not, prefill and decode-like shapes."""
     from graphc.backends.numba_cpu import threads
     monkeypatch.setattr(threads, "workers", lambda: workers)
     monkeypatch.setattr(threads, "SPLIT_MIN_MACS", 0)
@@ -164,10 +166,10 @@ def test_attention_heads_split_over_threads(heads, workers, causal, rng, monkeyp
         v = graphc.tanh(y).reshape(T, heads, D).transpose(1, 0, 2)
         s = graphc.scale(q @ k.transpose(0, 2, 1), 0.4)
         if causal:
-            s = s + graphc.causal_mask(S, T)
+            s = s + graphc.causal_mask(S, T, dtype=dtype)
         return (graphc.softmax(s, axis=-1) @ v).transpose(1, 0, 2).reshape(S, heads * D)
-    exe = check_fn(fn, [spec(("S", heads * D)), spec(("T", heads * D))],
-                   [(randn(rng, (S, heads * D)), randn(rng, (T, heads * D)))
+    exe = check_fn(fn, [spec(("S", heads * D), dtype), spec(("T", heads * D), dtype)],
+                   [(randn(rng, (S, heads * D), dtype), randn(rng, (T, heads * D), dtype))
                     for S, T in [(1, 1), (130, 130), (257, 257), (3, 257)]])
     assert "attention" in step_kinds(exe)
     assert workers in split and not blockwise    # the heads went to the threads
