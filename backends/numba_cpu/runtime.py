@@ -92,6 +92,9 @@ class NumbaExecutable(ProgramExecutable):
         kT = k.reshape((B,) + k.shape[-2:]).transpose(0, 2, 1)
         v = v.reshape((B,) + v.shape[-2:])
         o = self.attention_output(step, out, sz)
+        if o.size == 0:               # no query rows (or heads, or value dims): nothing to
+            self.finish_attention(step, ops, out, o, sz)         # compute (and no memory
+            return                                               # for a view to share)
         o3 = o.reshape((B, S, o.shape[-1]))
         if not np.shares_memory(o3, o):
             raise AssertionError("attention output view must not copy")

@@ -175,6 +175,20 @@ def test_attention_heads_split_over_threads(heads, workers, dtype, causal, rng,
     assert workers in split and not blockwise    # the heads went to the threads
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_without_queries_is_empty(causal, rng):
+    """No query rows (S = 0) against some keys: an empty result, as the reference gives,
+    through a view of the output, a remapped store and an epilogue."""
+    specs = [spec((H, "S", D)), spec((H, "T", D)), spec((H, "T", D))]
+    exe = check_graph(graphc.trace(attention_rule(causal), *specs),
+                      [qkv(rng, 0, 5), qkv(rng, 3, 5)])
+    assert exe(*qkv(rng, 0, 5)).shape == (H, 0, D)
+    fn = attention_rule(causal)
+    check_fn(lambda q, k, v: fn(q, k, v).transpose(1, 0, 2).reshape(q.shape[1], H * D),
+             specs, [qkv(rng, 0, 5), qkv(rng, 2, 5)])
+    check_fn(lambda q, k, v: fn(q, k, v) * 2.0 + 1.0, specs, [qkv(rng, 0, 5), qkv(rng, 2, 5)])
+
+
 def test_attention_epilogue(rng):
     """attention(...) * 2 + residual: the epilogue kernel reads the accumulator."""
     fn = attention_rule(False)
