@@ -305,17 +305,20 @@ def key_checks(graph):
             if b.op == "causal_mask":
                 checks.append(_rows_cols_check(
                     b, b.attrs["rows"], b.attrs["cols"], True, False,
-                    "causal_mask(): {S} query rows but only {T} key columns"))
+                    "causal_mask(): {S} query rows but only {T} key columns", [b.type]))
             elif b.op == "attention":
-                q, k = (node.attrs["body"].nodes[i] for i in b.inputs[:2])
+                operands = [node.attrs["body"].nodes[i] for i in b.inputs]
+                q, k = operands[:2]
                 checks.append(_rows_cols_check(
                     b, q.type.shape[-2], k.type.shape[-2], b.attrs["causal"], True,
                     "attention(): {S} " + ("causal " if b.attrs["causal"] else "")
-                    + "queries but {T} keys; every query must see at least one key"))
+                    + "queries but {T} keys; every query must see at least one key",
+                    [o.type for o in operands]))
     return [c for c in checks if c is not None]
 
 
-def _rows_cols_check(node, rows, cols, causal: bool, need_keys: bool, message: str):
+def _rows_cols_check(node, rows, cols, causal: bool, need_keys: bool, message: str,
+                     shapes):
     if isinstance(rows, int) and isinstance(cols, int):
         return None  # checked when the graph was traced
 
@@ -323,7 +326,7 @@ def _rows_cols_check(node, rows, cols, causal: bool, need_keys: bool, message: s
         S, T = evaluate(rows, bindings), evaluate(cols, bindings)
         if (need_keys and T == 0) or (causal and S > T):
             raise InputError(message.format(S=S, T=T), op=node.op, node=node.name,
-                             loc=node.loc)
+                             shapes=shapes, loc=node.loc)
     return check
 
 
