@@ -5,7 +5,7 @@ set of symbol sizes (from the memory plan, made once and kept): views of the are
 intermediates, fresh arrays for outputs, scratch for the steps that need it. A backend
 subclass says how arrays are made (``xp``: NumPy, CuPy) and how a kernel, a GEMM, an
 attention and a library op run. The checks a kernel cannot make itself (embedding ids in
-range, every causal query sees a key) run here, before any kernel.
+range; the symbol sizes: checks.py) run here, before any kernel.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import BackendError, InputError
 from ..ir.dims import evaluate
 from ..lower.program import AttentionStep, GemmStep, KernelStep, LibraryStep
+from .checks import size_checks
 from .executable import Executable
 
 
@@ -109,7 +110,7 @@ class ProgramExecutable(Executable):
             else:
                 self.constants[nid] = self.to_device(v)
         self._embedding_checks = embedding_checks(graph, self.backend)
-        self._key_checks = key_checks(graph)
+        self._size_checks = size_checks(graph)
         self.library = {}                 # LibraryStep node -> native run(out, ops)
         self._lock = threading.Lock()     # one call at a time (see the class docstring)
 
@@ -134,7 +135,7 @@ class ProgramExecutable(Executable):
         key = tuple(sorted(bindings.items()))
         s = self._sized.get(key)
         if s is None:
-            for check in self._key_checks:
+            for check in self._size_checks:
                 check(bindings)
             while len(self._sized) >= max(self.max_sizes, 1):
                 self._sized.popitem(last=False)
@@ -292,42 +293,6 @@ def gemm_only_constants(graph, program) -> set:
             else:
                 bad.add(nid)
     return ok - bad
-
-
-def key_checks(graph):
-    """Checks of the symbol sizes that the reference backend makes when it runs the op:
-    every (causal) query must see a key. A kernel would silently give NaN rows."""
-    checks = []
-    for node in graph.nodes.values():
-        if node.op != "fused":
-            continue
-        for b in node.attrs["body"].nodes.values():
-            if b.op == "causal_mask":
-                checks.append(_rows_cols_check(
-                    b, b.attrs["rows"], b.attrs["cols"], True, False,
-                    "causal_mask(): {S} query rows but only {T} key columns", [b.type]))
-            elif b.op == "attention":
-                operands = [node.attrs["body"].nodes[i] for i in b.inputs]
-                q, k = operands[:2]
-                checks.append(_rows_cols_check(
-                    b, q.type.shape[-2], k.type.shape[-2], b.attrs["causal"], True,
-                    "attention(): {S} " + ("causal " if b.attrs["causal"] else "")
-                    + "queries but {T} keys; every query must see at least one key",
-                    [o.type for o in operands]))
-    return [c for c in checks if c is not None]
-
-
-def _rows_cols_check(node, rows, cols, causal: bool, need_keys: bool, message: str,
-                     shapes):
-    if isinstance(rows, int) and isinstance(cols, int):
-        return None  # checked when the graph was traced
-
-    def check(bindings):
-        S, T = evaluate(rows, bindings), evaluate(cols, bindings)
-        if (need_keys and T == 0) or (causal and S > T):
-            raise InputError(message.format(S=S, T=T), op=node.op, node=node.name,
-                             shapes=shapes, loc=node.loc)
-    return check
 
 
 def embedding_checks(graph, backend: str):

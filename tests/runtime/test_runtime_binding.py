@@ -206,3 +206,41 @@ def test_float64_oracle_uses_exact_python_literals():
     want = (x64 + 0.1) * 1e-5 + 1e-7 / (x64 * x64 + 0.3)
     got = graphc.compile(g, backend="reference", float64=True)(x)
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-15
+
+
+SLICES = {   # name: (fn, spec of x, a size that fits, sizes that do not)
+    "x[:5]": (lambda x: x[:5] * 2.0, ("S", 3), 6, (2, 4, 0)),
+    "x[-1]": (lambda x: x[-1] + 1.0, ("S", 3), 1, (0,)),
+    "x[3]": (lambda x: x[3] + 1.0, ("S", 3), 4, (2, 3)),
+    "x[-2:]": (lambda x: x[-2:] * 2.0, ("S", 6), 2, (1, 0)),
+    "x[2:]": (lambda x: x[2:] * 2.0, ("S", 3), 2, (1, 0)),
+    "x[:-1]": (lambda x: x[:-1] * 2.0, ("S", 3), 1, (0,)),
+    "x[1:S-1] (GEMM operand)": (lambda x: x[1:x.shape[0] - 1] @ np.ones((3, 4), np.float32),
+                                ("S", 3), 2, (1, 0)),
+}
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba", "cupy-emu"])
+@pytest.mark.parametrize("case", SLICES)
+def test_symbolic_slices_outside_the_input_raise_on_every_backend(rng, backend, case):
+    """A slice whose bounds fall outside the input for this call's sizes is an
+    InputError naming the slice, its operand's shape and the user's line that sliced, on
+    every backend; compiled kernels never read past the input (the numba and cupy
+    backends returned whatever memory followed it)."""
+    fn, shape, ok, bad = SLICES[case]
+    exe = graphc.compile(graphc.trace(fn, graphc.spec(shape)), backend=backend)
+    ref = graphc.compile(graphc.trace(fn, graphc.spec(shape)), backend="reference",
+                         float64=True)
+    for S in bad:
+        x = randn(rng, (S,) + shape[1:])
+        with pytest.raises(graphc.InputError, match=r"slice\(\): rows .* do not fit") as err:
+            exe(x)
+        assert os.path.samefile(err.value.loc.filename, __file__)
+        assert fn.__code__.co_firstlineno == err.value.loc.lineno
+        assert "shapes f32[S," in str(err.value)
+    for S in (ok, ok + 3):   # the executable still works afterwards (at the edge, too:
+        x = randn(rng, (S,) + shape[1:])       # x[2:] of 2 rows is empty, not an error)
+        got, want = exe(x), ref(x).astype(np.float32)
+        if want.size:
+            assert_close(got, want)
+        assert got.shape == want.shape

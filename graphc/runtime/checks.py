@@ -1,0 +1,86 @@
+"""Checks of a call's symbol sizes that compiled code cannot make itself.
+
+A graph traced with symbolic sizes (``S``) declares what each op computes for any
+size: ``x[:5]`` is 5 rows, ``x[2:]`` is ``S - 2``. Some sizes make such a declaration
+impossible: ``x[:5]`` of 2 rows, ``x[2:]`` of 1 row, causal attention with more queries
+than keys. The reference backend would notice when NumPy's result has another shape; a
+kernel would instead read past its input (whatever memory follows it) or write NaN rows.
+:func:`size_checks` lists one check per such op of a graph (fused bodies included); an
+executable runs them once per new set of sizes, before any step, so every backend
+raises the same :class:`~graphc.errors.InputError`, naming the op, its operands' shapes
+and the user's line.
+"""
+from __future__ import annotations
+
+from ..errors import InputError
+from ..ir.dims import evaluate
+
+
+def size_checks(graph) -> list:
+    """``check(bindings)`` callables for the ops of ``graph`` whose validity depends on
+    the symbol sizes."""
+    checks = []
+    for body, node in _nodes(graph):
+        if node.op == "slice":
+            check = _slice_check(body, node)
+        elif node.op == "causal_mask":
+            check = _rows_cols_check(
+                node, node.attrs["rows"], node.attrs["cols"], True, False,
+                "causal_mask(): {S} query rows but only {T} key columns", [node.type])
+        elif node.op == "attention":
+            operands = [body.nodes[i] for i in node.inputs]
+            q, k = operands[:2]
+            causal = node.attrs["causal"]
+            check = _rows_cols_check(
+                node, q.type.shape[-2], k.type.shape[-2], causal, True,
+                "attention(): {S} " + ("causal " if causal else "")
+                + "queries but {T} keys; every query must see at least one key",
+                [o.type for o in operands])
+        else:
+            continue
+        if check is not None:
+            checks.append(check)
+    return checks
+
+
+def _nodes(graph):
+    """(graph or fused body, node) for every node, fused bodies' nodes included."""
+    for node in graph.nodes.values():
+        if node.op == "fused":
+            yield from _nodes(node.attrs["body"])
+        else:
+            yield graph, node
+
+
+def _slice_check(body, node):
+    """Along every axis whose bounds or size are symbolic: 0 <= start <= stop <= size.
+    (Static ones were settled when the graph was traced.)"""
+    x = body.nodes[node.inputs[0]].type
+    axes = [(a, s, e, d) for a, (s, e, d) in
+            enumerate(zip(node.attrs["starts"], node.attrs["stops"], x.shape))
+            if not all(isinstance(v, int) for v in (s, e, d))]
+    if not axes:
+        return None
+
+    def check(bindings):
+        for axis, s, e, d in axes:
+            s, e, d = evaluate(s, bindings), evaluate(e, bindings), evaluate(d, bindings)
+            if not 0 <= s <= e <= d:
+                raise InputError(
+                    f"slice(): rows {s}:{e} of axis {axis} do not fit an axis of size {d} "
+                    f"(sizes {dict(sorted(bindings.items()))})", op="slice",
+                    node=node.name, shapes=[x], loc=node.loc)
+    return check
+
+
+def _rows_cols_check(node, rows, cols, causal: bool, need_keys: bool, message: str,
+                     shapes):
+    if isinstance(rows, int) and isinstance(cols, int):
+        return None  # checked when the graph was traced
+
+    def check(bindings):
+        S, T = evaluate(rows, bindings), evaluate(cols, bindings)
+        if (need_keys and T == 0) or (causal and S > T):
+            raise InputError(message.format(S=S, T=T), op=node.op, node=node.name,
+                             shapes=shapes, loc=node.loc)
+    return check
