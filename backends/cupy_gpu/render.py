@@ -107,8 +107,17 @@ class CudaKernel:
     block: int = BLOCK
 
 
+def _identity(op: str, dtype: str):
+    """The start value of a ``+`` or ``max`` accumulator of ``dtype``."""
+    if op == "+":
+        return 0.0
+    return -2**63 if dtype.startswith("int") else -math.inf
+
+
 def _literal(value, dtype: str) -> str:
     if dtype in ("int64", "int32"):
+        if int(value) == -2**63:       # 9223372036854775808LL itself does not fit
+            return "(-9223372036854775807LL - 1)"
         return f"{int(value)}LL" if dtype == "int64" else str(int(value))
     if dtype == "bool":
         return "true" if value else "false"
@@ -300,7 +309,7 @@ class _Renderer:
         out.append(f"{ind}}}")
         for var, op in _accumulators(body, assigned):
             t = CTYPES[self.vars[var]]
-            ident = _literal(0.0 if op == "+" else -math.inf, self.vars[var])
+            ident = _literal(_identity(op, self.vars[var]), self.vars[var])
             fn = "graphc_sum_op" if op == "+" else "graphc_max_op"
             out.append(f"{ind}{var} = graphc_block_reduce<{t}>({var}, ({t})({ident}), {fn}());")
         return out
@@ -314,9 +323,9 @@ class _Renderer:
                 for var, op in accs:
                     init = next((x for x in reversed(stmts[:stmts.index(s)])
                                  if isinstance(x, L.Assign) and x.var == var), None)
-                    want = 0.0 if op == "+" else -math.inf
+                    want = _identity(op, self.vars[var])
                     if not (init and isinstance(init.value, L.Const)
-                            and float(init.value.value) == want):
+                            and init.value.value == want):
                         raise BackendError(f"kernel {self.k.name}: accumulator {var} must "
                                            f"start at the identity of {op!r}")
                 out += self.block_strided(s, ind, assigned)

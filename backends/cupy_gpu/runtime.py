@@ -89,6 +89,8 @@ class CupyExecutable(ProgramExecutable):
         return cupy.ndarray(shape, dtype, memptr=arena.data + offset)
 
     def to_device(self, array):
+        if self.emulate:        # the emulated kernels take aligned C arrays (a NumPy array
+            return np.require(array, requirements="CA")     # may be neither)
         return self.xp.ascontiguousarray(self.xp.asarray(array))
 
     def shares_memory(self, a, b) -> bool:

@@ -114,6 +114,8 @@ def _rope(node, body, shared, mod):
 
     def run(out, ops):
         x, pos, inv = ops
+        if x.size == 0:               # no rows (reshape(-1, ...) cannot tell how many)
+            return
         d = x.shape[-1]
         x3 = x.reshape(-1, x.shape[-2], d)
         o3 = out.reshape(x3.shape)

@@ -54,7 +54,7 @@ class _Renderer:
         if isinstance(e, L.Bin):
             a, b = self.expr(e.a), self.expr(e.b)
             if e.op in ("max", "min"):
-                return f"{e.op}({a}, {b})"
+                return f"_{e.op}({a}, {b})"          # NaN propagates (vmath.py)
             return f"({a} {e.op} {b})"
         if isinstance(e, L.Cast):
             inner = self.expr(e.a)
@@ -127,7 +127,9 @@ def signature(kernel: L.Kernel) -> str:
 
 
 def render_kernel(kernel: L.Kernel, fastmath: bool = False) -> str:
-    """Python source of one kernel module: the prelude and ``def kernel(...)``."""
+    """Python source of one kernel module: the prelude and ``def kernel(...)``. NumPy's
+    error model: a float division by zero gives inf or NaN (the mean of nothing is NaN),
+    not Python's ZeroDivisionError."""
     r = _Renderer(kernel, fastmath)
     body = r.stmts(kernel.body, "    ")
     parallel = any(isinstance(n, L.Loop) and n.parallel for n in L.walk(kernel.body))
@@ -136,5 +138,5 @@ def render_kernel(kernel: L.Kernel, fastmath: bool = False) -> str:
     flags = "True" if fastmath else DEFAULT_FLAGS
     return (f"{PRELUDE}\n{comment}\n"
             f"@nb.njit({signature(kernel)!r}, parallel={parallel}, fastmath={flags}, "
-            f"cache=True, nogil=True)\n"
+            f"error_model='numpy', cache=True, nogil=True)\n"
             f"def kernel({', '.join(params)}):\n" + "\n".join(body or ["    pass"]) + "\n")

@@ -13,6 +13,8 @@ cache keys too (the kernel cache is keyed by a module's source).
   ``reassoc``/``contract`` flags (the attention softmax uses them), not under full
   fast-math (``nnan``/``ninf`` drop the NaN and range handling): kernels compiled with
   ``fastmath=True`` call libm instead (``exp_fn``, ``sigmoid_fn``).
+- ``_max`` / ``_min``: NumPy's maximum and minimum (a NaN operand gives NaN), for the
+  rendered ``max``/``min`` (relu, max reductions, ``graphc.maximum``).
 - ``_sigmoid32`` / ``_sigmoid32_libm`` / ``_sigmoid64``: 1 / (1 + exp(-x)) without overflow for large |x|, both
   sides computed and one selected (a select, not a branch, so a loop over it vectorises),
   every constant in the argument's dtype (an int literal would widen float32 to float64).
@@ -57,6 +59,18 @@ def _exp32(x):
     r = p * _f32_from_bits((k1 + np.int32(127)) << 23) \\
         * _f32_from_bits((k2 + np.int32(127)) << 23)
     return r if x == x else x
+
+
+@nb.njit(inline="always")
+def _max(a, b):
+    """NumPy's maximum: a NaN operand gives NaN (Python's max(a, b) keeps a when b is
+    NaN). The or is bitwise, so a loop over it has no branch."""
+    return a if (a > b) | (a != a) else b
+
+
+@nb.njit(inline="always")
+def _min(a, b):
+    return a if (a < b) | (a != a) else b
 
 
 @nb.njit(inline="always")

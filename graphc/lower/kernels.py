@@ -198,12 +198,12 @@ def reduction_kernel(body, name: str, store_anchor: bool = False) -> L.Kernel:
             stmts = [L.Loop(n, dim_expr(d), stmts, False)]
         return stmts
 
-    def X(idx):
+    def X(idx, acc=ACC):
         v = pull.at(x.id, idx)
         if a.op == "add_layernorm":
             r = body.nodes[a.inputs[1]]
             v = L.Bin("+", v, pull.at(r.id, broadcast_index(idx, shape, r.type.shape)))
-        return L.Cast(v, ACC)
+        return L.Cast(v, acc)
 
     def param(k, idx):  # weight / bias over the last axis
         return L.Cast(pull.at(a.inputs[k], [idx[-1]]), ACC)
@@ -211,14 +211,20 @@ def reduction_kernel(body, name: str, store_anchor: bool = False) -> L.Kernel:
     def per_row(row_idx):
         s: list = []
         if a.op in REDUCES:
-            init = {"sum": L.Const(0.0, ACC), "mean": L.Const(0.0, ACC),
-                    "max": L.Const(float("-inf"), ACC)}[a.op]
+            # integers sum and compare in int64 (a float64 total rounds past 2**53; an
+            # int32 result wraps as NumPy's int32 sum does); max over an empty axis never
+            # runs (runtime/checks.py), so its integer start value is never seen
+            whole = x.type.dtype.startswith("int") and a.op != "mean"
+            acc = "int64" if whole else ACC
+            init = {"sum": L.Const(0, acc), "mean": L.Const(0.0, acc),
+                    "max": L.Const(-2**63 if whole else float("-inf"), acc)}[a.op]
             comb = "max" if a.op == "max" else "+"
             # the running value is "total", not "acc" (the anchor buffer's name)
-            s.append(L.Assign("total", init, ACC))
+            s.append(L.Assign("total", init, acc))
             s += red_loops("j", lambda j: [L.Assign("total", L.Bin(comb, L.Var("total"),
-                                                                   X(full_index(row_idx, j))),
-                                                    ACC)])
+                                                                   X(full_index(row_idx, j),
+                                                                     acc)),
+                                                    acc)])
             val = L.Var("total")
             if a.op == "mean":
                 val = L.Bin("/", val, L.Cast(n_red, ACC))

@@ -43,7 +43,16 @@ def mean(x, *, axis=None, keepdims=False):
     return np.mean(x, axis=axis, keepdims=keepdims)
 
 
-@register_op("max", kind="reduction", infer=_reduce_infer)
+def _max_infer(types, attrs):
+    out = _reduce_infer(types, attrs)
+    empty = [a for a in attrs["axis"] if types[0].shape[a] == 0]
+    if empty:
+        raise ShapeError(f"max(): axis {empty[0]} of {types[0]} is empty; the max of nothing "
+                         "has no value")
+    return out
+
+
+@register_op("max", kind="reduction", infer=_max_infer)
 def max(x, *, axis=None, keepdims=False):
     return np.max(x, axis=axis, keepdims=keepdims)
 
@@ -67,6 +76,8 @@ def _softmax_decompose(x, *, axis):
 @register_op("softmax", kind="reduction", infer=_softmax_infer, decompose=_softmax_decompose)
 def softmax(x, *, axis=-1):
     """exp(x - max) / sum(exp(x - max)) along ``axis``"""
+    if x.size == 0:                     # nothing to normalise (np.max would raise)
+        return x.copy()
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
 

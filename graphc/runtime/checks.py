@@ -3,7 +3,7 @@
 A graph traced with symbolic sizes (``S``) declares what each op computes for any
 size: ``x[:5]`` is 5 rows, ``x[2:]`` is ``S - 2``. Some sizes make such a declaration
 impossible: ``x[:5]`` of 2 rows, ``x[2:]`` of 1 row, causal attention with more queries
-than keys. The reference backend would notice when NumPy's result has another shape; a
+than keys, the max over an axis of size 0. The reference backend would notice when NumPy's result has another shape; a
 kernel would instead read past its input (whatever memory follows it) or write NaN rows.
 :func:`size_checks` lists one check per such op of a graph (fused bodies included); an
 executable runs them once per new set of sizes, before any step, so every backend
@@ -23,6 +23,8 @@ def size_checks(graph) -> list:
     for body, node in _nodes(graph):
         if node.op == "slice":
             check = _slice_check(body, node)
+        elif node.op == "max":
+            check = _nonempty_check(body, node)
         elif node.op == "causal_mask":
             check = _rows_cols_check(
                 node, node.attrs["rows"], node.attrs["cols"], True, False,
@@ -70,6 +72,24 @@ def _slice_check(body, node):
                     f"slice(): rows {s}:{e} of axis {axis} do not fit an axis of size {d} "
                     f"(sizes {dict(sorted(bindings.items()))})", op="slice",
                     node=node.name, shapes=[x], loc=node.loc)
+    return check
+
+
+def _nonempty_check(body, node):
+    """max has no value over nothing (NumPy raises; a kernel would return its start
+    value, -inf or an arbitrary integer): every reduced axis must have a size."""
+    x = body.nodes[node.inputs[0]].type
+    dims = [(a, x.shape[a]) for a in node.attrs["axis"] if not isinstance(x.shape[a], int)]
+    if not dims:
+        return None         # static sizes: a static empty axis is refused when traced
+
+    def check(bindings):
+        for axis, d in dims:
+            if evaluate(d, bindings) == 0:
+                raise InputError(f"max(): axis {axis} to reduce is empty for these sizes "
+                                 f"({dict(sorted(bindings.items()))}); the max of nothing "
+                                 "has no value", op="max", node=node.name, shapes=[x],
+                                 loc=node.loc)
     return check
 
 
