@@ -774,10 +774,12 @@ def random(config: DeepseekV2Config | None = None, seed: int = 0) -> DeepseekV2:
     return DeepseekV2(config, init_params(config, seed))
 
 
-def load(path, dtype: str = "float32") -> DeepseekV2:
+def load(path, dtype: str = "float32", check_memory: bool = True) -> DeepseekV2:
     """Load a Hugging Face checkpoint directory (config.json + *.safetensors; sharded with
     model.safetensors.index.json). Routed experts may be stored per expert or fused.
-    Raises :class:`graphc.CheckpointError` naming any missing, extra or misshapen tensor."""
+    Raises :class:`graphc.CheckpointError` naming any missing, extra or misshapen tensor,
+    or, before reading any, when the parameters would not fit the memory available
+    (``check_memory=False`` skips that check)."""
     from .deepseek_v2_checkpoint import load_checkpoint
-    config, params = load_checkpoint(path, dtype)
+    config, params = load_checkpoint(path, dtype, check_memory)
     return DeepseekV2(config, params)

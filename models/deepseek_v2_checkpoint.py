@@ -104,14 +104,20 @@ def available_memory() -> int | None:
             limit = f.read().strip()
         if limit != "max":
             with open("/sys/fs/cgroup/memory.current") as f:
-                found.append(max(0, int(limit) - int(f.read().strip())))
+                used = int(f.read().strip())
+            with open("/sys/fs/cgroup/memory.stat") as f:    # page cache the kernel can
+                stat = dict(line.split() for line in f if line.strip())   # drop (a
+            used -= int(stat.get("inactive_file", 0))      # checkpoint just copied in)
+            found.append(max(0, int(limit) - used))
     except (OSError, ValueError):
         pass
     return min(found) if found else None
 
 
-def load_checkpoint(directory, dtype: str = "float32"):
-    """(DeepseekV2Config, params) from a checkpoint directory."""
+def load_checkpoint(directory, dtype: str = "float32", check_memory: bool = True):
+    """(DeepseekV2Config, params) from a checkpoint directory. ``check_memory=False``
+    loads even when the parameters look bigger than the memory available (swap, or a
+    figure the check gets wrong)."""
     directory = os.fspath(directory)
     config = read_config(directory)
     from dataclasses import replace
@@ -137,13 +143,14 @@ def load_checkpoint(directory, dtype: str = "float32"):
             raise CheckpointError(f"tensor {name!r} has dtype {got.dtype}; expected a float")
 
     need = sum(math.prod(shape) for shape in want.values()) * np.dtype(dtype).itemsize
-    avail = available_memory()
+    avail = available_memory() if check_memory else None
     if avail is not None and need > avail:
         n = need // np.dtype(dtype).itemsize
         raise CheckpointError(f"{directory}: the checkpoint's {n:,} parameters take "
                               f"{need / 2**30:.1f} GiB as {dtype}, more than the "
                               f"{avail / 2**30:.1f} GiB of memory available here; graphc "
-                              "holds every weight in memory (nothing loaded)")
+                              "holds every weight in memory (nothing loaded; "
+                              "load(..., check_memory=False) tries anyway)")
 
     def read(name):
         return read_tensor(infos[name]).astype(dtype, copy=False)

@@ -111,7 +111,9 @@ def _identity(op: str, dtype: str):
     """The start value of a ``+`` or ``max`` accumulator of ``dtype``."""
     if op == "+":
         return 0.0
-    return -2**63 if dtype.startswith("int") else -math.inf
+    if dtype.startswith("int"):
+        return -2**63 if dtype == "int64" else -2**31
+    return -math.inf
 
 
 def _literal(value, dtype: str) -> str:

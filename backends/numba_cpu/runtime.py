@@ -104,8 +104,8 @@ class NumbaExecutable(ProgramExecutable):
         diag = T - S
         rows = min(ATTENTION_BLOCK, S)
         scale, causal = float(step.scale), bool(step.causal)
-        k = threads.workers() if B * S * T * q.shape[-1] >= threads.SPLIT_MIN_MACS else 1
-        if k > 1 and (B % k == 0 or B >= 4 * k):
+        n_thr = threads.workers() if B * S * T * q.shape[-1] >= threads.SPLIT_MIN_MACS else 1
+        if n_thr > 1 and (B % n_thr == 0 or B >= 4 * n_thr):
             # heads split over the threads, each running all its row blocks (one-thread
             # GEMMs, the serial softmax): one hand-off per call, not three per block
             def heads(lo, hi):
@@ -122,7 +122,7 @@ class NumbaExecutable(ProgramExecutable):
                         np.matmul(blk, v[lo:hi, :kend], out=o3[lo:hi, r0:r1])
                         o3[lo:hi, r0:r1] *= inv_blk[:, :, None]
                 return run
-            threads.run_parallel([heads(lo, hi) for lo, hi in threads.parts(B, k)])
+            threads.run_parallel([heads(lo, hi) for lo, hi in threads.parts(B, n_thr)])
             self.finish_attention(step, ops, out, o, sz)
             return
         for r0 in range(0, S, rows):

@@ -55,23 +55,28 @@ def _nodes(graph):
 
 
 def _slice_check(body, node):
-    """Along every axis whose bounds or size are symbolic: 0 <= start <= stop <= size.
-    (Static ones were settled when the graph was traced.)"""
+    """Along every axis whose bounds or size are symbolic: the declared number of
+    elements is not negative, and when there are some, the first and the last one are
+    inside the axis (then NumPy's slice of the input has exactly the declared shape: a
+    stop past the end of a strided slice is fine when its last element is inside).
+    Static ones were settled when the graph was traced."""
     x = body.nodes[node.inputs[0]].type
-    axes = [(a, s, e, d) for a, (s, e, d) in
-            enumerate(zip(node.attrs["starts"], node.attrs["stops"], x.shape))
-            if not all(isinstance(v, int) for v in (s, e, d))]
+    a = node.attrs
+    axes = [(k, s, e, st, d, n) for k, (s, e, st, d, n) in
+            enumerate(zip(a["starts"], a["stops"], a["steps"], x.shape, node.type.shape))
+            if not all(isinstance(v, int) for v in (s, e, d, n))]
     if not axes:
         return None
 
     def check(bindings):
-        for axis, s, e, d in axes:
-            s, e, d = evaluate(s, bindings), evaluate(e, bindings), evaluate(d, bindings)
-            if not 0 <= s <= e <= d:
+        for axis, s, e, st, d, n in axes:
+            s, e, d, n = (evaluate(v, bindings) for v in (s, e, d, n))
+            if n < 0 or (n > 0 and not (0 <= s and s + (n - 1) * st < d)):
+                what = f"{s}:{e}" + (f":{st}" if st != 1 else "")
                 raise InputError(
-                    f"slice(): rows {s}:{e} of axis {axis} do not fit an axis of size {d} "
-                    f"(sizes {dict(sorted(bindings.items()))})", op="slice",
-                    node=node.name, shapes=[x], loc=node.loc)
+                    f"slice(): elements {what} of axis {axis} ({max(n, 0)} declared) do not "
+                    f"fit an axis of size {d} (sizes {dict(sorted(bindings.items()))})",
+                    op="slice", node=node.name, shapes=[x], loc=node.loc)
     return check
 
 

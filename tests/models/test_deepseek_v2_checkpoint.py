@@ -167,6 +167,8 @@ def test_checkpoint_too_big_for_memory_says_so_before_reading(model, tmp_path, m
         dv.load(d, dtype="float64")               # 8 bytes each
     assert read == []
     monkeypatch.undo()
+    monkeypatch.setattr(ck, "available_memory", lambda: 4 * n - 1)
+    assert dv.load(d, check_memory=False).params    # the caller knows better: loads
     monkeypatch.setattr(ck, "available_memory", lambda: 8 * n)
     assert dv.load(d, dtype="float64").params       # fits: loads
     monkeypatch.setattr(ck, "available_memory", lambda: None)   # unknown: no check
