@@ -5,7 +5,6 @@ float tensor is computed in float64 (outputs come back as float64).
 """
 from __future__ import annotations
 
-from graphc.runtime.checks import size_checks
 from graphc.runtime.executable import Executable
 from graphc.runtime.interpreter import run_graph
 
@@ -16,26 +15,15 @@ class ReferenceExecutable(Executable):
     def __init__(self, graph, float64: bool = False):
         super().__init__(graph)
         self.float64 = float64
-        self._size_checks = size_checks(graph)
-        self._sizes_checked: set = set()
 
-    def _check_sizes(self, bindings) -> None:
-        """The symbol-size checks every backend makes (graphc/runtime/checks.py), once
-        per set of sizes, so the reference raises what the compiled backends raise."""
-        key = tuple(sorted(bindings.items()))
-        if key not in self._sizes_checked:
-            for check in self._size_checks:
-                check(bindings)
-            if len(self._sizes_checked) > 64:
-                self._sizes_checked.clear()
-            self._sizes_checked.add(key)
-
+    # Every call checks its sizes as the compiled backends do (a few expressions: the
+    # interpreter's own work dwarfs them), so the reference raises what they raise.
     def run(self, arrays, bindings):
-        self._check_sizes(bindings)
+        self.check_sizes(bindings)
         return run_graph(self.graph, arrays, bindings, float64=self.float64)
 
     def run_timed_steps(self, arrays, bindings, timer):
-        self._check_sizes(bindings)
+        self.check_sizes(bindings)
         return run_graph(self.graph, arrays, bindings, float64=self.float64, timer=timer)
 
     def profile_entries(self, bindings):

@@ -5,10 +5,11 @@ size: ``x[:5]`` is 5 rows, ``x[2:]`` is ``S - 2``. Some sizes make such a declar
 impossible: ``x[:5]`` of 2 rows, ``x[2:]`` of 1 row, causal attention with more queries
 than keys, the max over an axis of size 0. The reference backend would notice when NumPy's result has another shape; a
 kernel would instead read past its input (whatever memory follows it) or write NaN rows.
-:func:`size_checks` lists one check per such op of a graph (fused bodies included); an
-executable runs them once per new set of sizes, before any step, so every backend
-raises the same :class:`~graphc.errors.InputError`, naming the op, its operands' shapes
-and the user's line.
+:func:`size_checks` lists one check per such op of a graph (fused bodies included);
+``Executable.check_sizes`` runs them before any step (a compiled backend once per new set
+of sizes, the reference every call), so every backend raises the same
+:class:`~graphc.errors.InputError`, naming the op, its operands' shapes and the user's
+line.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..errors import BackendError
 from ..ir.node import capture_loc
+from .checks import size_checks
 from .signature import bind_inputs
 
 
@@ -22,6 +23,13 @@ class Executable:
 
     def __init__(self, graph):
         self.graph = graph
+        self._size_checks = size_checks(graph)
+
+    def check_sizes(self, bindings) -> None:
+        """The checks of a call's symbol sizes every backend makes (checks.py): an
+        InputError naming the op, its shapes and the user's line."""
+        for check in self._size_checks:
+            check(bindings)
 
     def run(self, arrays: Sequence[np.ndarray], bindings: dict[str, int]) -> list[np.ndarray]:
         raise NotImplementedError

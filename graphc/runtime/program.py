@@ -17,7 +17,6 @@ import numpy as np
 from ..errors import BackendError, InputError
 from ..ir.dims import evaluate
 from ..lower.program import AttentionStep, GemmStep, KernelStep, LibraryStep
-from .checks import size_checks
 from .executable import Executable
 
 
@@ -110,7 +109,6 @@ class ProgramExecutable(Executable):
             else:
                 self.constants[nid] = self.to_device(v)
         self._embedding_checks = embedding_checks(graph, self.backend)
-        self._size_checks = size_checks(graph)
         self.library = {}                 # LibraryStep node -> native run(out, ops)
         self._lock = threading.Lock()     # one call at a time (see the class docstring)
 
@@ -135,8 +133,7 @@ class ProgramExecutable(Executable):
         key = tuple(sorted(bindings.items()))
         s = self._sized.get(key)
         if s is None:
-            for check in self._size_checks:
-                check(bindings)
+            self.check_sizes(bindings)
             while len(self._sized) >= max(self.max_sizes, 1):
                 self._sized.popitem(last=False)
             s = self._sized[key] = Sized(self, dict(bindings))
