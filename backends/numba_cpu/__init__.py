@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import NamedTuple
 
 # BLAS runs on one thread per call and the backend splits large GEMMs over its own
 # helper threads (threads.py), so OpenMP workers are the only pool that wakes between
@@ -54,12 +55,12 @@ class NumbaBackend:
         if options:
             raise BackendError(f"numba backend: unknown options {sorted(options)}")
         plans = [_plan(g, fastmath) for g in graphs]
+        modules = list(dict.fromkeys(m for p in plans for m in p.modules))
         t0 = time.perf_counter()
-        bar = _progress(len({m for p in plans for m in p[-1]}), progress)
+        bar = _progress(len(modules), progress)
         try:
             # the modules not in the cache yet, compiled by worker processes in parallel
-            compiled = precompile(list(dict.fromkeys(m for p in plans for m in p[-1])),
-                                  done=lambda: bar.update(1))
+            compiled = precompile(modules, done=lambda: bar.update(1))
             seen = set(compiled)
 
             def load(src, kernel=False):
@@ -79,24 +80,32 @@ class NumbaBackend:
         return exes
 
 
-def _executable(plan, load) -> NumbaExecutable:
+class _Plan(NamedTuple):
+    """A lowered graph and what its executable needs."""
+    graph: object
+    program: object
+    kernels: dict             # name -> loop-IR kernel
+    sources: dict             # name -> kernel module source
+    softmax_dtypes: list      # attention score softmax modules
+    row_dtypes: list          # one-row GEMM modules
+    modules: list             # every module source to load
+
+
+def _executable(plan: _Plan, load) -> NumbaExecutable:
     """The executable of a :func:`_plan`, its modules loaded through ``load``."""
-    graph, program, kernels, sources, softmax_dtypes, row_dtypes, _ = plan
-    functions = {name: load(src, kernel=True) for name, src in sources.items()}
-    softmax = {dt: load(attention_softmax(dt)) for dt in softmax_dtypes}
-    rows = {dt: load(rows_gemm(dt)) for dt in row_dtypes}
-    exe = NumbaExecutable(graph, program, kernels, functions, softmax, rows)
+    functions = {name: load(src, kernel=True) for name, src in plan.sources.items()}
+    softmax = {dt: load(attention_softmax(dt)) for dt in plan.softmax_dtypes}
+    rows = {dt: load(rows_gemm(dt)) for dt in plan.row_dtypes}
+    exe = NumbaExecutable(plan.graph, plan.program, plan.kernels, functions, softmax, rows)
     # Opaque ops with a native implementation (library.py); the rest run their NumPy
     # reference, with a warning naming them.
-    exe.library = bind_program(program)
-    exe.sources = sources
+    exe.library = bind_program(plan.program)
+    exe.sources = plan.sources
     return exe
 
 
-def _plan(graph, fastmath: bool):
-    """Lower ``graph`` and list what its executable needs: (graph, program, kernels by
-    name, kernel sources by name, attention softmax dtypes, one-row GEMM dtypes, every
-    module source to load)."""
+def _plan(graph, fastmath: bool) -> _Plan:
+    """Lower ``graph`` and list what its executable needs."""
     if "memory" not in graph.meta or any(
             n.op not in ("input", "constant", "fused") for n in graph.nodes.values()):
         graph = optimize(graph, REQUIRED)
@@ -115,7 +124,7 @@ def _plan(graph, fastmath: bool):
                         & {"float32", "float64"})
     modules = ([*sources.values()] + [attention_softmax(dt) for dt in softmax_dtypes]
                + [rows_gemm(dt) for dt in row_dtypes] + library_sources(program))
-    return graph, program, kernels, sources, softmax_dtypes, row_dtypes, modules
+    return _Plan(graph, program, kernels, sources, softmax_dtypes, row_dtypes, modules)
 
 
 # A kernel whose loops all have static extents and whose work (statements executed) is at
