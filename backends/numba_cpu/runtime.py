@@ -104,35 +104,31 @@ class NumbaExecutable(ProgramExecutable):
         diag = T - S
         rows = min(ATTENTION_BLOCK, S)
         scale, causal = float(step.scale), bool(step.causal)
+
+        def blocks(lo, hi, matmul, softmax_for):
+            """Heads lo..hi, 128 query rows at a time, in their part of the scratch."""
+            for r0 in range(0, S, rows):
+                r1 = min(S, r0 + rows)
+                kend = T if not causal else max(0, min(T, r1 + diag))
+                blk = np.ndarray((hi - lo, r1 - r0, kend), scores.dtype, buffer=scores,
+                                 offset=lo * rows * T * scores.itemsize)
+                inv_blk = np.ndarray((hi - lo, r1 - r0), inv.dtype, buffer=inv,
+                                     offset=lo * rows * inv.itemsize)
+                matmul(q[lo:hi, r0:r1], kT[lo:hi, :, :kend], blk)
+                softmax_for(blk)(blk, inv_blk, scale, causal, r0, diag)
+                matmul(blk, v[lo:hi, :kend], o3[lo:hi, r0:r1])
+                o3[lo:hi, r0:r1] *= inv_blk[:, :, None]
+
+        def one_thread(a, b, c):
+            np.matmul(a, b, out=c)
         n_thr = threads.workers() if B * S * T * q.shape[-1] >= threads.SPLIT_MIN_MACS else 1
         if n_thr > 1 and (B % n_thr == 0 or B >= 4 * n_thr):
             # heads split over the threads, each running all its row blocks (one-thread
             # GEMMs, the serial softmax): one hand-off per call, not three per block
-            def heads(lo, hi):
-                def run():
-                    for r0 in range(0, S, rows):
-                        r1 = min(S, r0 + rows)
-                        kend = T if not causal else max(0, min(T, r1 + diag))
-                        blk = np.ndarray((hi - lo, r1 - r0, kend), scores.dtype,
-                                         buffer=scores, offset=lo * rows * T * scores.itemsize)
-                        inv_blk = np.ndarray((hi - lo, r1 - r0), inv.dtype, buffer=inv,
-                                             offset=lo * rows * inv.itemsize)
-                        np.matmul(q[lo:hi, r0:r1], kT[lo:hi, :, :kend], out=blk)
-                        mod._ser(blk, inv_blk, scale, causal, r0, diag)
-                        np.matmul(blk, v[lo:hi, :kend], out=o3[lo:hi, r0:r1])
-                        o3[lo:hi, r0:r1] *= inv_blk[:, :, None]
-                return run
-            threads.run_parallel([heads(lo, hi) for lo, hi in threads.parts(B, n_thr)])
-            self.finish_attention(step, ops, out, o, sz)
-            return
-        for r0 in range(0, S, rows):
-            r1 = min(S, r0 + rows)
-            kend = T if not step.causal else max(0, min(T, r1 + diag))
-            blk = np.ndarray((B, r1 - r0, kend), scores.dtype, buffer=scores)
-            inv_blk = np.ndarray((B, r1 - r0), inv.dtype, buffer=inv)
-            threads.matmul(q[:, r0:r1], kT[:, :, :kend], blk)
-            softmax = mod._par if blk.size >= SOFTMAX_PARALLEL_MIN else mod._ser
-            softmax(blk, inv_blk, scale, causal, r0, diag)
-            threads.matmul(blk, v[:, :kend], o3[:, r0:r1])
-            o3[:, r0:r1] *= inv_blk[:, :, None]
+            threads.run_parallel([
+                (lambda lo=lo, hi=hi: blocks(lo, hi, one_thread, lambda blk: mod._ser))
+                for lo, hi in threads.parts(B, n_thr)])
+        else:   # every head at once, each block's GEMMs and softmax split in turn
+            blocks(0, B, threads.matmul,
+                   lambda blk: mod._par if blk.size >= SOFTMAX_PARALLEL_MIN else mod._ser)
         self.finish_attention(step, ops, out, o, sz)
