@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from graphc.errors import BackendError
 from graphc.lower import loopir as L
 from graphc.lower.exprs import delinearize
+from graphc.lower.kernels import identity
 
 CTYPES = {"float32": "float", "float64": "double", "int64": "long long", "int32": "int",
           "bool": "bool"}
@@ -105,15 +106,6 @@ class CudaKernel:
     work: L.Expr                 # elements (map) or rows (row): the grid is sized from it
     params: list                 # ("buf", BufferParam) | ("dim", buffer, k) | ("size", name)
     block: int = BLOCK
-
-
-def _identity(op: str, dtype: str):
-    """The start value of a ``+`` or ``max`` accumulator of ``dtype``."""
-    if op == "+":
-        return 0.0
-    if dtype.startswith("int"):
-        return -2**63 if dtype == "int64" else -2**31
-    return -math.inf
 
 
 def _literal(value, dtype: str) -> str:
@@ -311,7 +303,7 @@ class _Renderer:
         out.append(f"{ind}}}")
         for var, op in _accumulators(body, assigned):
             t = CTYPES[self.vars[var]]
-            ident = _literal(_identity(op, self.vars[var]), self.vars[var])
+            ident = _literal(identity(op, self.vars[var]), self.vars[var])
             fn = "graphc_sum_op" if op == "+" else "graphc_max_op"
             out.append(f"{ind}{var} = graphc_block_reduce<{t}>({var}, ({t})({ident}), {fn}());")
         return out
@@ -325,7 +317,7 @@ class _Renderer:
                 for var, op in accs:
                     init = next((x for x in reversed(stmts[:stmts.index(s)])
                                  if isinstance(x, L.Assign) and x.var == var), None)
-                    want = _identity(op, self.vars[var])
+                    want = identity(op, self.vars[var])
                     if not (init and isinstance(init.value, L.Const)
                             and init.value.value == want):
                         raise BackendError(f"kernel {self.k.name}: accumulator {var} must "

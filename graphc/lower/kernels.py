@@ -22,6 +22,17 @@ REDUCES = ("sum", "mean", "max")
 ACC = "float64"   # row statistics accumulate in float64
 
 
+def identity(op: str, dtype: str):
+    """The start value of a ``+`` or ``max`` accumulator of ``dtype`` (the lowest
+    integer of the dtype for an integer max: a max over an empty axis never runs,
+    runtime/checks.py). The CUDA renderer checks its block reductions against it."""
+    if op == "+":
+        return 0 if dtype.startswith("int") else 0.0
+    if dtype.startswith("int"):
+        return -2**63 if dtype == "int64" else -2**31
+    return float("-inf")
+
+
 def loop_nest(shape, make_body, prefix: str, parallel: bool = True,
               collapse_all: bool = False) -> list:
     """Loops over ``shape``: all but the last dim collapse into one parallel loop and the
@@ -212,13 +223,11 @@ def reduction_kernel(body, name: str, store_anchor: bool = False) -> L.Kernel:
         s: list = []
         if a.op in REDUCES:
             # integers sum and compare in int64 (a float64 total rounds past 2**53; an
-            # int32 result wraps as NumPy's int32 sum does); max over an empty axis never
-            # runs (runtime/checks.py), so its integer start value is never seen
+            # int32 result wraps as NumPy's int32 sum does)
             whole = x.type.dtype.startswith("int") and a.op != "mean"
             acc = "int64" if whole else ACC
-            init = {"sum": L.Const(0, acc), "mean": L.Const(0.0, acc),
-                    "max": L.Const(-2**63 if whole else float("-inf"), acc)}[a.op]
             comb = "max" if a.op == "max" else "+"
+            init = L.Const(identity(comb, acc), acc)
             # the running value is "total", not "acc" (the anchor buffer's name)
             s.append(L.Assign("total", init, acc))
             s += red_loops("j", lambda j: [L.Assign("total", L.Bin(comb, L.Var("total"),
