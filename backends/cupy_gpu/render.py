@@ -30,6 +30,7 @@ from graphc.errors import BackendError
 from graphc.lower import loopir as L
 from graphc.lower.exprs import delinearize
 from graphc.lower.kernels import identity
+from graphc.lower.renderer import Renderer
 
 CTYPES = {"float32": "float", "float64": "double", "int64": "long long", "int32": "int",
           "bool": "bool"}
@@ -70,12 +71,38 @@ __device__ __forceinline__ double graphc_sigmoid(double x) {
   return x >= 0.0 ? s : e * s;
 }
 
+// NumPy's power of integers (a negative exponent gives 0 unless the base is +-1; NumPy
+// refuses it on arrays, the reference's check), isnan/isinf/sign without <cmath>.
+__device__ __forceinline__ long long graphc_ipow(long long a, long long b) {
+  if (b < 0) return a == 1 ? 1 : (a == -1 ? ((b & 1) ? -1 : 1) : 0);
+  long long r = 1;
+  while (b) { if (b & 1) r *= a; a *= a; b >>= 1; }
+  return r;
+}
+template <typename T> __device__ __forceinline__ bool graphc_isnan(T x) { return x != x; }
+// NumPy's float modulo: the result has the divisor's sign.
+template <typename T> __device__ __forceinline__ T graphc_fmod(T a, T b) {
+  T m = (T)fmod((double)a, (double)b);
+  return (m != (T)0 && ((m < (T)0) != (b < (T)0))) ? m + b : m;
+}
+template <typename T> __device__ __forceinline__ bool graphc_isinf(T x) {
+  return x - x != x - x && x == x;
+}
+template <typename T> __device__ __forceinline__ T graphc_sign(T x) {
+  return x != x ? x : (T)((x > (T)0) - (x < (T)0));
+}
+
 struct graphc_sum_op {
   template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
 };
 struct graphc_max_op {
   template <typename T> __device__ __forceinline__ T operator()(T a, T b) const {
     return graphc_max(a, b);
+  }
+};
+struct graphc_min_op {
+  template <typename T> __device__ __forceinline__ T operator()(T a, T b) const {
+    return graphc_min(a, b);
   }
 };
 
@@ -128,40 +155,97 @@ def _literal(value, dtype: str) -> str:
     return f"{text}f" if f else text
 
 
-_MATH = {"exp": ("expf", "exp"), "log": ("logf", "log"), "sqrt": ("sqrtf", "sqrt"),
-         "rsqrt": ("rsqrtf", "rsqrt"), "tanh": ("tanhf", "tanh"), "erf": ("erff", "erf"),
-         "abs": ("fabsf", "fabs")}
+def _float_fn(f32: str, f64: str):
+    def render(r, t, *args):
+        if t not in ("float32", "float64"):
+            raise BackendError(f"kernel {r.k.name}: {f32}() of {t}")
+        return f"{f32 if t == 'float32' else f64}({', '.join(args)})"
+    return render
 
 
-def _accumulators(stmts, assigned: set) -> list[tuple[str, str]]:
-    """(var, op) for the accumulations ``v = v <op> x`` in ``stmts`` (recursively) of
-    variables assigned before the loop (``assigned``)."""
+def _infix(sym):
+    return lambda r, t, a, b: f"({a} {sym} {b})"
+
+
+def _minmax(name):
+    def render(r, t, a, b):
+        ct = CTYPES[t]
+        return f"graphc_{name}<{ct}>(({ct})({a}), ({ct})({b}))"
+    return render
+
+
+def _gelu(r, t, x):
+    one, half = _literal(1.0, t), _literal(0.5, t)
+    erf = "erff" if t == "float32" else "erf"
+    return f"({half} * {x} * ({one} + {erf}({x} * {_literal(1 / math.sqrt(2), t)})))"
+
+
+def _gelu_tanh(r, t, x):
+    one, half = _literal(1.0, t), _literal(0.5, t)
+    tanh = "tanhf" if t == "float32" else "tanh"
+    c, k = _literal(math.sqrt(2 / math.pi), t), _literal(0.044715, t)
+    return f"({half} * {x} * ({one} + {tanh}({c} * ({x} + {k} * {x} * {x} * {x}))))"
+
+
+def _pow(r, t, a, b):
+    if t.startswith("int"):
+        return f"(({CTYPES[t]})graphc_ipow({a}, {b}))"
+    return _float_fn("powf", "pow")(r, t, a, b)
+
+
+def _abs(r, t, x):
+    if t.startswith("int"):
+        return f"(({x}) < 0 ? -({x}) : ({x}))"
+    return _float_fn("fabsf", "fabs")(r, t, x)
+
+
+# C's integer / and % truncate towards zero: floor division and modulo of data that may
+# be negative go through graphc_floordiv / graphc_mod (see CudaRenderer.op); bool logic is
+# C's; max/min propagate NaN (the prelude).
+CODE_FOR_OP = {
+    **{op: _infix(op) for op in ("+", "-", "*", "/", "%", "<", ">", "<=", ">=", "==",
+                                  "!=")},
+    "//": _infix("/"),
+    "pow": _pow, "max": _minmax("max"), "min": _minmax("min"),
+    "and": _infix("&&"), "or": _infix("||"), "xor": _infix("!="),
+    **{f: _float_fn(f + "f", f) for f in ("exp", "log", "sqrt", "rsqrt", "tanh", "erf",
+                                          "sin", "cos", "floor", "ceil", "log1p",
+                                          "expm1")},
+    "sigmoid": lambda r, t, x: f"graphc_sigmoid({x})",
+    "gelu": _gelu, "gelu_tanh": _gelu_tanh, "abs": _abs,
+    "neg": lambda r, t, x: f"(-{x})",
+    "sign": lambda r, t, x: f"graphc_sign<{CTYPES[t]}>({x})",
+    "isnan": lambda r, t, x: f"graphc_isnan<{CTYPES[t]}>({x})",
+    "isinf": lambda r, t, x: f"graphc_isinf<{CTYPES[t]}>({x})",
+    "not": lambda r, t, x: f"(!{x})",
+}
+
+_REDUCE_FN = {"+": "graphc_sum_op", "max": "graphc_max_op", "min": "graphc_min_op"}
+
+
+def _reductions(stmts, assigned: set) -> list[tuple[str, str]]:
+    """(var, op) of the Reduce statements in ``stmts`` (recursively) into scalars
+    assigned before the loop (``assigned``)."""
     out = []
     for n in L.walk(stmts):
-        if (isinstance(n, L.Assign) and n.var in assigned and isinstance(n.value, L.Bin)
-                and n.value.op in ("+", "max") and n.value.a == L.Var(n.var)):
-            if (n.var, n.value.op) not in out:
-                out.append((n.var, n.value.op))
+        if isinstance(n, L.Reduce) and n.var in assigned and (n.var, n.op) not in out:
+            out.append((n.var, n.op))
     return out
 
 
 def _has_reduction(stmts) -> bool:
-    assigned: set = set()
-    for s in stmts:
-        if isinstance(s, L.Loop):
-            if _accumulators(s.body, assigned):
-                return True
-        elif isinstance(s, L.Assign):
-            assigned.add(s.var)
-    return False
+    return any(isinstance(n, L.Reduce) for n in L.walk(stmts))
 
 
-class _Renderer:
+class _Renderer(Renderer):
+    """CUDA C's table and differences: C types and casts, flat indexing with the
+    buffers' dims, and the map / row thread mappings of the statements."""
+    code_for_op = CODE_FOR_OP
+    language = "CUDA"
+
     def __init__(self, kernel: L.Kernel):
-        self.k = kernel
-        self.types = {b.name: b.dtype for b in kernel.buffers}
-        self.ranks = {b.name: b.rank for b in kernel.buffers}
-        self.vars: dict[str, str] = {}
+        super().__init__(kernel)
+        self.vars = {}
         for n in L.walk(kernel.body):
             if isinstance(n, L.Assign):
                 old = self.vars.setdefault(n.var, n.dtype)
@@ -171,8 +255,8 @@ class _Renderer:
         self.fresh = 0
 
     # -- expressions -------------------------------------------------------------------
-    def typeof(self, e: L.Expr) -> str:
-        return L.type_of(e, self.types, self.vars)
+    def literal(self, value, dtype: str) -> str:
+        return _literal(value, dtype)
 
     def index(self, buf: str, idx) -> str:
         if self.ranks[buf] == 0:
@@ -182,61 +266,30 @@ class _Renderer:
             text = f"({text}) * {buf}_d{k} + {self.expr(i)}"
         return text
 
+    def load(self, buf: str, index) -> str:
+        return f"{buf}[{self.index(buf, index)}]"
+
+    def cast(self, text: str, src: str, dst: str) -> str:
+        if dst == "bool":
+            return f"(({text}) != 0)"
+        return f"(({CTYPES[dst]})({text}))"
+
+    def select(self, cond: str, a: str, b: str, dtype: str) -> str:
+        t = CTYPES[dtype]
+        return f"({cond} ? ({t})({a}) : ({t})({b}))"
+
     def expr(self, e: L.Expr) -> str:
-        if isinstance(e, L.Const):
-            return _literal(e.value, e.dtype)
-        if isinstance(e, L.Var):
-            return e.name
-        if isinstance(e, L.Load):
-            return f"{e.buf}[{self.index(e.buf, e.index)}]"
-        if isinstance(e, L.Bin):
-            t = L.promote(self.typeof(e.a), self.typeof(e.b))
+        if (isinstance(e, L.Bin) and e.op in ("//", "%")
+                and L.promote(self.typeof(e.a), self.typeof(e.b)).startswith("int")
+                and any(isinstance(n, L.Load) for n in L.walk(e))):
+            # data may be negative: Python's rounding (indices are never negative)
             a, b = self.expr(e.a), self.expr(e.b)
-            if e.op in ("max", "min"):
-                ct = CTYPES[t]
-                return f"graphc_{e.op}<{ct}>(({ct})({a}), ({ct})({b}))"
-            if e.op in ("//", "%") and t.startswith("int") and any(
-                    isinstance(n, L.Load) for n in L.walk(e)):
-                # data may be negative: Python's rounding (indices are never negative)
-                return f"graphc_{'floordiv' if e.op == '//' else 'mod'}({a}, {b})"
-            if e.op == "//":
-                return f"({a} / {b})"
-            if e.op == "and":
-                return f"({a} && {b})"
-            return f"({a} {e.op} {b})"
-        if isinstance(e, L.Cast):
-            inner = self.expr(e.a)
-            if self.typeof(e.a) == e.dtype:
-                return inner
-            if e.dtype == "bool":
-                return f"(({inner}) != 0)"
-            return f"(({CTYPES[e.dtype]})({inner}))"
-        if isinstance(e, L.Select):
+            return f"graphc_{'floordiv' if e.op == '//' else 'mod'}({a}, {b})"
+        if (isinstance(e, L.Bin) and e.op == "%"
+                and not L.promote(self.typeof(e.a), self.typeof(e.b)).startswith("int")):
             t = CTYPES[L.promote(self.typeof(e.a), self.typeof(e.b))]
-            return (f"({self.expr(e.cond)} ? ({t})({self.expr(e.a)}) : "
-                    f"({t})({self.expr(e.b)}))")
-        if isinstance(e, L.Call):
-            t = self.typeof(e.args[0])
-            if e.fn == "neg":
-                return f"(-{self.expr(e.args[0])})"
-            if t not in ("float32", "float64"):
-                raise BackendError(f"kernel {self.k.name}: {e.fn}() of {t}")
-            x = self.expr(e.args[0])
-            f = t == "float32"
-            one, half = _literal(1.0, t), _literal(0.5, t)
-            if e.fn in _MATH:
-                return f"{_MATH[e.fn][0 if f else 1]}({x})"
-            if e.fn == "sigmoid":
-                return f"graphc_sigmoid({x})"
-            erf, tanh = ("erff", "tanhf") if f else ("erf", "tanh")
-            if e.fn == "gelu":
-                return (f"({half} * {x} * ({one} + {erf}({x} * "
-                        f"{_literal(1 / math.sqrt(2), t)})))")
-            if e.fn == "gelu_tanh":
-                c, k = _literal(math.sqrt(2 / math.pi), t), _literal(0.044715, t)
-                return (f"({half} * {x} * ({one} + {tanh}({c} * ({x} + {k} * {x} * {x} * "
-                        f"{x}))))")
-        raise BackendError(f"kernel {self.k.name}: no CUDA rendering for {e!r}")
+            return f"graphc_fmod<{t}>(({t})({self.expr(e.a)}), ({t})({self.expr(e.b)}))"
+        return super().expr(e)
 
     # -- statements ----------------------------------------------------------------------
     def simple(self, s, ind: str) -> list[str]:
@@ -248,6 +301,10 @@ class _Renderer:
         if isinstance(s, L.Store):
             t = CTYPES[self.types[s.buf]]
             return [f"{ind}{s.buf}[{self.index(s.buf, s.index)}] = ({t})({self.expr(s.value)});"]
+        if isinstance(s, L.Reduce):
+            t = self.vars[s.var]
+            step = self.expr(L.Bin(s.op, L.Var(s.var), s.value))
+            return [f"{ind}{s.var} = ({CTYPES[t]})({step});"]
         raise TypeError(s)
 
     def seq(self, stmts, ind: str) -> list[str]:
@@ -301,10 +358,10 @@ class _Renderer:
         for s in body:
             out += self.simple(s, ind + "  ")
         out.append(f"{ind}}}")
-        for var, op in _accumulators(body, assigned):
+        for var, op in _reductions(body, assigned):
             t = CTYPES[self.vars[var]]
             ident = _literal(identity(op, self.vars[var]), self.vars[var])
-            fn = "graphc_sum_op" if op == "+" else "graphc_max_op"
+            fn = _REDUCE_FN[op]
             out.append(f"{ind}{var} = graphc_block_reduce<{t}>({var}, ({t})({ident}), {fn}());")
         return out
 
@@ -313,7 +370,7 @@ class _Renderer:
         out, assigned = [], set()
         for s in stmts:
             if isinstance(s, L.Loop):
-                accs = _accumulators(s.body, assigned)
+                accs = _reductions(s.body, assigned)
                 for var, op in accs:
                     init = next((x for x in reversed(stmts[:stmts.index(s)])
                                  if isinstance(x, L.Assign) and x.var == var), None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from graphc.lower import loopir as L
+from graphc.lower.renderer import Renderer
 
 from .vmath import VMATH, exp_fn, sigmoid_fn
 
@@ -18,15 +19,63 @@ _NB = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "i
        "bool": "boolean"}
 
 
-class _Renderer:
-    def __init__(self, kernel: L.Kernel, fastmath: bool = False):
-        self.k = kernel
-        self.fastmath = fastmath
-        self.types = {b.name: b.dtype for b in kernel.buffers}
-        self.ranks = {b.name: b.rank for b in kernel.buffers}
-        self.vars: dict[str, str] = {s: "int64" for s in kernel.sizes}
+def _fn(name):
+    return lambda r, t, x: f"{name}({x})"
 
-    def const(self, value, dtype: str) -> str:
+
+def _exp(r, t, x):
+    return f"{exp_fn(t, r.fastmath)}({x})"
+
+
+def _sigmoid(r, t, x):
+    return f"{sigmoid_fn(t, r.fastmath)}({x})"
+
+
+def _gelu(r, t, x):
+    one, half = r.literal(1.0, t), r.literal(0.5, t)
+    return f"({half} * {x} * ({one} + math.erf({x} * {r.literal(1 / math.sqrt(2), t)})))"
+
+
+def _gelu_tanh(r, t, x):
+    one, half = r.literal(1.0, t), r.literal(0.5, t)
+    c, k = r.literal(math.sqrt(2 / math.pi), t), r.literal(0.044715, t)
+    return f"({half} * {x} * ({one} + math.tanh({c} * ({x} + {k} * {x} * {x} * {x}))))"
+
+
+def _infix(sym):
+    return lambda r, t, a, b: f"({a} {sym} {b})"
+
+
+# Python semantics are NumPy's for // and % (floor), comparisons and pow; bool logic is
+# bitwise (no branch in a vectorised loop); max/min propagate NaN (vmath.py).
+CODE_FOR_OP = {
+    **{op: _infix(op) for op in ("+", "-", "*", "/", "//", "%", "<", ">", "<=", ">=",
+                                  "==", "!=")},
+    "pow": _infix("**"),
+    "max": lambda r, t, a, b: f"_max({a}, {b})",
+    "min": lambda r, t, a, b: f"_min({a}, {b})",
+    "and": _infix("&"), "or": _infix("|"), "xor": _infix("^"),
+    "exp": _exp, "sigmoid": _sigmoid, "gelu": _gelu, "gelu_tanh": _gelu_tanh,
+    **{f: _fn(f"math.{f}") for f in ("log", "sqrt", "tanh", "erf", "sin", "cos", "log1p",
+                                     "expm1")},
+    "rsqrt": lambda r, t, x: f"({r.literal(1.0, t)} / math.sqrt({x}))",
+    "floor": _fn("np.floor"), "ceil": _fn("np.ceil"), "sign": _fn("np.sign"),
+    "isnan": _fn("np.isnan"), "isinf": _fn("np.isinf"), "abs": _fn("abs"),
+    "neg": lambda r, t, x: f"(-{x})",
+    "not": lambda r, t, x: f"(not {x})",
+}
+
+
+class _Renderer(Renderer):
+    """Numba's table and differences: Python syntax, NumPy scalar types."""
+    code_for_op = CODE_FOR_OP
+    language = "Numba"
+
+    def __init__(self, kernel: L.Kernel, fastmath: bool = False):
+        super().__init__(kernel)
+        self.fastmath = fastmath
+
+    def literal(self, value, dtype: str) -> str:
         if dtype in ("int64", "int32"):
             return str(int(value))
         if dtype == "bool":
@@ -39,50 +88,16 @@ class _Renderer:
             text = repr(float(value))
         return f"{_NP[dtype]}({text})"
 
-    def typeof(self, e: L.Expr) -> str:
-        return L.type_of(e, self.types, self.vars)
+    def load(self, buf: str, index) -> str:
+        if self.ranks[buf] == 0:
+            return f"{buf}[0]"
+        return f"{buf}[{', '.join(self.expr(i) for i in index)}]"
 
-    def expr(self, e: L.Expr) -> str:
-        if isinstance(e, L.Const):
-            return self.const(e.value, e.dtype)
-        if isinstance(e, L.Var):
-            return e.name
-        if isinstance(e, L.Load):
-            if self.ranks[e.buf] == 0:
-                return f"{e.buf}[0]"
-            return f"{e.buf}[{', '.join(self.expr(i) for i in e.index)}]"
-        if isinstance(e, L.Bin):
-            a, b = self.expr(e.a), self.expr(e.b)
-            if e.op in ("max", "min"):
-                return f"_{e.op}({a}, {b})"          # NaN propagates (vmath.py)
-            return f"({a} {e.op} {b})"
-        if isinstance(e, L.Cast):
-            inner = self.expr(e.a)
-            return inner if self.typeof(e.a) == e.dtype else f"{_NP[e.dtype]}({inner})"
-        if isinstance(e, L.Select):
-            return f"({self.expr(e.a)} if {self.expr(e.cond)} else {self.expr(e.b)})"
-        if isinstance(e, L.Call):
-            x = self.expr(e.args[0])
-            t = self.typeof(e.args[0])
-            one = self.const(1.0, t)
-            half = self.const(0.5, t)
-            if e.fn == "exp":
-                return f"{exp_fn(t, self.fastmath)}({x})"
-            if e.fn in ("log", "sqrt", "tanh", "erf"):
-                return f"math.{e.fn}({x})"
-            if e.fn == "rsqrt":
-                return f"({one} / math.sqrt({x}))"
-            if e.fn == "neg":
-                return f"(-{x})"
-            if e.fn == "sigmoid":
-                return f"{sigmoid_fn(t, self.fastmath)}({x})"
-            if e.fn == "gelu":
-                return f"({half} * {x} * ({one} + math.erf({x} * {self.const(1 / math.sqrt(2), t)})))"
-            if e.fn == "gelu_tanh":
-                c = self.const(math.sqrt(2 / math.pi), t)
-                k = self.const(0.044715, t)
-                return f"({half} * {x} * ({one} + math.tanh({c} * ({x} + {k} * {x} * {x} * {x}))))"
-        raise TypeError(e)
+    def cast(self, text: str, src: str, dst: str) -> str:
+        return f"{_NP[dst]}({text})"
+
+    def select(self, cond: str, a: str, b: str, dtype: str) -> str:
+        return f"({a} if {cond} else {b})"
 
     def stmts(self, stmts, indent: str) -> list[str]:
         out = []
@@ -103,6 +118,12 @@ class _Renderer:
                 idx = "0" if self.ranks[s.buf] == 0 else \
                     ", ".join(self.expr(i) for i in s.index)
                 out.append(f"{indent}{s.buf}[{idx}] = {self.expr(s.value)}")
+            elif isinstance(s, L.Reduce):
+                acc = L.Var(s.var)
+                step = self.expr(L.Bin(s.op, acc, s.value))
+                if self.typeof(L.Bin(s.op, acc, s.value)) != self.vars[s.var]:
+                    step = f"{_NP[self.vars[s.var]]}({step})"
+                out.append(f"{indent}{s.var} = {step}")
             else:
                 raise TypeError(s)
         return out

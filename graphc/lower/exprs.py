@@ -3,11 +3,11 @@
 ``Pull`` answers "what is node n at index idx?" by walking the body towards its inputs:
 elementwise ops combine their operands (NumPy broadcasting becomes index zeroing),
 movement ops remap the index (transpose permutes, reshape linearises and splits, slice
-offsets, embedding reads an id), inputs become loads. Nothing here knows about a backend.
+offsets, embedding reads an id), inputs become loads. What each op does is its own
+declaration's ``lower=`` / ``lower_index=`` (graphc/ops); this module has the index
+arithmetic they share. Nothing here knows about a backend.
 """
 from __future__ import annotations
-
-import math
 
 from ..errors import BackendError
 from ..ir.dims import Sym
@@ -87,53 +87,63 @@ def broadcast_index(idx, out_shape, in_shape) -> list[L.Expr]:
     return out
 
 
-_CALLS = {"exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sigmoid", "neg"}
-_BINS = {"add": "+", "sub": "-", "mul": "*", "maximum": "max", "minimum": "min",
-         "less": "<", "greater": ">"}
+def _opdef(node):
+    from ..ops.registry import get_op
+    return get_op(node.op, loc=node.loc)
 
 
 def elementwise_value(node, args: list[L.Expr]) -> L.Expr:
-    """Value of an elementwise node from its operands' values."""
-    op, dt = node.op, node.type.dtype
-    if op in _BINS:
-        return L.Bin(_BINS[op], args[0], args[1])
-    if op == "div":
-        return L.Bin("//" if dt.startswith("int") else "/", args[0], args[1])
-    if op in _CALLS:
-        return L.Call(op, (args[0],))
-    if op == "relu":
-        return L.Bin("max", args[0], L.Const(0.0, dt))
-    if op == "silu":
-        return L.Bin("*", args[0], L.Call("sigmoid", (args[0],)))
-    if op == "gelu":
-        return L.Call("gelu" if node.attrs["approximate"] == "none" else "gelu_tanh",
-                      (args[0],))
-    if op == "scale":
-        return L.Bin("*", args[0], L.Const(node.attrs["factor"], dt))
-    if op == "cast":
-        return L.Cast(args[0], node.attrs["dtype"])
-    if op == "where":
-        return L.Select(args[0], args[1], args[2])
-    raise BackendError(f"no loop-IR lowering for elementwise op {op!r}", op=op,
-                       node=node.name, loc=node.loc)
+    """Value of an elementwise node from its operands' values: the op's ``lower=``."""
+    op = _opdef(node)
+    if op.lower is None:
+        raise BackendError(f"op {node.op!r} has no loop-IR lowering (lower=)", op=node.op,
+                           node=node.name, loc=node.loc)
+    return op.lower(node, *args)
+
+
+class _Act:
+    """The node-like view an activation's op lowering reads (attrs and result dtype)."""
+
+    def __init__(self, op: str, dtype: str, **attrs):
+        from ..ir.types import TensorType
+        self.op, self.attrs, self.type = op, attrs, TensorType((), dtype)
+        self.name, self.loc = f"<{op} activation>", None
+
+
+_ACTIVATIONS = {"relu": ("relu", {}), "silu": ("silu", {}),
+                "gelu": ("gelu", {"approximate": "none"}),
+                "gelu_tanh": ("gelu", {"approximate": "tanh"})}
 
 
 def activation_value(act: str, v: L.Expr, dtype: str) -> L.Expr:
+    """A gemm epilogue's activation, lowered by the activation op's own ``lower=``."""
     if act == "none":
         return v
-    if act == "relu":
-        return L.Bin("max", v, L.Const(0.0, dtype))
-    if act == "silu":
-        return L.Bin("*", v, L.Call("sigmoid", (v,)))
-    if act in ("gelu", "gelu_tanh"):
-        return L.Call(act, (v,))
-    raise BackendError(f"unknown activation {act!r}")
+    if act not in _ACTIVATIONS:
+        raise BackendError(f"unknown activation {act!r}")
+    op, attrs = _ACTIVATIONS[act]
+    return elementwise_value(_Act(op, dtype, **attrs), [v])
+
+
+class Operands:
+    """What a ``lower_index`` reads: ``operands(k, idx)`` is operand k's value at
+    ``idx``; ``operands.types[k]`` its type."""
+
+    def __init__(self, pull: "Pull", node):
+        self.pull, self.node = pull, node
+        self.types = [pull.body.nodes[i].type for i in node.inputs]
+
+    def __call__(self, k: int, idx) -> L.Expr:
+        return self.pull.at(self.node.inputs[k], list(idx))
 
 
 class Pull:
     """Expressions for the nodes of one body graph. ``inputs`` maps body input node ids to
     buffer names; ``override`` maps node ids to a function idx -> Expr (a value computed
-    elsewhere, e.g. an anchor's result); ``float64`` widens float math (the oracle)."""
+    elsewhere, e.g. an anchor's result). Every op is lowered by its declaration: an
+    elementwise op's ``lower=`` combines its operands' values at the broadcast index, a
+    movement op's or generator's ``lower_index=`` says its value at an index in terms of
+    its operands at other indices."""
 
     def __init__(self, body, inputs: dict[int, str], override=None):
         self.body = body
@@ -147,53 +157,22 @@ class Pull:
             return self.override[nid](idx)
         if nid in self.inputs:
             return L.Load(self.inputs[nid], tuple(idx))
-        op = node.op
-        if op == "constant":
+        if node.op == "constant":
             v = self.body.constants[nid]
             if v.size != 1:
                 raise BackendError("a constant inside a fused body must be a scalar",
                                    node=node.name, loc=node.loc)
             value = node.attrs.get("value", v.reshape(()).item())
-            return L.Const(value if not node.type.dtype.startswith("int") else int(value),
-                           node.type.dtype)
-        ins = [self.body.nodes[i] for i in node.inputs]
-        if op == "transpose":
-            axes = node.attrs["axes"]
-            src = [None] * len(axes)
-            for k, a in enumerate(axes):
-                src[a] = idx[k]
-            return self.at(node.inputs[0], src)
-        if op == "reshape":
-            return self.at(node.inputs[0], reshape_index(idx, node.type.shape,
-                                                         ins[0].type.shape))
-        if op == "slice":
-            src = [L.add(dim_expr(s) if s else L.c(0), L.mul(i, L.c(st)))
-                   for i, s, st in zip(idx, node.attrs["starts"], node.attrs["steps"])]
-            return self.at(node.inputs[0], src)
-        if op == "embedding":
-            ri = ins[1].type.rank
-            row = L.Cast(self.at(node.inputs[1], idx[:ri]), "int64")
-            return self.at(node.inputs[0], [row] + idx[ri:])
-        if op == "concat":
-            axis = node.attrs["axis"]
-            pieces = []
-            offset: L.Expr = L.c(0)
-            for i, t in zip(node.inputs, ins):
-                sub = list(idx)
-                sub[axis] = L.Bin("-", idx[axis], offset) if not (
-                    isinstance(offset, L.Const) and offset.value == 0) else idx[axis]
-                end = L.add(offset, dim_expr(t.type.shape[axis]))
-                pieces.append((end, self.at(i, sub)))
-                offset = end
-            expr = pieces[-1][1]
-            for end, value in reversed(pieces[:-1]):
-                expr = L.Select(L.Bin("<", idx[axis], end), value, expr)
-            return expr
-        if op == "causal_mask":
-            off = L.Bin("-", dim_expr(node.attrs["cols"]), dim_expr(node.attrs["rows"]))
             dt = node.type.dtype
-            return L.Select(L.Bin(">", idx[1], L.add(idx[0], off)),
-                            L.Const(-math.inf, dt), L.Const(0.0, dt))
+            return L.Const(int(value) if dt.startswith("int") else
+                           bool(value) if dt == "bool" else value, dt)
+        op = _opdef(node)
+        if op.lower_index is not None:
+            return op.lower_index(node, idx, Operands(self, node))
+        if op.lower is None:
+            raise BackendError(f"op {node.op!r} ({op.kind}) has no loop-IR lowering",
+                               op=node.op, node=node.name, loc=node.loc)
+        ins = [self.body.nodes[i] for i in node.inputs]
         args = [self.at(i, broadcast_index(idx, node.type.shape, t.type.shape))
                 for i, t in zip(node.inputs, ins)]
-        return elementwise_value(node, args)
+        return op.lower(node, *args)

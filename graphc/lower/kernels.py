@@ -12,25 +12,28 @@ from __future__ import annotations
 import networkx as nx
 
 from ..errors import BackendError
+from ..ops.registry import get_op
 from ..ir.dims import prod
 from . import loopir as L
 from .exprs import Pull, activation_value, broadcast_index, dim_expr, elementwise_value, \
     reshape_index
 
-NORMS = ("softmax", "layernorm", "rmsnorm", "add_layernorm")
-REDUCES = ("sum", "mean", "max")
 ACC = "float64"   # row statistics accumulate in float64
 
 
 def identity(op: str, dtype: str):
-    """The start value of a ``+`` or ``max`` accumulator of ``dtype`` (the lowest
-    integer of the dtype for an integer max: a max over an empty axis never runs,
-    runtime/checks.py). The CUDA renderer checks its block reductions against it."""
+    """The start value of a ``+``, ``max`` or ``min`` accumulator of ``dtype`` (the
+    lowest / highest integer of the dtype for an integer max / min: a max over an empty
+    axis never runs, runtime/checks.py). The CUDA renderer checks its block reductions
+    against it."""
     if op == "+":
         return 0 if dtype.startswith("int") else 0.0
+    if dtype == "bool":
+        return op == "min"
     if dtype.startswith("int"):
-        return -2**63 if dtype == "int64" else -2**31
-    return float("-inf")
+        bits = 63 if dtype == "int64" else 31
+        return -2**bits if op == "max" else 2**bits - 1
+    return float("-inf") if op == "max" else float("inf")
 
 
 def loop_nest(shape, make_body, prefix: str, parallel: bool = True,
@@ -139,6 +142,11 @@ def epilogue(body, anchor: int, idx, value: L.Expr, pull: Pull, tmp_prefix="e") 
             new_idx = reshape_index(src_idx, ins[0].type.shape, node.type.shape)
             at[nid] = (new_idx, at[chained[0]][1])
             continue
+        if node.op != "fused" and get_op(node.op).lower is None:
+            # another movement op or a generator: the store cannot follow the anchor's
+            # index forward; lowering pulls the epilogue from the anchor's buffer instead
+            raise NotPointwise(f"epilogue op {node.op} is not pointwise", op=node.op,
+                               node=node.name, loc=node.loc)
         for i in chained:
             if body.nodes[i].type.shape != node.type.shape or at[i][0] != src_idx:
                 raise NotPointwise(f"epilogue op {node.op} combines anchor values at "
@@ -167,133 +175,102 @@ def anchor_of(body) -> int:
 
 # -- reduction groups ------------------------------------------------------------------
 
+class RowContext:
+    """What a reduction op's ``lower_row(ctx)`` builds one row's statements from.
+
+    The anchor (``node``) reduces its first operand ``x`` over ``axes`` (its ``axis``
+    attribute: an int or a tuple; the last axis when it has none); ``row_idx`` indexes
+    the other axes. ``value(k, idx)`` is operand k at a full index of ``x`` (broadcast to
+    operand k's shape), ``param(k, idx)`` a per-last-axis parameter, ``loops(prefix,
+    make)`` the loops over the reduced axes around ``make(red_idx)``, ``full(red_idx)``
+    the full index of a row element, ``finish(idx, value)`` the statements that carry the
+    anchor's value at ``idx`` through the group's epilogue and store it. Statistics
+    accumulate in ``ACC`` (float64); ``L.Reduce`` is the reduction step a renderer may
+    split across threads.
+    """
+
+    ACC = ACC
+
+    def __init__(self, body, anchor, pull, row_idx, finish):
+        self.body, self.node, self.pull = body, anchor, pull
+        self.x = body.nodes[anchor.inputs[0]]
+        self.shape = self.x.type.shape
+        axis = anchor.attrs.get("axis", len(self.shape) - 1)
+        self.axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+        self.rows = [k for k in range(len(self.shape)) if k not in self.axes]
+        self.row_idx = list(row_idx)
+        self.red_shape = [self.shape[k] for k in self.axes]
+        self.n_red = dim_expr(prod(self.red_shape))
+        self.dtype = anchor.type.dtype
+        self._finish = finish
+
+    def full(self, red_idx) -> list:
+        idx = [None] * len(self.shape)
+        for k, v in zip(self.rows, self.row_idx):
+            idx[k] = v
+        for k, v in zip(self.axes, red_idx):
+            idx[k] = v
+        return idx
+
+    def value(self, k: int, idx, dtype: str | None = ACC) -> L.Expr:
+        nid = self.node.inputs[k]
+        v = self.pull.at(nid, broadcast_index(idx, self.shape, self.body.nodes[nid].type.shape))
+        return v if dtype is None else L.Cast(v, dtype)
+
+    def param(self, k: int, idx) -> L.Expr:
+        return L.Cast(self.pull.at(self.node.inputs[k], [idx[-1]]), ACC)
+
+    def loops(self, prefix: str, make) -> list:
+        names = [f"{prefix}{k}" for k in range(len(self.axes))]
+        stmts = make([L.Var(n) for n in names])
+        for n, d in reversed(list(zip(names, self.red_shape))):
+            stmts = [L.Loop(n, dim_expr(d), stmts, False)]
+        return stmts
+
+    def reduce(self, var: str, op: str, dtype: str, make_value) -> list:
+        """``var`` = the ``op`` reduction of ``make_value(full index)`` over the row."""
+        init = L.Const(identity(op, dtype), dtype)
+        return [L.Assign(var, init, dtype),
+                *self.loops("j", lambda j: [L.Reduce(var, op, make_value(self.full(j)))])]
+
+    def finish(self, idx, value: L.Expr) -> list:
+        return self._finish(idx, value)
+
+    def out_index(self) -> list:
+        """The index of the row's one result (keepdims keeps the reduced axes as 0)."""
+        if self.node.attrs.get("keepdims"):
+            return self.full([L.c(0)] * len(self.axes))
+        return list(self.row_idx)
+
+    def write_row(self, value_at) -> list:
+        """Store ``value_at(full index)`` for every element of the row (a normalisation)."""
+        return self.loops("o", lambda j: self.finish(self.full(j), L.Cast(
+            value_at(self.full(j)), self.dtype)))
+
+
 def reduction_kernel(body, name: str, store_anchor: bool = False) -> L.Kernel:
-    """The group's kernel; with ``store_anchor`` only the anchor's value, stored into
-    ``acc`` (for :func:`pull_epilogue_kernel` to finish the group)."""
+    """The group's kernel: a parallel loop over the rows of the anchor's reduction, each
+    row the statements of the anchor op's ``lower_row``; with ``store_anchor`` only the
+    anchor's value, stored into ``acc`` (for :func:`pull_epilogue_kernel` to finish the
+    group)."""
     a = body.nodes[anchor_of(body)]
+    op = get_op(a.op, loc=a.loc)
+    if op.lower_row is None:
+        raise BackendError(f"no reduction lowering (lower_row=) for {a.op}", op=a.op,
+                           node=a.name, loc=a.loc)
     pull = Pull(body, body_inputs(body))
-    x = body.nodes[a.inputs[0]]
-    shape = x.type.shape
-    if a.op in REDUCES:
-        axes = a.attrs["axis"]
-    elif a.op == "softmax":
-        axes = (a.attrs["axis"],)
-    elif a.op in NORMS:
-        axes = (len(shape) - 1,)
-    else:
-        raise BackendError(f"no reduction lowering for {a.op}", op=a.op, node=a.name,
-                           loc=a.loc)
-    rows = [k for k in range(len(shape)) if k not in axes]
 
     def finish(idx, value):  # the anchor's value at idx: through the epilogue, or stored
         if store_anchor:
             return [L.Store("acc", tuple(idx), value)]
         return epilogue(body, a.id, idx, value, pull)
-    red_shape = [shape[k] for k in axes]
-    n_red = dim_expr(prod(red_shape))
-    dt = a.type.dtype
 
-    def full_index(row_idx, red_idx):
-        idx = [None] * len(shape)
-        for k, v in zip(rows, row_idx):
-            idx[k] = v
-        for k, v in zip(axes, red_idx):
-            idx[k] = v
-        return idx
-
-    def red_loops(prefix, make):
-        names = [f"{prefix}{k}" for k in range(len(axes))]
-        idx = [L.Var(n) for n in names]
-        stmts = make(idx)
-        for n, d in reversed(list(zip(names, red_shape))):
-            stmts = [L.Loop(n, dim_expr(d), stmts, False)]
-        return stmts
-
-    def X(idx, acc=ACC):
-        v = pull.at(x.id, idx)
-        if a.op == "add_layernorm":
-            r = body.nodes[a.inputs[1]]
-            v = L.Bin("+", v, pull.at(r.id, broadcast_index(idx, shape, r.type.shape)))
-        return L.Cast(v, acc)
-
-    def param(k, idx):  # weight / bias over the last axis
-        return L.Cast(pull.at(a.inputs[k], [idx[-1]]), ACC)
-
-    def per_row(row_idx):
-        s: list = []
-        if a.op in REDUCES:
-            # integers sum and compare in int64 (a float64 total rounds past 2**53; an
-            # int32 result wraps as NumPy's int32 sum does)
-            whole = x.type.dtype.startswith("int") and a.op != "mean"
-            acc = "int64" if whole else ACC
-            comb = "max" if a.op == "max" else "+"
-            init = L.Const(identity(comb, acc), acc)
-            # the running value is "total", not "acc" (the anchor buffer's name)
-            s.append(L.Assign("total", init, acc))
-            s += red_loops("j", lambda j: [L.Assign("total", L.Bin(comb, L.Var("total"),
-                                                                   X(full_index(row_idx, j),
-                                                                     acc)),
-                                                    acc)])
-            val = L.Var("total")
-            if a.op == "mean":
-                val = L.Bin("/", val, L.Cast(n_red, ACC))
-            out_idx = list(row_idx)
-            if a.attrs["keepdims"]:
-                out_idx = full_index(row_idx, [L.c(0)] * len(axes))
-            return s + finish(out_idx, L.Cast(val, dt))
-        if a.op == "softmax":
-            s.append(L.Assign("m", L.Const(float("-inf"), ACC), ACC))
-            s += red_loops("j", lambda j: [L.Assign("m", L.Bin("max", L.Var("m"),
-                                                               X(full_index(row_idx, j))),
-                                                    ACC)])
-            s.append(L.Assign("ssum", L.Const(0.0, ACC), ACC))
-            s += red_loops("j", lambda j: [L.Assign("ssum", L.Bin(
-                "+", L.Var("ssum"), L.Call("exp", (L.Bin("-", X(full_index(row_idx, j)),
-                                                         L.Var("m")),))), ACC)])
-            s.append(L.Assign("inv", L.Bin("/", L.Const(1.0, ACC), L.Var("ssum")), ACC))
-
-            def value(idx):
-                return L.Bin("*", L.Call("exp", (L.Bin("-", X(idx), L.Var("m")),)),
-                             L.Var("inv"))
-        else:
-            s.append(L.Assign("ssum", L.Const(0.0, ACC), ACC))
-            if a.op == "rmsnorm":
-                s += red_loops("j", lambda j: [L.Assign("ssum", L.Bin(
-                    "+", L.Var("ssum"), L.Bin("*", X(full_index(row_idx, j)),
-                                              X(full_index(row_idx, j)))), ACC)])
-                s.append(L.Assign("rstd", L.Call("rsqrt", (L.Bin(
-                    "+", L.Bin("/", L.Var("ssum"), L.Cast(n_red, ACC)),
-                    L.Const(a.attrs["eps"], ACC)),)), ACC))
-
-                def value(idx):
-                    return L.Bin("*", L.Bin("*", X(idx), L.Var("rstd")), param(1, idx))
-            else:
-                s += red_loops("j", lambda j: [L.Assign("ssum", L.Bin(
-                    "+", L.Var("ssum"), X(full_index(row_idx, j))), ACC)])
-                s.append(L.Assign("mu", L.Bin("/", L.Var("ssum"), L.Cast(n_red, ACC)), ACC))
-                s.append(L.Assign("vsum", L.Const(0.0, ACC), ACC))
-
-                def centred(idx):
-                    return L.Bin("-", X(idx), L.Var("mu"))
-                s += red_loops("j", lambda j: [L.Assign("vsum", L.Bin(
-                    "+", L.Var("vsum"), L.Bin("*", centred(full_index(row_idx, j)),
-                                              centred(full_index(row_idx, j)))), ACC)])
-                s.append(L.Assign("rstd", L.Call("rsqrt", (L.Bin(
-                    "+", L.Bin("/", L.Var("vsum"), L.Cast(n_red, ACC)),
-                    L.Const(a.attrs["eps"], ACC)),)), ACC))
-                k_w = 2 if a.op == "add_layernorm" else 1
-
-                def value(idx):
-                    return L.Bin("+", L.Bin("*", L.Bin("*", centred(idx), L.Var("rstd")),
-                                            param(k_w, idx)), param(k_w + 1, idx))
-        s += red_loops("o", lambda j: finish(full_index(row_idx, j),
-                                             L.Cast(value(full_index(row_idx, j)), dt)))
-        return s
-
-    row_shape = [shape[k] for k in rows]
-    stmts = loop_nest(row_shape, per_row, "r", collapse_all=True)
+    probe = RowContext(body, a, pull, [], finish)
+    row_shape = [probe.shape[k] for k in probe.rows]
+    stmts = loop_nest(row_shape, lambda r: op.lower_row(RowContext(body, a, pull, r, finish)),
+                      "r", collapse_all=True)
     if store_anchor:
-        acc = L.BufferParam("acc", dt, a.type.rank, "out")
+        acc = L.BufferParam("acc", a.type.dtype, a.type.rank, "out")
         return make_kernel(name, body, pull.inputs, stmts, [acc], out=False)
     return make_kernel(name, body, pull.inputs, stmts)
 

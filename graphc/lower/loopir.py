@@ -35,14 +35,14 @@ class Load(Expr):
 
 @dataclass(frozen=True)
 class Bin(Expr):
-    op: str               # + - * / // % max min < > <= >= == and
+    op: str               # one of BIN_OPS
     a: Expr
     b: Expr
 
 
 @dataclass(frozen=True)
 class Call(Expr):
-    fn: str               # exp log sqrt rsqrt tanh erf sigmoid neg abs
+    fn: str               # one of FUNCTIONS
     args: tuple[Expr, ...]
 
 
@@ -85,6 +85,17 @@ class Assign(Stmt):
 class Store(Stmt):
     buf: str
     index: tuple[Expr, ...]
+    value: Expr
+
+
+@dataclass
+class Reduce(Stmt):
+    """``var = var <op> value``: one step of a reduction into the scalar ``var``, which
+    is assigned ``identity(op)`` before the loops it runs in. A renderer may split those
+    loops (a GPU block shares them and combines partials); any other assignment inside a
+    loop (a running sum of a scan, an argmax's running index) is sequential."""
+    var: str
+    op: str               # one of REDUCE_OPS
     value: Expr
 
 
@@ -154,9 +165,47 @@ def mod(a: Expr, b: Expr) -> Expr:
     return Bin("%", a, b)
 
 
+# -- the vocabulary every renderer implements --------------------------------------------
+
+# Binary operators. Arithmetic follows the promoted operand type (``//`` and ``%`` round
+# towards minus infinity, as Python's and NumPy's do); comparisons and logic give bool.
+ARITH_OPS = ("+", "-", "*", "/", "//", "%", "max", "min", "pow")
+COMPARE_OPS = ("<", ">", "<=", ">=", "==", "!=")
+LOGIC_OPS = ("and", "or", "xor")
+BIN_OPS = ARITH_OPS + COMPARE_OPS + LOGIC_OPS
+REDUCE_OPS = ("+", "max", "min")
+
+# Math functions: name -> (arity, result type: "same" as the first argument, or "bool").
+# Float functions take float32/float64; neg, abs and sign take any number; not takes bool.
+FUNCTIONS = {
+    "exp": (1, "same"), "log": (1, "same"), "sqrt": (1, "same"), "rsqrt": (1, "same"),
+    "tanh": (1, "same"), "erf": (1, "same"), "sigmoid": (1, "same"), "sin": (1, "same"),
+    "cos": (1, "same"), "floor": (1, "same"), "ceil": (1, "same"), "gelu": (1, "same"),
+    "gelu_tanh": (1, "same"), "log1p": (1, "same"), "expm1": (1, "same"),
+    "neg": (1, "same"), "abs": (1, "same"), "sign": (1, "same"),
+    "isnan": (1, "bool"), "isinf": (1, "bool"), "not": (1, "bool"),
+}
+
+
+def call(fn: str, *args: Expr) -> Call:
+    """``Call(fn, args)`` with its name and arity checked against FUNCTIONS."""
+    if fn not in FUNCTIONS:
+        raise ValueError(f"loop IR has no function {fn!r}; it has {', '.join(FUNCTIONS)}")
+    if len(args) != FUNCTIONS[fn][0]:
+        raise ValueError(f"loop-IR function {fn} takes {FUNCTIONS[fn][0]} arguments, "
+                         f"got {len(args)}")
+    return Call(fn, tuple(args))
+
+
+def binary(op: str, a: Expr, b: Expr) -> Bin:
+    if op not in BIN_OPS:
+        raise ValueError(f"loop IR has no binary operator {op!r}; it has {', '.join(BIN_OPS)}")
+    return Bin(op, a, b)
+
+
 # -- types -----------------------------------------------------------------------------
 
-_COMPARE = ("<", ">", "<=", ">=", "==", "and")
+_COMPARE = COMPARE_OPS + LOGIC_OPS
 
 
 def promote(a: str, b: str) -> str:
@@ -187,6 +236,8 @@ def type_of(e: Expr, buffers: dict, variables: dict) -> str:
             return "bool"
         return promote(type_of(e.a, buffers, variables), type_of(e.b, buffers, variables))
     if isinstance(e, Call):
+        if FUNCTIONS.get(e.fn, (1, "same"))[1] == "bool":
+            return "bool"
         return type_of(e.args[0], buffers, variables)
     if isinstance(e, Select):
         return promote(type_of(e.a, buffers, variables), type_of(e.b, buffers, variables))
@@ -227,7 +278,7 @@ def format_expr(e: Expr) -> str:
     if isinstance(e, Load):
         return f"{e.buf}[{', '.join(format_expr(i) for i in e.index)}]"
     if isinstance(e, Bin):
-        if e.op in ("max", "min"):
+        if e.op in ("max", "min", "pow"):
             return f"{e.op}({format_expr(e.a)}, {format_expr(e.b)})"
         return f"({format_expr(e.a)} {e.op} {format_expr(e.b)})"
     if isinstance(e, Call):
@@ -252,6 +303,8 @@ def format_stmts(stmts, indent: str = "  ") -> list[str]:
         elif isinstance(s, Store):
             idx = ", ".join(format_expr(i) for i in s.index)
             lines.append(f"{indent}{s.buf}[{idx}] = {format_expr(s.value)}")
+        elif isinstance(s, Reduce):
+            lines.append(f"{indent}{s.var} <{s.op}>= {format_expr(s.value)}")
         else:
             raise TypeError(s)
     return lines
@@ -274,7 +327,7 @@ def walk(node):
     if isinstance(node, Loop):
         yield from walk(node.extent)
         yield from walk(node.body)
-    elif isinstance(node, Assign):
+    elif isinstance(node, (Assign, Reduce)):
         yield from walk(node.value)
     elif isinstance(node, Store):
         for i in node.index:

@@ -7,7 +7,18 @@ import numpy as np
 
 from ..errors import AttrError, DTypeError
 from ..ir.types import TensorType, normalize_dtype
+from ..lower import loopir as L
 from .registry import broadcast_shapes, register_op, require_float, same_dtype
+
+
+def binary(op: str):
+    """``lower=`` of an op that is one loop-IR binary operator."""
+    return lambda node, a, b: L.binary(op, a, b)
+
+
+def unary(fn: str):
+    """``lower=`` of an op that is one loop-IR function."""
+    return lambda node, x: L.call(fn, x)
 
 # -- binary arithmetic -----------------------------------------------------------------
 
@@ -15,19 +26,19 @@ from .registry import broadcast_shapes, register_op, require_float, same_dtype
 _NUMERIC = ("float32", "float64", "int32", "int64")
 
 
-@register_op("add", kind="elementwise", dtypes=_NUMERIC)
+@register_op("add", kind="elementwise", dtypes=_NUMERIC, lower=binary("+"))
 def add(a, b):
     """a + b"""
     return a + b
 
 
-@register_op("sub", kind="elementwise", dtypes=_NUMERIC)
+@register_op("sub", kind="elementwise", dtypes=_NUMERIC, lower=binary("-"))
 def sub(a, b):
     """a - b"""
     return a - b
 
 
-@register_op("mul", kind="elementwise", dtypes=_NUMERIC)
+@register_op("mul", kind="elementwise", dtypes=_NUMERIC, lower=binary("*"))
 def mul(a, b):
     """a * b"""
     return a * b
@@ -39,31 +50,33 @@ def _div_ref(a, b):
     return a / b
 
 
-@register_op("div", kind="elementwise", dtypes=_NUMERIC)
+@register_op("div", kind="elementwise", dtypes=_NUMERIC,
+             lower=lambda node, a, b: L.binary("//" if node.type.dtype.startswith("int")
+                                               else "/", a, b))
 def div(a, b):
     """a / b (floor division for integer tensors)"""
     return _div_ref(a, b)
 
 
-@register_op("maximum", kind="elementwise")
+@register_op("maximum", kind="elementwise", lower=binary("max"))
 def maximum(a, b):
     """elementwise max(a, b)"""
     return np.maximum(a, b)
 
 
-@register_op("minimum", kind="elementwise")
+@register_op("minimum", kind="elementwise", lower=binary("min"))
 def minimum(a, b):
     """elementwise min(a, b)"""
     return np.minimum(a, b)
 
 
-@register_op("less", kind="elementwise", out_dtype="bool")
+@register_op("less", kind="elementwise", out_dtype="bool", lower=binary("<"))
 def less(a, b):
     """a < b (bool)"""
     return a < b
 
 
-@register_op("greater", kind="elementwise", out_dtype="bool")
+@register_op("greater", kind="elementwise", out_dtype="bool", lower=binary(">"))
 def greater(a, b):
     """a > b (bool)"""
     return a > b
@@ -77,7 +90,8 @@ def _where_infer(types, attrs):
     return TensorType(broadcast_shapes(cond.shape, a.shape, b.shape), dt)
 
 
-@register_op("where", kind="elementwise", infer=_where_infer)
+@register_op("where", kind="elementwise", infer=_where_infer,
+             lower=lambda node, c, a, b: L.Select(c, a, b))
 def where(cond, a, b):
     """cond ? a : b"""
     return np.where(cond, a, b)
@@ -86,34 +100,34 @@ def where(cond, a, b):
 # -- unary -----------------------------------------------------------------------------
 
 
-@register_op("neg", kind="elementwise", dtypes=_NUMERIC)
+@register_op("neg", kind="elementwise", dtypes=_NUMERIC, lower=unary("neg"))
 def neg(x):
     """-x"""
     return -x
 
 
-@register_op("exp", kind="elementwise", dtypes="float")
+@register_op("exp", kind="elementwise", dtypes="float", lower=unary("exp"))
 def exp(x):
     return np.exp(x)
 
 
-@register_op("log", kind="elementwise", dtypes="float")
+@register_op("log", kind="elementwise", dtypes="float", lower=unary("log"))
 def log(x):
     return np.log(x)
 
 
-@register_op("sqrt", kind="elementwise", dtypes="float")
+@register_op("sqrt", kind="elementwise", dtypes="float", lower=unary("sqrt"))
 def sqrt(x):
     return np.sqrt(x)
 
 
-@register_op("rsqrt", kind="elementwise", dtypes="float")
+@register_op("rsqrt", kind="elementwise", dtypes="float", lower=unary("rsqrt"))
 def rsqrt(x):
     """1 / sqrt(x)"""
     return 1 / np.sqrt(x)
 
 
-@register_op("tanh", kind="elementwise", dtypes="float")
+@register_op("tanh", kind="elementwise", dtypes="float", lower=unary("tanh"))
 def tanh(x):
     return np.tanh(x)
 
@@ -123,7 +137,7 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-@register_op("sigmoid", kind="elementwise", dtypes="float")
+@register_op("sigmoid", kind="elementwise", dtypes="float", lower=unary("sigmoid"))
 def sigmoid(x):
     """1 / (1 + exp(-x)), computed without overflow for large |x|"""
     return _sigmoid(x)
@@ -132,13 +146,14 @@ def sigmoid(x):
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 
-@register_op("erf", kind="elementwise", dtypes="float")
+@register_op("erf", kind="elementwise", dtypes="float", lower=unary("erf"))
 def erf(x):
     # asarray: on a 0-d array frompyfunc returns a Python float, not an array.
     return np.asarray(_erf(x), dtype=x.dtype)
 
 
-@register_op("relu", kind="elementwise", dtypes="float")
+@register_op("relu", kind="elementwise", dtypes="float",
+             lower=lambda node, x: L.binary("max", x, L.Const(0.0, node.type.dtype)))
 def relu(x):
     """max(x, 0)"""
     return np.maximum(x, 0)
@@ -161,7 +176,9 @@ def _gelu_infer(types, attrs):
     return types[0]
 
 
-@register_op("gelu", kind="elementwise", infer=_gelu_infer, decompose=_gelu_decompose)
+@register_op("gelu", kind="elementwise", infer=_gelu_infer, decompose=_gelu_decompose,
+             lower=lambda node, x: L.call("gelu" if node.attrs["approximate"] == "none"
+                                          else "gelu_tanh", x))
 def gelu(x, *, approximate="none"):
     """x * Phi(x): exact (erf) by default, the tanh approximation with approximate='tanh'"""
     if approximate == "tanh":
@@ -174,7 +191,8 @@ def _silu_decompose(x):
     return mul_(x, sigmoid_(x))
 
 
-@register_op("silu", kind="elementwise", dtypes="float", decompose=_silu_decompose)
+@register_op("silu", kind="elementwise", dtypes="float", decompose=_silu_decompose,
+             lower=lambda node, x: L.binary("*", x, L.call("sigmoid", x)))
 def silu(x):
     """x * sigmoid(x)"""
     return x * _sigmoid(x)
@@ -189,7 +207,9 @@ def _scale_infer(types, attrs):
     return types[0]
 
 
-@register_op("scale", kind="elementwise", infer=_scale_infer)
+@register_op("scale", kind="elementwise", infer=_scale_infer,
+             lower=lambda node, x: L.binary("*", x, L.Const(node.attrs["factor"],
+                                                            node.type.dtype)))
 def scale(x, *, factor):
     """x * factor, with a constant Python number as factor"""
     return x * np.asarray(factor, dtype=x.dtype)
@@ -203,7 +223,8 @@ def _cast_infer(types, attrs):
     return types[0].with_dtype(attrs["dtype"])
 
 
-@register_op("cast", kind="elementwise", infer=_cast_infer)
+@register_op("cast", kind="elementwise", infer=_cast_infer,
+             lower=lambda node, x: L.Cast(x, node.attrs["dtype"]))
 def cast(x, *, dtype):
     """convert to another dtype"""
     return x.astype(dtype)

@@ -111,7 +111,15 @@ def _add_layernorm_infer(types, attrs):
     return _norm_params([a, w, beta], 2, "add_layernorm")
 
 
-@register_op("add_layernorm", kind="reduction", infer=_add_layernorm_infer)
+def _add_layernorm_row(ctx):
+    from ..lower import loopir as L
+    from .reduction import layernorm_row
+    return layernorm_row(ctx, lambda i: L.Cast(L.Bin("+", ctx.value(0, i, None),
+                                                     ctx.value(1, i, None)), ctx.ACC), 2)
+
+
+@register_op("add_layernorm", kind="reduction", infer=_add_layernorm_infer,
+             lower_row=_add_layernorm_row)
 def add_layernorm(x, residual, weight, bias, *, eps=1e-5):
     """layernorm(x + residual, weight, bias, eps): the post-norm residual in one op"""
     y = x + residual

@@ -6,7 +6,13 @@ import numpy as np
 from ..errors import AttrError, DTypeError, InputError, ShapeError
 from ..ir.dims import Sym, as_dim, exact_div, prod
 from ..ir.types import INT_DTYPES, TensorType
+from ..lower import loopir as L
+from ..lower.exprs import dim_expr, reshape_index
 from .registry import norm_axis, register_op, same_dtype
+
+# Each op's ``lower_index(node, idx, operand)`` is its value at output index ``idx`` in
+# terms of its operands at other indices (``operand(k, idx)``): no data moves in a fused
+# kernel, the index is remapped.
 
 
 def _shape_str(shape) -> str:
@@ -39,7 +45,11 @@ def _reshape_infer(types, attrs):
     return TensorType(tuple(target), x.dtype)
 
 
-@register_op("reshape", kind="movement", infer=_reshape_infer)
+def _reshape_index(node, idx, operand):
+    return operand(0, reshape_index(idx, node.type.shape, operand.types[0].shape))
+
+
+@register_op("reshape", kind="movement", infer=_reshape_infer, lower_index=_reshape_index)
 def reshape(x, *, shape):
     """same elements, new shape (row-major); one dim may be -1"""
     return np.reshape(x, shape)
@@ -59,7 +69,15 @@ def _transpose_infer(types, attrs):
     return TensorType(tuple(x.shape[a] for a in axes), x.dtype)
 
 
-@register_op("transpose", kind="movement", infer=_transpose_infer)
+def _transpose_index(node, idx, operand):
+    src = [None] * len(idx)
+    for k, a in enumerate(node.attrs["axes"]):
+        src[a] = idx[k]
+    return operand(0, src)
+
+
+@register_op("transpose", kind="movement", infer=_transpose_infer,
+             lower_index=_transpose_index)
 def transpose(x, *, axes=None):
     """permute axes (reverse them when axes is None)"""
     return np.transpose(x, axes)
@@ -109,7 +127,12 @@ def _slice_infer(types, attrs):
     return TensorType(tuple(shape), x.dtype)
 
 
-@register_op("slice", kind="movement", infer=_slice_infer)
+def _slice_index(node, idx, operand):
+    return operand(0, [L.add(dim_expr(s) if s else L.c(0), L.mul(i, L.c(st)))
+                       for i, s, st in zip(idx, node.attrs["starts"], node.attrs["steps"])])
+
+
+@register_op("slice", kind="movement", infer=_slice_infer, lower_index=_slice_index)
 def slice_(x, *, starts, stops, steps):
     """x[start:stop:step] per axis (bounds may be symbolic)"""
     # Inference makes every bound non-negative, so a negative one here is a symbolic
@@ -140,7 +163,26 @@ def _concat_infer(types, attrs):
     return TensorType(tuple(shape), dt)
 
 
-@register_op("concat", kind="movement", infer=_concat_infer)
+def _concat_index(node, idx, operand):
+    """Each piece where its range of the axis holds idx (a chain of selects)."""
+    axis = node.attrs["axis"]
+    pieces = []
+    offset: L.Expr = L.c(0)
+    for k, t in enumerate(operand.types):
+        size = t.shape[axis]
+        sub = list(idx)
+        if not (isinstance(offset, L.Const) and offset.value == 0):
+            sub[axis] = L.Bin("-", idx[axis], offset)
+        end = L.add(offset, dim_expr(size))
+        pieces.append((end, operand(k, sub)))
+        offset = end
+    expr = pieces[-1][1]
+    for end, value in reversed(pieces[:-1]):
+        expr = L.Select(L.Bin("<", idx[axis], end), value, expr)
+    return expr
+
+
+@register_op("concat", kind="movement", infer=_concat_infer, lower_index=_concat_index)
 def concat(*xs, axis=0):
     """join tensors along an existing axis"""
     return np.concatenate(xs, axis=axis)
@@ -155,7 +197,14 @@ def _embedding_infer(types, attrs):
     return TensorType(ids.shape + table.shape[1:], table.dtype)
 
 
-@register_op("embedding", kind="movement", infer=_embedding_infer)
+def _embedding_index(node, idx, operand):
+    ri = operand.types[1].rank
+    row = L.Cast(operand(1, idx[:ri]), "int64")
+    return operand(0, [row] + list(idx[ri:]))
+
+
+@register_op("embedding", kind="movement", infer=_embedding_infer,
+             lower_index=_embedding_index)
 def embedding(table, ids):
     """table[ids]: gather rows of ``table``; ids out of range are an error"""
     n = table.shape[0]

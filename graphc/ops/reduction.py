@@ -6,7 +6,62 @@ import numpy as np
 
 from ..errors import AttrError, DTypeError, ShapeError
 from ..ir.types import TensorType
+from ..lower import loopir as L
 from .registry import norm_axes, norm_axis, register_op, require_float, same_dtype
+
+# Each op's ``lower_row(ctx)`` gives the loop-IR statements of one row (RowContext in
+# graphc/lower/kernels.py); statistics accumulate in float64 (ctx.ACC), integer sums and
+# maxima in int64 (a float64 total rounds past 2**53; an int32 sum wraps as NumPy's does).
+ACC = "float64"
+
+
+def _reduce_row(comb: str):
+    def lower_row(ctx):
+        whole = ctx.x.type.dtype.startswith(("int", "bool")) and ctx.node.op != "mean"
+        acc = "int64" if whole else ACC
+        s = ctx.reduce("total", comb, acc, lambda idx: ctx.value(0, idx, acc))
+        val: L.Expr = L.Var("total")
+        if ctx.node.op == "mean":
+            val = L.Bin("/", val, L.Cast(ctx.n_red, ACC))
+        return s + ctx.finish(ctx.out_index(), L.Cast(val, ctx.dtype))
+    return lower_row
+
+
+def _mean_sq(var: str, ctx, make_value) -> list:
+    """``rstd = rsqrt(sum(make_value(idx)) / n + eps)``, the sum in ``var``."""
+    s = ctx.reduce(var, "+", ACC, make_value)
+    s.append(L.Assign("rstd", L.call("rsqrt", L.Bin(
+        "+", L.Bin("/", L.Var(var), L.Cast(ctx.n_red, ACC)),
+        L.Const(ctx.node.attrs["eps"], ACC))), ACC))
+    return s
+
+
+def layernorm_row(ctx, x_at, k_weight: int) -> list:
+    """One row of a layernorm of ``x_at(idx)`` with weight and bias operands
+    ``k_weight``, ``k_weight + 1`` (add_layernorm shares it)."""
+    s = ctx.reduce("ssum", "+", ACC, x_at)
+    s.append(L.Assign("mu", L.Bin("/", L.Var("ssum"), L.Cast(ctx.n_red, ACC)), ACC))
+
+    def centred(idx):
+        return L.Bin("-", x_at(idx), L.Var("mu"))
+    s += _mean_sq("vsum", ctx, lambda i: L.Bin("*", centred(i), centred(i)))
+    return s + ctx.write_row(lambda i: L.Bin("+", L.Bin("*", L.Bin(
+        "*", centred(i), L.Var("rstd")), ctx.param(k_weight, i)), ctx.param(k_weight + 1, i)))
+
+
+def _softmax_row(ctx):
+    def shifted_exp(idx):
+        return L.call("exp", L.Bin("-", ctx.value(0, idx), L.Var("m")))
+    s = ctx.reduce("m", "max", ACC, lambda idx: ctx.value(0, idx))
+    s += ctx.reduce("ssum", "+", ACC, shifted_exp)
+    s.append(L.Assign("inv", L.Bin("/", L.Const(1.0, ACC), L.Var("ssum")), ACC))
+    return s + ctx.write_row(lambda idx: L.Bin("*", shifted_exp(idx), L.Var("inv")))
+
+
+def _rmsnorm_row(ctx):
+    s = _mean_sq("ssum", ctx, lambda i: L.Bin("*", ctx.value(0, i), ctx.value(0, i)))
+    return s + ctx.write_row(lambda i: L.Bin("*", L.Bin("*", ctx.value(0, i), L.Var("rstd")),
+                                             ctx.param(1, i)))
 
 
 def _reduce_infer(types, attrs):
@@ -32,13 +87,13 @@ def _mean_infer(types, attrs):
     return _reduce_infer(types, attrs)
 
 
-@register_op("sum", kind="reduction", infer=_sum_infer)
+@register_op("sum", kind="reduction", infer=_sum_infer, lower_row=_reduce_row("+"))
 def sum(x, *, axis=None, keepdims=False):
     # dtype=: NumPy would widen int32 to int64; the result keeps the input's dtype.
     return np.sum(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
 
 
-@register_op("mean", kind="reduction", infer=_mean_infer)
+@register_op("mean", kind="reduction", infer=_mean_infer, lower_row=_reduce_row("+"))
 def mean(x, *, axis=None, keepdims=False):
     return np.mean(x, axis=axis, keepdims=keepdims)
 
@@ -52,7 +107,7 @@ def _max_infer(types, attrs):
     return out
 
 
-@register_op("max", kind="reduction", infer=_max_infer)
+@register_op("max", kind="reduction", infer=_max_infer, lower_row=_reduce_row("max"))
 def max(x, *, axis=None, keepdims=False):
     return np.max(x, axis=axis, keepdims=keepdims)
 
@@ -73,7 +128,8 @@ def _softmax_decompose(x, *, axis):
     return div(e, sum_(e, axis=axis, keepdims=True))
 
 
-@register_op("softmax", kind="reduction", infer=_softmax_infer, decompose=_softmax_decompose)
+@register_op("softmax", kind="reduction", infer=_softmax_infer, decompose=_softmax_decompose,
+             lower_row=_softmax_row)
 def softmax(x, *, axis=-1):
     """exp(x - max) / sum(exp(x - max)) along ``axis``"""
     if x.size == 0:                     # nothing to normalise (np.max would raise)
@@ -118,7 +174,8 @@ def _layernorm_decompose(x, weight, bias, *, eps):
 
 
 @register_op("layernorm", kind="reduction", infer=_layernorm_infer,
-             decompose=_layernorm_decompose)
+             decompose=_layernorm_decompose,
+             lower_row=lambda ctx: layernorm_row(ctx, lambda i: ctx.value(0, i), 1))
 def layernorm(x, weight, bias, *, eps=1e-5):
     """(x - mean) / sqrt(var + eps) * weight + bias over the last axis"""
     mu = np.mean(x, axis=-1, keepdims=True)
@@ -138,7 +195,8 @@ def _rmsnorm_decompose(x, weight, *, eps):
     return mul(mul(x, rsqrt(add(ms, eps))), weight)
 
 
-@register_op("rmsnorm", kind="reduction", infer=_rmsnorm_infer, decompose=_rmsnorm_decompose)
+@register_op("rmsnorm", kind="reduction", infer=_rmsnorm_infer, decompose=_rmsnorm_decompose,
+             lower_row=_rmsnorm_row)
 def rmsnorm(x, weight, *, eps=1e-6):
     """x / sqrt(mean(x^2) + eps) * weight over the last axis"""
     ms = np.mean(x * x, axis=-1, keepdims=True)

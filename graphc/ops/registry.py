@@ -42,6 +42,18 @@ class OpDef:
     decompose: Callable | None = None
     doc: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Loop-IR lowerings (graphc/lower): at most one per op, by the shape of computation.
+    lower: Callable | None = None          # elementwise: (node, *operand values) -> Expr
+    lower_index: Callable | None = None    # movement / generator: (node, idx, operand) -> Expr
+    lower_row: Callable | None = None      # reduction: (RowContext) -> statements of a row
+
+    @property
+    def compiles(self) -> bool:
+        """Whether the compiled backends can run the op: a loop-IR lowering, a
+        decomposition, or a kind they run natively (contraction templates, opaque ops
+        through their native kernel or NumPy reference)."""
+        return (self.kind in ("contraction", "opaque") or self.decompose is not None
+                or any(f is not None for f in (self.lower, self.lower_index, self.lower_row)))
 
     # -- calling ------------------------------------------------------------------------
     def bind(self, args: tuple, kwargs: dict) -> tuple[list, dict]:
@@ -107,9 +119,16 @@ def _is_attr_value(v) -> bool:
         isinstance(v, (list, tuple)) and all(isinstance(x, (int, Sym)) for x in v))
 
 
+_LOWERINGS = {"elementwise": ("lower", "lower_index"), "movement": ("lower_index",),
+              "reduction": ("lower_row",), "broadcast": ("lower", "lower_index"),
+              "contraction": (), "opaque": ()}
+
+
 def register_op(name: str, *, kind: str, infer: Callable | None = None,
                 decompose: Callable | None = None, dtypes: str | tuple | None = None,
-                out_dtype: str | None = None, **extra):
+                out_dtype: str | None = None, lower: Callable | None = None,
+                lower_index: Callable | None = None, lower_row: Callable | None = None,
+                **extra):
     """Register a NumPy reference function as a graphc op and return its :class:`OpDef`.
 
     ``infer(types, attrs) -> TensorType`` may canonicalise ``attrs`` in place; raise
@@ -117,10 +136,45 @@ def register_op(name: str, *, kind: str, infer: Callable | None = None,
     the user's line are added by the caller). Elementwise ops may omit ``infer``: operands
     broadcast NumPy-style and must share one dtype (``dtypes="float"`` restricts it,
     ``out_dtype`` overrides the result's).
+
+    What the compiled backends run is declared here too, once for all of them (the loop
+    IR, graphc/lower/loopir.py, is what every renderer takes):
+
+    * ``lower(node, *values) -> Expr``: an elementwise op's value from its operands'
+      values (``node.attrs``, ``node.type.dtype`` are there to read);
+    * ``lower_index(node, idx, operand) -> Expr``: a movement op's (or a generator's)
+      value at output index ``idx``, where ``operand(k, idx2)`` is operand k's value;
+    * ``lower_row(ctx) -> [Stmt]``: a reduction's statements for one row
+      (graphc/lower/kernels.py, :class:`RowContext`);
+    * or ``decompose=`` into ops that have one.
+
+    An elementwise, movement or reduction op with none of them cannot run on numba or
+    cupy: that is a :class:`RegistrationError` now, not an error at its first compile.
+    (``kind="opaque"`` ops run natively or as their NumPy reference on every backend.)
     """
     if kind not in KINDS:
         raise RegistrationError(f"op kind must be one of {KINDS}, got {kind!r}",
-                                loc=capture_loc())
+                                op=name, loc=capture_loc())
+    given = {k: f for k, f in (("lower", lower), ("lower_index", lower_index),
+                               ("lower_row", lower_row)) if f is not None}
+    if len(given) > 1:
+        raise RegistrationError(f"op {name}: give one lowering, not {' and '.join(given)}",
+                                op=name, loc=capture_loc())
+    for k, f in given.items():
+        if k not in _LOWERINGS[kind]:
+            raise RegistrationError(
+                f"op {name}: a {kind} op is lowered by "
+                f"{' or '.join(_LOWERINGS[kind]) or 'its backend templates'}, not {k}=",
+                op=name, loc=capture_loc())
+        if not callable(f):
+            raise RegistrationError(f"op {name}: {k}= must be a function", op=name,
+                                    loc=capture_loc())
+    if not given and decompose is None and _LOWERINGS[kind]:
+        raise RegistrationError(
+            f"op {name}: {kind} ops need a loop-IR lowering for the compiled backends: "
+            f"{' or '.join(k + '=' for k in _LOWERINGS[kind])}, or decompose= (see "
+            "docs/adding_an_op.md); kind='opaque' runs its NumPy reference instead",
+            op=name, loc=capture_loc())
 
     def deco(fn: Callable) -> OpDef:
         sig = inspect.signature(fn)
@@ -138,18 +192,52 @@ def register_op(name: str, *, kind: str, infer: Callable | None = None,
         if inf is None:
             if kind != "elementwise":
                 raise RegistrationError(f"op {name}: a {kind} op needs an infer function",
-                                        loc=capture_loc())
+                                        op=name, loc=capture_loc())
             inf = elementwise_infer(dtypes=dtypes, out_dtype=out_dtype)
         op = OpDef(name=name, kind=kind, reference=fn, infer=inf, inputs=tuple(inputs),
                    variadic=variadic, attrs=attrs, decompose=decompose,
-                   doc=inspect.getdoc(fn) or "", extra=extra)
+                   doc=inspect.getdoc(fn) or "", extra=extra, lower=lower,
+                   lower_index=lower_index, lower_row=lower_row)
+        if lower is not None:
+            _probe_lowering(op)
         if name in _REGISTRY:
-            raise RegistrationError(f"op {name!r} is already registered", loc=capture_loc())
+            raise RegistrationError(f"op {name!r} is already registered", op=name,
+                                    loc=capture_loc())
         _REGISTRY[name] = op
         op.__doc__ = op.doc
         return op
 
     return deco
+
+
+def _probe_lowering(op: OpDef) -> None:
+    """Lower an elementwise op once on symbolic operands (when every attribute has a
+    default), so a lowering that calls a function the loop IR lacks, or takes the wrong
+    number of operands, fails at registration, naming the op."""
+    from ..lower import loopir as L
+    if op.variadic or any(v is _REQUIRED for v in op.attrs.values()):
+        return
+
+    class Probe:
+        name, loc = f"<probe of {op.name}>", None
+        attrs = dict(op.attrs)
+        type = TensorType((), "float32")
+    try:
+        e = op.lower(Probe, *(L.Var(f"x{k}") for k in range(len(op.inputs))))
+    except (KeyError, TypeError, ValueError) as err:
+        raise RegistrationError(f"op {op.name}: its lower= fails on {len(op.inputs)} "
+                                f"operands: {err}", op=op.name, loc=capture_loc()) from None
+    if not isinstance(e, L.Expr):
+        raise RegistrationError(f"op {op.name}: lower= must return a loop-IR expression, "
+                                f"got {type(e).__name__}", op=op.name, loc=capture_loc())
+    for n in L.walk(e):
+        bad = (isinstance(n, L.Call) and n.fn not in L.FUNCTIONS) or (
+            isinstance(n, L.Bin) and n.op not in L.BIN_OPS)
+        if bad:
+            raise RegistrationError(
+                f"op {op.name}: lower= uses {getattr(n, 'fn', getattr(n, 'op', n))!r}, "
+                f"which the loop IR does not have (graphc/lower/loopir.py: BIN_OPS, "
+                f"FUNCTIONS)", op=op.name, loc=capture_loc())
 
 
 def unregister_op(name: str) -> None:

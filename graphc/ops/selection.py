@@ -1,11 +1,15 @@
 """Index-dependent ops: the causal mask generator and top-k selection."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import AttrError, InputError, ShapeError
 from ..ir.dims import as_dim
 from ..ir.types import TensorType, normalize_dtype
+from ..lower import loopir as L
+from ..lower.exprs import dim_expr
 from .registry import norm_axis, register_op, require_float
 
 
@@ -31,7 +35,15 @@ def _causal_mask_infer(types, attrs):
     return TensorType((rows, cols), attrs["dtype"])
 
 
-@register_op("causal_mask", kind="elementwise", infer=_causal_mask_infer)
+def _causal_mask_index(node, idx, operand):
+    off = L.Bin("-", dim_expr(node.attrs["cols"]), dim_expr(node.attrs["rows"]))
+    dt = node.type.dtype
+    return L.Select(L.Bin(">", idx[1], L.add(idx[0], off)), L.Const(-math.inf, dt),
+                    L.Const(0.0, dt))
+
+
+@register_op("causal_mask", kind="elementwise", infer=_causal_mask_infer,
+             lower_index=_causal_mask_index)
 def causal_mask(*, rows, cols, dtype="float32"):
     """Additive mask [rows, cols]: 0 where key j <= query i + (cols - rows), -inf above.
     Queries are the last ``rows`` positions of ``cols`` keys (prefill: rows == cols;

@@ -9,9 +9,12 @@ import pytest
 import graphc
 from graphc import spec
 from graphc.ir import TensorType
+from graphc.lower import loopir as L
 from graphc.ops import unregister_op
 from opcheck import (assert_matches, assert_reported_at, check, check_same, line_in,
-                     next_line, randn)
+                     next_line, randn, upcast)
+
+COMPILED = ("numba", "cupy-emu")
 
 
 @pytest.fixture
@@ -27,7 +30,8 @@ def temp_op_names():
 def test_register_elementwise_op(temp_op_names, rng):
     temp_op_names.append("my_op_xyz")
 
-    @graphc.register_op("my_op_xyz", kind="elementwise")
+    @graphc.register_op("my_op_xyz", kind="elementwise",
+                        lower=lambda node, a, b: L.Bin("+", L.Bin("*", a, b), a))
     def my_op(a, b):
         """a * b + a"""
         return a * b + a
@@ -47,19 +51,34 @@ def test_register_elementwise_op(temp_op_names, rng):
     out = my_op(a, b)
     assert type(out) is np.ndarray
     assert_matches(out, a * (b + 1), np.float64)
+    # The one declaration runs on the compiled backends too, fused with what is around it.
+    g = graphc.trace(lambda x, y: graphc.relu(my_op(x, y)) * 2.0, spec(("S", 4)), spec((4,)))
+    x, y = randn(rng, (5, 4)), randn(rng, (4,))
+    for backend in COMPILED:
+        assert_matches(graphc.compile(g, backend=backend)(x, y),
+                       2 * np.maximum(upcast(x) * (upcast(y) + 1), 0), np.float32)
 
 
 def test_registered_op_with_attrs_and_dtypes(temp_op_names, rng):
     temp_op_names.append("my_leaky_xyz")
 
-    @graphc.register_op("my_leaky_xyz", kind="elementwise", dtypes="float")
+    def leaky_lower(node, x):
+        slope = L.Const(node.attrs["slope"], node.type.dtype)
+        return L.Select(L.Bin(">", x, L.Const(0.0, node.type.dtype)), x, L.Bin("*", x, slope))
+
+    @graphc.register_op("my_leaky_xyz", kind="elementwise", dtypes="float", lower=leaky_lower)
     def leaky(x, *, slope=0.01):
         return np.where(x > 0, x, x * np.asarray(slope, x.dtype))
 
     x = randn(rng, (3, 5))
-    check(lambda x: (leaky(x), leaky(x, slope=0.5), leaky(x, 0.25)), [spec(("S", 5))], [(x,)],
-          lambda x: (np.fmax(x, 0) + 0.01 * np.fmin(x, 0), np.fmax(x, 0) + 0.5 * np.fmin(x, 0),
-                     np.fmax(x, 0) + 0.25 * np.fmin(x, 0)))
+    def want(x):
+        return (np.fmax(x, 0) + 0.01 * np.fmin(x, 0), np.fmax(x, 0) + 0.5 * np.fmin(x, 0),
+                np.fmax(x, 0) + 0.25 * np.fmin(x, 0))
+    g = check(lambda x: (leaky(x), leaky(x, slope=0.5), leaky(x, 0.25)), [spec(("S", 5))],
+              [(x,)], want)
+    for backend in COMPILED:
+        for got, exp in zip(graphc.compile(g, backend=backend)(x), want(upcast(x))):
+            assert_matches(got, exp, np.float32)
 
     def bad_dtype(x):
         return leaky(x)
@@ -109,7 +128,7 @@ def test_registered_composite_op_with_infer_and_decompose(temp_op_names, rng):
 
 
 def test_unregistered_op_is_gone(temp_op_names, rng):
-    @graphc.register_op("my_tmp_xyz", kind="elementwise")
+    @graphc.register_op("my_tmp_xyz", kind="elementwise", lower=lambda n, x: L.Bin("+", x, x))
     def tmp(x):
         return x + x
 
@@ -137,7 +156,7 @@ def test_unknown_op_names_the_line():
 def test_register_name_clash_keeps_builtin():
     before = graphc.get_op("add")
     with pytest.raises(graphc.GraphcError):
-        @graphc.register_op("add", kind="elementwise")
+        @graphc.register_op("add", kind="elementwise", lower=lambda n, a, b: L.Bin("-", a, b))
         def add(a, b):
             return a - b
     assert graphc.get_op("add") is before
@@ -158,10 +177,45 @@ def test_register_bad_declarations(temp_op_names):
     assert "my_no_infer_xyz" not in graphc.all_ops()
 
 
+def test_op_no_backend_can_lower_is_refused_when_registered(temp_op_names):
+    """An elementwise, movement or reduction op needs a loop-IR lowering (or a
+    decomposition): without one, registering it fails at the user's line, before any
+    compile; a lowering that uses a function the loop IR lacks fails the same way."""
+    temp_op_names.extend(["my_unlowered_xyz", "my_bad_fn_xyz", "my_wrong_form_xyz",
+                          "my_opaque_xyz"])
+    for kind in ("elementwise", "movement", "reduction"):
+        with pytest.raises(graphc.RegistrationError) as ei:
+            at = next_line()
+            @graphc.register_op("my_unlowered_xyz", kind=kind, infer=lambda t, a: t[0])
+            def f(x):
+                return x
+        assert "lower" in str(ei.value)
+        assert_reported_at(ei.value, at, "my_unlowered_xyz")
+        assert "my_unlowered_xyz" not in graphc.all_ops()
+    with pytest.raises(graphc.RegistrationError, match="softplusish"):
+        @graphc.register_op("my_bad_fn_xyz", kind="elementwise",
+                            lower=lambda n, x: L.Call("softplusish", (x,)))
+        def g(x):
+            return x
+    with pytest.raises(graphc.RegistrationError, match="lower_row"):
+        @graphc.register_op("my_wrong_form_xyz", kind="reduction", infer=lambda t, a: t[0],
+                            lower=lambda n, x: x)
+        def h(x):
+            return x
+    assert not {"my_bad_fn_xyz", "my_wrong_form_xyz"} & set(graphc.all_ops())
+
+    # An opaque op runs its NumPy reference on every backend (with a warning on the
+    # compiled ones), so it needs no lowering.
+    @graphc.register_op("my_opaque_xyz", kind="opaque", infer=lambda t, a: t[0])
+    def op(x):
+        return x * 3
+    assert graphc.get_op("my_opaque_xyz").compiles
+
+
 def test_reference_returning_wrong_dtype_is_reported(temp_op_names, rng):
     temp_op_names.append("my_sloppy_xyz")
 
-    @graphc.register_op("my_sloppy_xyz", kind="elementwise")
+    @graphc.register_op("my_sloppy_xyz", kind="elementwise", lower=lambda n, x: x)
     def sloppy(x):
         return x.astype(np.float64)  # declared float32 by the default inference
 
