@@ -74,3 +74,9 @@ class RegistrationError(GraphcError, ValueError):
 class CheckpointError(GraphcError):
     """A checkpoint that cannot be loaded: a missing, extra or wrongly shaped tensor, a
     file that is not safetensors, a bad config.json. The message names the tensor/file."""
+
+
+class LibraryFallbackWarning(UserWarning):
+    """A compiled backend runs an opaque op through its NumPy reference (no native kernel
+    for it there): correct, but slow. Every built-in op has a native kernel on numba and
+    cupy (the op matrix, tests/ops/test_op_matrix.py, fails on this warning)."""

@@ -25,8 +25,7 @@ from .runtime import CupyExecutable
 REQUIRED = ["fuse", "schedule", "plan_memory"]
 
 
-class LibraryFallbackWarning(UserWarning):
-    """Opaque ops that the cupy backend runs through their NumPy reference on the host."""
+from graphc.errors import LibraryFallbackWarning  # noqa: E402,F401 (one class for all backends)
 
 
 def gpu_available() -> tuple[bool, str]:

@@ -150,7 +150,7 @@ def plan(step):
         return [name], src, lambda exe: _rope(exe, name, float(node.attrs["scale"]))
     if node.op == "topk":
         (x_t,) = types
-        if x_t.dtype not in FLOATS or node.attrs["axis"] != x_t.rank - 1:
+        if x_t.dtype not in FLOATS:
             return None
         name = f"graphc_topk_{x_t.dtype}"
         src = _TOPK.replace("__NAME__", name).replace("__T__", CTYPES[x_t.dtype])
@@ -227,13 +227,19 @@ def _rope(exe, name, scale):
 def _topk(exe, name, attrs, dtype):
     k, values = int(attrs["k"]), attrs["output"] == "values"
 
+    axis = attrs["axis"]
+
     def run(out, ops):
-        x = _contig(exe, ops[0])
+        x = ops[0]
+        last = axis == x.ndim - 1
+        # another axis than the last: the rows are made contiguous (one copy each way)
+        x = _contig(exe, x if last else exe.xp.moveaxis(x, axis, -1))
         n = x.shape[-1]
         if k > n:
             from graphc.ops.selection import topk
             topk(_host(x), **attrs)             # raises the reference's error
         R = x.size // max(n, 1)
+        out = out if last else exe.xp.moveaxis(out, axis, -1)     # a view of the output
         o = out if out.flags.c_contiguous else exe.xp.empty(out.shape, out.dtype)
         dummy_idx = exe.xp.empty(1, np.int64)
         dummy_val = exe.xp.empty(1, dtype)

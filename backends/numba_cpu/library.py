@@ -44,8 +44,7 @@ from .templates import variants
 from .vmath import VMATH, sigmoid_fn
 
 
-class LibraryFallbackWarning(UserWarning):
-    """Opaque ops that the numba backend runs through their NumPy reference."""
+from graphc.errors import LibraryFallbackWarning  # noqa: E402,F401 (one class for all backends)
 
 
 # Below this many elements a kernel runs its serial variant.
@@ -164,8 +163,6 @@ def kernel(x, idx, vals, want_values):
 
 def _topk_source(node, body):
     (x_t,) = (body.nodes[i].type for i in node.inputs)
-    if node.attrs["axis"] != x_t.rank - 1:
-        return None
     return _TOPK.replace("__FT__", _NB[x_t.dtype])
 
 
@@ -177,19 +174,26 @@ def _topk(node, body, shared, mod):
     dt = x_t.np_dtype
     empty_vals = np.empty((1, 1), dt)
 
+    last = attrs["axis"] == x_t.rank - 1
+
     def run(out, ops):
         (x,) = ops
-        n = x.shape[-1]
+        n = x.shape[attrs["axis"]]
         if k > n:
             from graphc.ops.selection import topk
             out[...] = topk(x, **attrs)          # raises the reference's error
             return
-        x2 = x.reshape(-1, n)
+        # another axis than the last: the rows are made contiguous (one copy each way)
+        xr = x if last else np.ascontiguousarray(np.moveaxis(x, attrs["axis"], -1))
+        o = out if last else np.empty(xr.shape[:-1] + (k,), out.dtype)
+        x2 = xr.reshape(-1, n)
         if values:
             idx = np.empty((x2.shape[0], k), np.int64)
-            kernel(x2, idx, out.reshape(-1, k), True)
+            kernel(x2, idx, o.reshape(-1, k), True)
         else:
-            kernel(x2, out.reshape(-1, k), empty_vals, False)
+            kernel(x2, o.reshape(-1, k), empty_vals, False)
+        if not last:
+            out[...] = np.moveaxis(o, -1, attrs["axis"])
     return run
 
 
