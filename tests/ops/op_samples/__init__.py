@@ -6,7 +6,8 @@ graph); ``inputs`` are ``In(shape, dtype, kind)`` with shapes over the family's 
 (``S``, ``T``), bound per call by :data:`BINDINGS` (odd sizes, a size of 1). ``kind`` says
 how to draw the data: ``randn`` (no exact zeros), ``positive``, ``nonzero`` (divisors),
 ``unit`` (in (-0.9, 0.9)), ``ints`` (small non-zero ints), ``index:N`` (ints in [0, N)),
-``bool``. Add an op, add its samples to the module of its family: the matrix runs them on
+``bool``. Add an op, add its samples to the module of its family (any module of this
+package with a SAMPLES list is collected): the matrix runs them on
 every backend against the float64 reference, and fails for an op with no sample.
 """
 from __future__ import annotations
@@ -63,10 +64,13 @@ def draw(rng, inp: In, env: dict) -> np.ndarray:
 
 
 def all_samples() -> list[Sample]:
-    from . import elementwise, fused, movement, reduction, selection
+    """The SAMPLES of every module of this package (one per op family)."""
+    import importlib
+    import pkgutil
     out = []
-    for mod in (elementwise, movement, reduction, selection, fused):
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        mod = importlib.import_module(f"{__name__}.{info.name}")
         for s in mod.SAMPLES:
-            s.family = mod.__name__.rsplit(".", 1)[-1]
+            s.family = info.name
             out.append(s)
     return out
