@@ -8,6 +8,9 @@ flash-attention kernel, one device arena.
 Options: ``emulate`` (run the CUDA C through the CPU emulation harness, see emulate.py:
 the way to debug GPU kernels without a GPU), ``device_outputs`` (return CuPy arrays and
 leave them on the GPU; inputs may be CuPy arrays either way), ``progress``.
+
+A program backend (graphc.runtime.backends): ``graphc.compile`` runs the passes and
+lowers the graph; this module renders the Program to CUDA C and runs it.
 """
 from __future__ import annotations
 
@@ -16,13 +19,11 @@ import warnings
 
 from graphc.errors import BackendError
 from graphc.ir.node import user_stacklevel
-from graphc.lower.program import AttentionStep, LibraryStep, lower
-from graphc.passes import optimize
+from graphc.lower.program import AttentionStep, LibraryStep
+from graphc.runtime.backends import ProgramBackend
 
 from . import library, nvrtc, render, templates
 from .runtime import CupyExecutable
-
-REQUIRED = ["fuse", "schedule", "plan_memory"]
 
 
 from graphc.errors import LibraryFallbackWarning  # noqa: E402,F401 (one class for all backends)
@@ -76,12 +77,12 @@ def _last_dim(view, node) -> int:
     return d
 
 
-class CupyBackend:
+class CupyBackend(ProgramBackend):
     name = "cupy"
 
     @staticmethod
-    def compile(graph, emulate: bool = False, device_outputs: bool = False,
-                progress: bool | None = None, **options):
+    def compile_program(program, emulate: bool = False, device_outputs: bool = False,
+                        progress: bool | None = None, **options):
         if options:
             raise BackendError(f"cupy backend: unknown options {sorted(options)}")
         if not emulate:
@@ -89,10 +90,7 @@ class CupyBackend:
             if not ok:
                 raise BackendError(f"cupy backend: {why}. To run the same CUDA kernels on "
                                    "the CPU, compile with emulate=True")
-        if "memory" not in graph.meta or any(
-                n.op not in ("input", "constant", "fused") for n in graph.nodes.values()):
-            graph = optimize(graph, REQUIRED)
-        program = lower(graph)
+        graph = program.graph
         lib_plans = library.plans(program)
         source, cuda, flash = program_source(program, lib_plans)
         fallback = sorted({s.body.nodes[s.body.outputs[0]].op for s in program.steps
@@ -127,12 +125,12 @@ def _raw_module(source: str):
     return module
 
 
-class CupyEmulatedBackend:
+class CupyEmulatedBackend(ProgramBackend):
     """``backend="cupy-emu"``: the cupy backend with ``emulate=True``, for places that take
     only a backend name (models' ``forward(..., backend=...)``, the command line)."""
     name = "cupy-emu"
 
     @staticmethod
-    def compile(graph, **options):
+    def compile_program(program, **options):
         options.setdefault("emulate", True)
-        return CupyBackend.compile(graph, **options)
+        return CupyBackend.compile_program(program, **options)

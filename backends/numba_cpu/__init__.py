@@ -2,6 +2,9 @@
 GEMMs on BLAS with fused epilogues, blockwise attention, one preallocated arena.
 
     exe = graphc.compile(graph, backend="numba")
+
+A program backend (graphc.runtime.backends): ``graphc.compile`` runs the passes and
+lowers the graph; this module renders, compiles and loads the Program's kernels.
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 
 from graphc.errors import BackendError
 from graphc.lower import loopir as L
-from graphc.lower.program import AttentionStep, GemmStep, lower
-from graphc.passes import optimize
+from graphc.lower.program import AttentionStep, GemmStep
+from graphc.runtime.backends import ProgramBackend
 
 from .cache import digest, load_module, precompile
 from .library import bind_program
@@ -34,27 +37,24 @@ from .runtime import NumbaExecutable
 from .templates import attention_softmax, rows_gemm
 from .threads import find_blas
 
-# What lowering needs; compile() runs these if the pipeline it was given did not.
-REQUIRED = ["fuse", "schedule", "plan_memory"]
-
-
-class NumbaBackend:
+class NumbaBackend(ProgramBackend):
     name = "numba"
 
     @staticmethod
-    def compile(graph, fastmath: bool = False, progress: bool | None = None, **options):
-        return NumbaBackend.compile_many([graph], fastmath, progress, **options)[0]
+    def compile_program(program, fastmath: bool = False, progress: bool | None = None,
+                        **options):
+        return NumbaBackend.compile_programs([program], fastmath, progress, **options)[0]
 
     @staticmethod
-    def compile_many(graphs, fastmath: bool = False, progress: bool | None = None,
-                     **options) -> list:
-        """Executables for ``graphs``: each graph lowered once, the kernel modules of all
-        of them that are not in the cache yet compiled in one batch of worker processes
+    def compile_programs(programs, fastmath: bool = False, progress: bool | None = None,
+                         **options) -> list:
+        """Executables for ``programs`` (lowered graphs): the kernel modules of all of
+        them that are not in the cache yet compiled in one batch of worker processes
         (graphc.compile_many: a model's forward, prefill and decode), then loaded.
         ``compile_seconds`` of each executable: the batch's compile and load time."""
         if options:
             raise BackendError(f"numba backend: unknown options {sorted(options)}")
-        plans = [_plan(g, fastmath) for g in graphs]
+        plans = [_plan(p, fastmath) for p in programs]
         modules = list(dict.fromkeys(m for p in plans for m in p.modules))
         t0 = time.perf_counter()
         bar = _progress(len(modules), progress)
@@ -81,7 +81,7 @@ class NumbaBackend:
 
 
 class _Plan(NamedTuple):
-    """A lowered graph and what its executable needs."""
+    """A Program and what its executable needs."""
     graph: object
     program: object
     kernels: dict             # name -> loop-IR kernel
@@ -104,12 +104,9 @@ def _executable(plan: _Plan, load) -> NumbaExecutable:
     return exe
 
 
-def _plan(graph, fastmath: bool) -> _Plan:
-    """Lower ``graph`` and list what its executable needs."""
-    if "memory" not in graph.meta or any(
-            n.op not in ("input", "constant", "fused") for n in graph.nodes.values()):
-        graph = optimize(graph, REQUIRED)
-    program = lower(graph)
+def _plan(program, fastmath: bool) -> _Plan:
+    """What the executable of ``program`` needs: its kernels' sources and templates."""
+    graph = program.graph
     for k in program.kernels:
         _serial_if_tiny(k)
     kernels = {k.name: k for k in program.kernels}

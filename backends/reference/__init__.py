@@ -5,6 +5,7 @@ float tensor is computed in float64 (outputs come back as float64).
 """
 from __future__ import annotations
 
+from graphc.runtime.backends import GraphBackend
 from graphc.runtime.executable import Executable
 from graphc.runtime.interpreter import run_graph
 
@@ -32,7 +33,8 @@ class ReferenceExecutable(Executable):
                 for nid in g.topo_order() if g.nodes[nid].op not in ("input", "constant")]
 
 
-class ReferenceBackend:
+class ReferenceBackend(GraphBackend):
+    """A graph backend: it interprets the graph at whatever level it was optimised to."""
     name = "reference"
 
     @staticmethod

@@ -1,12 +1,21 @@
-"""Algebraic simplification, repeated to a fixed point:
+"""Algebraic simplification, repeated to a fixed point, written as rewrite rules in the
+pattern language of the fusion rules (patterns.py) and applied by the same engine
+(``patterns.apply``). ``RULES`` is the set, a value other passes can apply or extend
+(``simplify.RULES + my_rules``):
 
-* identities: ``scale(x, 1)``, ``x * 1``, ``x + 0``, ``x - 0``, identity transpose/reshape;
+* identities: ``scale(x, 1)``, ``x * 1``, ``x + 0``, ``x - 0``, ``x / 1``, identity
+  transpose/reshape;
 * ``transpose(transpose(x))`` -> one transpose; ``reshape(reshape(x))`` -> one reshape;
 * ``scale(scale(x, a), b)`` -> ``scale(x, a*b)``; ``x * c`` (c a scalar constant) ->
   ``scale(x, c)``;
 * a constant scale folded into the constant weight it can reach through single-use
   reshapes, transposes, bias adds and matmuls: ``scale(q @ k^T, 1/sqrt(d))`` with
   ``q = (x @ W_Q + b_Q)`` viewed as heads becomes ``q' @ k^T`` with ``W_Q, b_Q`` scaled.
+
+At each node the rules of its op are tried in order (identities before merges); each
+sweep goes producers first, so a merged operand is seen by its user in the same sweep.
+The identities and chain merges copy nothing, so they fire even where an inner node has
+other users (``exclusive=False``).
 """
 from __future__ import annotations
 
@@ -15,35 +24,14 @@ import numpy as np
 from .. import ops as F
 from ..ir.graph import Graph
 from .manager import note, register_pass
-from .rewrite import const_value, is_const_scalar, replace, single_user
+from .patterns import Op, Rule, RuleSet, Var, apply
+from .rewrite import const_value, is_const_scalar, single_user
+
+MAX_ROUNDS = 100
 
 
 def _same_type(graph, a, b) -> bool:
     return graph.nodes[a].type == graph.nodes[b].type
-
-
-def _identity(graph: Graph, node) -> int | None:
-    """The operand this node just passes through, if it is an identity."""
-    op, ins = node.op, node.inputs
-    if op == "scale" and node.attrs["factor"] == 1.0:
-        return ins[0]
-    if op == "mul":
-        for k in (0, 1):
-            if is_const_scalar(graph, ins[1 - k], 1) and _same_type(graph, ins[k], node.id):
-                return ins[k]
-    if op == "add":
-        for k in (0, 1):
-            if is_const_scalar(graph, ins[1 - k], 0) and _same_type(graph, ins[k], node.id):
-                return ins[k]
-    if op == "sub" and is_const_scalar(graph, ins[1], 0) and _same_type(graph, ins[0], node.id):
-        return ins[0]
-    if op == "div" and is_const_scalar(graph, ins[1], 1) and _same_type(graph, ins[0], node.id):
-        return ins[0]
-    if op == "transpose" and node.attrs["axes"] == tuple(range(node.type.rank)):
-        return ins[0]
-    if op == "reshape" and _same_type(graph, ins[0], node.id):
-        return ins[0]
-    return None
 
 
 def _scalar_of(graph, nid):
@@ -55,38 +43,99 @@ def _scalar_of(graph, nid):
     return None
 
 
-def _combine(graph: Graph, node) -> bool:
-    """Merge a node with its producer; True if the graph changed."""
-    g = graph.nodes
-    if node.op == "transpose":
-        inner = g[node.inputs[0]]
-        if inner.op == "transpose":
-            p1, p2 = inner.attrs["axes"], node.attrs["axes"]
-            axes = tuple(p1[a] for a in p2)
-            replace(graph, node.id, lambda b: F.transpose(b.wrap(inner.inputs[0]), axes=axes))
-            return True
-    if node.op == "reshape":
-        inner = g[node.inputs[0]]
-        if inner.op == "reshape":
-            shape = node.attrs["shape"]
-            replace(graph, node.id, lambda b: F.reshape(b.wrap(inner.inputs[0]), shape=shape))
-            return True
-    if node.op == "scale":
-        inner = g[node.inputs[0]]
-        if inner.op == "scale":
-            f = inner.attrs["factor"] * node.attrs["factor"]
-            replace(graph, node.id, lambda b: F.scale(b.wrap(inner.inputs[0]), f))
-            return True
-        if _fold_scale_into_weight(graph, node):
-            return True
-    if node.op == "mul":
-        for k in (0, 1):
-            s = _scalar_of(graph, node.inputs[1 - k])
-            x = node.inputs[k]
-            if s is not None and _same_type(graph, x, node.id):
-                replace(graph, node.id, lambda b: F.scale(b.wrap(x), s))
-                return True
-    return False
+# -- operand checks and match conditions ------------------------------------------------
+def _const_all(value):
+    def check(graph, node):
+        return None if is_const_scalar(graph, node.id, value) else \
+            f"not a constant of {value}s"
+    return check
+
+
+def _scalar(graph, node):
+    return None if _scalar_of(graph, node.id) is not None else "not a scalar constant"
+
+
+def _keeps_type(name):
+    """The match condition: the captured ``name`` has the root's type (so it can stand in
+    for the root)."""
+    def check(m):
+        return None if _same_type(m.graph, m.captures[name], m.root) else \
+            f"{m.node(name).name} {m.node(name).type} is not {m.graph.nodes[m.root].type}"
+    return check
+
+
+def _identity_axes(value, node, graph) -> bool:
+    return value == tuple(range(node.type.rank))
+
+
+def _passthrough(m):
+    return m["x"]
+
+
+def _rule(name, pattern, build, check=None):
+    return Rule(name, pattern, build, check, exclusive=False)
+
+
+_x, _c = Var("x"), Var("c", _scalar)
+_one, _zero = Var("one", _const_all(1)), Var("zero", _const_all(0))
+
+IDENTITIES = RuleSet([
+    _rule("scale(x, 1) => x", Op("scale", _x, factor=1.0), _passthrough),
+    _rule("x * 1 => x", Op("mul", _x, _one), _passthrough, _keeps_type("x")),
+    _rule("1 * x => x", Op("mul", _one, _x), _passthrough, _keeps_type("x")),
+    _rule("x + 0 => x", Op("add", _x, _zero), _passthrough, _keeps_type("x")),
+    _rule("0 + x => x", Op("add", _zero, _x), _passthrough, _keeps_type("x")),
+    _rule("x - 0 => x", Op("sub", _x, _zero), _passthrough, _keeps_type("x")),
+    _rule("x / 1 => x", Op("div", _x, _one), _passthrough, _keeps_type("x")),
+    _rule("transpose(x, identity) => x", Op("transpose", _x, axes=_identity_axes),
+          _passthrough),
+    _rule("reshape(x) to its own shape => x", Op("reshape", _x), _passthrough,
+          _keeps_type("x")),
+], "simplify identities")
+
+
+def _compose_transposes(m):
+    p1, p2 = m.node("inner").attrs["axes"], m.graph.nodes[m.root].attrs["axes"]
+    return F.transpose(m["x"], axes=tuple(p1[a] for a in p2))
+
+
+def _merge_scales(m):
+    f = m.node("inner").attrs["factor"] * m.graph.nodes[m.root].attrs["factor"]
+    return F.scale(m["x"], f)
+
+
+def _scale_of_scalar(m):
+    return F.scale(m["x"], _scalar_of(m.graph, m.captures["c"]))
+
+
+def _weight_reachable(m):
+    path: list = []
+    return None if _weight_path(m.graph, m.captures["x"], path) else \
+        "no single-use path to a constant weight"
+
+
+def _fold_into_weight(m):
+    _fold_scale_into_weight(m.graph, m.graph.nodes[m.root])
+    return m["x"]
+
+
+MERGES = RuleSet([
+    _rule("transpose(transpose(x)) => transpose(x)",
+          Op("transpose", Op("transpose", _x, name="inner")), _compose_transposes),
+    _rule("reshape(reshape(x)) => reshape(x)", Op("reshape", Op("reshape", _x)),
+          lambda m: F.reshape(m["x"], shape=m.graph.nodes[m.root].attrs["shape"])),
+    _rule("scale(scale(x, a), b) => scale(x, a*b)",
+          Op("scale", Op("scale", _x, name="inner")), _merge_scales),
+    _rule("scale(x, s) => x with s folded into the constant weight x reaches",
+          Op("scale", _x), _fold_into_weight, _weight_reachable),
+    _rule("x * scalar => scale(x, scalar)", Op("mul", _x, _c), _scale_of_scalar,
+          _keeps_type("x")),
+    _rule("scalar * x => scale(x, scalar)", Op("mul", _c, _x), _scale_of_scalar,
+          _keeps_type("x")),
+], "simplify merges")
+
+# Identities first: at a node, an identity wins over a merge (as x * 1 before x * c).
+RULES = RuleSet(IDENTITIES + MERGES, "simplify")
 
 
 def _weight_path(graph: Graph, nid: int, path: list) -> bool:
@@ -121,6 +170,8 @@ def _weight_path(graph: Graph, nid: int, path: list) -> bool:
 
 
 def _fold_scale_into_weight(graph: Graph, node) -> bool:
+    """Move the factor of scale ``node`` onto the constants its weight path reaches; the
+    scale then just passes its operand through (the caller replaces its uses)."""
     path: list = []
     if not _weight_path(graph, node.inputs[0], path):
         return False
@@ -136,7 +187,6 @@ def _fold_scale_into_weight(graph: Graph, node) -> bool:
         ins = list(graph.nodes[nid].inputs)
         ins[k] = scaled[cid]
         graph.set_inputs(nid, ins)
-    graph.replace_all_uses(node.id, node.inputs[0])
     note("fold_scale", f"scale {s:g} at {node.name} folded into constant weight "
          f"%{path[-1][0]} (and {len(path) - 1} bias adds)", node=node.name)
     return True
@@ -144,20 +194,6 @@ def _fold_scale_into_weight(graph: Graph, node) -> bool:
 
 @register_pass("simplify")
 def simplify(graph: Graph) -> Graph:
-    changed, rounds = True, 0
-    while changed and rounds < 100:
-        changed = False
-        rounds += 1
-        for nid in graph.topo_order():
-            node = graph.nodes.get(nid)
-            if node is None or node.op in ("input", "constant"):
-                continue
-            same = _identity(graph, node)
-            if same is not None:
-                graph.replace_all_uses(nid, same)
-                changed = True
-            elif _combine(graph, node):
-                changed = True
-        from .rewrite import remove_dead
-        remove_dead(graph)
+    apply(graph, RULES, consumers_first=False, max_rounds=MAX_ROUNDS, prune_each=False,
+          skip_dead=False, explain=False)
     return graph

@@ -121,3 +121,20 @@ def test_compile_runs_the_pipeline_and_matches_reference():
     for level in ("O0", "O1"):
         out = graphc.compile(g, backend="reference", level=level)(ids)
         assert np.linalg.norm(out - oracle) / np.linalg.norm(oracle) < 1e-5
+
+
+def test_builtin_passes_declare_what_they_keep():
+    from graphc.passes import pass_info
+    assert pass_info("schedule").keeps("fuse") and not pass_info("schedule").keeps(
+        "plan_memory")
+    assert pass_info("plan_memory").keeps("fuse") and pass_info("plan_memory").keeps(
+        "schedule")
+    assert not pass_info("simplify").keeps("fuse")
+    # they run on any graph: none requires another (lowering requires them, in order)
+    assert all(not pass_info(n).requires for n in PIPELINES["O2"])
+    g = small_model().trace()
+    assert not pass_info("fuse").holds(g)
+    done = optimize(g, "O2")
+    assert pass_info("fuse").holds(done) and pass_info("plan_memory").holds(done)
+    with pytest.raises(PassError, match="unknown pass"):
+        pass_info("nope")

@@ -141,3 +141,44 @@ def test_o1_keeps_the_textbook_model(same_result):
                                         n_layers=2, causal=True, dtype="float64")
     g = transformer.random(cfg, seed=2).trace()
     same_result(g, optimize(g, "O1"), sizes={"S": 9})
+
+
+def test_simplify_is_a_rule_set_in_the_pattern_language():
+    from graphc.passes import RuleSet
+    from graphc.passes.patterns import Op, Rule
+    from graphc.passes.simplify import RULES
+    assert isinstance(RULES, RuleSet) and RULES.name == "simplify"
+    assert all(isinstance(r, Rule) and isinstance(r.pattern, Op) for r in RULES)
+    assert {"x * 1 => x", "x + 0 => x", "scale(x, 1) => x",
+            "transpose(transpose(x)) => transpose(x)", "reshape(reshape(x)) => reshape(x)",
+            "scale(scale(x, a), b) => scale(x, a*b)", "x * scalar => scale(x, scalar)"} \
+        <= set(RULES.names)
+    # identities come before merges at the same op (x * 1 is dropped, not made a scale)
+    names = RULES.names
+    assert names.index("x * 1 => x") < names.index("x * scalar => scale(x, scalar)")
+
+
+def test_chains_collapse_even_when_the_inner_node_is_shared(same_result):
+    """Collapsing transpose(transpose(x)) copies nothing, so an inner transpose with another
+    user does not stop it (the fusion rules' no-duplication condition is not theirs)."""
+    def fn(x):
+        t = x.transpose(1, 0)
+        return graphc.exp(t.transpose(1, 0)) + 1.0, graphc.tanh(t)
+    g = graphc.trace(fn, graphc.spec((3, 4), "float64"))
+    out = optimize(g, ["simplify", "dce"])
+    (t,) = [n for n in out if n.op == "transpose"]
+    (e,) = [n for n in out if n.op == "exp"]
+    assert list(e.inputs) == [out.inputs[0]]
+    assert out.nodes[t.inputs[0]].op == "input"
+    same_result(g, out)
+
+
+def test_simplify_explain_reports_only_weight_folds():
+    """simplify's rules fire silently (no fired / missed flood in --explain); folding a
+    scale into a weight is reported."""
+    from graphc.passes import Explain
+    w = f64(8, 8)
+    g = graphc.trace(lambda x: graphc.scale((x @ w) * 1.0, 0.5), graphc.spec((3, 8), "float64"))
+    ex = Explain()
+    optimize(g, ["simplify"], instruments=[ex])
+    assert [e["kind"] for e in ex.events] == ["fold_scale"]
