@@ -205,7 +205,8 @@ def _abs(r, t, x):
 CODE_FOR_OP = {
     **{op: _infix(op) for op in ("+", "-", "*", "/", "%", "<", ">", "<=", ">=", "==",
                                   "!=")},
-    "//": _infix("/"),
+    "//": lambda r, t, a, b: (f"({a} / {b})" if t.startswith("int") else
+                              f"{'floorf' if t == 'float32' else 'floor'}({a} / {b})"),
     "pow": _pow, "max": _minmax("max"), "min": _minmax("min"),
     "and": _infix("&&"), "or": _infix("||"), "xor": _infix("!="),
     **{f: _float_fn(f + "f", f) for f in ("exp", "log", "sqrt", "rsqrt", "tanh", "erf",
