@@ -226,15 +226,22 @@ def test_textbook_transformer(causal, rng, mode):
 
 
 def test_library_op_falls_back_with_a_warning(rng, mode):
-    """topk along a leading axis has no CUDA kernel (library.py takes the last axis): it
-    runs its NumPy reference, and compile says so."""
+    """An opaque op with no CUDA kernel (a user's) runs its NumPy reference, and compile
+    says so at the user's line."""
     from graphc.backends.cupy_gpu import LibraryFallbackWarning
-    g = graphc.trace(lambda x: graphc.topk(graphc.tanh(x) * 2.0, 2, axis=0)[0] + 1.0,
-                     spec(("S", 6)))
-    with pytest.warns(LibraryFallbackWarning, match="topk") as caught:
-        exe = compile_cupy(g, mode)
-    assert caught[0].filename == __file__            # the user's line, not graphc's
-    check_graph(g, [(randn(rng, (S, 6)),) for S in (2, 7)], exe=exe)
+    from graphc.ops import unregister_op
+
+    @graphc.register_op("my_host_only_xyz", kind="opaque", infer=lambda t, a: t[0])
+    def host_only(x):
+        return np.cumprod(x, axis=0)
+    try:
+        g = graphc.trace(lambda x: host_only(graphc.tanh(x) * 2.0) + 1.0, spec(("S", 6)))
+        with pytest.warns(LibraryFallbackWarning, match="my_host_only_xyz") as caught:
+            exe = compile_cupy(g, mode)
+        assert caught[0].filename == __file__            # the user's line, not graphc's
+        check_graph(g, [(randn(rng, (S, 6)),) for S in (2, 7)], exe=exe)
+    finally:
+        unregister_op("my_host_only_xyz")
 
 
 def test_without_a_gpu_compile_says_how_to_emulate():
