@@ -12,7 +12,7 @@ import numpy as np
 
 from graphc.lower import loopir as L
 from graphc.runtime.interpreter import run_graph
-from graphc.runtime.program import ProgramExecutable, apply_chain
+from graphc.runtime.program import ProgramExecutable, attention_operands
 
 from . import templates
 
@@ -21,20 +21,101 @@ EMULATED_MAX_GRID = 4       # blocks run one after another on the CPU: keep them
 EMULATED_BLOCK = 64         # threads per emulated block (the kernels take any multiple of 32)
 
 
-def _strided3(x, xp):
-    """x [..., rows, d] as a 3-D array [B, rows, d] with the last dim contiguous, without a
-    copy when the batch dims collapse (head-split transposes do)."""
-    if x.ndim == 2:
-        return x[None] if x.strides[-1] == x.itemsize else xp.ascontiguousarray(x)[None]
-    lead, st = x.shape[:-2], x.strides[:-2]
-    if x.strides[-1] != x.itemsize or not all(
-            st[i] == st[i + 1] * lead[i + 1] for i in range(len(lead) - 1)):
-        x = xp.ascontiguousarray(x)
-    if x.ndim == 3:
-        return x
-    B = int(np.prod(lead))
-    return xp.lib.stride_tricks.as_strided(x, (B,) + x.shape[-2:],
-                                           (x.strides[-3] if B > 1 else 0,) + x.strides[-2:])
+def _unit_rows(x) -> bool:
+    """The last dim has unit stride and no stride is negative (what the flash kernel
+    reads and writes through strides)."""
+    return x.strides[-1] == x.itemsize and all(st >= 0 for st in x.strides) if x.size \
+        else True
+
+
+def flash_layout(q, k, v, o, mask):
+    """The two-level batch of the flash kernel for these views, or None when two levels
+    cannot describe them: (N2, the stride list of the kernel's parameters, N).
+
+    Over q's batch dims, each operand reads batch index i through (stride, div): index
+    i // div times the stride (k or v with fewer heads than q: div = the group; a
+    broadcast dim: stride 0). Dims of size 1 are dropped and neighbours merged where
+    every operand allows it (a contiguous pair, a broadcast inner dim, a group
+    continuing an outer dim); at most two may remain."""
+    batch = q.shape[:-2]
+
+    def per_dim(x):
+        shape, st = x.shape[:-2], tuple(s // x.itemsize for s in x.strides[:-2])
+        pad = len(batch) - len(shape)
+        out = []
+        for i, n in enumerate(batch):
+            j = i - pad
+            m = shape[j] if j >= 0 else 1
+            s = st[j] if j >= 0 else 0
+            out.append((0, 1) if m == 1 else (s, 1) if m == n else (s, n // m))
+        return out
+    arrays = [per_dim(x) for x in (q, k, v, o)]
+    if mask is not None:
+        arrays.append(per_dim(mask))
+    dims = []           # [(size, [(stride, div) per array])]
+    for i, n in enumerate(batch):
+        if n == 1:
+            continue
+        cur = (n, [a[i] for a in arrays])
+        if dims:
+            merged = _merge(dims[-1], cur)
+            if merged is not None:
+                dims[-1] = merged
+                continue
+        dims.append(cur)
+    if len(dims) > 2:
+        return None
+    dims = [(1, [(0, 1)] * len(arrays))] * (2 - len(dims)) + dims
+    (n1, a1), (n2, a2) = dims
+    if any(d != 1 for d in (a1[0][1], a2[0][1], a1[3][1], a2[3][1])):
+        return None                              # q and the output have no groups
+    rs = [x.strides[-2] // x.itemsize for x in (q, k, v, o)]
+    (qs1, _), (ks1, kd1), (vs1, vd1), (os1, _) = a1[:4]
+    (qs2, _), (ks2, kd2), (vs2, vd2), (os2, _) = a2[:4]
+    strides = [qs1, qs2, rs[0], ks1, kd1, ks2, kd2, rs[1], vs1, vd1, vs2, vd2, rs[2],
+               os1, os2, rs[3]]
+    if mask is not None:
+        (ms1, md1), (ms2, md2) = a1[4], a2[4]
+        sr = mask.strides[-2] // mask.itemsize if mask.shape[-2] != 1 else 0
+        sc = mask.strides[-1] // mask.itemsize if mask.shape[-1] != 1 else 0
+        strides += [ms1, md1, ms2, md2, sr, sc]
+    else:
+        strides += [0, 1, 0, 1, 0, 0]
+    return n2, strides, n1 * n2
+
+
+def _merge(outer, inner):
+    """Two neighbouring batch dims as one, or None: for every operand, index
+    i = i_outer * n_inner + i_inner must read (i // div) * stride."""
+    na, aa = outer
+    nb, ab = inner
+    out = []
+    for (sa, da), (sb, db) in zip(aa, ab):
+        if sa == 0 and sb == 0:
+            out.append((0, 1))
+        elif sb == 0:                                  # broadcast along the inner dim
+            out.append((sa, nb * da))
+        elif da == 1 and nb % db == 0 and sa == sb * (nb // db):
+            out.append((sb, db))                       # contiguous (or a group) across
+        else:
+            return None
+    return (na * nb, out)
+
+
+def _expanded(q, k, v, o, mask, xp):
+    """Every operand as a C-contiguous [N, rows, d] array (k, v repeated per group, the
+    mask broadcast) and the output as a fresh one, for the layouts flash_layout cannot
+    describe; the caller copies the output back."""
+    from graphc.ops.fused import expand_kv
+    batch = q.shape[:-2]
+    N = int(np.prod(batch)) if batch else 1
+
+    def flat(x):
+        return xp.ascontiguousarray(x).reshape((N,) + x.shape[-2:])
+    k, v = expand_kv(k, batch), expand_kv(v, batch)     # (NumPy calls dispatch to CuPy)
+    if mask is not None:
+        mask = flat(xp.broadcast_to(mask, batch + mask.shape[-2:]))
+    return flat(q), flat(k), flat(v), xp.empty((N,) + o.shape[-2:], o.dtype), mask
 
 
 def _pointer(x):
@@ -127,31 +208,43 @@ class CupyExecutable(ProgramExecutable):
         self._launch(kernel.name, blocks, block, args)
 
     def attention(self, step, ops, out, sz):
-        xp, bindings = self.xp, sz.bindings
-        q = apply_chain(ops[step.q.operand], step.q.chain, bindings)
-        k = apply_chain(ops[step.k.operand], step.k.chain, bindings)
-        v = apply_chain(ops[step.v.operand], step.v.chain, bindings)
+        xp = self.xp
+        q, k, v, mask = attention_operands(step, ops, sz.bindings)
         S, T, D, DV = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
-        q3, k3, v3 = (_strided3(x, xp) for x in (q, k, v))
-        B = q3.shape[0]
-        o = self.attention_output(step, out, sz)
-        o3 = _strided3(o, xp)
-        copy_back = not self.shares_memory(o3, o) if o.size else False
+        # the flash kernel reads rows with a unit-stride last dim; others are copied
+        q, k, v = (x if _unit_rows(x) else xp.ascontiguousarray(x) for x in (q, k, v))
+        o = self.attention_output(step, out, sz, _unit_rows)
+        o_step = o
+        lay = flash_layout(q, k, v, o, mask)
+        if lay is None:       # a layout two batch strides cannot describe: copies
+            q, k, v, o, mask = _expanded(q, k, v, o, mask, xp)
+            lay = flash_layout(q, k, v, o, mask)
+        n2, strides, N = lay
         dtype = str(q.dtype)
         name = templates.flash_name(dtype, D, DV)
         bq = templates.flash_plan(dtype, D, DV)
-        item = q3.itemsize
-        st = [x.strides[i] // item for x in (q3, k3, v3, o3) for i in (0, 1)]
-        if S and B:
-            blocks = min(B * -(-S // bq), EMULATED_MAX_GRID if self.emulate else MAX_GRID)
+        if S and N and DV:
+            blocks = min(N * -(-S // bq), EMULATED_MAX_GRID if self.emulate else MAX_GRID)
             ptr = _pointer if self.emulate else (lambda x: x)
+            mode = 0 if mask is None else 2 if step.mask_bool else 1
+            madd = mask if mode == 1 else self._dummy(q.dtype)
+            mbool = mask if mode == 2 else self._dummy(np.bool_)
             self._launch(name, blocks, templates.THREADS,
-                         [ptr(q3), ptr(k3), ptr(v3), ptr(o3), *(np.int64(s) for s in st), np.int64(B),
+                         [ptr(q), ptr(k), ptr(v), ptr(o), ptr(madd), ptr(mbool),
+                          np.int64(n2), *(np.int64(x) for x in strides), np.int64(N),
                           np.int64(S), np.int64(T), np.float64(step.scale),
-                          np.int32(bool(step.causal)), np.int64(T - S)])
-        if copy_back:
-            o[...] = o3.reshape(o.shape)
-        self.finish_attention(step, ops, out, o, sz)
+                          np.int32(bool(step.causal)), np.int64(T - S), np.int32(mode),
+                          np.float64(step.mask_fill)])
+        if o is not o_step:
+            o_step[...] = o.reshape(o_step.shape)
+        self.finish_attention(step, ops, out, o_step, sz)
+
+    def _dummy(self, dtype):
+        """A one-element array for the mask parameter a launch does not use."""
+        key = ("dummy", np.dtype(dtype).str)
+        if key not in self.__dict__:
+            self.__dict__[key] = self.xp.zeros((1,), dtype)
+        return self.__dict__[key]
 
     def library_step(self, step, ops, out, bindings):
         native = self.library.get(step.node)     # library.py: CUDA kernels + cuBLAS

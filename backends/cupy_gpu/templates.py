@@ -9,8 +9,15 @@ sum ``l`` with warp shuffles (the online softmax), rescales its output accumulat
 and adds ``P @ V``. Tiles above the causal diagonal are never visited; the S x S score
 matrix never exists. The output is divided by ``l`` once at the end.
 
-Operands are [B, rows, d] views with any batch and row stride (the last dim contiguous),
-so head-split transposes need no copy. Accumulation is in float for float32 inputs (and
+Operands are [B, rows, d] views with a two-level batch index (entry b is (b1, b2) of
+[B / N2, N2], each operand with its own two batch strides) and any row stride (the last
+dim contiguous), so head-split transposes and the head merge after the attention
+([B, H, S, d] stored into [B, S, H * d]) need no copy. k and v may have fewer heads than
+q (grouped-query attention): they read batch entry (b1 / d1, b2 / d2), so each kv head
+is read by its group of query heads without a copy. The optional mask (``mask_mode`` 1:
+additive, of the scores' dtype; 2: bool, where False puts ``fill``) is read per
+(row, key) through strides, 0 where it broadcasts (a padding mask [B, 1, 1, T]), and
+applied to the scaled score before the causal mask. Accumulation is in float for float32 inputs (and
 would be for float16/bfloat16, the ``ACC`` table), in double for float64.
 """
 from __future__ import annotations
@@ -28,9 +35,14 @@ _FLASH = r"""
 // flash attention: D=__D__, DV=__DV__, BQ=__BQ__ query rows per block, __T__
 extern "C" __global__ void __NAME__(
     const __T__* q, const __T__* k, const __T__* v, __T__* o,
-    long long q_sb, long long q_sr, long long k_sb, long long k_sr,
-    long long v_sb, long long v_sr, long long o_sb, long long o_sr,
-    long long B, long long S, long long T, double scale, int causal, long long diag) {
+    const __T__* madd, const bool* mbool, long long N2,
+    long long q_s1, long long q_s2, long long q_sr,
+    long long k_s1, long long k_d1, long long k_s2, long long k_d2, long long k_sr,
+    long long v_s1, long long v_d1, long long v_s2, long long v_d2, long long v_sr,
+    long long o_s1, long long o_s2, long long o_sr,
+    long long m_s1, long long m_d1, long long m_s2, long long m_d2, long long m_sr,
+    long long m_sc, long long B, long long S, long long T, double scale, int causal,
+    long long diag, int mask_mode, double fill) {
   const int D = __D__, DV = __DV__, BQ = __BQ__, RPW = __BQ__ / 4, NC = (__DV__ + 31) / 32;
   const int KVW = __KVW__;
   __shared__ __A__ Qs[__BQ__ * __D__];
@@ -41,10 +53,17 @@ extern "C" __global__ void __NAME__(
   const long long n_tiles = (S + BQ - 1) / BQ;
   for (long long blk = blockIdx.x; blk < B * n_tiles; blk += gridDim.x) {
     const long long b = blk / n_tiles, r0 = (blk - b * n_tiles) * BQ;
+    // batch entry b is (b1, b2) of [B / N2, N2]; an operand with fewer heads (k, v:
+    // grouped-query attention) or a broadcast mask reads entry (b1 / d1, b2 / d2)
+    const long long b1 = b / N2, b2 = b - b1 * N2;
+    const long long q_b = b1 * q_s1 + b2 * q_s2, o_b = b1 * o_s1 + b2 * o_s2;
+    const long long k_b = (b1 / k_d1) * k_s1 + (b2 / k_d2) * k_s2;
+    const long long v_b = (b1 / v_d1) * v_s1 + (b2 / v_d2) * v_s2;
+    const long long m_b = (b1 / m_d1) * m_s1 + (b2 / m_d2) * m_s2;
     __syncthreads();                         // Qs, KV and Ps are reused from the last tile
     for (int e = tid; e < BQ * D; e += THREADS_) {
       const int r = e / D, d = e - r * D;
-      Qs[e] = r0 + r < S ? (__A__)q[b * q_sb + (r0 + r) * q_sr + d] * (__A__)scale : (__A__)0;
+      Qs[e] = r0 + r < S ? (__A__)q[q_b + (r0 + r) * q_sr + d] * (__A__)scale : (__A__)0;
     }
     __A__ m[RPW], l[RPW], acc[RPW][NC];
     for (int i = 0; i < RPW; ++i) {
@@ -63,7 +82,7 @@ extern "C" __global__ void __NAME__(
       __syncthreads();
       for (int e = tid; e < 32 * D; e += THREADS_) {
         const int j = e / D, d = e - j * D;
-        KV[j * KVW + d] = k0 + j < T ? (__A__)k[b * k_sb + (k0 + j) * k_sr + d] : (__A__)0;
+        KV[j * KVW + d] = k0 + j < T ? (__A__)k[k_b + (k0 + j) * k_sr + d] : (__A__)0;
       }
       __syncthreads();
       const long long key = k0 + lane;
@@ -71,7 +90,14 @@ extern "C" __global__ void __NAME__(
         const int r = warp * RPW + i;
         __A__ s = 0;
         for (int d = 0; d < D; ++d) s += Qs[r * D + d] * KV[lane * KVW + d];
-        const bool masked = key >= T || (causal && key > r0 + r + diag);
+        const long long row = r0 + r;
+        bool masked = key >= T || (causal && key > row + diag);
+        if (!masked && row < S && mask_mode) {  // the mask, on the scaled score
+          const long long at = m_b + row * m_sr + key * m_sc;
+          if (mask_mode == 1) s += (__A__)madd[at];
+          else if (!mbool[at]) s = (__A__)fill;
+        }
+        masked = masked || s == NEG_INF;         // (a -inf mask: p = 0, not NaN)
         if (masked) s = NEG_INF;
         __A__ mx = s;
         for (int off = 16; off > 0; off >>= 1) {
@@ -92,7 +118,7 @@ extern "C" __global__ void __NAME__(
       __syncthreads();
       for (int e = tid; e < 32 * DV; e += THREADS_) {
         const int j = e / DV, d = e - j * DV;
-        KV[j * KVW + d] = k0 + j < T ? (__A__)v[b * v_sb + (k0 + j) * v_sr + d] : (__A__)0;
+        KV[j * KVW + d] = k0 + j < T ? (__A__)v[v_b + (k0 + j) * v_sr + d] : (__A__)0;
       }
       __syncthreads();
       for (int i = 0; i < RPW; ++i) {
@@ -113,7 +139,7 @@ extern "C" __global__ void __NAME__(
         const __A__ inv = (__A__)1 / l[i];
         for (int c = 0; c < NC; ++c) {
           const int col = lane + 32 * c;
-          if (col < DV) o[b * o_sb + row * o_sr + col] = (__T__)(acc[i][c] * inv);
+          if (col < DV) o[o_b + row * o_sr + col] = (__T__)(acc[i][c] * inv);
         }
       }
     }

@@ -440,11 +440,15 @@ def _native(step):
 
 
 def sources(program) -> list[str]:
-    """The kernel module sources the program's library steps will load (for
-    cache.precompile)."""
-    from graphc.lower.program import LibraryStep
+    """The kernel module sources the program's library steps will load, and the masked
+    attention softmax modules its masked attention steps will (for cache.precompile)."""
+    from graphc.lower.program import AttentionStep, LibraryStep
+    from .runtime import masked_key
+    from .templates import attention_softmax
     found = [_native(s) for s in program.steps if isinstance(s, LibraryStep)]
-    return list(dict.fromkeys(f[1] for f in found if f is not None))
+    masked = [attention_softmax(*masked_key(s)) for s in program.steps
+              if isinstance(s, AttentionStep) and s.mask is not None]
+    return list(dict.fromkeys([f[1] for f in found if f is not None] + masked))
 
 
 def bind(step, shared: dict | None = None):

@@ -9,9 +9,13 @@ import numpy as np
 
 from graphc.ir.dims import evaluate
 from graphc.runtime.interpreter import run_graph
-from graphc.runtime.program import ProgramExecutable, apply_chain
+from graphc.lower.program import AttentionStep
+from graphc.runtime.program import ProgramExecutable, attention_operands
+
+from .cache import load_module
 
 from . import threads
+from . import templates
 from .templates import SOFTMAX_PARALLEL_MIN
 
 ATTENTION_BLOCK = 128   # query rows per block: the score block is [heads, 128, T]
@@ -25,6 +29,12 @@ class NumbaExecutable(ProgramExecutable):
         self.functions = functions        # name -> compiled function
         self.attention_softmax = attention_softmax  # scores dtype -> softmax module
         self.rows = rows or {}            # dtype -> module of the one-row GEMMs
+        # (scores dtype, mask kind) -> the masked score softmax (library.sources lists
+        # these modules for the parallel compile, so loading them is a cache hit)
+        self.masked_softmax = {
+            key: load_module(templates.attention_softmax(*key))[0]
+            for key in {masked_key(st) for st in program.steps
+                        if isinstance(st, AttentionStep) and st.mask is not None}}
 
     def _run(self, arrays, bindings, timer=None):
         # NumPy's BLAS on one thread while the call runs (threads.py); the split GEMMs
@@ -82,53 +92,149 @@ class NumbaExecutable(ProgramExecutable):
 
     def attention(self, step, ops, out, sz):
         bindings = sz.bindings
-        q = apply_chain(ops[step.q.operand], step.q.chain, bindings)
-        k = apply_chain(ops[step.k.operand], step.k.chain, bindings)
-        v = apply_chain(ops[step.v.operand], step.v.chain, bindings)
-        S, T = q.shape[-2], k.shape[-2]
-        batch = q.shape[:-2]
-        B = int(np.prod(batch)) if batch else 1
-        q = q.reshape((B,) + q.shape[-2:])
-        kT = k.reshape((B,) + k.shape[-2:]).transpose(0, 2, 1)
-        v = v.reshape((B,) + v.shape[-2:])
-        o = self.attention_output(step, out, sz)
+        q, k, v, mask = attention_operands(step, ops, bindings)
+        # the output view when BLAS can write it (unit-stride rows), else scratch + a copy
+        o = self.attention_output(step, out, sz, _blas_writable)
         if o.size == 0:               # no query rows (or heads, or value dims): nothing to
             self.finish_attention(step, ops, out, o, sz)         # compute (and no memory
             return                                               # for a view to share)
-        o3 = o.reshape((B, S, o.shape[-1]))
-        if not np.shares_memory(o3, o):
-            raise AssertionError("attention output view must not copy")
+        S, T, D = q.shape[-2], k.shape[-2], q.shape[-1]
+        o_step = o
+        q, k, v, o, mask = grouped(q, k, v, o, mask)
+        kT = np.swapaxes(k, -1, -2)
+        batch = q.shape[:-2]
+        N = int(np.prod(batch)) if batch else 1
         scores = sz.scratch[("scores", step.node)]
-        mod = self.attention_softmax[str(scores.dtype)]
         inv = sz.scratch[("inv", step.node)]
+        mod = (self.attention_softmax[str(scores.dtype)] if mask is None
+               else self.masked_softmax[masked_key(step)])
         diag = T - S
         rows = min(ATTENTION_BLOCK, S)
-        scale, causal = float(step.scale), bool(step.causal)
+        scale, causal, fill = float(step.scale), bool(step.causal), float(step.mask_fill)
 
-        def blocks(lo, hi, matmul, softmax_for):
-            """Heads lo..hi, 128 query rows at a time, in their part of the scratch."""
+        def blocks(qp, kTp, vp, op, mp, off, matmul, softmax_for):
+            """The heads of the views qp .. op (a part of the batch, or all of it), 128
+            query rows at a time, in scratch from head ``off`` on."""
+            bs = qp.shape[:-2]
+            n = int(np.prod(bs)) if bs else 1
+            m4 = mask4(mp) if mp is not None else None
             for r0 in range(0, S, rows):
                 r1 = min(S, r0 + rows)
                 kend = T if not causal else max(0, min(T, r1 + diag))
-                blk = np.ndarray((hi - lo, r1 - r0, kend), scores.dtype, buffer=scores,
-                                 offset=lo * rows * T * scores.itemsize)
-                inv_blk = np.ndarray((hi - lo, r1 - r0), inv.dtype, buffer=inv,
-                                     offset=lo * rows * inv.itemsize)
-                matmul(q[lo:hi, r0:r1], kT[lo:hi, :, :kend], blk)
-                softmax_for(blk)(blk, inv_blk, scale, causal, r0, diag)
-                matmul(blk, v[lo:hi, :kend], o3[lo:hi, r0:r1])
-                o3[lo:hi, r0:r1] *= inv_blk[:, :, None]
+                blk = np.ndarray(bs + (r1 - r0, kend), scores.dtype, buffer=scores,
+                                 offset=off * rows * T * scores.itemsize)
+                inv_blk = np.ndarray(bs + (r1 - r0,), inv.dtype, buffer=inv,
+                                     offset=off * rows * inv.itemsize)
+                matmul(qp[..., r0:r1, :], kTp[..., :kend], blk)
+                b3, i2 = blk.reshape(n, r1 - r0, kend), inv_blk.reshape(n, r1 - r0)
+                if m4 is None:
+                    softmax_for(b3)(b3, i2, scale, causal, r0, diag)
+                else:
+                    softmax_for(b3)(b3, i2, scale, causal, r0, diag,
+                                    m4[:, :, r0:r1, :kend], fill)
+                matmul(blk, vp[..., :kend, :], op[..., r0:r1, :])
+                op[..., r0:r1, :] *= inv_blk[..., None]
 
         def one_thread(a, b, c):
             np.matmul(a, b, out=c)
-        n_thr = threads.workers() if B * S * T * q.shape[-1] >= threads.SPLIT_MIN_MACS else 1
-        if n_thr > 1 and (B % n_thr == 0 or B >= 4 * n_thr):
+        n_thr = threads.workers() if N * S * T * D >= threads.SPLIT_MIN_MACS else 1
+        # the batch dim the heads are split along: the longest
+        ax = int(np.argmax(batch)) if batch else None
+        E = batch[ax] if batch else 1
+        if n_thr > 1 and (E % n_thr == 0 or E >= 4 * n_thr):
             # heads split over the threads, each running all its row blocks (one-thread
             # GEMMs, the serial softmax): one hand-off per call, not three per block
-            threads.run_parallel([
-                (lambda lo=lo, hi=hi: blocks(lo, hi, one_thread, lambda blk: mod._ser))
-                for lo, hi in threads.parts(B, n_thr)])
+            def part(x, lo, hi):
+                if x is None or x.shape[ax] != E:
+                    return x             # broadcast along the split dim (kv heads, mask)
+                return x[(slice(None),) * ax + (slice(lo, hi),)]
+            tasks, off = [], 0
+            for lo, hi in threads.parts(E, n_thr):
+                tasks.append(lambda lo=lo, hi=hi, off=off: blocks(
+                    part(q, lo, hi), part(kT, lo, hi), part(v, lo, hi), part(o, lo, hi),
+                    part(mask, lo, hi), off, one_thread, lambda blk: mod._ser))
+                off += N // E * (hi - lo)
+            threads.run_parallel(tasks)
         else:   # every head at once, each block's GEMMs and softmax split in turn
-            blocks(0, B, threads.matmul,
+            blocks(q, kT, v, o, mask, 0, threads.matmul,
                    lambda blk: mod._par if blk.size >= SOFTMAX_PARALLEL_MIN else mod._ser)
-        self.finish_attention(step, ops, out, o, sz)
+        self.finish_attention(step, ops, out, o_step, sz)
+
+
+def _blas_writable(o) -> bool:
+    """BLAS writes a view whose rows have unit stride (any row and batch strides)."""
+    return o.strides[-1] == o.itemsize and all(st >= 0 for st in o.strides)
+
+
+def masked_key(step) -> tuple:
+    """(scores dtype, mask kind) of a masked AttentionStep: its softmax module."""
+    return (step.acc_dtype, "bool" if step.mask_bool else "add")
+
+
+def grouped(q, k, v, o, mask):
+    """The attention operands with NumPy broadcasting doing grouped-query attention:
+    every batch dim where k or v has fewer entries than q (n = a * g query heads, head
+    i reading kv head i // g) is split in two, (a, g) in q, the output and the mask,
+    (a, 1) in k and v, all views (splitting a dim never copies), so a GEMM reads each
+    kv head for its whole group. k and v are given q's number of batch dims (leading
+    1s), the mask is broadcast (a view) to the scores. A k and v grouped differently
+    (both dividing q's dim, unequal) would need two splits: v is repeated instead."""
+    batch = q.shape[:-2]
+    nb = len(batch)
+
+    def lead(x):
+        return x.reshape((1,) * (nb + 2 - x.ndim) + x.shape)
+    k, v = lead(k), lead(v)
+    mask = lead(mask) if mask is not None else None
+    dims = {"q": [], "k": [], "v": [], "m": []}
+    for i, n in enumerate(batch):
+        groups = {x.shape[i] for x in (k, v) if x.shape[i] not in (1, n)}
+        if len(groups) > 1:                           # k and v grouped differently
+            v = np.repeat(v, n // v.shape[i], axis=i)
+            groups = {k.shape[i]}
+        if not groups:
+            dims["q"].append((n,))
+            dims["k"].append((k.shape[i],))
+            dims["v"].append((v.shape[i],))
+            if mask is not None:
+                dims["m"].append((mask.shape[i],))
+            continue
+        (a,) = groups
+        g = n // a
+
+        def split(m):
+            return (1, 1) if m == 1 else (a, 1) if m == a else (a, g)
+        dims["q"].append((a, g))
+        dims["k"].append(split(k.shape[i]))
+        dims["v"].append(split(v.shape[i]))
+        if mask is not None:
+            dims["m"].append(split(mask.shape[i]))
+
+    def shaped(x, key):
+        return x.reshape(tuple(d for ds in dims[key] for d in ds) + x.shape[-2:])
+    q2, k2, v2, o2 = shaped(q, "q"), shaped(k, "k"), shaped(v, "v"), shaped(o, "q")
+    assert np.shares_memory(o2, o), "splitting a dim of the output view copied it"
+    if mask is not None:
+        mask = np.broadcast_to(shaped(mask, "m"), q2.shape[:-2] + (q.shape[-2], k.shape[-2]))
+    return q2, k2, v2, o2, mask
+
+
+def mask4(m):
+    """The mask view m [..., R, T] (any strides, 0 where it broadcasts) as a 4-D view
+    [M1, M2, R, T] with the same row-major order of its batch entries: batch dims merged
+    where their strides allow (a padding mask [B, 1, 1, T] over [B, H] heads: strides
+    (T, 0), kept as two); a copy in the rare layouts that need more than two."""
+    merged = []
+    for n, st in zip(m.shape[:-2], m.strides[:-2]):
+        if n == 1:
+            continue
+        if merged and merged[-1][1] == st * n:
+            merged[-1] = (merged[-1][0] * n, st)
+        else:
+            merged.append((n, st))
+    if len(merged) > 2:
+        return np.ascontiguousarray(m).reshape((1, -1) + m.shape[-2:])
+    merged = [(1, 0)] * (2 - len(merged)) + merged
+    return np.lib.stride_tricks.as_strided(
+        m, tuple(n for n, _ in merged) + m.shape[-2:],
+        tuple(st for _, st in merged) + m.strides[-2:], writeable=False)

@@ -74,16 +74,88 @@ def __NAME__(s, inv_sum, scale, causal, row0, diag):
         row[limit:] = 0
 '''
 
+# The same softmax for a masked attention (a module of its own, loaded only by programs
+# whose attention has a mask): the mask block is a 4-D view [M1, M2, R, T] of any
+# strides (0 where the mask broadcasts: a padding mask [B, 1, 1, T] over B x H heads),
+# score row b reading mask[b // M2, b % M2]. An additive mask is added to the scaled
+# scores; a bool mask keeps a score where it is True and puts ``fill`` (-inf, or the
+# finite value a model fills with) where it is False. A row masked whole comes out NaN,
+# as the reference's softmax gives (0/0); with a finite fill, uniform.
+_ATTENTION_SOFTMAX_MASKED = VMATH + '''
+_MASK = nb.types.Array(nb.__MT__, 4, "A", readonly=True)
+
+
+@nb.njit(inline="always", fastmath=__FLAGS__)
+def _exp_sum(row, limit, m):
+    """row[j] = exp(row[j] - m) for j < limit, 0 after it; the sum (as above: per chunk
+    of 256 keys in the row's dtype, the chunks in float64)."""
+    total = 0.0
+    full = limit // 256
+    for c in range(full):
+        ch = row[c * 256:(c + 1) * 256]
+        part = nb.__FT__(0)
+        for j in range(256):
+            e = __EXP__(ch[j] - m)
+            ch[j] = e
+            part += e
+        total += part
+    tail = row[full * 256:limit]
+    part = nb.__FT__(0)
+    for j in range(tail.shape[0]):
+        e = __EXP__(tail[j] - m)
+        tail[j] = e
+        part += e
+    total += part
+    row[limit:] = 0
+    return total
+
+# BODY
+
+@nb.njit(nb.void(nb.__FT__[:, :, ::1], nb.__FT__[:, ::1], nb.float64, nb.boolean, nb.int64,
+                 nb.int64, _MASK, nb.float64),
+         parallel=__PARALLEL__, cache=True, nogil=True, fastmath=__FLAGS__)
+def __NAME__(s, inv_sum, scale, causal, row0, diag, mask, fill):
+    """In place on a block of scores s [B, R, T] (query rows row0 .. row0+R): scale,
+    mask (mask [M1, M2, R, T], B = M1 * M2), causal mask, exp(x - row max); 1/sum to
+    inv_sum [B, R]."""
+    B, R, T = s.shape
+    M2 = mask.shape[1]
+    sc = nb.__FT__(scale)
+    fl = nb.__FT__(fill)
+    for p in __PRANGE__(B * R):
+        b = p // R
+        r = p % R
+        limit = T
+        if causal:
+            limit = min(T, row0 + r + diag + 1)
+        row = s[b, r]
+        mrow = mask[b // M2, b % M2, r]
+        m = nb.__FT__(-np.inf)
+        for j in range(limit):
+            x = __MASKED__
+            row[j] = x
+            m = x if x > m else m
+        inv_sum[b, r] = nb.__FT__(1.0 / _exp_sum(row, limit, m))
+'''
+
+_MASKED = {"add": ("row[j] * sc + mrow[j]", None), "bool": ("row[j] * sc if mrow[j] else fl",
+                                                            "boolean")}
+
 _FLAGS = {"float32": '{"reassoc", "contract"}', "float64": "False"}
 
 
-def attention_softmax(dtype: str = "float32") -> str:
+def attention_softmax(dtype: str = "float32", mask: str | None = None) -> str:
     """The source of the score-block softmax for ``dtype`` scores (the attention's dtype:
-    a float64 graph keeps float64 scores)."""
-    if dtype not in _FLAGS:
-        raise ValueError(f"attention softmax for {dtype!r}")
-    return variants(_ATTENTION_SOFTMAX, "_par", FT=dtype, FLAGS=_FLAGS[dtype],
-                    EXP=exp_fn(dtype))
+    a float64 graph keeps float64 scores); ``mask``: None, "add" (an additive mask of
+    the scores' dtype) or "bool"."""
+    if dtype not in _FLAGS or mask not in (None, *_MASKED):
+        raise ValueError(f"attention softmax for {dtype!r}, mask {mask!r}")
+    if mask is None:
+        return variants(_ATTENTION_SOFTMAX, "_par", FT=dtype, FLAGS=_FLAGS[dtype],
+                        EXP=exp_fn(dtype))
+    expr, mt = _MASKED[mask]
+    return variants(_ATTENTION_SOFTMAX_MASKED, "_par", FT=dtype, FLAGS=_FLAGS[dtype],
+                    EXP=exp_fn(dtype), MT=mt or dtype, MASKED=expr)
 
 
 # GEMMs with one row per batch entry (a decode step: a token's query or attention output

@@ -73,6 +73,13 @@ class AttentionStep:
     acc_shape: tuple
     acc_dtype: str
     keys: object                # number of keys T (a dim)
+    # The optional mask (operand 3 of the op), broadcastable to the scores [..., S, T]:
+    # added to them, or, when ``mask_bool``, a bool mask (False: the score becomes
+    # ``mask_fill``). k and v may have fewer heads than q (a batch dim of 1 or a divisor
+    # of q's: grouped-query attention); the backends read them without copies.
+    mask: View | None = None
+    mask_bool: bool = False
+    mask_fill: float = float("-inf")
 
 
 @dataclass
@@ -120,9 +127,14 @@ class Program:
                              + (f" -> epilogue {s.epilogue.name}"
                                 f"{' in place' if s.in_place else ''}" if s.epilogue else ""))
             elif isinstance(s, AttentionStep):
-                lines.append(f"{head}attention(q, k, v, scale={s.scale:g}, causal={s.causal})"
-                             f" blockwise" + (f" -> epilogue {s.epilogue.name}"
-                                              if s.epilogue else ""))
+                mask = ""
+                if s.mask is not None:
+                    mask = (f", mask=bool(%{s.operands[s.mask.operand]}, "
+                            f"fill={s.mask_fill:g})" if s.mask_bool
+                            else f", mask=%{s.operands[s.mask.operand]}")
+                lines.append(f"{head}attention(q, k, v{mask}, scale={s.scale:g}, "
+                             f"causal={s.causal}) blockwise"
+                             + (f" -> epilogue {s.epilogue.name}" if s.epilogue else ""))
             else:
                 lines.append(f"{head}library {s.body.name}({ops})")
         seen = set()
@@ -234,10 +246,13 @@ def lower(graph) -> Program:
                 except NotPointwise:
                     epi = pull_epilogue_kernel(body, "", aid, load_acc)
                 epi = _named(epi, label)
+            mask = _view(body, a.inputs[3]) if len(a.inputs) > 3 else None
             prog.steps.append(AttentionStep(
                 node.id, ops, _view(body, a.inputs[0]), _view(body, a.inputs[1]),
                 _view(body, a.inputs[2]), a.attrs["scale"], a.attrs["causal"], epi,
-                chain or [], a.type.shape, a.type.dtype, body.nodes[a.inputs[1]].type.shape[-2]))
+                chain or [], a.type.shape, a.type.dtype, body.nodes[a.inputs[1]].type.shape[-2],
+                mask, mask is not None and body.nodes[a.inputs[3]].type.dtype == "bool",
+                a.attrs.get("mask_fill", float("-inf"))))
         else:
             prog.steps.append(LibraryStep(node.id, ops, body))
     return prog

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..errors import AttrError, InputError, ShapeError
+from ..errors import AttrError, DTypeError, InputError, ShapeError
 from ..ir.types import TensorType
 from .elementwise import _erf, _sigmoid
 from .registry import broadcast_shapes, register_op, require_float, same_dtype
@@ -32,50 +32,110 @@ def apply_activation(y: np.ndarray, activation: str) -> np.ndarray:
     raise AttrError(f"unknown activation {activation!r}")
 
 
+def _kv_batch(name, t, batch):
+    """Check the batch dims of k or v against q's (``batch``): aligned from the right,
+    each 1 (broadcast), equal, or a divisor of q's (a kv head read by a group of query
+    heads: grouped-query attention)."""
+    tb = t.shape[:-2]
+    if len(tb) > len(batch):
+        raise ShapeError(f"attention(): {name} {t} has more batch dims than q's "
+                         f"[{','.join(map(str, batch))}]")
+    for dq, dk in zip(batch[len(batch) - len(tb):], tb):
+        if dk == 1 or dk == dq:
+            continue
+        if isinstance(dq, int) and isinstance(dk, int) and dk > 0 and dq % dk == 0:
+            continue
+        raise ShapeError(f"attention(): {name} {t} does not broadcast to the batch dims "
+                         f"[{','.join(map(str, batch))}] of q: each of its batch dims must "
+                         f"be 1, equal to q's or divide it (a head group), got {dk} "
+                         f"against {dq}")
+
+
 def _attention_infer(types, attrs):
-    q, k, v = types
-    dt = same_dtype(types, "attention q, k, v")
+    if len(types) not in (3, 4):
+        raise ShapeError(f"attention() takes q, k, v and an optional mask, got "
+                         f"{len(types)} operands")
+    q, k, v = types[:3]
+    dt = same_dtype(types[:3], "attention q, k, v")
     require_float(q, "attention q")
-    if not (q.rank == k.rank == v.rank) or q.rank < 2:
-        raise ShapeError(f"attention(): q, k, v must have the same rank >= 2, got {q}, {k}, {v}")
+    if min(q.rank, k.rank, v.rank) < 2:
+        raise ShapeError(f"attention(): q, k, v must have rank >= 2, got {q}, {k}, {v}")
     if q.shape[-1] != k.shape[-1]:
         raise ShapeError(f"attention(): q and k head dims differ: {q} vs {k}")
     if k.shape[-2] != v.shape[-2]:
         raise ShapeError(f"attention(): k and v lengths differ: {k} vs {v}")
-    if q.shape[:-2] != k.shape[:-2] or k.shape[:-2] != v.shape[:-2]:
-        raise ShapeError(f"attention(): batch dims differ: {q}, {k}, {v}")
+    batch = q.shape[:-2]
+    _kv_batch("k", k, batch)
+    _kv_batch("v", v, batch)
+    S, T = q.shape[-2], k.shape[-2]
+    if len(types) == 4:
+        mask = types[3]
+        if mask.dtype not in (dt, "bool"):
+            raise DTypeError(f"attention(): the mask must be bool (True: attend) or an "
+                             f"additive {dt} mask like the scores, got {mask}")
+        scores = batch + (S, T)
+        try:
+            ok = broadcast_shapes(mask.shape, scores) == scores
+        except ShapeError:
+            ok = False
+        if not ok:
+            raise ShapeError(f"attention(): mask {mask} does not broadcast to the scores "
+                             f"[{','.join(map(str, scores))}]")
     try:
         attrs["scale"] = float(attrs["scale"])
+        attrs["mask_fill"] = float(attrs["mask_fill"])
     except (TypeError, ValueError):
-        raise AttrError(f"attention(): scale must be a number, got {attrs['scale']!r}") \
-            from None
+        raise AttrError(f"attention(): scale and mask_fill must be numbers, got "
+                        f"{attrs['scale']!r}, {attrs['mask_fill']!r}") from None
     attrs["causal"] = bool(attrs["causal"])
-    S, T = q.shape[-2], k.shape[-2]
     if isinstance(T, int) and T == 0:
         raise ShapeError(f"attention(): no keys to attend to ({k})")
     if attrs["causal"] and isinstance(S, int) and isinstance(T, int) and S > T:
         raise ShapeError(f"attention(): {S} causal queries but only {T} keys; the first "
                          "queries would see no key")
-    return TensorType(q.shape[:-1] + (v.shape[-1],), dt)
+    return TensorType(batch + (S, v.shape[-1]), dt)
+
+
+def expand_kv(x, batch):
+    """k or v [..., T, d] repeated to the batch dims ``batch`` of q: a dim that divides
+    q's is repeated per group (head h reads kv head h // group), a 1 broadcasts."""
+    x = x.reshape((1,) * (len(batch) - (x.ndim - 2)) + x.shape)
+    for axis, (dq, dk) in enumerate(zip(batch, x.shape[:-2])):
+        if dk not in (1, dq):
+            x = np.repeat(x, dq // dk, axis=axis)
+    return np.broadcast_to(x, tuple(batch) + x.shape[-2:])
 
 
 @register_op("attention", kind="opaque", infer=_attention_infer)
-def attention(q, k, v, *, scale=1.0, causal=False):
-    """softmax(q @ k^T * scale [+ causal mask]) @ v. q: [..., S, d], k: [..., T, d],
-    v: [..., T, dv]; causal masks key j > query i + (T - S) (bottom-right aligned)."""
+def attention(q, k, v, *mask, scale=1.0, causal=False, mask_fill=-math.inf):
+    """softmax(q @ k^T * scale [+ mask] [+ causal mask]) @ v. q: [..., S, d], k: [..., T, d],
+    v: [..., T, dv]. The batch dims of k and v broadcast to q's; one that divides q's
+    groups the query heads (grouped-query attention: head h reads kv head h // group).
+    ``mask`` (optional), broadcastable to the scores [..., S, T]: added when float
+    (0 / -inf), or bool (True: attend; where it is False the score becomes ``mask_fill``).
+    causal masks key j > query i + (T - S) (bottom-right aligned), after the mask."""
     S, T = q.shape[-2], k.shape[-2]
     # A query that sees no key would give 0/0 = NaN: refuse, like causal_mask.
     if T == 0 or (causal and S > T):
         raise InputError(f"attention(): {S} {'causal ' if causal else ''}queries but "
                          f"{T} keys; every query must see at least one key")
+    batch = q.shape[:-2]
+    k, v = expand_kv(k, batch), expand_kv(v, batch)
     s = np.matmul(q, np.swapaxes(k, -1, -2)) * np.asarray(scale, q.dtype)
+    if mask:
+        (m,) = mask
+        if m.dtype == np.bool_:
+            s = np.where(m, s, np.asarray(mask_fill, s.dtype))
+        else:
+            s = s + m
     if causal:
         i = np.arange(S)[:, None]
         j = np.arange(T)[None, :]
         s = np.where(j > i + (T - S), np.asarray(-np.inf, s.dtype), s)
-    s = s - np.max(s, axis=-1, keepdims=True)
-    e = np.exp(s)
-    return np.matmul(e / np.sum(e, axis=-1, keepdims=True), v)
+    with np.errstate(invalid="ignore"):     # a row masked whole is NaN (0/0), as softmax's
+        s = s - np.max(s, axis=-1, keepdims=True)
+        e = np.exp(s)
+        return np.matmul(e / np.sum(e, axis=-1, keepdims=True), v)
 
 
 def _gemm_infer(types, attrs):

@@ -18,32 +18,304 @@ def _swap_last2(t):
 
 
 # -- softmax(scale(q @ k^T) [+ mask]) @ v => attention ---------------------------------
-_scores = opt_scale(Op("matmul", Var("q", _rank_at_least(2)), Var("kT", _rank_at_least(2)),
-                       name="qk"))
-_masked = Op("add", _scores, Op("causal_mask", name="mask"), commutative=True, name="masked")
-ATTENTION = Op("matmul",
-               Op("softmax", Alt(_masked, _scores), axis=last_axis, name="probs"),
+# The scores: q @ k^T, optionally scaled (scale(s), s / c, s * c with c a one-element
+# constant; a scale of q itself is absorbed too). Masks: additive operands of one or two
+# adds (a padding mask [B, 1, 1, T], a sliding window [S, T], anything broadcasting to
+# the scores; a causal_mask of the scores' [S, T], or a reshape of one, becomes the
+# op's causal flag, also inside a sum with another mask), or a bool mask through
+# where(mask, scores, fill). k and v repeated per query head (grouped-query attention
+# written with copies: expand + reshape, a concat of copies) are read from their source
+# instead; a broadcasting matmul over a [..., Hkv, G, S, D] reshape becomes one over
+# [..., Hkv * G, S, D] with Hkv kv heads. Only the score chain (the matmul, the scale,
+# the adds, the where) must be used by nothing else; the masks and the kv sources are
+# read, not replaced.
+def _one_element(graph, node):
+    if node.op == "constant" and graph.constants[node.id].size == 1:
+        return None
+    return f"{node.op} {node.type} is not a one-element constant"
+
+
+def _bool_mask(graph, node):
+    return None if node.type.dtype == "bool" else f"{node.type} is not a bool mask"
+
+
+_qk = Op("matmul", Var("q", _rank_at_least(2)), Var("kT", _rank_at_least(2)), name="qk")
+_scores = Alt(Op("scale", _qk, name="scale"),
+              Op("div", _qk, Var("divisor", _one_element), name="divided"),
+              Op("mul", _qk, Var("factor", _one_element), commutative=True,
+                 name="multiplied"),
+              _qk)
+_plus = Op("add", _scores, Var("m1"), commutative=True, name="plus1")
+_plus2 = Op("add", _plus, Var("m2"), commutative=True, name="plus2")
+_where = Op("where", Var("keep", _bool_mask), Alt(_plus, _scores),
+            Var("fill", _one_element), name="where")
+# where(mask, fill, scores): the mask marks the keys to drop
+_where_not = Op("where", Var("drop", _bool_mask), Var("fill", _one_element),
+                Alt(_plus, _scores), name="where")
+_masked = Alt(Op("add", Alt(_where, _where_not), Var("m2"), commutative=True, name="plus2"),
+              _where, _where_not, _plus2, _plus, _scores)
+ATTENTION = Op("matmul", Op("softmax", _masked, axis=last_axis, name="probs"),
                Var("v", _rank_at_least(2)))
 
 
+def _const(graph, nid) -> float:
+    return float(graph.constants[nid].reshape(()))
+
+
+def _causal_of(graph, nid, scores) -> bool:
+    """``nid`` is causal_mask(S, T) of the scores (or a reshape of it adding leading 1s)."""
+    node = graph.nodes[nid]
+    if node.op == "reshape":
+        inner = graph.nodes[node.inputs[0]]
+        lead = node.type.shape[:-2]
+        if inner.op != "causal_mask" or any(d != 1 for d in lead) \
+                or node.type.shape[-2:] != inner.type.shape:
+            return False
+        node = inner
+    return (node.op == "causal_mask" and node.type.dtype == scores.dtype
+            and node.type.shape == scores.shape[-2:])
+
+
+def _mask_parts(graph, nid, scores):
+    """An additive mask operand as (causal, [other masks]): a causal mask of the
+    scores, a sum with one inside (split), or one mask as a whole."""
+    if _causal_of(graph, nid, scores):
+        return True, []
+    node = graph.nodes[nid]
+    if node.op == "add":
+        (ca, pa), (cb, pb) = (_mask_parts(graph, i, scores) for i in node.inputs)
+        if ca or cb:
+            return True, pa + pb
+    return False, [nid]
+
+
+def _head_slice(graph, node, axis):
+    """(source, head range) of a slice of whole dims except a unit-step range of ``axis``."""
+    src = graph.nodes[node.inputs[0]]
+    a = node.attrs
+    for k, (s, st, n, d) in enumerate(zip(a["starts"], a["steps"], node.type.shape,
+                                          src.type.shape)):
+        if k == axis:
+            if st != 1 or not isinstance(s, int) or not isinstance(n, int):
+                return None
+            heads = range(s, s + n)
+        elif not (s == 0 and st == 1 and n == d):
+            return None
+    return src.id, heads
+
+
+def _repeated(graph, nid):
+    """(source, group, how) when ``nid`` [..., H, T, d] repeats the heads of a source
+    [..., Hkv, T, d] (H = group * Hkv): how = "group" when head h is source head
+    h // group (expand + reshape, torch's repeat_interleave, a concat of per-head slices
+    each repeated), "tile" when it is h % Hkv (a concat of copies); else None."""
+    node = graph.nodes[nid]
+    t = node.type
+    if t.rank < 3 or not isinstance(t.shape[-3], int):
+        return None
+    H, axis = t.shape[-3], t.rank - 3
+    if node.op == "reshape":            # [.., Hkv, G, T, d] -> [.., Hkv * G, T, d]
+        wide = graph.nodes[node.inputs[0]]
+        w = wide.type.shape
+        if wide.op in ("broadcast_to", "expand") and len(w) == t.rank + 1 \
+                and w[:-4] == t.shape[:-3] and w[-2:] == t.shape[-2:]:
+            one = graph.nodes[wide.inputs[0]]            # [.., Hkv, 1, T, d]
+            if one.op == "reshape" and one.type.shape == w[:-3] + (1,) + w[-2:]:
+                src = graph.nodes[one.inputs[0]]
+                if src.type.shape == t.shape[:-3] + (w[-4],) + t.shape[-2:] \
+                        and isinstance(w[-3], int) and w[-3] > 1:
+                    return src.id, w[-3], "group"
+        return None
+    if node.op == "repeat" and node.attrs.get("axis") in (axis, axis - t.rank) \
+            and isinstance(node.attrs.get("repeats"), int):
+        return node.inputs[0], node.attrs["repeats"], "group"
+    if node.op != "concat" or node.attrs["axis"] != axis:
+        return None
+    base, heads = None, []
+    for i in node.inputs:
+        x = graph.nodes[i]
+        found = _head_slice(graph, x, axis) if x.op == "slice" else None
+        b, rng = found if found else (i, range(x.type.shape[axis]))
+        if base is None:
+            base = b
+        if b != base or not isinstance(rng.stop, int):
+            return None
+        heads += list(rng)
+    n = graph.nodes[base].type.shape[axis]
+    src_t = graph.nodes[base].type
+    if not isinstance(n, int) or n == 0 or H % n or H == n or src_t.rank != t.rank \
+            or src_t.shape[:axis] != t.shape[:axis] or src_t.shape[-2:] != t.shape[-2:]:
+        return None
+    G = H // n
+    if heads == [h // G for h in range(H)]:
+        return base, G, "group"
+    if heads == [h % n for h in range(H)]:
+        return base, G, "tile"
+    return None
+
+
+def _split(shape, axis, parts):
+    return tuple(shape[:axis]) + tuple(parts) + tuple(shape[axis + 1:])
+
+
 def _attention_check(m):
-    q, kT, v = m.node("q"), m.node("kT"), m.node("v")
-    if not (q.type.rank == kT.type.rank == v.type.rank):
-        return f"q, k^T, v ranks differ ({q.type}, {kT.type}, {v.type})"
-    if q.type.shape[:-2] != kT.type.shape[:-2] or q.type.shape[:-2] != v.type.shape[:-2]:
-        return (f"batch dims of q {q.type}, k^T {kT.type}, v {v.type} differ "
-                "(attention does not broadcast heads)")
-    if m.has("mask"):
-        scores = m.node("qk").type
-        if m.node("mask").type.shape != scores.shape[-2:]:
-            return f"mask {m.node('mask').type} is not [S, T] of the scores {scores}"
+    """Work out the op's operands (stashed in the match for the build), or say why
+    the scores are not an attention's."""
+    g = m.graph
+    qk = m.node("qk").type
+    for name in ("plus1", "plus2", "where"):
+        if m.has(name) and m.node(name).type.shape != qk.shape:
+            node = m.node(name)
+            return (f"the mask of {node.name} ({node.op}) broadcasts the scores {qk} up to "
+                    f"{node.type} (attention keeps the scores' shape)")
+    scale = 1.0
+    if m.has("scale"):
+        scale = m.node("scale").attrs["factor"]
+    elif m.has("divisor"):
+        d = _const(g, m.captures["divisor"])
+        if d == 0:
+            return "the scores are divided by 0"
+        scale = 1.0 / d
+    elif m.has("factor"):
+        scale = _const(g, m.captures["factor"])
+    q = m.node("q")
+    if q.op == "scale" and g.users(q.id) == [m.captures["qk"]] and q.id not in g.outputs:
+        scale *= q.attrs["factor"]              # scale(q) @ k^T
+        q = g.nodes[q.inputs[0]]
+    inner = _mask_parts(g, m.captures["m1"], qk) if m.has("m1") else (False, [])
+    outer = _mask_parts(g, m.captures["m2"], qk) if m.has("m2") else (False, [])
+    causal = inner[0] or outer[0]
+    masks, fill = inner[1] + outer[1], float("-inf")
+    bool_mask = m.captures.get("keep", m.captures.get("drop"))
+    if bool_mask is not None:
+        fill = _const(g, m.captures["fill"])
+        if masks:
+            return (f"a bool mask ({g.nodes[bool_mask].name}) and an additive one "
+                    f"({', '.join(g.nodes[x].name for x in masks)}) together: attention "
+                    "takes one mask")
+        if inner[0] and fill != float("-inf"):
+            return (f"the causal mask is added inside where(mask, scores, {fill:g}): its "
+                    "-inf would be replaced by the fill (add it after the where)")
+        if m.has("drop"):
+            if "logical_not" not in _ops():
+                return (f"where({g.nodes[bool_mask].name}, fill, scores) drops where the "
+                        "mask is True; write where(mask, scores, fill) with True for the "
+                        "keys to attend")
+    for x in masks:
+        t = g.nodes[x].type
+        if all(isinstance(d, int) for d in t.shape) and _numel(t.shape) == 1:
+            return (f"the mask {g.nodes[x].name} {t} adds one value to every score "
+                    "(softmax does not change; drop it)")
+    # k and v: repeated per head (copies) -> their sources
+    kT = m.node("kT")
+    last2 = tuple(range(kT.type.rank - 2)) + (kT.type.rank - 1, kT.type.rank - 2)
+    k = g.nodes[kT.inputs[0]].id if kT.op == "transpose" and kT.attrs["axes"] == last2 \
+        else None
+    v = m.captures["v"]
+    rk = _repeated(g, k) if k is not None else None
+    rv = _repeated(g, v)
+    how = None
+    if rk is not None:
+        k, G, how = rk
+        if rv is not None and rv[1:] == (G, how):
+            v = rv[0]
+        elif how == "tile" and rv is not None:
+            how, k = None, g.nodes[kT.inputs[0]].id      # k and v tiled differently
+    m.captures.update(q_src=q.id, v_src=v)
+    if k is not None:
+        m.captures["k_src"] = k
+    if len(masks) > 0:
+        m.captures.update({f"mask{i}": x for i, x in enumerate(masks)})
+    m._attention = dict(scale=scale, causal=causal, masks=len(masks), how=how,
+                        group=rk[1] if rk else 1, bool_mask=bool_mask is not None,
+                        fill=fill, invert=m.has("drop"))
+    return None
+
+
+def _numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _ops():
+    from ..ops.registry import all_ops
+    return all_ops()
+
+
+def _merge_groups(q, k, v, mask):
+    """Shapes with every pair of batch dims where q has (a, g) and k, v have (a, 1) (a
+    broadcasting matmul over a [..., Hkv, G, S, D] reshape) merged into a * g, k and v
+    keeping a (kv heads read by groups of g query heads): the head split stays a
+    strided view of q. None when there is no such pair."""
+    nb = q.rank - 2
+    if k.rank != q.rank or v.rank != q.rank:
+        return None
+    mshape = None
+    if mask is not None:
+        mshape = (1,) * (q.rank - mask.rank) + tuple(mask.shape)
+    for i in range(nb - 1):
+        a, gq = q.shape[i], q.shape[i + 1]
+        if not (isinstance(a, int) and isinstance(gq, int) and gq > 1 and a > 1):
+            continue
+        if k.shape[i:i + 2] != (a, 1) or v.shape[i:i + 2] != (a, 1):
+            continue
+        if mshape is not None and mshape[i:i + 2] not in ((1, 1), (a, gq)):
+            continue
+        mq = tuple(q.shape[:i]) + (a * gq,) + tuple(q.shape[i + 2:])
+        mk = tuple(k.shape[:i]) + (a,) + tuple(k.shape[i + 2:])
+        mv = tuple(v.shape[:i]) + (a,) + tuple(v.shape[i + 2:])
+        mm = None
+        if mshape is not None:
+            mm = mshape[:i] + ((1,) if mshape[i] == 1 else (a * gq,)) + mshape[i + 2:]
+        return mq, mk, mv, mm
     return None
 
 
 def _attention_build(m):
-    scale = m.node("scale").attrs["factor"] if m.has("scale") else 1.0
-    return F.attention(m["q"], _swap_last2(m["kT"]), m["v"], scale=scale,
-                       causal=m.has("mask"))
+    a = m._attention
+    g = m.graph
+    q = m["q_src"]
+    k = m["k_src"] if m.has("k_src") else _swap_last2(m["kT"])
+    v = m["v_src"]
+    mask = None
+    if a["bool_mask"]:
+        mask = m["keep"] if m.has("keep") else F.logical_not(m["drop"])
+    elif a["masks"]:
+        mask = m["mask0"]
+        for i in range(1, a["masks"]):
+            mask = F.add(mask, m[f"mask{i}"])
+    out_shape = g.nodes[m.root].type.shape
+    if a["how"] == "tile":
+        # head h reads kv head h % Hkv: q, the mask and the output as [.., G, Hkv, ..]
+        G = a["group"]
+        ax = q.type.rank - 3
+        H = q.type.shape[ax]
+        mt = None if mask is None else \
+            (1,) * (q.type.rank - mask.type.rank) + tuple(mask.type.shape)
+        q = F.reshape(q, shape=_split(q.type.shape, ax, (G, H // G)))
+        k = F.reshape(k, shape=_split(k.type.shape, ax, (1, k.type.shape[ax])))
+        vt = v.type.shape
+        v = F.reshape(v, shape=_split(vt, ax, (1, vt[ax]) if vt[ax] != H else (G, H // G)))
+        if mask is not None:
+            mask = F.reshape(mask, shape=_split(mt, ax, (1, 1) if mt[ax] == 1
+                                                else (G, H // G)))
+    else:
+        merged = _merge_groups(q.type, k.type, v.type, mask.type if mask is not None
+                               else None)
+        while merged is not None:
+            mq, mk, mv, mm = merged
+            q, k, v = (F.reshape(x, shape=s) for x, s in ((q, mq), (k, mk), (v, mv)))
+            if mask is not None:
+                mask = F.reshape(mask, shape=mm)
+            merged = _merge_groups(q.type, k.type, v.type, mask.type if mask is not None
+                                   else None)
+    operands = (q, k, v) if mask is None else (q, k, v, mask)
+    out = F.attention(*operands, scale=a["scale"], causal=a["causal"], mask_fill=a["fill"])
+    if tuple(out.type.shape) != tuple(out_shape):
+        out = F.reshape(out, shape=out_shape)
+    return out
 
 
 register_rule(Rule("softmax(scale(q @ k^T) [+ mask]) @ v => attention", ATTENTION,

@@ -215,13 +215,16 @@ class ProgramExecutable(Executable):
     def matmul(self, a, b, out):
         self.xp.matmul(a, b, out=out)
 
-    def attention_output(self, step, out, sz):
+    def attention_output(self, step, out, sz, writable=None):
         """Where the attention writes [..., S, dv]: a view of the output when the store
-        chain is a view, else the step's scratch (the epilogue or a copy finishes)."""
+        chain is a view (and ``writable(view)``, when given, accepts its layout), else the
+        step's scratch (the epilogue or a copy finishes)."""
         bindings = sz.bindings
         if step.epilogue is None:
             o = invert_chain(out, step.out_chain, step.acc_shape, bindings,
                              self.shares_memory)
+            if o is not None and writable is not None and o.size and not writable(o):
+                o = None
             if o is None:
                 o = sz.scratch.get(step.node)
                 if o is None:
@@ -257,6 +260,19 @@ class ProgramExecutable(Executable):
 
     def attention(self, step, ops, out, sz):
         raise NotImplementedError
+
+
+def attention_operands(step, ops, bindings):
+    """q, k, v and the mask (None without one) of an AttentionStep, as the views its
+    movement chains make of the step's operands."""
+    q, k, v = (apply_chain(ops[view.operand], view.chain, bindings)
+               for view in (step.q, step.k, step.v))
+    mask = None
+    if step.mask is not None:
+        mask = apply_chain(ops[step.mask.operand], step.mask.chain, bindings)
+        if mask.ndim < 2:                        # a mask over the keys only: [T]
+            mask = mask.reshape((1,) * (2 - mask.ndim) + mask.shape)
+    return q, k, v, mask
 
 
 def operand_index(buffer_name: str) -> int:
