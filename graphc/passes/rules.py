@@ -196,11 +196,6 @@ def _attention_check(m):
         if inner[0] and fill != float("-inf"):
             return (f"the causal mask is added inside where(mask, scores, {fill:g}): its "
                     "-inf would be replaced by the fill (add it after the where)")
-        if m.has("drop"):
-            if "logical_not" not in _ops():
-                return (f"where({g.nodes[bool_mask].name}, fill, scores) drops where the "
-                        "mask is True; write where(mask, scores, fill) with True for the "
-                        "keys to attend")
     for x in masks:
         t = g.nodes[x].type
         if all(isinstance(d, int) for d in t.shape) and _numel(t.shape) == 1:
@@ -239,9 +234,14 @@ def _numel(shape):
     return n
 
 
-def _ops():
+def _logical_not(x):
+    """~x of a bool tensor: the registered not op, or (x as float) < 0.5."""
     from ..ops.registry import all_ops
-    return all_ops()
+    ops = all_ops()
+    for name in ("logical_not", "invert", "not"):
+        if name in ops:
+            return ops[name](x)
+    return F.less(F.cast(x, dtype="float32"), 0.5)
 
 
 def _merge_groups(q, k, v, mask):
@@ -281,7 +281,7 @@ def _attention_build(m):
     v = m["v_src"]
     mask = None
     if a["bool_mask"]:
-        mask = m["keep"] if m.has("keep") else F.logical_not(m["drop"])
+        mask = m["keep"] if m.has("keep") else _logical_not(m["drop"])
     elif a["masks"]:
         mask = m["mask0"]
         for i in range(1, a["masks"]):
