@@ -21,7 +21,7 @@ import pytest
 
 import graphc
 from graphc import spec
-from graphc.backends.cupy_gpu import gpu_available
+from graphc.backends.cupy_gpu import gpu_available, nvrtc
 from graphc.lower.program import AttentionStep
 from graphc.passes import Explain, optimize
 from numba_check import body_ops, check_graph, randn, step_kinds
@@ -261,6 +261,11 @@ def test_issue_form_b3_head_merge_stored_in_place(backend, rng):
     assert step_kinds(exe) == ["attention"] and step.epilogue is None
     for sized in exe._sized.values():
         assert step.node not in sized.scratch, "the attention output went through scratch"
+    if backend.startswith("cupy"):      # the flash kernel's CUDA C compiles for the GPU
+        if not nvrtc.available():
+            pytest.skip("NVRTC is not installed (pip install 'graphc[gpu]')")
+        for arch in nvrtc.ARCHS:
+            assert ".entry" in nvrtc.compile_ptx(exe.source, arch)
 
 
 def test_numba_row_blocks_and_head_split(monkeypatch, rng):
