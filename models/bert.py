@@ -27,7 +27,7 @@ import numpy as np
 import graphc
 from graphc.errors import AttrError
 
-from .gpt2 import _check, _numpy
+from .gpt2 import _check, _numpy, random_params
 
 _ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
          "relu": "relu", "silu": "silu", "swish": "silu"}
@@ -72,15 +72,9 @@ class BertConfig:
         return cls(**{k: d[k] for k in names if k in d}, dtype=dtype)
 
 
-def from_state_dict(config, state_dict, dtype: str = "float32") -> "Bert":
-    """A BERT encoder from a config (:class:`BertConfig`, a ``transformers.BertConfig`` or
-    its dict) and the state_dict of a ``BertModel`` (or of a ``Bert*`` head model: the
-    ``bert.`` prefix is dropped and the head's own tensors ignored). The pooler is
-    optional. Raises :class:`graphc.CheckpointError` naming missing, unexpected or
-    misshapen tensors."""
-    if not isinstance(config, BertConfig):
-        config = BertConfig.from_hf(config, dtype)
-    c = config
+def param_shapes(c: BertConfig, pooler: bool = False) -> dict[str, tuple]:
+    """Every parameter's name (the Hugging Face one, without ``bert.``) and shape;
+    with ``pooler``, the pooler's too."""
     d, f = c.hidden_size, c.intermediate_size
     want = {"embeddings.word_embeddings.weight": (c.vocab_size, d),
             "embeddings.position_embeddings.weight": (c.max_position_embeddings, d),
@@ -98,6 +92,29 @@ def from_state_dict(config, state_dict, dtype: str = "float32") -> "Bert":
                      p + "intermediate.dense.weight": (f, d), p + "intermediate.dense.bias": (f,),
                      p + "output.dense.weight": (d, f), p + "output.dense.bias": (d,),
                      p + "output.LayerNorm.weight": (d,), p + "output.LayerNorm.bias": (d,)})
+    if pooler:
+        want.update({"pooler.dense.weight": (d, d), "pooler.dense.bias": (d,)})
+    return want
+
+
+def random(config: BertConfig | None = None, seed: int = 0, pooler: bool = True) -> "Bert":
+    """A BERT encoder with seeded random parameters (no transformers needed; by default
+    a tiny 2-layer one)."""
+    c = config or BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=128, vocab_size=97, max_position_embeddings=64)
+    return Bert(c, random_params(param_shapes(c, pooler), c.dtype, seed))
+
+
+def from_state_dict(config, state_dict, dtype: str = "float32") -> "Bert":
+    """A BERT encoder from a config (:class:`BertConfig`, a ``transformers.BertConfig`` or
+    its dict) and the state_dict of a ``BertModel`` (or of a ``Bert*`` head model: the
+    ``bert.`` prefix is dropped and the head's own tensors ignored). The pooler is
+    optional. Raises :class:`graphc.CheckpointError` naming missing, unexpected or
+    misshapen tensors."""
+    if not isinstance(config, BertConfig):
+        config = BertConfig.from_hf(config, dtype)
+    c = config
+    want = param_shapes(c)
     has_bert_prefix = any(k.startswith("bert.") for k in state_dict)
     sd = {}
     for k, v in state_dict.items():
@@ -109,7 +126,7 @@ def from_state_dict(config, state_dict, dtype: str = "float32") -> "Bert":
             continue                        # buffers, not parameters
         sd[k] = _numpy(v)
     if "pooler.dense.weight" in sd:
-        want.update({"pooler.dense.weight": (d, d), "pooler.dense.bias": (d,)})
+        want = param_shapes(c, pooler=True)
     params = _check(sd, want, "BERT")
     return Bert(c, {k: v.astype(c.dtype) for k, v in params.items()})
 

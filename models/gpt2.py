@@ -71,14 +71,8 @@ class GPT2Config:
         return cls(**{k: d[k] for k in names if k in d}, dtype=dtype)
 
 
-def from_state_dict(config, state_dict, dtype: str = "float32") -> "GPT2":
-    """A GPT-2 model from a config (:class:`GPT2Config`, a ``transformers.GPT2Config`` or
-    its dict) and a ``GPT2Model`` / ``GPT2LMHeadModel`` state_dict (torch tensors or NumPy
-    arrays). Raises :class:`graphc.CheckpointError` naming missing, unexpected or
-    misshapen tensors."""
-    if not isinstance(config, GPT2Config):
-        config = GPT2Config.from_hf(config, dtype)
-    c = config
+def param_shapes(c: GPT2Config) -> dict[str, tuple]:
+    """Every parameter's name (the Hugging Face one, without ``transformer.``) and shape."""
     d, f = c.n_embd, c.inner
     want = {"wte.weight": (c.vocab_size, d), "wpe.weight": (c.n_positions, d),
             "ln_f.weight": (d,), "ln_f.bias": (d,)}
@@ -90,6 +84,42 @@ def from_state_dict(config, state_dict, dtype: str = "float32") -> "GPT2":
                      p + "ln_2.weight": (d,), p + "ln_2.bias": (d,),
                      p + "mlp.c_fc.weight": (d, f), p + "mlp.c_fc.bias": (f,),
                      p + "mlp.c_proj.weight": (f, d), p + "mlp.c_proj.bias": (d,)})
+    return want
+
+
+def random(config: GPT2Config | None = None, seed: int = 0) -> "GPT2":
+    """A GPT-2 with seeded random parameters (no transformers needed; by default a tiny
+    2-layer one): matrices ~N(0, 1/fan_in), norm gains ~1, small biases."""
+    c = config or GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=97, n_positions=64)
+    return GPT2(c, random_params(param_shapes(c), c.dtype, seed, fan_in_axis=0))
+
+
+def random_params(shapes: dict, dtype: str, seed: int,
+                  fan_in_axis: int = -1) -> dict[str, np.ndarray]:
+    """Seeded random parameters of the given shapes: 2-D ~N(0, 1/fan_in) (the size of
+    ``fan_in_axis``: 0 for GPT-2's [in, out] Conv1D, -1 for torch's [out, in] Linear),
+    1-D norm gains (names with ln / norm, ending in weight) 1 + N(0, 0.1^2), other 1-D
+    N(0, 0.1^2)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, shape in shapes.items():
+        if len(shape) == 1:
+            gain = k.endswith("weight") and ("ln" in k or "norm" in k.lower())
+            out[k] = (1.0 if gain else 0.0) + 0.1 * rng.standard_normal(shape)
+        else:
+            out[k] = rng.standard_normal(shape) / np.sqrt(shape[fan_in_axis])
+    return {k: v.astype(dtype) for k, v in out.items()}
+
+
+def from_state_dict(config, state_dict, dtype: str = "float32") -> "GPT2":
+    """A GPT-2 model from a config (:class:`GPT2Config`, a ``transformers.GPT2Config`` or
+    its dict) and a ``GPT2Model`` / ``GPT2LMHeadModel`` state_dict (torch tensors or NumPy
+    arrays). Raises :class:`graphc.CheckpointError` naming missing, unexpected or
+    misshapen tensors."""
+    if not isinstance(config, GPT2Config):
+        config = GPT2Config.from_hf(config, dtype)
+    c = config
+    want = param_shapes(c)
     sd = {}
     for k, v in state_dict.items():
         k = k[len("transformer."):] if k.startswith("transformer.") else k

@@ -28,7 +28,7 @@ import numpy as np
 import graphc
 from graphc.errors import AttrError
 
-from .gpt2 import _check, _numpy
+from .gpt2 import _check, _numpy, random_params
 
 _ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -117,29 +117,14 @@ def rope_inv_freq(c: LlamaConfig) -> np.ndarray:
     return inv
 
 
-def from_state_dict(config, state_dict, dtype: str = "float32",
-                    inv_freq: np.ndarray | None = None) -> "Llama":
-    """A Llama model from a config (:class:`LlamaConfig`, a ``transformers.LlamaConfig``
-    or its dict) and a ``LlamaModel`` / ``LlamaForCausalLM`` state_dict (torch tensors or
-    NumPy arrays; without ``lm_head.weight`` and untied, the model gives the last hidden
-    states). ``inv_freq`` overrides the RoPE frequencies (e.g. transformers' own float32
-    ones). Raises :class:`graphc.CheckpointError` naming missing, unexpected or misshapen
-    tensors."""
-    if not isinstance(config, LlamaConfig):
-        config = LlamaConfig.from_hf(config, dtype)
-    c = config
+def param_shapes(c: LlamaConfig, lm_head: bool = True) -> dict[str, tuple]:
+    """Every parameter's name (the Hugging Face one) and shape; ``lm_head``: with the
+    output head (not stored when tied to the embedding)."""
     d, f, H, KV, D = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.kv_heads,
                       c.dim)
-    sd = {}
-    for k, v in state_dict.items():
-        if k.endswith("rotary_emb.inv_freq"):
-            continue                                # a buffer
-        sd[k if k.startswith(("model.", "lm_head.")) else "model." + k] = _numpy(v)
     want = {"model.embed_tokens.weight": (c.vocab_size, d), "model.norm.weight": (d,)}
-    if not c.tie_word_embeddings and "lm_head.weight" in sd:
+    if lm_head and not c.tie_word_embeddings:
         want["lm_head.weight"] = (c.vocab_size, d)
-    if c.tie_word_embeddings:
-        sd.pop("lm_head.weight", None)          # the embedding itself (tied)
     for l in range(c.num_hidden_layers):
         p = f"model.layers.{l}."
         a = p + "self_attn."
@@ -158,6 +143,37 @@ def from_state_dict(config, state_dict, dtype: str = "float32",
                 want[m + name + ".bias"] = shape[:1]
         want[p + "input_layernorm.weight"] = (d,)
         want[p + "post_attention_layernorm.weight"] = (d,)
+    return want
+
+
+def random(config: LlamaConfig | None = None, seed: int = 0) -> "Llama":
+    """A Llama with seeded random parameters (no transformers needed; by default a tiny
+    2-layer one with 4 query heads and 2 kv heads)."""
+    c = config or LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                              intermediate_size=96, num_hidden_layers=2, vocab_size=97,
+                              max_position_embeddings=64)
+    return Llama(c, random_params(param_shapes(c), c.dtype, seed))
+
+
+def from_state_dict(config, state_dict, dtype: str = "float32",
+                    inv_freq: np.ndarray | None = None) -> "Llama":
+    """A Llama model from a config (:class:`LlamaConfig`, a ``transformers.LlamaConfig``
+    or its dict) and a ``LlamaModel`` / ``LlamaForCausalLM`` state_dict (torch tensors or
+    NumPy arrays; without ``lm_head.weight`` and untied, the model gives the last hidden
+    states). ``inv_freq`` overrides the RoPE frequencies (e.g. transformers' own float32
+    ones). Raises :class:`graphc.CheckpointError` naming missing, unexpected or misshapen
+    tensors."""
+    if not isinstance(config, LlamaConfig):
+        config = LlamaConfig.from_hf(config, dtype)
+    c = config
+    sd = {}
+    for k, v in state_dict.items():
+        if k.endswith("rotary_emb.inv_freq"):
+            continue                                # a buffer
+        sd[k if k.startswith(("model.", "lm_head.")) else "model." + k] = _numpy(v)
+    if c.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)          # the embedding itself (tied)
+    want = param_shapes(c, lm_head=c.tie_word_embeddings or "lm_head.weight" in sd)
     params = _check(sd, want, "Llama")
     model = Llama(c, {k: v.astype(c.dtype) for k, v in params.items()})
     if inv_freq is not None:
