@@ -28,6 +28,7 @@ import numpy as np
 import graphc
 from graphc.errors import AttrError
 
+from .bert import extended_mask
 from .gpt2 import _check, _numpy, random_params
 
 _ROPE_TYPES = ("default", "linear", "llama3")
@@ -211,8 +212,9 @@ def repeat_kv(t, n_rep: int):
     return graphc.repeat(t, n_rep, axis=1)
 
 
-def attention(x, pos, inv_freq, P, pre: str, c: LlamaConfig):
-    """Causal grouped-query self-attention with RoPE. x: [B, S, d] -> [B, S, d]."""
+def attention(x, pos, inv_freq, P, pre: str, c: LlamaConfig, mask=None):
+    """Causal grouped-query self-attention with RoPE. x: [B, S, d] -> [B, S, d];
+    ``mask``: an additive padding mask [B, 1, 1, S] (optional), added after the causal one."""
     B, S, _ = x.shape
     H, KV, D = c.num_attention_heads, c.kv_heads, c.dim
     q = linear(x, P, pre + "q_proj").reshape(B, S, H, D).transpose(0, 2, 1, 3)
@@ -223,6 +225,8 @@ def attention(x, pos, inv_freq, P, pre: str, c: LlamaConfig):
     k, v = repeat_kv(k, H // KV), repeat_kv(v, H // KV)
     scores = (q @ k.transpose(0, 1, 3, 2)) * D ** -0.5 \
         + graphc.causal_mask(S, S, dtype=c.dtype)
+    if mask is not None:
+        scores = scores + mask
     o = graphc.softmax(scores, axis=-1) @ v                                        # [B,H,S,D]
     return linear(o.transpose(0, 2, 1, 3).reshape(B, S, H * D), P, pre + "o_proj")
 
@@ -233,12 +237,12 @@ def mlp(x, P, pre: str):
                   P, pre + "down_proj")
 
 
-def decoder_layer(x, pos, inv_freq, P, l: int, c: LlamaConfig):
+def decoder_layer(x, pos, inv_freq, P, l: int, c: LlamaConfig, mask=None):
     """Pre-norm layer: x += attn(RMSNorm(x)); x += mlp(RMSNorm(x))."""
     p = f"model.layers.{l}."
     eps = c.rms_norm_eps
     x = x + attention(graphc.rmsnorm(x, P[p + "input_layernorm.weight"], eps=eps),
-                      pos, inv_freq, P, p + "self_attn.", c)
+                      pos, inv_freq, P, p + "self_attn.", c, mask)
     return x + mlp(graphc.rmsnorm(x, P[p + "post_attention_layernorm.weight"], eps=eps),
                    P, p + "mlp.")
 
@@ -268,48 +272,62 @@ class Llama:
                 self.params["model.embed_tokens.weight"].T, name="model.embed_tokens.weight^T")
         return P
 
-    def hidden_states(self, ids, P=None):
-        """Traced body: ids int [B, S] -> the last hidden states [B, S, hidden] (after
-        the final norm, as LlamaModel's last_hidden_state)."""
+    def hidden_states(self, ids, attention_mask=None, P=None):
+        """Traced body: ids int [B, S] (and an attention_mask int [B, S], 0 at padding)
+        -> the last hidden states [B, S, hidden] (after the final norm, as LlamaModel's
+        last_hidden_state). Positions are 0..S-1 in every row, as transformers' without
+        position_ids."""
         c = self.config
         P = P or self._constants()
         S = ids.shape[1]
         pos = graphc.arange(S)                                        # positions 0..S-1
         inv_freq = graphc.constant(self.inv_freq, name="rope.inv_freq")
+        mask = None if attention_mask is None else extended_mask(attention_mask, c.dtype)
         x = graphc.embedding(P["model.embed_tokens.weight"], ids)
         for l in range(c.num_hidden_layers):
-            x = decoder_layer(x, pos, inv_freq, P, l, c)
+            x = decoder_layer(x, pos, inv_freq, P, l, c, mask)
         return graphc.rmsnorm(x, P["model.norm.weight"], eps=c.rms_norm_eps)
 
-    def forward(self, ids):
-        """Traced body: ids int [B, S] -> logits [B, S, vocab]."""
+    def forward(self, ids, attention_mask=None):
+        """Traced body: ids int [B, S] (and an attention_mask) -> logits [B, S, vocab]."""
         P = self._constants()
-        return linear(self.hidden_states(ids, P), P, "lm_head")
+        return linear(self.hidden_states(ids, attention_mask, P), P, "lm_head")
 
-    def trace(self, batch="B", seq_len="S", output: str | None = None) -> graphc.Graph:
-        """The graph for ids [batch, seq_len] (symbols or ints); ``output`` is 'logits'
-        (the default with an lm_head) or 'hidden'."""
+    def trace(self, batch="B", seq_len="S", output: str | None = None,
+              padded: bool = False) -> graphc.Graph:
+        """The graph for ids [batch, seq_len] (symbols or ints), with ``padded`` also an
+        attention_mask [batch, seq_len]; ``output`` is 'logits' (the default with an
+        lm_head) or 'hidden'."""
         output = output or ("logits" if self.has_lm_head else "hidden")
         if output == "logits" and not self.has_lm_head:
             raise graphc.InputError("this Llama has no lm_head (a LlamaModel state_dict)")
         body = {"logits": self.forward, "hidden": self.hidden_states}.get(output)
         if body is None:
             raise graphc.InputError(f"output must be 'logits' or 'hidden', got {output!r}")
-        return graphc.trace(body, graphc.spec((batch, seq_len), "int64", name="ids"),
+        specs = [graphc.spec((batch, seq_len), "int64", name="ids")]
+        if padded:
+            specs.append(graphc.spec((batch, seq_len), "int64", name="attention_mask"))
+        return graphc.trace(lambda *a: body(*a), *specs,
                             name="llama" if output == "logits" else "llama_hidden")
 
-    def compile(self, backend: str = "reference", output: str | None = None, **options):
-        """The executable (ids [B, S] -> logits or hidden states) for ``backend``, compiled
-        once from one trace over symbolic B and S."""
-        key = (backend, output, tuple(sorted(options.items())))
+    def compile(self, backend: str = "reference", output: str | None = None,
+                padded: bool = False, **options):
+        """The executable (ids [B, S] [, attention_mask] -> logits or hidden states) for
+        ``backend``, compiled once from one trace over symbolic B and S."""
+        key = (backend, output, padded, tuple(sorted(options.items())))
         if key not in self._compiled:
-            self._compiled[key] = graphc.compile(self.trace(output=output), backend=backend,
-                                                 **options)
+            self._compiled[key] = graphc.compile(self.trace(output=output, padded=padded),
+                                                 backend=backend, **options)
         return self._compiled[key]
 
-    def __call__(self, ids, backend: str = "reference", **options) -> np.ndarray:
+    def __call__(self, ids, attention_mask=None, backend: str = "reference",
+                 **options) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
-        return self.compile(backend, **options)(ids[None] if ids.ndim == 1 else ids)
+        ids = ids[None] if ids.ndim == 1 else ids
+        if attention_mask is None:
+            return self.compile(backend, **options)(ids)
+        mask = np.asarray(attention_mask, np.int64).reshape(ids.shape)
+        return self.compile(backend, padded=True, **options)(ids, mask)
 
     def num_params(self) -> int:
         return int(sum(a.size for a in self.params.values()))

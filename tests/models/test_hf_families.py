@@ -173,6 +173,27 @@ def test_llama_matches_transformers(variant, backend):
         assert rel(got, run_hf(hf, ids)) < TOL, (B, S)
 
 
+@llama_needs_ops
+def test_llama_right_padded_matches_transformers(backend):
+    """attention_mask zeros at the end of rows: causal + padding mask in one attention
+    step; the positions holding tokens match transformers (its positions are 0..S-1 in
+    every row without position_ids, as graphc's)."""
+    hf = hf_model("llama_gqa2")
+    key = ("llama_gqa2_padded", backend)
+    if key not in _EXE:
+        _EXE[key] = port("llama_gqa2").compile(backend, padded=True)
+    exe = _EXE[key]
+    for B, S in SIZES:
+        ids, mask = ids_for(B, S), padding_mask(B, S)
+        keep = mask.astype(bool)
+        got = exe(ids, mask)
+        assert rel(got[keep], run_hf(hf, ids, mask)[keep]) < TOL, (B, S)
+    if backend != "reference":
+        steps, body = attention_steps(exe)
+        assert len(steps) == 2 and "softmax" not in body
+        assert all(st.causal and st.mask is not None for st in steps)
+
+
 # -- every layer's attention is one fused attention step after O2 ---------------------------
 def attention_steps(exe):
     body = set()
