@@ -14,6 +14,10 @@ from .ops import (OpDef, add, all_ops, cast, causal_mask, concat, div, embedding
                   maximum, mean, minimum, mul, neg, register_op, relu, reshape, rmsnorm,
                   rsqrt, scale, sigmoid, silu, slice, softmax, sqrt, sub, sum, tanh,
                   transpose, where)
+from .ops import (abs, ceil, clip, cos, equal, expm1, floor,  # noqa: F401
+                  greater_equal, isinf, isnan, less_equal, log1p, logical_and,
+                  logical_not, logical_or, logical_xor, not_equal, pow, reciprocal,
+                  sign, sin, softplus)
 from .frontend import Spec, Tensor, constant, spec, split, topk, trace  # noqa: F401
 from .api import compile, compile_many  # noqa: F401
 from .passes import PassManager, optimize, register_pass  # noqa: F401

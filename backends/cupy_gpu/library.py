@@ -5,8 +5,9 @@ other kernel of the backend), and cuBLAS (``xp.matmul``) for the MoE's expert GE
 An opaque op not handled here runs its NumPy reference on the host, with a
 ``LibraryFallbackWarning`` at compile time.
 
-- ``rope``: one thread per rotated pair; the angle ``position * inv_freq``, its cos and sin
-  and the scale in the dtype of x, as the reference computes them.
+- ``rope``: one thread per rotated pair (interleaved or rotate-half; positions [S] or
+  [B, S]) or passed-through dim (past ``rotary_dim``); the angle ``position * inv_freq``,
+  its cos and sin and the scale in the dtype of x, as the reference computes them.
 - ``topk``: one thread per row, k selection passes over the row (largest first, ties to
   the lower index, NaN last: the order of the reference's stable argsort), each pass
   taking the best element ranked after the previous pick (no per-row scratch).
@@ -45,19 +46,30 @@ __device__ __forceinline__ bool graphc_ranks_before(T a, long long ia, T b, long
 """
 
 _ROPE = r"""
+// x, out [B, M, S, D], pos [P, S] (P = 1 or B). Element e < h + (D - r) of a row: the
+// pair e (x[e], x[e + h]) when half, else (x[2e], x[2e+1]), rotated by
+// pos[b % P, s] * inv[e], cos and sin times scale; then dims r..D copied.
 extern "C" __global__ void __NAME__(const __T__* x, const __P__* pos, const __T__* inv,
-                                    double scale, __T__* out, long long B, long long S,
-                                    long long D) {
-  const long long h = D / 2, total = B * S * h;
+                                    double scale, __T__* out, long long B, long long M,
+                                    long long S, long long D, long long P, long long r,
+                                    int half) {
+  const long long h = r / 2, w = h + (D - r), total = B * M * S * w;
   const __T__ sc = (__T__)scale;
   for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
        e += (long long)gridDim.x * blockDim.x) {
-    const long long i = e % h, bs = e / h, s = bs % S, o = bs * D + 2 * i;
-    const __T__ a = (__T__)pos[s] * inv[i];
+    const long long i = e % w, row = e / w, s = row % S, b = row / (M * S);
+    const long long base = row * D;
+    if (i >= h) {
+      const long long j = base + r + (i - h);
+      out[j] = x[j];
+      continue;
+    }
+    const long long o0 = base + (half ? i : 2 * i), o1 = o0 + (half ? h : 1);
+    const __T__ a = (__T__)pos[(b % P) * S + s] * inv[i];
     const __T__ c = cos(a) * sc, sn = sin(a) * sc;
-    const __T__ x0 = x[o], x1 = x[o + 1];
-    out[o] = x0 * c - x1 * sn;
-    out[o + 1] = x0 * sn + x1 * c;
+    const __T__ x0 = x[o0], x1 = x[o1];
+    out[o0] = x0 * c - x1 * sn;
+    out[o1] = x0 * sn + x1 * c;
   }
 }
 """
@@ -147,7 +159,7 @@ def plan(step):
         name = f"graphc_rope_{x_t.dtype}_{p_t.dtype}"
         src = (_ROPE.replace("__NAME__", name).replace("__T__", CTYPES[x_t.dtype])
                .replace("__P__", CTYPES[p_t.dtype]))
-        return [name], src, lambda exe: _rope(exe, name, float(node.attrs["scale"]))
+        return [name], src, lambda exe: _rope(exe, name, dict(node.attrs))
     if node.op == "topk":
         (x_t,) = types
         if x_t.dtype not in FLOATS:
@@ -211,14 +223,23 @@ def _host(a):
     return a if isinstance(a, np.ndarray) else a.get()
 
 
-def _rope(exe, name, scale):
+def _rope(exe, name, attrs):
+    scale = float(attrs["scale"])
+    half = int(attrs.get("layout", "interleaved") == "half")
+    rotary_dim = attrs.get("rotary_dim")
+
     def run(out, ops):
         x, pos, inv = (_contig(exe, a) for a in ops)
         S, D = x.shape[-2], x.shape[-1]
-        B = x.size // max(S * D, 1)
+        r = D if rotary_dim is None else int(rotary_dim)
+        # x [B, M, S, D]: B the first dim for positions [B, S] (or [1, S]), else 1
+        B = x.shape[0] if pos.ndim == 2 else 1
+        P = pos.shape[0] if pos.ndim == 2 else 1
+        M = x.size // max(B * S * D, 1)
         o = out if out.flags.c_contiguous else exe.xp.empty(out.shape, out.dtype)
-        _launch(exe, name, B * S * (D // 2), [x, pos, inv, np.float64(scale), o,
-                                              np.int64(B), np.int64(S), np.int64(D)])
+        _launch(exe, name, B * M * S * (r // 2 + D - r),
+                [x, pos, inv, np.float64(scale), o, np.int64(B), np.int64(M), np.int64(S),
+                 np.int64(D), np.int64(P), np.int64(r), np.int32(half)])
         if o is not out:
             out[...] = o
     return run

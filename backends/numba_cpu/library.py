@@ -14,8 +14,9 @@ the backend can compile them beside its kernels in parallel (cache.precompile). 
 on one token, where waking the thread pool would cost more than the work (~30-80 us per
 parallel region on 2 cores with passive OpenMP waiting).
 
-- ``rope``: cos/sin of ``positions[s] * inv_freq`` once per position (in the dtype of x,
-  like the reference), then the interleaved-pair rotation of every leading index.
+- ``rope``: cos/sin of ``positions[b, s] * inv_freq`` once per (sequence, position) (in
+  the dtype of x, like the reference), then the rotation of the pairs (interleaved or
+  rotate-half) of the first ``rotary_dim`` dims of every leading index, the rest copied.
 - ``topk``: k selection passes per row (largest first, ties to the lower index, NaN last:
   the order of the reference's stable argsort).
 - ``moe``: counting sort of the (token, slot) pairs by expert, one gather of the routed
@@ -77,48 +78,70 @@ import numba as nb
 
 # BODY
 
-@nb.njit("void(__FT__[:, :, ::1], __PT__[::1], __FT__[::1], float64, __FT__[:, :, ::1])",
-         parallel=__PARALLEL__, cache=True, nogil=True)
-def __NAME__(x, pos, inv, scale, out):
-    """out[b, s, 2i], out[b, s, 2i+1] = the pair x[b, s, 2i:2i+2] rotated by
-    pos[s] * inv[i], cos and sin times scale (all in __FT__ like the reference)."""
-    B, S, D = x.shape
-    h = D // 2
+@nb.njit("void(__FT__[:, :, :, ::1], __PT__[:, ::1], __FT__[::1], float64, int64, int64, "
+         "__FT__[:, :, :, ::1])", parallel=__PARALLEL__, cache=True, nogil=True)
+def __NAME__(x, pos, inv, scale, r, half, out):
+    """x, out [B, M, S, D], pos [P, S] (P = 1 or B). Pair i < r/2 of out[b, m, s]
+    (x[i], x[i + r/2]) when half, else (x[2i], x[2i+1]) is that pair of x rotated by
+    pos[b % P, s] * inv[i], cos and sin times scale (all in __FT__ like the reference);
+    dims r..D are copied."""
+    B, M, S, D = x.shape
+    P = pos.shape[0]
+    h = r // 2
+    st = 1 if half else 2           # pair i is (st * i, st * i + off)
+    off = h if half else 1
     sc = nb.__FT__(scale)
-    for s in __PRANGE__(S):
-        ps = nb.__FT__(pos[s])
+    for bs in __PRANGE__(B * S):
+        b = bs // S
+        s = bs - b * S
+        ps = nb.__FT__(pos[b % P, s])
         cs = np.empty(h, nb.__FT__)
         sn = np.empty(h, nb.__FT__)
         for i in range(h):
             a = ps * inv[i]
             cs[i] = math.cos(a) * sc
             sn[i] = math.sin(a) * sc
-        for b in range(B):
+        for m in range(M):
             for i in range(h):
-                x0 = x[b, s, 2 * i]
-                x1 = x[b, s, 2 * i + 1]
-                out[b, s, 2 * i] = x0 * cs[i] - x1 * sn[i]
-                out[b, s, 2 * i + 1] = x0 * sn[i] + x1 * cs[i]
+                j = st * i
+                x0 = x[b, m, s, j]
+                x1 = x[b, m, s, j + off]
+                out[b, m, s, j] = x0 * cs[i] - x1 * sn[i]
+                out[b, m, s, j + off] = x0 * sn[i] + x1 * cs[i]
+            for j in range(r, D):
+                out[b, m, s, j] = x[b, m, s, j]
 '''
 
 
 def _rope_source(node, body):
     x_t, pos_t, _ = (body.nodes[i].type for i in node.inputs)
+    if x_t.dtype not in ("float32", "float64") or pos_t.dtype not in _NB:
+        return None
     return variants(_ROPE, "_par", FT=_NB[x_t.dtype], PT=_NB[pos_t.dtype])
 
 
 def _rope(node, body, shared, mod):
     par, ser = mod._par, mod._ser
     scale = float(node.attrs["scale"])
+    half = int(node.attrs.get("layout", "interleaved") == "half")
+    rotary_dim = node.attrs.get("rotary_dim")
 
     def run(out, ops):
         x, pos, inv = ops
         if x.size == 0:               # no rows (reshape(-1, ...) cannot tell how many)
             return
-        d = x.shape[-1]
-        x3 = x.reshape(-1, x.shape[-2], d)
-        o3 = out.reshape(x3.shape)
-        (par if x.size >= PARALLEL_MIN else ser)(x3, pos, inv, scale, o3)
+        S, D = x.shape[-2], x.shape[-1]
+        r = D if rotary_dim is None else int(rotary_dim)
+        # x [B, M, S, D]: B the first dim for positions [B, S] (or [1, S]), else 1
+        B = x.shape[0] if pos.ndim == 2 else 1
+        pos2 = np.ascontiguousarray(pos.reshape(-1, S))
+        x4 = np.ascontiguousarray(x).reshape(B, -1, S, D)
+        o = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
+        o4 = o.reshape(x4.shape)
+        (par if x.size >= PARALLEL_MIN else ser)(x4, pos2, np.ascontiguousarray(inv),
+                                                 scale, r, half, o4)
+        if o is not out:
+            out[...] = o
     return run
 
 

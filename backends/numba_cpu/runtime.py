@@ -211,9 +211,16 @@ def grouped(q, k, v, o, mask):
             dims["m"].append(split(mask.shape[i]))
 
     def shaped(x, key):
-        return x.reshape(tuple(d for ds in dims[key] for d in ds) + x.shape[-2:])
+        """x with its batch dims split as ``dims[key]`` says: dim (n, stride s) becomes
+        (a, g) with strides (g * s, s), a view (the output must be one: it is written)."""
+        shape, strides = [], []
+        for ds, n, st in zip(dims[key], x.shape[:-2], x.strides[:-2]):
+            shape += ds
+            strides += [ds[1] * st, st] if len(ds) == 2 else [st]
+        return np.lib.stride_tricks.as_strided(x, tuple(shape) + x.shape[-2:],
+                                               tuple(strides) + x.strides[-2:],
+                                               writeable=x.flags.writeable)
     q2, k2, v2, o2 = shaped(q, "q"), shaped(k, "k"), shaped(v, "v"), shaped(o, "q")
-    assert np.shares_memory(o2, o), "splitting a dim of the output view copied it"
     if mask is not None:
         mask = np.broadcast_to(shaped(mask, "m"), q2.shape[:-2] + (q.shape[-2], k.shape[-2]))
     return q2, k2, v2, o2, mask

@@ -4,6 +4,10 @@ from .registry import (KINDS, OpDef, all_ops, build_node, get_op, register_op,  
 from .elementwise import (add, cast, div, erf, exp, gelu, greater, less, log,  # noqa: F401
                           maximum, minimum, mul, neg, relu, rsqrt, scale, sigmoid, silu,
                           sqrt, sub, tanh, where)
+from .elementwise import (abs_ as abs, ceil, clip, cos, equal, expm1,  # noqa: F401
+                          floor, greater_equal, isinf, isnan, less_equal, log1p,
+                          logical_and, logical_not, logical_or, logical_xor,
+                          not_equal, pow_ as pow, reciprocal, sign, sin, softplus)
 from .reduction import layernorm, max, mean, rmsnorm, softmax, sum  # noqa: F401
 from .contraction import matmul  # noqa: F401
 from .movement import concat, embedding, reshape, transpose  # noqa: F401

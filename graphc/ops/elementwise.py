@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ..errors import AttrError, DTypeError
+from ..errors import AttrError, DTypeError, InputError
 from ..ir.types import TensorType, normalize_dtype
 from ..lower import loopir as L
 from .registry import broadcast_shapes, register_op, require_float, same_dtype
@@ -58,6 +58,23 @@ def div(a, b):
     return _div_ref(a, b)
 
 
+def _pow_ref(a, b):
+    if np.issubdtype(a.dtype, np.integer):
+        if (b < 0).any():
+            raise InputError("pow(): an integer tensor raised to a negative integer power "
+                             "(NumPy and torch refuse it); cast the base to float first")
+        return np.power(a, b)
+    with np.errstate(all="ignore"):
+        return np.power(a, b)
+
+
+@register_op("pow", kind="elementwise", dtypes=_NUMERIC, lower=binary("pow"))
+def pow_(a, b):
+    """a ** b, NumPy's power: a negative base with a non-integer exponent is NaN; for
+    integer tensors the integer power (a negative exponent is an error)"""
+    return _pow_ref(a, b)
+
+
 @register_op("maximum", kind="elementwise", lower=binary("max"))
 def maximum(a, b):
     """elementwise max(a, b)"""
@@ -80,6 +97,71 @@ def less(a, b):
 def greater(a, b):
     """a > b (bool)"""
     return a > b
+
+
+@register_op("equal", kind="elementwise", out_dtype="bool", lower=binary("=="))
+def equal(a, b):
+    """a == b (bool)"""
+    return np.equal(a, b)
+
+
+@register_op("not_equal", kind="elementwise", out_dtype="bool", lower=binary("!="))
+def not_equal(a, b):
+    """a != b (bool)"""
+    return np.not_equal(a, b)
+
+
+@register_op("less_equal", kind="elementwise", out_dtype="bool", lower=binary("<="))
+def less_equal(a, b):
+    """a <= b (bool)"""
+    return np.less_equal(a, b)
+
+
+@register_op("greater_equal", kind="elementwise", out_dtype="bool", lower=binary(">="))
+def greater_equal(a, b):
+    """a >= b (bool)"""
+    return np.greater_equal(a, b)
+
+
+# -- logic on bool -----------------------------------------------------------------------
+
+def _logic_infer(name):
+    def infer(types, attrs):
+        for t in types:
+            if t.dtype != "bool":
+                raise DTypeError(
+                    f"{name}() takes bool tensors, got {t.dtype}; compare first "
+                    f"(x > 0, x == y) or cast with .astype('bool') (x != 0)")
+        return TensorType(broadcast_shapes(*(t.shape for t in types)), "bool")
+    return infer
+
+
+@register_op("logical_and", kind="elementwise", infer=_logic_infer("logical_and"),
+             lower=binary("and"))
+def logical_and(a, b):
+    """a and b, elementwise on bool tensors (the & operator)"""
+    return np.logical_and(a, b)
+
+
+@register_op("logical_or", kind="elementwise", infer=_logic_infer("logical_or"),
+             lower=binary("or"))
+def logical_or(a, b):
+    """a or b, elementwise on bool tensors (the | operator)"""
+    return np.logical_or(a, b)
+
+
+@register_op("logical_xor", kind="elementwise", infer=_logic_infer("logical_xor"),
+             lower=binary("xor"))
+def logical_xor(a, b):
+    """a xor b, elementwise on bool tensors (the ^ operator)"""
+    return np.logical_xor(a, b)
+
+
+@register_op("logical_not", kind="elementwise", infer=_logic_infer("logical_not"),
+             lower=unary("not"))
+def logical_not(x):
+    """not x, elementwise on a bool tensor (the ~ operator)"""
+    return np.logical_not(x)
 
 
 def _where_infer(types, attrs):
@@ -150,6 +232,159 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 def erf(x):
     # asarray: on a 0-d array frompyfunc returns a Python float, not an array.
     return np.asarray(_erf(x), dtype=x.dtype)
+
+
+@register_op("sin", kind="elementwise", dtypes="float", lower=unary("sin"))
+def sin(x):
+    return np.sin(x)
+
+
+@register_op("cos", kind="elementwise", dtypes="float", lower=unary("cos"))
+def cos(x):
+    return np.cos(x)
+
+
+@register_op("log1p", kind="elementwise", dtypes="float", lower=unary("log1p"))
+def log1p(x):
+    """log(1 + x), accurate for small x"""
+    return np.log1p(x)
+
+
+@register_op("expm1", kind="elementwise", dtypes="float", lower=unary("expm1"))
+def expm1(x):
+    """exp(x) - 1, accurate for small x"""
+    return np.expm1(x)
+
+
+@register_op("floor", kind="elementwise", dtypes="float", lower=unary("floor"))
+def floor(x):
+    """the largest integer <= x (a float tensor)"""
+    return np.floor(x)
+
+
+@register_op("ceil", kind="elementwise", dtypes="float", lower=unary("ceil"))
+def ceil(x):
+    """the smallest integer >= x (a float tensor)"""
+    return np.ceil(x)
+
+
+@register_op("abs", kind="elementwise", dtypes=_NUMERIC, lower=unary("abs"))
+def abs_(x):
+    """|x|"""
+    return np.abs(x)
+
+
+@register_op("sign", kind="elementwise", dtypes=_NUMERIC, lower=unary("sign"))
+def sign(x):
+    """-1, 0 or 1 (NaN stays NaN)"""
+    return np.sign(x)
+
+
+@register_op("isnan", kind="elementwise", dtypes=_NUMERIC, out_dtype="bool",
+             lower=unary("isnan"))
+def isnan(x):
+    """x is NaN (bool; always False for integer tensors)"""
+    return np.isnan(x)
+
+
+@register_op("isinf", kind="elementwise", dtypes=_NUMERIC, out_dtype="bool",
+             lower=unary("isinf"))
+def isinf(x):
+    """x is +inf or -inf (bool; always False for integer tensors)"""
+    return np.isinf(x)
+
+
+@register_op("reciprocal", kind="elementwise", dtypes="float",
+             lower=lambda node, x: L.binary("/", L.Const(1.0, node.type.dtype), x))
+def reciprocal(x):
+    """1 / x"""
+    with np.errstate(divide="ignore"):
+        return np.asarray(1, x.dtype) / x
+
+
+def _number_attr(attrs, key, what, allow_none=False):
+    v = attrs[key]
+    if v is None and allow_none:
+        return None
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                              np.floating)):
+        raise AttrError(f"{what}: {key} must be a Python number"
+                        + (" or None" if allow_none else "") + f", got {v!r}"
+                        + (" (for a tensor bound use graphc.maximum / graphc.minimum)"
+                           if allow_none and hasattr(v, "shape") else ""))
+    return v
+
+
+def _clip_infer(types, attrs):
+    (x,) = types
+    if x.dtype not in _NUMERIC:
+        raise DTypeError(f"clip(): dtype {x.dtype} not supported; expected one of {_NUMERIC}")
+    for k in ("min", "max"):
+        v = _number_attr(attrs, k, "clip()", allow_none=True)
+        if v is None:
+            continue
+        if x.dtype.startswith("int"):
+            if isinstance(v, (float, np.floating)) and not float(v).is_integer():
+                raise DTypeError(f"clip(): {k}={v!r} is not an integer, for a {x.dtype} "
+                                 f"tensor; cast the tensor to float first")
+            info = np.iinfo(x.dtype)
+            v = int(min(max(int(v), info.min), info.max))   # the same clip, in range
+        else:
+            v = float(v)
+        attrs[k] = v
+    if attrs["min"] is None and attrs["max"] is None:
+        raise AttrError("clip(): give min, max or both (torch.clamp's rule)")
+    return x
+
+
+def _clip_lower(node, x):
+    dt, lo, hi = node.type.dtype, node.attrs["min"], node.attrs["max"]
+    if lo is not None:
+        x = L.binary("max", x, L.Const(lo, dt))
+    if hi is not None:
+        x = L.binary("min", x, L.Const(hi, dt))
+    return x
+
+
+@register_op("clip", kind="elementwise", infer=_clip_infer, lower=_clip_lower)
+def clip(x, *, min=None, max=None):
+    """min(max(x, min), max) with constant bounds, either may be None (np.clip /
+    torch.clamp: where min > max the result is max; NaN stays NaN)"""
+    if min is not None:
+        x = np.maximum(x, np.asarray(min, x.dtype))
+    if max is not None:
+        x = np.minimum(x, np.asarray(max, x.dtype))
+    return x
+
+
+def _softplus_infer(types, attrs):
+    require_float(types[0])
+    beta = float(_number_attr(attrs, "beta", "softplus()"))
+    if beta == 0:
+        raise AttrError("softplus(): beta must not be 0")
+    attrs["beta"] = beta
+    attrs["threshold"] = float(_number_attr(attrs, "threshold", "softplus()"))
+    return types[0]
+
+
+def _softplus_lower(node, x):
+    dt, beta = node.type.dtype, node.attrs["beta"]
+    bx = x if beta == 1.0 else L.binary("*", x, L.Const(beta, dt))
+    soft = L.call("log1p", L.call("exp", bx))
+    if beta != 1.0:
+        soft = L.binary("/", soft, L.Const(beta, dt))
+    return L.Select(L.binary(">", bx, L.Const(node.attrs["threshold"], dt)), x, soft)
+
+
+@register_op("softplus", kind="elementwise", infer=_softplus_infer, lower=_softplus_lower)
+def softplus(x, *, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, and x where beta x > threshold (torch's softplus)"""
+    bx = x * np.asarray(beta, x.dtype)
+    with np.errstate(over="ignore"):
+        soft = np.log1p(np.exp(bx))
+    if beta != 1.0:
+        soft = soft / np.asarray(beta, x.dtype)
+    return np.where(bx > np.asarray(threshold, x.dtype), x, soft)
 
 
 @register_op("relu", kind="elementwise", dtypes="float",

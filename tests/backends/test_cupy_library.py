@@ -54,6 +54,33 @@ def test_rope(dtype, pos_dtype, rng, mode):
     nvrtc_compiles(exe)
 
 
+@pytest.mark.parametrize("dtype,pos_dtype", [("float32", "int32"), ("float64", "int64")])
+def test_rope_half_partial_per_sequence_positions(dtype, pos_dtype, rng, mode):
+    """The rotate-half layout with partial rotary (rotary_dim 6 of an odd head dim 9) and
+    per-sequence positions [B, S] on q [B, S, H, D] transposed to [B, H, S, D] (a strided
+    view into the kernel); the interleaved layout with [1, S] positions beside it."""
+    inv = (10000.0 ** -(np.arange(0, 6, 2) / 6)).astype(dtype)
+
+    def f(q, p, p1):
+        qt = q.transpose(0, 2, 1, 3)
+        return (graphc.rope(qt, p, inv, scale=0.8, layout="half", rotary_dim=6),
+                graphc.rope(qt, p1, inv, rotary_dim=6))
+    exe = compile_native(graphc.trace(f, spec(("B", "S", 2, 9), dtype),
+                                      spec(("B", "S"), pos_dtype), spec((1, "S"), pos_dtype)),
+                         mode)
+    tol = 1e-6 if dtype == "float32" else 1e-13
+    for B, S in ((1, 1), (3, 7), (2, 300)):
+        q = rng.standard_normal((B, S, 2, 9)).astype(dtype)
+        p = rng.integers(0, 1000, (B, S)).astype(pos_dtype)
+        p1 = rng.integers(0, 1000, (1, S)).astype(pos_dtype)
+        oh, oi = exe(q, p, p1)
+        qt = np.ascontiguousarray(q.transpose(0, 2, 1, 3))
+        assert rel(oh, rope_ref(qt, p, inv, scale=0.8, layout="half", rotary_dim=6)) < tol
+        assert rel(oi, rope_ref(qt, p1, inv, rotary_dim=6)) < tol
+        np.testing.assert_array_equal(oh[..., 6:], qt[..., 6:])
+    nvrtc_compiles(exe)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_topk_ties_nan_and_both_outputs(dtype, mode):
     g = graphc.trace(lambda x: graphc.topk(x, 3), spec(("N", 6), dtype))

@@ -125,6 +125,11 @@ def _away_from_one(rng, shape, dtype):
     return np.asarray(np.where(rng.random(shape) < 0.5, x, 1 / x), dtype)
 
 
+def _log1p_input(rng, shape, dtype):
+    """x > -1 with 1 + x away from 1 (where log(1 + x) ~ 0)."""
+    return np.asarray(_away_from_one(rng, shape, "float64") - 1, dtype)
+
+
 def _gelu_exact(x):
     return 0.5 * x * (1 + erf64(x / np.sqrt(2.0)))
 
@@ -147,6 +152,16 @@ UNARY = {
     "silu": (graphc.silu, lambda x: x / (1 + np.exp(-x)), randn),
     "gelu": (graphc.gelu, _gelu_exact, randn),
     "gelu_tanh": (lambda x: graphc.gelu(x, approximate="tanh"), _gelu_tanh, randn),
+    "sin": (graphc.sin, lambda x: np.cos(x - np.pi / 2), randn),
+    "cos": (graphc.cos, lambda x: np.sin(x + np.pi / 2), randn),
+    "log1p": (graphc.log1p, lambda x: np.log(1 + x), _log1p_input),
+    "expm1": (graphc.expm1, lambda x: np.exp(x) - 1, randn),
+    "floor": (graphc.floor, lambda x: x - np.mod(x, 1.0), randn),
+    "ceil": (graphc.ceil, lambda x: -np.floor(-x), randn),
+    "abs": (graphc.abs, lambda x: np.where(x < 0, -x, x), randn),
+    "sign": (graphc.sign, lambda x: (x > 0).astype(x.dtype) - (x < 0), randn),
+    "reciprocal": (graphc.reciprocal, lambda x: x ** -1.0, nonzero),
+    "softplus": (graphc.softplus, lambda x: np.log(1 + np.exp(x)), randn),
 }
 UNARY_SHAPES = [(7,), (3, 5), (2, 3, 4), ("S", 8), ()]
 
@@ -439,3 +454,288 @@ def test_eager_python_number_operand(rng):
     for got, want in [(graphc.add(x, 1.0), x64 + 1), (graphc.sub(2, x), 2 - x64),
                       (graphc.maximum(x, 0.0), np.fmax(x64, 0)), (graphc.mul(x, 3), 3 * x64)]:
         assert_matches(got, want, np.float32)
+
+
+# -- comparisons and logic --------------------------------------------------------------
+
+COMPARE = {
+    "equal": lambda a, b: ~((a < b) | (b < a)),
+    "not_equal": lambda a, b: (a < b) | (b < a),
+    "less_equal": lambda a, b: ~(b < a),
+    "greater_equal": lambda a, b: ~(a < b),
+}
+
+
+def _small_ints(rng, shape, dtype):
+    """Values in -3..3: many ties, so == and <= see equal entries."""
+    return rng.integers(-3, 4, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS + ("int32", "int64"))
+@pytest.mark.parametrize("shapes", [((3, 4), (4,)), (("S", 8), ("S", 1)), ((), (2, 2))],
+                         ids=str)
+@pytest.mark.parametrize("name", sorted(COMPARE))
+def test_comparisons_with_ties(name, shapes, dtype, rng):
+    op = getattr(graphc, name)
+    cases = _cases(rng, shapes, dtype, make=_small_ints)
+    check(lambda a, b: op(a, b), [spec(s, dtype) for s in shapes], cases, COMPARE[name],
+          out_dtypes=["bool"])
+
+
+@pytest.mark.parametrize("name", sorted(COMPARE))
+def test_comparisons_of_bools(name, rng):
+    cases = [(rng.random((S, 5)) < 0.5, rng.random((5,)) < 0.5) for S in (1, 4)]
+    # bools order as ints: False < True
+    want = lambda a, b: COMPARE[name](a.astype(np.int64), b.astype(np.int64))  # noqa: E731
+    check(lambda a, b: getattr(graphc, name)(a, b), [spec(("S", 5), "bool"),
+                                                    spec((5,), "bool")], cases, want,
+          out_dtypes=["bool"])
+
+
+LOGIC = {
+    "logical_and": lambda a, b: a * b == 1,
+    "logical_or": lambda a, b: a + b >= 1,
+    "logical_xor": lambda a, b: a + b == 1,
+}
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (4,)), (("S", 8), ("S", 1)), ((), (5,))],
+                         ids=str)
+@pytest.mark.parametrize("name", sorted(LOGIC))
+def test_logic(name, shapes, rng):
+    op = getattr(graphc, name)
+    cases = [tuple(np.asarray(rng.random(concrete(sh, s)) < 0.5) for sh in shapes)
+             for s in SIZES]
+    check(lambda a, b: op(a, b), [spec(s, "bool") for s in shapes], cases,
+          lambda a, b: LOGIC[name](a.astype(np.int64), b.astype(np.int64)),
+          out_dtypes=["bool"])
+
+
+def test_logical_not(rng):
+    cases = [(rng.random((S, 3)) < 0.5,) for S in (1, 6)]
+    check(lambda a: graphc.logical_not(a), [spec(("S", 3), "bool")], cases,
+          lambda a: a.astype(np.int64) == 0, out_dtypes=["bool"])
+
+
+@pytest.mark.parametrize("name", sorted(LOGIC) + ["logical_not"])
+@pytest.mark.parametrize("dtype", ["float32", "int64"])
+def test_logic_rejects_non_bool(name, dtype):
+    op = getattr(graphc, name)
+
+    def fn(a):
+        return op(a) if name == "logical_not" else op(a, a)
+    with pytest.raises(graphc.DTypeError) as ei:
+        graphc.trace(fn, spec((4,), dtype))
+    assert_reported_at(ei.value, line_in(fn), name)
+    assert "compare first" in str(ei.value) and dtype in str(ei.value)
+
+
+# -- pow ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shapes", [((3, 4), (4,)), (("S", 8), ("S", 1)), ((), (3,))],
+                         ids=str)
+def test_pow_positive_base(shapes, dtype, rng):
+    cases = _cases(rng, shapes, dtype, make=positive, make_b=randn)
+    check(lambda a, b: graphc.pow(a, b), [spec(s, dtype) for s in shapes], cases,
+          lambda a, b: np.exp(b * np.log(a)), out_dtypes=[dtype])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_pow_negative_base(dtype, rng):
+    """An integer exponent of a negative base is the signed power; a non-integer one is
+    NaN, as NumPy gives."""
+    a = randn(rng, (4, 6), dtype)
+    a[:, 0] = -np.abs(a[:, 0])
+    b = rng.integers(-3, 4, (4, 6)).astype(dtype)
+    b[:, 1:3] = np.asarray([0.5, -1.5], dtype)
+
+    def want(a, b):
+        out = np.empty(np.broadcast_shapes(a.shape, b.shape))
+        for i in np.ndindex(out.shape):
+            x, p = float(a[i]), float(b[i])
+            if p == int(p):
+                out[i] = np.sign(x) ** int(p) * abs(x) ** p
+            else:
+                out[i] = abs(x) ** p if x >= 0 else float("nan")
+        return out
+    check(lambda a, b: graphc.pow(a, b), [spec((4, 6), dtype)] * 2, [(a, b)], want,
+          out_dtypes=[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+def test_pow_int(dtype, rng):
+    a = rng.integers(-6, 7, (3, 5)).astype(dtype)
+    b = rng.integers(0, 5, (5,)).astype(dtype)
+
+    def want(a, b):
+        out = np.ones(np.broadcast_shapes(a.shape, b.shape), np.int64)
+        for k in range(int(b.max())):     # a multiplied in b times
+            out = np.where(k < b, out * a, out)
+        return out
+    check(lambda a, b: graphc.pow(a, b), [spec((3, 5), dtype), spec((5,), dtype)],
+          [(a, b)], want, out_dtypes=[dtype])
+
+
+def test_pow_int_negative_exponent_is_an_input_error():
+    exe = graphc.compile(graphc.trace(lambda a, b: graphc.pow(a, b), spec((3,), "int64"),
+                                      spec((3,), "int64")), backend="reference")
+    with pytest.raises(graphc.InputError) as ei:
+        exe(np.array([2, 3, 4]), np.array([1, -1, 2]))
+    assert "negative" in str(ei.value) and "pow" in str(ei.value)
+
+
+def test_pow_rejects_bool():
+    def fn(a):
+        return graphc.pow(a, a)
+    with pytest.raises(graphc.DTypeError) as ei:
+        graphc.trace(fn, spec((4,), "bool"))
+    assert_reported_at(ei.value, line_in(fn), "pow")
+
+
+# -- isnan / isinf -------------------------------------------------------------------------
+
+def _specials(rng, shape, dtype):
+    x = randn(rng, shape, dtype)
+    flat = x.reshape(-1)
+    k = rng.permutation(flat.size)
+    flat[k[:flat.size // 4]] = np.nan
+    flat[k[flat.size // 4:flat.size // 2]] = np.inf
+    flat[k[flat.size // 2:flat.size // 2 + 2]] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_isnan_isinf(dtype, rng):
+    cases = [(_specials(rng, (S, 7), dtype),) for S in (1, 4)]
+    check(lambda x: (graphc.isnan(x), graphc.isinf(x)), [spec(("S", 7), dtype)], cases,
+          lambda x: (x != x, (x == np.inf) | (x == -np.inf)), out_dtypes=["bool", "bool"],
+          oracle=False)
+
+
+def test_isnan_isinf_of_ints_are_false(rng):
+    x = rng.integers(-5, 5, (3, 4))
+    check(lambda x: (graphc.isnan(x), graphc.isinf(x)), [spec((3, 4), "int64")], [(x,)],
+          lambda x: (np.zeros(x.shape, bool), np.zeros(x.shape, bool)))
+
+
+# -- clip, softplus, int abs / sign ----------------------------------------------------------
+
+CLIPS = [(-0.5, 0.75), (0.0, None), (None, 0.25), (1.0, -1.0), (-1, 1)]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("lo,hi", CLIPS, ids=str)
+def test_clip(lo, hi, dtype, rng):
+    def want(x):
+        out = x.copy()
+        if lo is not None:
+            out[out < lo] = lo
+        if hi is not None:
+            out[out > hi] = hi
+        return out
+    cases = [(randn(rng, (S, 6), dtype),) for S in (1, 5)]
+    check(lambda x: graphc.clip(x, min=lo, max=hi), [spec(("S", 6), dtype)], cases, want,
+          out_dtypes=[dtype])
+
+
+def test_clip_positional_and_nan(rng):
+    x = randn(rng, (8,), "float64")
+    x[0] = np.nan
+    out = graphc.compile(graphc.trace(lambda x: graphc.clip(x, -0.1, 0.1),
+                                      spec((8,), "float64")))(x)
+    assert np.isnan(out[0]) and np.all(np.abs(out[1:]) <= 0.1)
+    np.testing.assert_array_equal(out, np.clip(x, -0.1, 0.1))
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+def test_clip_int(dtype, rng):
+    x = rng.integers(-20, 20, (4, 5)).astype(dtype)
+    g = check(lambda x: graphc.clip(x, -3, 2**40), [spec((4, 5), dtype)], [(x,)],
+              lambda x: np.where(x < -3, -3, x), out_dtypes=[dtype])
+    assert g.output_types[0].dtype == dtype
+
+
+def test_clip_errors():
+    def both_none(x):
+        return graphc.clip(x)
+
+    def float_bound_for_ints(x):
+        return graphc.clip(x, 0.5, 2)
+
+    def tensor_bound(x):
+        return graphc.clip(x, x)
+
+    for fn, exc, spec_dt in [(both_none, graphc.AttrError, "float32"),
+                             (float_bound_for_ints, graphc.DTypeError, "int32"),
+                             (tensor_bound, graphc.AttrError, "float32")]:
+        with pytest.raises(exc) as ei:
+            graphc.trace(fn, spec((4,), spec_dt))
+        assert_reported_at(ei.value, line_in(fn), "clip")
+    with pytest.raises(graphc.DTypeError):
+        graphc.trace(lambda m: graphc.clip(m, 0, 1), spec((4,), "bool"))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("beta,threshold", [(1.0, 20.0), (2.0, 1.0), (0.5, 3.0)])
+def test_softplus_beta_threshold(beta, threshold, dtype, rng):
+    """torch's softplus: log(1 + exp(beta x)) / beta, x itself where beta x > threshold."""
+    cases = [(randn(rng, (S, 9), "float64").astype(dtype) * 4,) for S in (1, 5)]
+    check(lambda x: graphc.softplus(x, beta=beta, threshold=threshold),
+          [spec(("S", 9), dtype)], cases,
+          lambda x: np.where(beta * x > threshold, x, np.log(1 + np.exp(beta * x)) / beta),
+          out_dtypes=[dtype])
+
+
+def test_softplus_bad_attrs():
+    def fn(x):
+        return graphc.softplus(x, beta=0)
+    with pytest.raises(graphc.AttrError) as ei:
+        graphc.trace(fn, spec((4,)))
+    assert_reported_at(ei.value, line_in(fn), "softplus")
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+def test_abs_sign_int(dtype, rng):
+    x = rng.integers(-9, 10, (3, 7)).astype(dtype)
+    check(lambda x: (graphc.abs(x), graphc.sign(x)), [spec((3, 7), dtype)], [(x,)],
+          lambda x: (np.where(x < 0, -x, x), (x > 0).astype(np.int64) - (x < 0)),
+          out_dtypes=[dtype, dtype])
+
+
+@pytest.mark.parametrize("name", ["sin", "cos", "floor", "ceil", "reciprocal", "softplus",
+                                  "log1p", "expm1"])
+def test_new_float_only_ops_reject_ints(name):
+    op = getattr(graphc, name)
+
+    def fn(x):
+        return op(x)
+    with pytest.raises(graphc.DTypeError) as ei:
+        graphc.trace(fn, spec((4,), "int32"))
+    assert_reported_at(ei.value, line_in(fn), name)
+
+
+@pytest.mark.parametrize("name", ["abs", "sign", "isnan", "isinf"])
+def test_numeric_ops_reject_bool(name):
+    op = getattr(graphc, name)
+
+    def fn(x):
+        return op(x)
+    with pytest.raises(graphc.DTypeError) as ei:
+        graphc.trace(fn, spec((4,), "bool"))
+    assert_reported_at(ei.value, line_in(fn), name)
+
+
+def test_new_ops_eagerly(rng):
+    a = randn(rng, (3, 4))
+    p = positive(rng, (3, 4))
+    a64, p64 = a.astype(np.float64), p.astype(np.float64)
+    for got, want, dtype in [
+            (graphc.pow(p, a), np.exp(a64 * np.log(p64)), np.float32),
+            (graphc.sin(a), np.cos(a64 - np.pi / 2), np.float32),
+            (graphc.clip(a, -0.5, 0.5), np.minimum(np.maximum(a64, -0.5), 0.5), np.float32),
+            (graphc.equal(a, a), np.ones(a.shape, bool), np.bool_),
+            (graphc.logical_xor(a > 0, a < 0), np.ones(a.shape, bool), np.bool_),
+            (graphc.reciprocal(p), 1 / p64, np.float32)]:
+        assert type(got) is np.ndarray
+        assert_matches(got, want, dtype)

@@ -1,4 +1,5 @@
-"""Op-matrix samples: elementwise ops (arithmetic, comparisons, math, casts)."""
+"""Op-matrix samples: elementwise ops (arithmetic, math, casts; comparisons and logic are
+in logic.py)."""
 import graphc as G
 
 from . import In, Sample
@@ -47,4 +48,44 @@ SAMPLES = [
     Sample("cast", lambda a: G.cast(a, "float32"), [i64], "int-to-float"),
     Sample("cast", lambda a: G.cast(G.scale(a, 3.0), "int32"), [x], "float-to-int"),
     Sample("cast", lambda a: G.cast(a, "int64"), [In(("S", 7), "bool", "bool")], "bool"),
+    # pow: positive bases, integer-valued exponents of any base, and negative bases with
+    # non-integer exponents (NaN, as NumPy gives); integer powers of integer tensors.
+    Sample("pow", lambda a, p: G.pow(a, p), [In(("S", 7), kind="positive"), row]),
+    Sample("pow", lambda a, p: G.pow(a, p), [x64, In((7,), "float64", "index:5")],
+           "int-valued"),
+    Sample("pow", lambda a, p: G.pow(a, p), [x, In(("S", 7), kind="unit")], "nan"),
+    Sample("pow", lambda a: a ** 3, [x], "cube"),
+    Sample("pow", lambda a: 2.0 ** a, [x], "rpow"),
+    Sample("pow", lambda a, p: G.pow(a, p), [i64, In((7,), "int64", "index:4")], "int64"),
+    Sample("pow", lambda a: a ** 3, [i32], "int32"),
+    Sample("sin", lambda a: G.sin(a), [x]),
+    Sample("sin", lambda a: G.sin(a), [x64], "float64"),
+    Sample("cos", lambda a: G.cos(a), [x]),
+    Sample("log1p", lambda a: G.log1p(a), [In(("S", 7), kind="unit")]),
+    Sample("expm1", lambda a: G.expm1(a), [x]),
+    Sample("expm1", lambda a: G.expm1(a), [x64], "float64"),
+    Sample("floor", lambda a: G.floor(a), [x]),
+    Sample("floor", lambda a: G.floor(a), [x64], "float64"),
+    Sample("ceil", lambda a: G.ceil(a), [x]),
+    Sample("abs", lambda a: G.abs(a), [x]),
+    Sample("abs", lambda a: G.abs(a), [i32], "int32"),
+    Sample("abs", lambda a: abs(a), [i64], "int64"),
+    Sample("sign", lambda a: G.sign(a), [x]),
+    Sample("sign", lambda a: G.sign(a - 1.0), [In(("S", 7), kind="index:3")], "zeros"),
+    Sample("sign", lambda a: G.sign(a), [i64], "int64"),
+    Sample("isnan", lambda a: G.isnan(G.pow(a, 0.5)), [x]),
+    Sample("isnan", lambda a: G.isnan(a), [i32], "int32"),
+    Sample("isinf", lambda a: G.isinf(G.reciprocal(a)),
+           [In(("S", 7), "float64", "index:3")]),
+    Sample("isinf", lambda a: G.isinf(a), [i64], "int64"),
+    Sample("reciprocal", lambda a: G.reciprocal(a), [In(("S", 7), kind="nonzero")]),
+    Sample("clip", lambda a: G.clip(a, -0.5, 0.75), [x]),
+    Sample("clip", lambda a: G.clip(a, min=0.0), [x64], "min-only"),
+    Sample("clip", lambda a: G.clip(a, max=0.25), [x], "max-only"),
+    Sample("clip", lambda a: G.clip(a, 1.0, -1.0), [x], "min-above-max"),
+    Sample("clip", lambda a: G.clip(a, -3, 4), [i32], "int32"),
+    Sample("clip", lambda a: G.clip(a, min=2), [i64], "int64"),
+    Sample("softplus", lambda a: G.softplus(a), [x]),
+    Sample("softplus", lambda a: G.softplus(a, beta=2.0, threshold=1.0), [x64], "beta"),
+    Sample("softplus", lambda a: G.softplus(G.scale(a, 10.0), beta=0.5), [x], "large"),
 ]
