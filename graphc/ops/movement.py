@@ -10,6 +10,9 @@ from ..lower import loopir as L
 from ..lower.exprs import dim_expr, reshape_index
 from .registry import norm_axis, register_op, same_dtype
 
+# The names graphc.ops (and graphc) export from this module; a new op adds its name.
+__all__ = ['concat', 'embedding', 'reshape', 'transpose']
+
 # Each op's ``lower_index(node, idx, operand)`` is its value at output index ``idx`` in
 # terms of its operands at other indices (``operand(k, idx)``): no data moves in a fused
 # kernel, the index is remapped.

@@ -9,6 +9,9 @@ from ..ir.types import TensorType
 from ..lower import loopir as L
 from .registry import norm_axes, norm_axis, register_op, require_float, same_dtype
 
+# The names graphc.ops (and graphc) export from this module; a new op adds its name.
+__all__ = ['layernorm', 'max', 'mean', 'rmsnorm', 'softmax', 'sum']
+
 # Each op's ``lower_row(ctx)`` gives the loop-IR statements of one row (RowContext in
 # graphc/lower/kernels.py); statistics accumulate in float64 (ctx.ACC), integer sums and
 # maxima in int64 (a float64 total rounds past 2**53; an int32 sum wraps as NumPy's does).

@@ -12,6 +12,9 @@ from ..lower import loopir as L
 from ..lower.exprs import dim_expr
 from .registry import norm_axis, register_op, require_float
 
+# The names graphc.ops (and graphc) export from this module; a new op adds its name.
+__all__ = ['causal_mask', 'topk']
+
 
 def _causal_mask_infer(types, attrs):
     try:
