@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Union
 
+import numpy as np
+
 from ..errors import TraceError
 
 Dim = Union[int, "Sym"]
@@ -96,6 +98,50 @@ class Sym:
         if q is None:
             raise ValueError(f"{other} is not divisible by {self}")
         return q
+
+    # -- comparisons ---------------------------------------------------------------------
+    # Sizes are >= 0, so a comparison that holds for every size (S + 1 > S, 2*S >= S,
+    # S >= 0) has an answer; any other (S > 10) depends on the call, and Python control
+    # flow on it would bake one branch into the graph: a SymbolicSizeError says so.
+    def _compare(self, other, op: str) -> bool:
+        if not isinstance(other, Sym) and (isinstance(other, bool)
+                                           or not isinstance(other, (int, np.integer))):
+            return NotImplemented
+        d = self - other
+        diff = d._dict() if isinstance(d, Sym) else {(): int(d)}
+        coefs = [c for m, c in diff.items() if m != ()]
+        const = diff.get((), 0)
+        if all(c >= 0 for c in coefs) and const >= 0:
+            strict = const > 0      # self - other >= 0 (> 0) for every size
+            answer = {">=": True, ">": True if strict else None, "<": False,
+                      "<=": False if strict else None}[op]
+            if answer is not None:
+                return answer
+        if all(c <= 0 for c in coefs) and const <= 0:
+            strict = const < 0      # self - other <= 0 (< 0) for every size
+            answer = {"<=": True, "<": True if strict else None, ">": False,
+                      ">=": False if strict else None}[op]
+            if answer is not None:
+                return answer
+        from .node import capture_loc
+        raise SymbolicSizeError(
+            f"`{self} {op} {other}` on a symbolic dim: its value differs from call to call, "
+            "so Python control flow (if / while / min() / max()) cannot depend on it; write "
+            "the code for every size (graphc.where with a mask, slices with symbolic bounds, "
+            "graphc.minimum on tensors), or trace with a fixed size in graphc.spec",
+            loc=capture_loc())
+
+    def __lt__(self, other):
+        return self._compare(other, "<")
+
+    def __le__(self, other):
+        return self._compare(other, "<=")
+
+    def __gt__(self, other):
+        return self._compare(other, ">")
+
+    def __ge__(self, other):
+        return self._compare(other, ">=")
 
     def __index__(self):
         # range(S), ndarray[:S], int(S) land here: name the user's line and the way out.

@@ -333,3 +333,52 @@ def test_spec_dims_must_be_plain_symbols_or_sizes(bad):
         graphc.spec((dim, 4))
     assert_names_line(err, line)
     assert str(graphc.spec((S, 0, "T")).type) == "f32[S,0,T]"
+
+
+def test_if_on_a_symbolic_size_is_a_trace_error():
+    where = {}
+
+    def fn(x):
+        where["line"] = inspect.currentframe().f_lineno + 1
+        if x.shape[0] > 10:
+            return x * 2.0
+        return x
+
+    err = trace_expecting(graphc.TraceError, fn, graphc.spec(("S", 3)))
+    assert_names_line(err, where["line"])
+    text = str(err.value)
+    assert "S > 10" in text and "graphc.where" in text and "fixed size" in text, text
+
+
+def test_comparisons_that_hold_for_every_size_are_answered():
+    seen = {}
+
+    def fn(x):
+        S = x.shape[0]
+        seen["answers"] = (S + 1 > S, S >= 0, 2 * S >= S, S < S + 1, S + 1 <= S)
+        return x
+
+    graphc.trace(fn, graphc.spec(("S", 3)))
+    assert seen["answers"] == (True, True, True, True, False)
+
+
+def test_min_of_symbolic_sizes_is_a_trace_error():
+    def fn(x, y):
+        return x[:min(x.shape[0], y.shape[0])]
+
+    err = trace_expecting(graphc.TraceError, fn, graphc.spec(("S", 3)), graphc.spec(("T", 3)))
+    assert "S" in str(err.value) and "T" in str(err.value)
+
+
+@pytest.mark.parametrize("ufunc,name", [(np.tanh, "tanh"), (np.exp, "exp"),
+                                        (np.sqrt, "sqrt")])
+def test_numpy_ufunc_on_a_traced_tensor_says_what_to_write(ufunc, name):
+    where = {}
+
+    def fn(x):
+        where["line"] = inspect.currentframe().f_lineno + 1
+        return ufunc(x)
+
+    err = trace_expecting(graphc.TraceError, fn, graphc.spec(("S", 3)))
+    assert_names_line(err, where["line"])
+    assert f"graphc.{name}" in str(err.value), str(err.value)
