@@ -24,7 +24,7 @@ from graphc import spec
 from graphc.backends.cupy_gpu import gpu_available, nvrtc
 from graphc.lower.program import AttentionStep
 from graphc.passes import Explain, optimize
-from numba_check import body_ops, check_graph, randn, step_kinds
+from numba_check import body_ops, check_graph, randn, rel_err, step_kinds
 
 D = 16
 H = 8
@@ -201,11 +201,12 @@ def form_inputs(name, rng, B, S, T, hkv=H):
 
 def assert_one_attention(exe, causal=None, mask=None):
     """One AttentionStep; no softmax and no matmul computed anywhere else; no kv copies
-    (no concat); no other step makes a buffer of the scores' [.., S, T] (masks and kv
+    (no concat, repeat or broadcast_to); no other step makes a buffer of the scores' [.., S, T] (masks and kv
     heads are read where they are; a bool mask to invert is its own small kernel)."""
     steps = [s for s in exe.program.steps if isinstance(s, AttentionStep)]
     assert len(steps) == 1, exe.program
-    assert not {"softmax", "concat", "matmul"} & body_ops(exe), body_ops(exe)
+    assert not {"softmax", "concat", "matmul", "repeat", "broadcast_to"} & body_ops(exe), \
+        body_ops(exe)
     (step,) = steps
     body = exe.graph.nodes[step.node].attrs["body"]
     (att,) = [n for n in body.nodes.values() if n.op == "attention"]
@@ -239,6 +240,86 @@ def test_gqa_forms(name, hkv, backend, rng):
     step = assert_one_attention(exe, causal=GQA[name][2], mask=GQA[name][1])
     kv = [exe.graph.nodes[step.operands[x.operand]].type for x in (step.k, step.v)]
     assert all(t.shape[1] == hkv for t in kv), kv
+
+
+# -- kv heads repeated as models write it: HF's repeat_kv, graphc.repeat (llama.py),
+# torch's repeat_interleave, unsqueeze + expand + reshape. Each is read from the kv source
+# (no copy), against attention over np.repeat'ed kv in float64 NumPy.
+def hf_repeat_kv(x, n_rep):         # transformers' repeat_kv
+    B, KV, T, Dh = x.shape
+    return x[:, :, None, :, :].expand(B, KV, n_rep, T, Dh).reshape(B, KV * n_rep, T, Dh)
+
+
+def unsqueeze_expand(x, n_rep):
+    B, KV, T, Dh = x.shape
+    return x.unsqueeze(2).expand(B, KV, n_rep, T, Dh).reshape(B, KV * n_rep, T, Dh)
+
+
+KV_REPEATS = {   # name -> (repeat(x, n_rep), causal, padding mask)
+    "hf_repeat_kv": (hf_repeat_kv, True, True),
+    "graphc_repeat": (lambda x, n: graphc.repeat(x, n, axis=1), True, True),
+    "repeat_interleave": (lambda x, n: x.repeat_interleave(n, dim=1), False, True),
+    "unsqueeze_expand": (unsqueeze_expand, True, False),
+}
+
+
+def _kv_repeat_fn(name):
+    rep, causal, masked = KV_REPEATS[name]
+
+    def fn(q, k, v, *m):
+        n_rep = q.shape[1] // k.shape[1]
+        s = q @ kT(rep(k, n_rep)) / math.sqrt(D)
+        if causal:
+            s = s + graphc.causal_mask(q.shape[2], k.shape[2])
+        if masked:
+            s = s + m[0]
+        return merge(graphc.softmax(s, axis=-1) @ rep(v, n_rep))
+    return fn
+
+
+def numpy_gqa(q, k, v, m, causal):
+    """float64 attention over k / v repeated per query head with np.repeat."""
+    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+    G = q.shape[1] // k.shape[1]
+    kk, vv = np.repeat(k, G, axis=1), np.repeat(v, G, axis=1)
+    s = q @ kk.transpose(0, 1, 3, 2) / math.sqrt(D)
+    S, T = q.shape[2], k.shape[2]
+    if causal:
+        s = np.where(np.arange(T)[None, :] > np.arange(S)[:, None] + (T - S), -np.inf, s)
+    if m is not None:
+        s = s + m
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return merge((p / p.sum(-1, keepdims=True)) @ vv)
+
+
+@pytest.mark.parametrize("name,hkv", [("hf_repeat_kv", 2), ("hf_repeat_kv", 4),
+                                      ("graphc_repeat", 2), ("graphc_repeat", 4),
+                                      ("repeat_interleave", 2), ("unsqueeze_expand", 4)],
+                         ids=lambda x: f"{H // x}:1" if isinstance(x, int) else x)
+def test_gqa_kv_repeated_per_head(name, hkv, backend, rng):
+    """k / v repeated per query head (copies, as written) are fused into the one
+    attention step reading the hkv kv heads where they are: no repeat or broadcast_to
+    kernel, no [.., S, T] buffer; B in {1, 3} with one executable."""
+    _, causal, masked = KV_REPEATS[name]
+    specs = _qkv_specs(hkv) + ([spec(("B", 1, 1, "T"))] if masked else [])
+    g = graphc.trace(_kv_repeat_fn(name), *specs)
+    assert {"repeat", "broadcast_to"} & set(g.op_counts()), g.op_counts()   # as written
+    exe = compile_for(g, backend)
+    for B, S, T in SIZES:
+        args = list(form_inputs("gqa_repeat", rng, B, S, T, hkv))
+        m = padding(rng, B, T) if masked else None
+        if masked:
+            args.append(m)
+        got = exe(*args)
+        want = numpy_gqa(*args[:3], m, causal)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        finite = np.isfinite(want)
+        assert finite.all()
+        assert rel_err(got, want) < 1e-5, (B, S, T, rel_err(got, want))
+    step = assert_one_attention(exe, causal=causal, mask=masked)
+    kv = [exe.graph.nodes[step.operands[x.operand]].type for x in (step.k, step.v)]
+    assert all(t.shape[1] == hkv for t in kv), kv
+    assert step_kinds(exe) == ["attention"], step_kinds(exe)
 
 
 def test_issue_form_b3_head_merge_stored_in_place(backend, rng):
