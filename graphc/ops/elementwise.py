@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ..errors import AttrError, DTypeError, InputError
+from ..errors import AttrError, DTypeError
 from ..ir.types import TensorType, normalize_dtype
 from ..lower import loopir as L
 from .registry import broadcast_shapes, register_op, require_float, same_dtype
@@ -60,18 +60,29 @@ def div(a, b):
 
 def _pow_ref(a, b):
     if np.issubdtype(a.dtype, np.integer):
-        if (b < 0).any():
-            raise InputError("pow(): an integer tensor raised to a negative integer power "
-                             "(NumPy and torch refuse it); cast the base to float first")
-        return np.power(a, b)
+        # |b| keeps np.power defined; a negative power truncates toward zero (torch's
+        # result, and what every kernel computes): +-1 keep their power, the rest give 0.
+        p = np.power(a, np.abs(b))
+        return np.where(b < 0, np.where((a == 1) | (a == -1), p, 0), p).astype(a.dtype)
     with np.errstate(all="ignore"):
         return np.power(a, b)
 
 
-@register_op("pow", kind="elementwise", dtypes=_NUMERIC, lower=binary("pow"))
+def _pow_lower(node, a, b):
+    dt = node.type.dtype
+    if not dt.startswith("int"):
+        return L.binary("pow", a, b)
+    zero = L.Const(0, dt)
+    p = L.binary("pow", a, L.call("abs", b))
+    unit = L.binary("or", L.binary("==", a, L.Const(1, dt)), L.binary("==", a, L.Const(-1, dt)))
+    return L.Select(L.binary("<", b, zero), L.Select(unit, p, zero), p)
+
+
+@register_op("pow", kind="elementwise", dtypes=_NUMERIC, lower=_pow_lower)
 def pow_(a, b):
     """a ** b, NumPy's power: a negative base with a non-integer exponent is NaN; for
-    integer tensors the integer power (a negative exponent is an error)"""
+    integer tensors the integer power, where a negative exponent truncates toward zero
+    as torch's does (1 and -1 keep their power, any other base gives 0)"""
     return _pow_ref(a, b)
 
 

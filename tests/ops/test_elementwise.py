@@ -577,12 +577,22 @@ def test_pow_int(dtype, rng):
           [(a, b)], want, out_dtypes=[dtype])
 
 
-def test_pow_int_negative_exponent_is_an_input_error():
-    exe = graphc.compile(graphc.trace(lambda a, b: graphc.pow(a, b), spec((3,), "int64"),
-                                      spec((3,), "int64")), backend="reference")
-    with pytest.raises(graphc.InputError) as ei:
-        exe(np.array([2, 3, 4]), np.array([1, -1, 2]))
-    assert "negative" in str(ei.value) and "pow" in str(ei.value)
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+@pytest.mark.parametrize("backend", ["reference", "numba", "cupy-emu"])
+def test_pow_int_negative_exponent_truncates_like_torch(backend, dtype, rng):
+    """An integer tensor to a negative integer tensor power: the exact power truncated
+    toward zero (torch's result: 1 and -1 keep their power, every other base gives 0,
+    0 included), the same on every backend (NumPy refuses it; a kernel cannot)."""
+    a = rng.integers(-4, 5, (6, 9))
+    a[:, :3] = [0, 1, -1]
+    b = rng.integers(-5, 4, (6, 9))
+    b[0] = -rng.integers(1, 6, 9)
+    exe = graphc.compile(graphc.trace(lambda a, b: graphc.pow(a, b), spec((6, 9), dtype),
+                                      spec((6, 9), dtype)), backend=backend)
+    from fractions import Fraction
+    want = np.vectorize(lambda x, p: 0 if x == 0 and p < 0 else int(Fraction(x) ** int(p)),
+                        otypes=[np.int64])(a, b)
+    assert_matches(exe(a.astype(dtype), b.astype(dtype)), want, dtype)
 
 
 def test_pow_rejects_bool():

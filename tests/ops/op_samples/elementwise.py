@@ -58,6 +58,9 @@ SAMPLES = [
     Sample("pow", lambda a: 2.0 ** a, [x], "rpow"),
     Sample("pow", lambda a, p: G.pow(a, p), [i64, In((7,), "int64", "index:4")], "int64"),
     Sample("pow", lambda a: a ** 3, [i32], "int32"),
+    # negative integer exponents of integer bases (-9..9 with +-1 among them): truncated
+    Sample("pow", lambda a, p: G.pow(a, p - 3), [i32, In((7,), "int32", "index:6")],
+           "int32-negative"),
     Sample("sin", lambda a: G.sin(a), [x]),
     Sample("sin", lambda a: G.sin(a), [x64], "float64"),
     Sample("cos", lambda a: G.cos(a), [x]),
