@@ -12,6 +12,11 @@ The loop IR says what is parallel; this module decides how it maps to the GPU:
   total. The loops that write the row are split across the threads the same way;
 * a kernel with no parallel loop (a rank-0 result) is one row of a row kernel.
 
+A loop that updates a scalar assigned before it with a plain assignment (a scan's running
+total, not a ``Reduce``) is never split or flattened: in a map kernel the thread of its
+row runs it in order; in a row kernel every thread of the block runs it in order and
+thread 0 stores.
+
 Every barrier and shuffle sits in block-uniform control flow (the loops over rows depend
 on ``blockIdx`` only), which CUDA requires and the CPU emulation harness checks.
 
@@ -238,6 +243,13 @@ def _has_reduction(stmts) -> bool:
     return any(isinstance(n, L.Reduce) for n in L.walk(stmts))
 
 
+def _carries(loop: L.Loop, assigned: set) -> bool:
+    """Whether ``loop`` updates, with a plain assignment, a scalar assigned before it (a
+    scan's running total): its iterations depend on each other, so one thread runs them
+    in order (loopir.Reduce: only a Reduce may be split)."""
+    return any(isinstance(n, L.Assign) and n.var in assigned for n in L.walk(loop.body))
+
+
 class _Renderer(Renderer):
     """CUDA C's table and differences: C types and casts, flat indexing with the
     buffers' dims, and the map / row thread mappings of the statements."""
@@ -254,6 +266,7 @@ class _Renderer(Renderer):
                     raise BackendError(f"kernel {kernel.name}: scalar {n.var} is assigned "
                                        f"as {old} and as {n.dtype}")
         self.fresh = 0
+        self.one_writer = False     # stores guarded to thread 0 (a block's sequential loop)
 
     # -- expressions -------------------------------------------------------------------
     def literal(self, value, dtype: str) -> str:
@@ -301,7 +314,11 @@ class _Renderer(Renderer):
             return [f"{ind}{s.var} = {text};"]
         if isinstance(s, L.Store):
             t = CTYPES[self.types[s.buf]]
-            return [f"{ind}{s.buf}[{self.index(s.buf, s.index)}] = ({t})({self.expr(s.value)});"]
+            # In a sequential loop every thread of the block computes the same values;
+            # one of them stores.
+            guard = "if (threadIdx.x == 0) " if self.one_writer else ""
+            return [f"{ind}{guard}{s.buf}[{self.index(s.buf, s.index)}] = "
+                    f"({t})({self.expr(s.value)});"]
         if isinstance(s, L.Reduce):
             t = self.vars[s.var]
             step = self.expr(L.Bin(s.op, L.Var(s.var), s.value))
@@ -370,7 +387,14 @@ class _Renderer(Renderer):
         """Statements that one block runs together (the body of a row)."""
         out, assigned = [], set()
         for s in stmts:
-            if isinstance(s, L.Loop):
+            if isinstance(s, L.Loop) and _carries(s, assigned):
+                # a scan: every thread runs it in order (the scalars it carries stay
+                # uniform across the block), thread 0 stores
+                self.one_writer = True
+                out += self.seq([s], ind)
+                self.one_writer = False
+                assigned |= {n.var for n in L.walk(s.body) if isinstance(n, L.Assign)}
+            elif isinstance(s, L.Loop):
                 accs = _reductions(s.body, assigned)
                 for var, op in accs:
                     init = next((x for x in reversed(stmts[:stmts.index(s)])
@@ -449,7 +473,8 @@ class _Renderer(Renderer):
                 isinstance(s, L.Assign) for s in body[:-1])
                 and not any(isinstance(s, L.Loop) for s in loops[0].body)
                 and not any(isinstance(n, L.Var) and n.name in {a.var for a in body[:-1]}
-                            for n in L.walk(loops[0].extent))):
+                            for n in L.walk(loops[0].extent))
+                and not _carries(loops[0], {a.var for a in body[:-1]})):
             inner = loops[0]
             return ([lp.var, inner.var], [lp.extent, inner.extent],
                     L.mul(lp.extent, inner.extent), body[:-1] + inner.body)

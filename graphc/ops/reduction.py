@@ -1,5 +1,6 @@
 """Reductions over axes, and the row-wise normalisations built on them (softmax,
-layernorm, rmsnorm: composite ops with a decomposition into primitives)."""
+layernorm, rmsnorm: composite ops with a decomposition into primitives), the index
+reductions (argmax, argmin) and the scan cumsum."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,10 +8,12 @@ import numpy as np
 from ..errors import AttrError, DTypeError, ShapeError
 from ..ir.types import TensorType
 from ..lower import loopir as L
+from ..lower.exprs import linearize
 from .registry import norm_axes, norm_axis, register_op, require_float, same_dtype
 
 # The names graphc.ops (and graphc) export from this module; a new op adds its name.
-__all__ = ['layernorm', 'max', 'mean', 'rmsnorm', 'softmax', 'sum']
+__all__ = ['argmax', 'argmin', 'cumsum', 'layernorm', 'max', 'mean', 'min', 'rmsnorm',
+           'softmax', 'sum']
 
 # Each op's ``lower_row(ctx)`` gives the loop-IR statements of one row (RowContext in
 # graphc/lower/kernels.py); statistics accumulate in float64 (ctx.ACC), integer sums and
@@ -101,18 +104,117 @@ def mean(x, *, axis=None, keepdims=False):
     return np.mean(x, axis=axis, keepdims=keepdims)
 
 
-def _max_infer(types, attrs):
-    out = _reduce_infer(types, attrs)
-    empty = [a for a in attrs["axis"] if types[0].shape[a] == 0]
-    if empty:
-        raise ShapeError(f"max(): axis {empty[0]} of {types[0]} is empty; the max of nothing "
-                         "has no value")
-    return out
+def _nonempty(name: str, what: str):
+    def infer(types, attrs):
+        out = _reduce_infer(types, attrs)
+        empty = [a for a in attrs["axis"] if types[0].shape[a] == 0]
+        if empty:
+            raise ShapeError(f"{name}(): axis {empty[0]} of {types[0]} is empty; the {what} "
+                             "of nothing has no value")
+        return out
+    return infer
+
+
+_max_infer = _nonempty("max", "max")
 
 
 @register_op("max", kind="reduction", infer=_max_infer, lower_row=_reduce_row("max"))
 def max(x, *, axis=None, keepdims=False):
     return np.max(x, axis=axis, keepdims=keepdims)
+
+
+@register_op("min", kind="reduction", infer=_nonempty("min", "min"),
+             lower_row=_reduce_row("min"))
+def min(x, *, axis=None, keepdims=False):
+    """np.min: the smallest element over ``axis`` (all axes for None); NaN propagates."""
+    return np.min(x, axis=axis, keepdims=keepdims)
+
+
+# -- argmax / argmin -------------------------------------------------------------------
+
+def _arg_infer(name):
+    base = _nonempty(name, name)
+
+    def infer(types, attrs):
+        axis = attrs["axis"]
+        if isinstance(axis, (list, tuple)):
+            raise AttrError(f"{name}(): axis must be an int or None (the flattened tensor), "
+                            f"got {axis!r}")
+        out = base(types, attrs)
+        return TensorType(out.shape, "int64")
+    return infer
+
+
+def _arg_row(comb: str):
+    """m = the max (min) of the row, then the first index where the row equals m: a min
+    reduction of (x == m ? index : n). A NaN is the max and the min of NumPy's argmax and
+    argmin, and the max (min) reduction propagates it, so where m is NaN the first NaN is
+    the hit (``x == m or isnan(x)``); where m is not NaN the row has none."""
+    def lower_row(ctx):
+        is_float = ctx.x.type.is_float
+        acc = ACC if is_float else "int64"
+        s = ctx.reduce("m", comb, acc, lambda idx: ctx.value(0, idx, acc))
+
+        def position(idx):
+            v = ctx.value(0, idx, acc)
+            hit: L.Expr = L.Bin("==", v, L.Var("m"))
+            if is_float:
+                hit = L.Bin("or", hit, L.call("isnan", v))
+            flat = linearize([idx[a] for a in ctx.axes], ctx.red_shape)
+            return L.Select(hit, flat, ctx.n_red)
+        s += ctx.reduce("at", "min", "int64", position)
+        return s + ctx.finish(ctx.out_index(), L.Var("at"))
+    return lower_row
+
+
+@register_op("argmax", kind="reduction", infer=_arg_infer("argmax"), lower_row=_arg_row("max"))
+def argmax(x, *, axis=None, keepdims=False):
+    """np.argmax (int64): the index of the first largest element along ``axis`` (into the
+    flattened tensor for None); a NaN counts as the largest (the first NaN's index)."""
+    return np.argmax(x, axis=None if axis is None or len(axis) != 1 else axis[0],
+                     keepdims=keepdims).astype(np.int64)
+
+
+@register_op("argmin", kind="reduction", infer=_arg_infer("argmin"), lower_row=_arg_row("min"))
+def argmin(x, *, axis=None, keepdims=False):
+    """np.argmin (int64): the index of the first smallest element along ``axis``; a NaN
+    counts as the smallest (the first NaN's index)."""
+    return np.argmin(x, axis=None if axis is None or len(axis) != 1 else axis[0],
+                     keepdims=keepdims).astype(np.int64)
+
+
+# -- cumsum: a scan --------------------------------------------------------------------
+
+def _cumsum_infer(types, attrs):
+    (x,) = types
+    if x.dtype == "bool":
+        raise DTypeError(f"cumsum() of a bool tensor {x}: cast it to int32 or int64 first")
+    if attrs["axis"] is None or isinstance(attrs["axis"], (list, tuple)):
+        raise AttrError(f"cumsum(): axis must be an int (x.cumsum() flattens for none), "
+                        f"got {attrs['axis']!r}")
+    attrs["axis"] = norm_axis(attrs["axis"], x.rank, "cumsum() axis")
+    return x
+
+
+def _cumsum_row(ctx):
+    """A running total along the axis, in order: an Assign carried from one element to the
+    next and a store per element (not a Reduce: a renderer must not split the loop).
+    Floats add in float64, ints in int64 (then wrap to int32 as NumPy's int32 sum does)."""
+    acc = ACC if ctx.x.type.is_float else "int64"
+
+    def step(j):
+        full = ctx.full(j)
+        return [L.Assign("run", L.Bin("+", L.Var("run"), ctx.value(0, full, acc)), acc),
+                *ctx.finish(full, L.Cast(L.Var("run"), ctx.dtype))]
+    return [L.Assign("run", L.Const(0.0 if acc == ACC else 0, acc), acc),
+            *ctx.loops("j", step)]
+
+
+@register_op("cumsum", kind="reduction", infer=_cumsum_infer, lower_row=_cumsum_row)
+def cumsum(x, *, axis):
+    """np.cumsum along ``axis``, keeping x's dtype (NumPy would widen int32 to int64; as
+    graphc's sum, an int32 cumsum stays int32 and wraps)."""
+    return np.cumsum(x, axis=axis, dtype=x.dtype)
 
 
 # -- normalisations --------------------------------------------------------------------

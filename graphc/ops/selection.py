@@ -1,4 +1,5 @@
-"""Index-dependent ops: the causal mask generator and top-k selection."""
+"""Index-dependent ops: the generators (causal_mask, arange), the triangles (triu,
+tril) and top-k selection."""
 from __future__ import annotations
 
 import math
@@ -6,14 +7,14 @@ import math
 import numpy as np
 
 from ..errors import AttrError, InputError, ShapeError
-from ..ir.dims import as_dim
+from ..ir.dims import Sym, SymbolicSizeError, as_dim, exact_div
 from ..ir.types import TensorType, normalize_dtype
 from ..lower import loopir as L
 from ..lower.exprs import dim_expr
 from .registry import norm_axis, register_op, require_float
 
 # The names graphc.ops (and graphc) export from this module; a new op adds its name.
-__all__ = ['causal_mask', 'topk']
+__all__ = ['arange', 'causal_mask', 'topk', 'tril', 'triu']
 
 
 def _causal_mask_infer(types, attrs):
@@ -90,3 +91,137 @@ def topk(x, *, k, axis=-1, output="values"):
     if output == "indices":
         return idx.astype(np.int64)
     return np.take_along_axis(x, idx, axis=axis)
+
+
+# -- arange ----------------------------------------------------------------------------
+
+ARANGE_DTYPES = ("int32", "int64", "float32", "float64")
+
+
+def _arange_bound(v, what):
+    if isinstance(v, (bool, np.bool_)) or isinstance(v, (float, np.floating)):
+        raise AttrError(f"arange(): {what} must be an int or a symbolic dim (x.shape[k]), "
+                        f"got {v!r}; for float values give dtype='float32'")
+    try:
+        return as_dim(v)
+    except (TypeError, ValueError):
+        raise AttrError(f"arange(): {what} must be an int or a symbolic dim (x.shape[k]), "
+                        f"got {v!r}") from None
+
+
+def _arange_length(start, stop, step):
+    """The number of elements of arange(start, stop, step): NumPy's ceil((stop - start) /
+    step), at least 0, for static bounds; for symbolic ones (stop - start) / step where
+    that division is exact for every size (step 1 always is)."""
+    d = stop - start
+    if not isinstance(d, Sym):
+        return builtins_max(0, -(-d // step))
+    n = d if step == 1 else exact_div(d, step)
+    if n is None:
+        raise AttrError(f"arange(): with symbolic bounds (start {start}, stop {stop}) the "
+                        f"step must be 1 or divide stop - start = {d} for every size; "
+                        f"step {step} does not (slice an arange with step 1 instead, e.g. "
+                        f"arange(n)[::{step}], or give static bounds)")
+    try:
+        negative = n < 0 if isinstance(n, int) else not (n >= 0)
+    except SymbolicSizeError:
+        negative = False        # depends on the sizes: checked at call time
+    if negative:
+        raise AttrError(f"arange(): length (stop - start) / step = {n} is negative for "
+                        "every size")
+    return n
+
+
+def builtins_max(a, b):
+    return a if a >= b else b
+
+
+def _arange_infer(types, attrs):
+    if types:
+        raise AttrError(f"arange() takes no tensor operands, got {len(types)}")
+    start = _arange_bound(attrs["start"], "start")
+    stop = _arange_bound(attrs["stop"], "stop")
+    step = attrs["step"]
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
+        raise AttrError(f"arange(): step must be a non-zero int, got {step!r}")
+    step = int(step)
+    if step == 0:
+        raise AttrError("arange(): step must be a non-zero int, got 0")
+    given = attrs["dtype"]
+    try:
+        dt = normalize_dtype(given)
+    except (ValueError, TypeError):
+        dt = None
+    if dt not in ARANGE_DTYPES:
+        raise AttrError(f"arange(): dtype must be one of {', '.join(ARANGE_DTYPES)}, "
+                        f"got {given!r}")
+    attrs.update(start=start, stop=stop, step=step, dtype=dt)
+    return TensorType((_arange_length(start, stop, step),), dt)
+
+
+def _arange_index(node, idx, operand):
+    a = node.attrs
+    v = L.add(dim_expr(a["start"]), L.mul(idx[0], L.c(a["step"])))
+    return L.Cast(v, node.type.dtype)
+
+
+@register_op("arange", kind="elementwise", infer=_arange_infer, lower_index=_arange_index)
+def _arange(*, start, stop, step=1, dtype="int64"):
+    """[start, start + step, ...) up to stop (exclusive), as np.arange."""
+    return np.arange(start, stop, step, dtype=dtype)
+
+
+def arange(start_or_n, stop=None, step=1, *, dtype="int64"):
+    """``arange(n)`` or ``arange(start, stop, step=1)``: np.arange / torch.arange of ints
+    (``dtype`` int64 by default; int32, float32 and float64 too). The bounds may be
+    symbolic dims (``graphc.arange(x.shape[1])`` in a traced function: positions 0..S-1);
+    with symbolic bounds the step must divide ``stop - start`` exactly (1, or 2 for
+    ``arange(0, 2 * S, 2)``), and a length that is negative for the call's sizes is an
+    error at call time. Outside a trace it returns a NumPy array."""
+    if stop is None:
+        start, stop = 0, start_or_n
+    else:
+        start = start_or_n
+    return _arange(start=start, stop=stop, step=step, dtype=dtype)
+
+
+# -- triu / tril -----------------------------------------------------------------------
+
+def _tri_infer(name):
+    def infer(types, attrs):
+        (x,) = types
+        if x.rank < 2:
+            raise ShapeError(f"{name}(): needs a tensor of rank >= 2 (the last two axes are "
+                             f"the matrix), got {x}")
+        k = attrs["k"]
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer, Sym)):
+            raise AttrError(f"{name}(): the diagonal k must be an int (or a symbolic dim), "
+                            f"got {k!r}")
+        attrs["k"] = k if isinstance(k, Sym) else int(k)
+        return x
+    return infer
+
+
+def _tri_index(keep_upper: bool):
+    def lower_index(node, idx, operand):
+        i, j = idx[-2], idx[-1]
+        edge = L.add(i, dim_expr(node.attrs["k"]))
+        keep = L.Bin(">=" if keep_upper else "<=", j, edge)
+        dt = node.type.dtype
+        zero = L.Const(False if dt == "bool" else 0 if dt.startswith("int") else 0.0, dt)
+        return L.Select(keep, operand(0, idx), zero)
+    return lower_index
+
+
+@register_op("triu", kind="elementwise", infer=_tri_infer("triu"), lower_index=_tri_index(True))
+def triu(x, *, k=0):
+    """np.triu on the last two axes (any leading batch axes, any dtype): the elements on
+    and above diagonal ``k`` (column - row >= k) kept, the rest zero (False)."""
+    return np.triu(x, k)
+
+
+@register_op("tril", kind="elementwise", infer=_tri_infer("tril"), lower_index=_tri_index(False))
+def tril(x, *, k=0):
+    """np.tril on the last two axes: the elements on and below diagonal ``k`` (column -
+    row <= k) kept, the rest zero (False)."""
+    return np.tril(x, k)

@@ -3,7 +3,8 @@
 A graph traced with symbolic sizes (``S``) declares what each op computes for any
 size: ``x[:5]`` is 5 rows, ``x[2:]`` is ``S - 2``. Some sizes make such a declaration
 impossible: ``x[:5]`` of 2 rows, ``x[2:]`` of 1 row, causal attention with more queries
-than keys, the max over an axis of size 0. The reference backend would notice when NumPy's result has another shape; a
+than keys, the max (min, argmax, argmin) over an axis of size 0, an arange
+with a negative symbolic length. The reference backend would notice when NumPy's result has another shape; a
 kernel would instead read past its input (whatever memory follows it) or write NaN rows.
 :func:`size_checks` lists one check per such op of a graph (fused bodies included);
 ``Executable.check_sizes`` runs them before any step (a compiled backend once per new set
@@ -24,8 +25,10 @@ def size_checks(graph) -> list:
     for body, node in _nodes(graph):
         if node.op == "slice":
             check = _slice_check(body, node)
-        elif node.op == "max":
+        elif node.op in ("max", "min", "argmax", "argmin"):
             check = _nonempty_check(body, node)
+        elif node.op == "arange":
+            check = _arange_check(node)
         elif node.op == "causal_mask":
             check = _rows_cols_check(
                 node, node.attrs["rows"], node.attrs["cols"], True, False,
@@ -92,10 +95,26 @@ def _nonempty_check(body, node):
     def check(bindings):
         for axis, d in dims:
             if evaluate(d, bindings) == 0:
-                raise InputError(f"max(): axis {axis} to reduce is empty for these sizes "
-                                 f"({dict(sorted(bindings.items()))}); the max of nothing "
-                                 "has no value", op="max", node=node.name, shapes=[x],
-                                 loc=node.loc)
+                raise InputError(f"{node.op}(): axis {axis} to reduce is empty for these "
+                                 f"sizes ({dict(sorted(bindings.items()))}); the "
+                                 f"{node.op} of nothing has no value", op=node.op,
+                                 node=node.name, shapes=[x], loc=node.loc)
+    return check
+
+
+def _arange_check(node):
+    """arange with symbolic bounds declares (stop - start) / step elements: not negative."""
+    n = node.type.shape[0]
+    if isinstance(n, int):
+        return None
+
+    def check(bindings):
+        if evaluate(n, bindings) < 0:
+            a = {k: evaluate(node.attrs[k], bindings) for k in ("start", "stop")}
+            raise InputError(f"arange(): start {a['start']} and stop {a['stop']} (sizes "
+                             f"{dict(sorted(bindings.items()))}) give a negative length "
+                             f"{evaluate(n, bindings)} for step {node.attrs['step']}",
+                             op="arange", node=node.name, loc=node.loc)
     return check
 
 
