@@ -306,9 +306,11 @@ def _take_along_axis_infer(types, attrs):
     if index.dtype not in INT_DTYPES:
         raise DTypeError(f"take_along_axis(): the index must be int32 or int64, got "
                          f"{index} (for {x})")
-    if x.rank == 0 or index.rank != x.rank:
-        raise ShapeError(f"take_along_axis(): the index {index} must have the rank of "
-                         f"{x} (>= 1), got rank {index.rank}")
+    if x.rank == 0:
+        raise ShapeError(f"take_along_axis(): the tensor must have rank >= 1, got {x}")
+    if index.rank != x.rank:
+        raise ShapeError(f"take_along_axis(): the index {index} has rank {index.rank}; it "
+                         f"must have the rank ({x.rank}) of the tensor {x}")
     axis = attrs["axis"] = _axis("take_along_axis", attrs["axis"], x.rank, x)
     shape = []
     for k, (a, b) in enumerate(zip(x.shape, index.shape)):
