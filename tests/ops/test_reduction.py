@@ -1,14 +1,18 @@
-"""Reductions (sum, mean, max) and the row normalisations (softmax, layernorm, rmsnorm) on
-the reference backend against NumPy written here; decompositions against the ops."""
+"""Reductions (sum, mean, max, min, argmax, argmin), the scan cumsum and the row
+normalisations (softmax, layernorm, rmsnorm) on the reference backend against NumPy or
+Python written here; decompositions against the ops; argmax / argmin / cumsum also on the
+compiled backends (numba, cupy-emu), where their lowerings are hand-written loop IR."""
 import math
+import warnings
 
 import numpy as np
 import pytest
 
 import graphc
 from graphc import spec
-from opcheck import (FLOATS, assert_matches, assert_reported_at, check, check_same,
-                     concrete, line_in, next_line, positive, randn)
+from graphc.errors import LibraryFallbackWarning
+from opcheck import (FLOATS, as_tuple, assert_matches, assert_reported_at, check, check_same,
+                     concrete, line_in, next_line, positive, randn, upcast)
 
 SIZES = [{"S": 1}, {"S": 4}]
 
@@ -49,10 +53,15 @@ def _max(x, axes, keepdims):
     return out
 
 
+def _min(x, axes, keepdims):
+    return -_max(-np.asarray(x), axes, keepdims)
+
+
 REDUCE = {
     "sum": lambda x, axes, kd: _fsum(x, axes, kd),
     "mean": lambda x, axes, kd: _fsum(x, axes, kd) / _count(x.shape, axes),
     "max": _max,
+    "min": _min,
 }
 REDUCE_CASES = [((6,), None), ((6,), 0), ((3, 4), None), ((3, 4), 0), ((3, 4), -1),
                 ((2, 3, 4), (0, 2)), ((2, 3, 4), (-1, -3)), ((2, 3, 4), 1),
@@ -75,7 +84,7 @@ def test_reduce_float(name, shape, axis, dtype, keepdims, rng):
 
 
 @pytest.mark.parametrize("dtype", ["int32", "int64"])
-@pytest.mark.parametrize("name", ["sum", "max"])
+@pytest.mark.parametrize("name", ["sum", "max", "min"])
 @pytest.mark.parametrize("shape,axis", [((3, 4), None), ((3, 4), 1), (("S", 5), 0)], ids=str)
 def test_reduce_int_keeps_dtype(name, shape, axis, dtype, rng):
     op = getattr(graphc, name)
@@ -83,7 +92,8 @@ def test_reduce_int_keeps_dtype(name, shape, axis, dtype, rng):
 
     def want(x):
         axes = _axes(axis, x.ndim)
-        return (_fsum(x, axes, False) if name == "sum" else _max(x, axes, False)).astype(dtype)
+        return (_fsum(x, axes, False) if name == "sum" else REDUCE[name](x, axes, False)
+                ).astype(dtype)
     check(lambda x: op(x, axis=axis), [spec(shape, dtype)], cases, want, out_dtypes=[dtype])
 
 
@@ -266,7 +276,7 @@ def test_softmax_rejects_ints():
     assert_reported_at(ei.value, line_in(fn), "softmax")
 
 
-@pytest.mark.parametrize("name", ["sum", "mean", "max"])
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "argmax", "argmin"])
 @pytest.mark.parametrize("axis", [(0, -2), 2, (0, 5)])
 def test_reduce_bad_axis(name, axis):
     op = getattr(graphc, name)
@@ -335,3 +345,248 @@ def test_unknown_attribute_names_line(rng):
         graphc.softmax(randn(rng, (3, 4)), axs=1)
     assert_reported_at(ei.value, at, "softmax")
     assert "axs" in str(ei.value)
+
+
+# -- min, argmax, argmin, cumsum ---------------------------------------------------------
+
+COMPILED = ("numba", "cupy-emu")
+
+
+def check_compiled(fn, specs, cases, expected, backends=COMPILED):
+    """``fn`` traced once, compiled for each backend (a LibraryFallbackWarning, i.e. no
+    native lowering, fails), matches ``expected(*float64 inputs)`` on every case."""
+    g = graphc.trace(fn, *specs)
+    for backend in backends:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", LibraryFallbackWarning)
+            exe = graphc.compile(g, backend=backend)
+        for arrays in cases:
+            got = as_tuple(exe(*arrays))
+            want = as_tuple(expected(*[upcast(a) for a in arrays]))
+            assert len(got) == len(want)
+            for k, (o, w, t) in enumerate(zip(got, want, g.output_types)):
+                try:
+                    assert_matches(o, w, t.np_dtype)
+                except AssertionError as e:
+                    raise AssertionError(f"{backend}, output {k}, shapes "
+                                         f"{[a.shape for a in arrays]}: {e}") from None
+    return g
+
+
+def _arg(x, axis, largest, keepdims=False):
+    """NumPy's argmax / argmin in plain Python: the first extreme of each lane, the first
+    NaN where a lane has one."""
+    x = np.asarray(x)
+    if axis is None:
+        out = _arg(x.reshape(-1), 0, largest)
+        return out.reshape((1,) * x.ndim) if keepdims else out
+    moved = np.moveaxis(x, axis, -1)
+    lanes = moved.reshape(-1, moved.shape[-1])
+    out = []
+    for lane in lanes:
+        nans = [i for i, v in enumerate(lane) if v != v]
+        best = 0
+        for i, v in enumerate(lane):
+            if (v > lane[best]) if largest else (v < lane[best]):
+                best = i
+        out.append(nans[0] if nans else best)
+    out = np.array(out, np.int64).reshape(moved.shape[:-1])
+    return np.expand_dims(out, axis) if keepdims else out
+
+
+def _tied(rng, shape, dtype):
+    """Few distinct values (many ties), none zero."""
+    return (rng.integers(1, 4, shape) * np.where(rng.random(shape) < 0.5, -1, 1)).astype(dtype)
+
+
+ARG_CASES = [((7,), 0), ((7,), None), ((3, 5), 0), ((3, 5), -1), ((3, 5), None),
+             ((2, 3, 4), 1), (("S", 6), 0), (("S", 6), 1), ((2, "S", 3), None)]
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("dtype", FLOATS + ("int32", "int64"))
+@pytest.mark.parametrize("shape,axis", ARG_CASES, ids=str)
+@pytest.mark.parametrize("name", ["argmax", "argmin"])
+def test_argmax_argmin(name, shape, axis, dtype, keepdims, rng):
+    op = getattr(graphc, name)
+    cases = []
+    for s in [{"S": 1}, {"S": 5}]:
+        cases.append((randn(rng, concrete(shape, s), dtype) if dtype in FLOATS
+                      else rng.integers(-1000, 1000, concrete(shape, s)).astype(dtype),))
+        cases.append((_tied(rng, concrete(shape, s), dtype),))
+    check(lambda x: op(x, axis=axis, keepdims=keepdims), [spec(shape, dtype)], cases,
+          lambda x: _arg(x, axis, name == "argmax", keepdims), out_dtypes=["int64"])
+
+
+def test_argmax_first_occurrence_and_nan():
+    x = np.array([[1, 3, 3, 2], [5, 5, 5, 5], [0.5, np.nan, 9, np.nan], [-1, -7, -7, 2]],
+                 np.float32)
+    np.testing.assert_array_equal(graphc.argmax(x, axis=1), [1, 0, 1, 3])
+    np.testing.assert_array_equal(graphc.argmin(x, axis=1), [0, 0, 1, 1])
+    np.testing.assert_array_equal(graphc.argmax(x, axis=0), [1, 2, 2, 2])
+    assert graphc.argmax(x) == 9 and graphc.argmin(x) == 9      # the first NaN
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_argmax_argmin_compiled_ties_and_nan(dtype, rng):
+    """Ties, NaN rows, every axis and the flattened form on numba and cupy-emu."""
+    def fn(x):
+        return (graphc.argmax(x, axis=-1), graphc.argmin(x, axis=0, keepdims=True),
+                x.argmax(), graphc.argmin(x * 2.0 + 1.0, axis=1) + 1)
+
+    def want(x):
+        return (_arg(x, -1, True), _arg(x, 0, False, True), _arg(x, None, True),
+                _arg(x * 2 + 1, 1, False) + 1)
+    cases = []
+    for n in (1, 6, 37):
+        x = _tied(rng, (n, 9), dtype)
+        cases.append((x.copy(),))
+        x[rng.random((n, 9)) < 0.15] = np.nan
+        cases.append((x,))
+    check_compiled(fn, [spec(("S", 9), dtype)], cases, want)
+
+
+def test_argmax_int_compiled(rng):
+    def fn(x, y):
+        return graphc.argmax(x, axis=1), graphc.argmin(y, axis=0), graphc.min(x, axis=1)
+    cases = [(_tied(rng, (3, n, 4), "int32"),
+              rng.integers(-2**62, 2**62, (n, 3)).astype(np.int64)) for n in (1, 7)]
+    check_compiled(fn, [spec((3, "S", 4), "int32"), spec(("S", 3), "int64")], cases,
+                   lambda x, y: (_arg(x, 1, True), _arg(y, 0, False), np.min(x, axis=1)))
+
+
+def _cumsum(x, axis):
+    """A running sum along ``axis`` in Python (float64, or exact ints wrapped to the
+    input's width as an int32 sum does)."""
+    x = np.asarray(x)
+    moved = np.moveaxis(x, axis, -1)
+    lanes = moved.reshape(-1, moved.shape[-1])
+    out = np.zeros(lanes.shape, np.float64 if x.dtype.kind == "f" else object)
+    for r, lane in enumerate(lanes):
+        total = 0.0 if x.dtype.kind == "f" else 0
+        for i, v in enumerate(lane):
+            total += float(v) if x.dtype.kind == "f" else int(v)
+            out[r, i] = total
+    if x.dtype.kind != "f":
+        bits = 8 * x.dtype.itemsize
+        out = np.array([(int(v) + 2**(bits - 1)) % 2**bits - 2**(bits - 1)
+                        for v in out.ravel()], x.dtype).reshape(lanes.shape)
+    return np.moveaxis(out.reshape(moved.shape), -1, axis)
+
+
+CUMSUM_CASES = [((7,), 0), ((3, 5), 0), ((3, 5), -1), ((2, 3, 4), 1), ((2, 3, 4), 0),
+                (("S",), 0), (("S", 6), 0), (("S", 6), 1), ((2, "S", 3), 1)]
+
+
+@pytest.mark.parametrize("dtype", FLOATS + ("int32", "int64"))
+@pytest.mark.parametrize("shape,axis", CUMSUM_CASES, ids=str)
+def test_cumsum(shape, axis, dtype, rng):
+    cases = [(randn(rng, concrete(shape, s), dtype) if dtype in FLOATS
+              else rng.integers(-1000, 1000, concrete(shape, s)).astype(dtype),)
+             for s in SIZES]
+    check(lambda x: graphc.cumsum(x, axis=axis), [spec(shape, dtype)], cases,
+          lambda x: _cumsum(x, axis), out_dtypes=[dtype],
+          magnitude=lambda x: _cumsum(np.abs(x), axis))
+
+
+def test_cumsum_int32_keeps_int32_and_wraps(rng):
+    x = rng.integers(2**29, 2**30, (4, 9)).astype(np.int32)     # the running sum overflows
+    out = graphc.cumsum(x, axis=1)
+    assert out.dtype == np.int32
+    np.testing.assert_array_equal(out, _cumsum(x, 1))
+    check_compiled(lambda x: graphc.cumsum(x, axis=1), [spec((4, "S"), "int32")], [(x,)],
+                   lambda x: _cumsum(x, 1))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_cumsum_compiled(dtype, rng):
+    """The scan on numba and cupy-emu: along the last, a middle and the first axis, a 1-D
+    tensor (a kernel with no parallel loop: one block runs it on the GPU), with a fused
+    prologue and epilogue."""
+    def fn(x, v):
+        return (graphc.cumsum(x, axis=-1), graphc.cumsum(x * 2.0, axis=1) + 1.0,
+                x.cumsum(0), graphc.cumsum(v, axis=0), v.cumsum(0).reshape((-1, 1)) * v[:, None])
+
+    def want(x, v):
+        c = _cumsum(v, 0)
+        return (_cumsum(x, -1), _cumsum(x * 2, 1) + 1, _cumsum(x, 0), c, (c * v)[:, None])
+    cases = [(randn(rng, (3, n, 5), dtype), randn(rng, (2 * n + 1,), dtype))
+             for n in (1, 4, 40)]
+    check_compiled(fn, [spec((3, "S", 5), dtype), spec(("T",), dtype)], cases, want)
+
+
+def test_tensor_methods_min_arg_cumsum(rng):
+    x = randn(rng, (4, 6))
+    check(lambda x: (x.min(), x.min(axis=0, keepdims=True), x.max(dim=1).indices,
+                     x.min(dim=0).indices, x.argmax(dim=1, keepdim=True), x.argmin(),
+                     x.cumsum(1), x.cumsum()),
+          [spec((4, 6))], [(x,)],
+          lambda x: (_min(x, (0, 1), False), _min(x, (0,), True), _arg(x, 1, True),
+                     _arg(x, 0, False), _arg(x, 1, True, True), _arg(x, None, False),
+                     _cumsum(x, 1), _cumsum(x.reshape(-1), 0)))
+    values, indices = graphc.trace(lambda x: tuple(x.max(dim=0)), spec((4, 6))).output_types
+    assert values.dtype == "float32" and indices.dtype == "int64"
+
+
+def test_eager_min_arg_cumsum(rng):
+    x = randn(rng, (3, 7))
+    x64 = x.astype(np.float64)
+    assert_matches(graphc.min(x, axis=1), _min(x64, (1,), False), np.float32)
+    assert_matches(graphc.argmax(x, axis=0), _arg(x, 0, True), np.int64)
+    assert_matches(graphc.argmin(x, axis=1, keepdims=True), _arg(x, 1, False, True), np.int64)
+    assert_matches(graphc.cumsum(x, axis=0), _cumsum(x64, 0), np.float32)
+
+
+# -- errors of min / argmax / argmin / cumsum -----------------------------------------------
+
+@pytest.mark.parametrize("name", ["min", "argmax", "argmin"])
+def test_min_arg_of_empty_axis(name, rng):
+    op = getattr(graphc, name)
+
+    def fn(x):
+        return op(x, axis=1)
+    with pytest.raises(graphc.ShapeError) as ei:
+        graphc.trace(fn, spec((3, 0)))
+    assert_reported_at(ei.value, line_in(fn), name)
+    assert "empty" in str(ei.value) and "[3,0]" in str(ei.value)
+    # a symbolic axis that is empty at call time
+    exe = graphc.compile(graphc.trace(fn, spec((3, "S"))), backend="numba")
+    assert exe(randn(rng, (3, 2))).shape == (3,)
+    with pytest.raises(graphc.InputError) as ei:
+        exe(randn(rng, (3, 0)))
+    assert_reported_at(ei.value, line_in(fn), name)
+
+
+@pytest.mark.parametrize("name", ["argmax", "argmin"])
+def test_arg_tuple_axis_refused(name):
+    op = getattr(graphc, name)
+
+    def fn(x):
+        return op(x, axis=(0, 1))
+    with pytest.raises(graphc.AttrError) as ei:
+        graphc.trace(fn, spec((3, 4)))
+    assert_reported_at(ei.value, line_in(fn), name)
+    assert "int or None" in str(ei.value)
+
+
+@pytest.mark.parametrize("axis", [2, -3, 1.5, True, None, (0,)])
+def test_cumsum_bad_axis(axis):
+    def fn(x):
+        return graphc.cumsum(x, axis=axis)
+    with pytest.raises(graphc.AttrError) as ei:
+        graphc.trace(fn, spec((3, 4)))
+    assert_reported_at(ei.value, line_in(fn), "cumsum")
+
+
+def test_cumsum_needs_axis_and_refuses_bool():
+    def fn(x):
+        return graphc.cumsum(x)
+    with pytest.raises(graphc.AttrError) as ei:
+        graphc.trace(fn, spec((3, 4)))
+    assert_reported_at(ei.value, line_in(fn), "cumsum")
+    assert "axis" in str(ei.value)
+    with pytest.raises(graphc.DTypeError) as ei:
+        at = next_line()
+        graphc.cumsum(np.array([[True, False], [True, True]]), axis=0)
+    assert_reported_at(ei.value, at, "cumsum")
+    assert "bool" in str(ei.value) and "[2,2]" in str(ei.value)
