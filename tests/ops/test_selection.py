@@ -1,11 +1,16 @@
-"""topk and causal_mask on the reference backend against NumPy / Python written here."""
+"""topk, causal_mask, arange, triu and tril on the reference backend against NumPy /
+Python written here; arange, triu and tril also on the compiled backends (numba,
+cupy-emu)."""
+import warnings
+
 import numpy as np
 import pytest
 
 import graphc
 from graphc import spec
-from opcheck import (FLOATS, assert_matches, assert_reported_at, check, concrete, line_in,
-                     next_line, randn)
+from graphc.errors import LibraryFallbackWarning
+from opcheck import (FLOATS, as_tuple, assert_matches, assert_reported_at, check, concrete,
+                     line_in, next_line, randn, upcast)
 
 
 def _topk(x, k, axis):
@@ -208,3 +213,201 @@ def test_causal_mask_missing_attr():
     with pytest.raises(graphc.AttrError) as ei:
         graphc.trace(fn)
     assert_reported_at(ei.value, line_in(fn), "causal_mask")
+
+
+# -- compiled backends ------------------------------------------------------------------
+
+COMPILED = ("numba", "cupy-emu")
+
+
+def check_compiled(fn, specs, cases, expected, backends=COMPILED):
+    """``fn`` traced once and compiled per backend (no NumPy fallback allowed) matches
+    ``expected(*float64 inputs)`` on every case."""
+    g = graphc.trace(fn, *specs)
+    for backend in backends:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", LibraryFallbackWarning)
+            exe = graphc.compile(g, backend=backend)
+        for arrays in cases:
+            got = as_tuple(exe(*arrays))
+            want = as_tuple(expected(*[upcast(a) for a in arrays]))
+            assert len(got) == len(want)
+            for k, (o, w, t) in enumerate(zip(got, want, g.output_types)):
+                try:
+                    assert_matches(o, w, t.np_dtype)
+                except AssertionError as e:
+                    raise AssertionError(f"{backend}, output {k}, shapes "
+                                         f"{[a.shape for a in arrays]}: {e}") from None
+    return g
+
+
+# -- arange -----------------------------------------------------------------------------
+
+def _range(*args):
+    return np.array(list(range(*args)), np.int64)
+
+
+@pytest.mark.parametrize("args", [(5,), (0,), (1,), (2, 9), (9, 2), (2, 9, 3), (10, 1, -3),
+                                  (-4, 4, 2), (3, 3), (5, -6, -1), (0, 7, 10)], ids=str)
+def test_arange_static(args):
+    g = check(lambda: graphc.arange(*args), [], [()], lambda: _range(*args),
+              out_dtypes=["int64"])
+    assert g.output_types[0].shape == (len(range(*args)),)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "float32", "float64", np.float32])
+def test_arange_dtypes_eager(dtype):
+    out = graphc.arange(-3, 8, 2, dtype=dtype)
+    assert type(out) is np.ndarray and out.dtype == np.dtype(dtype)
+    assert_matches(out, _range(-3, 8, 2), dtype)
+
+
+def test_arange_symbolic_bounds(rng):
+    """arange(S), arange(2, S + 2), arange(S, T), arange(0, 2 S, 2): positions for any S."""
+    def fn(x, y):
+        S, T = x.shape[0], y.shape[0]
+        return (graphc.arange(S), graphc.arange(2, S + 2, dtype="int32"),
+                graphc.arange(S, T, dtype="float32"), graphc.arange(0, 2 * S, 2),
+                graphc.arange(T, 0, -1, dtype="float64"), graphc.arange(3 * T - 1, -1, -3))
+
+    def want(x, y):
+        S, T = len(x), len(y)
+        return (_range(0, S), _range(2, S + 2), _range(S, T), _range(0, 2 * S, 2),
+                _range(T, 0, -1), _range(3 * T - 1, -1, -3))
+    cases = [(randn(rng, (s, 2)), randn(rng, (t, 2))) for s, t in [(1, 1), (3, 7), (0, 4)]]
+    g = check(fn, [spec(("S", 2)), spec(("T", 2))], cases, want,
+              out_dtypes=["int64", "int32", "float32", "int64", "float64", "int64"])
+    S, T = graphc.Sym.of("S"), graphc.Sym.of("T")
+    assert [t.shape for t in g.output_types] == [(S,), (S,), (T - S,), (S,), (T,), (T,)]
+    check_compiled(fn, [spec(("S", 2)), spec(("T", 2))], cases[:2], want)
+
+
+def test_arange_positions_in_a_model(rng):
+    """Float positions times frequencies (rope's angles) through the frontend, fused."""
+    inv = np.array([1.0, 0.1, 0.01], np.float32)
+
+    def fn(x):
+        pos = graphc.arange(x.shape[1], dtype="float32")
+        return graphc.sin(pos[:, None] * inv[None, :]) + x
+
+    def want(x):
+        return np.sin(np.arange(x.shape[1])[:, None] * inv.astype(np.float64)) + x
+    cases = [(randn(rng, (1, n, 3)),) for n in (1, 6)]
+    check(fn, [spec((1, "S", 3))], cases, want)
+    check_compiled(fn, [spec((1, "S", 3))], cases, want)
+
+
+@pytest.mark.parametrize("args,kw", [((2.5,), {}), ((0, 4.0), {}), ((0, 4, 0), {}),
+                                     ((0, 4, 1.5), {}), ((True,), {}), ((None,), {}),
+                                     ((4,), {"dtype": "bool"}), ((4,), {"dtype": "int8"}),
+                                     ((4,), {"dtype": "bogus"})], ids=str)
+def test_arange_bad_attrs(args, kw):
+    with pytest.raises(graphc.AttrError) as ei:
+        at = next_line()
+        graphc.arange(*args, **kw)
+    assert_reported_at(ei.value, at, "arange")
+
+
+def test_arange_symbolic_step_must_divide():
+    def fn(x):
+        return graphc.arange(0, x.shape[0], 2)
+    with pytest.raises(graphc.AttrError) as ei:
+        graphc.trace(fn, spec(("S", 3)))
+    assert_reported_at(ei.value, line_in(fn), "arange")
+    assert "step" in str(ei.value) and "S" in str(ei.value)
+
+
+def test_arange_negative_symbolic_length_at_call_time(rng):
+    def fn(x):
+        return graphc.arange(2, x.shape[0])
+    for backend in ("reference", "numba"):
+        exe = graphc.compile(graphc.trace(fn, spec(("S",))), backend=backend)
+        assert_matches(exe(randn(rng, (5,))), _range(2, 5), np.int64)
+        assert exe(randn(rng, (2,))).shape == (0,)
+        with pytest.raises(graphc.InputError) as ei:
+            exe(randn(rng, (1,)))
+        assert_reported_at(ei.value, line_in(fn), "arange")
+
+
+# -- triu / tril ------------------------------------------------------------------------
+
+def _tri(x, k, upper):
+    """np.triu / np.tril written out: keep element (i, j) of each matrix where j - i >= k
+    (upper) or j - i <= k (lower)."""
+    x = np.asarray(x)
+    out = np.zeros_like(x)
+    n, m = x.shape[-2:]
+    for i in range(n):
+        for j in range(m):
+            if (j - i >= k) if upper else (j - i <= k):
+                out[..., i, j] = x[..., i, j]
+    return out
+
+
+def _draw(rng, shape, dtype):
+    if dtype == "bool":
+        return rng.random(shape) < 0.6
+    if dtype.startswith("int"):
+        return rng.integers(1, 100, shape).astype(dtype)
+    return randn(rng, shape, dtype)
+
+
+TRI_CASES = [((4, 4), 0), ((4, 4), 1), ((4, 4), -2), ((3, 6), 2), ((6, 3), -1), ((5, 5), 7),
+             ((5, 5), -9), ((2, 3, 4, 5), 0), (("S", 5), 1), ((5, "S"), -1), ((2, "S", "S"), 0)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64", "bool"])
+@pytest.mark.parametrize("shape,k", TRI_CASES, ids=str)
+@pytest.mark.parametrize("name", ["triu", "tril"])
+def test_triu_tril(name, shape, k, dtype, rng):
+    op = getattr(graphc, name)
+    cases = [(_draw(rng, concrete(shape, {"S": n}), dtype),) for n in (1, 4)]
+    check(lambda x: op(x, k=k), [spec(shape, dtype)], cases,
+          lambda x: _tri(x, k, name == "triu"), out_dtypes=[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64", "bool"])
+def test_triu_tril_compiled(dtype, rng):
+    """On numba and cupy-emu: alone, fused into elementwise work, before a reduction (a
+    prologue), after a softmax (an epilogue pulled from its buffer), and via the tensor
+    methods (torch's diagonal= positional)."""
+    def fn(x, s):
+        outs = [graphc.triu(x), graphc.tril(x, k=-1), x.triu(2), x.tril(1)]
+        if dtype != "bool":
+            outs.append(graphc.sum(graphc.tril(x, k=1), axis=-1))
+        if dtype == "float32":
+            outs += [graphc.triu(graphc.softmax(s, axis=-1), k=1) * 3.0,
+                     graphc.tril(s * 2.0 + 1.0)]
+        return tuple(outs)
+
+    def want(x, s):
+        outs = [_tri(x, 0, True), _tri(x, -1, False), _tri(x, 2, True), _tri(x, 1, False)]
+        if dtype != "bool":
+            outs.append(_tri(x, 1, False).sum(-1))
+        if dtype == "float32":
+            e = np.exp(s - s.max(-1, keepdims=True))
+            outs += [_tri(e / e.sum(-1, keepdims=True), 1, True) * 3, _tri(s * 2 + 1, 0, False)]
+        return tuple(outs)
+    cases = [(_draw(rng, (2, n, 5), dtype), randn(rng, (n, n))) for n in (1, 3, 8)]
+    check_compiled(fn, [spec((2, "S", 5), dtype), spec(("S", "S"))], cases, want)
+
+
+@pytest.mark.parametrize("name", ["triu", "tril"])
+def test_tri_needs_a_matrix(name, rng):
+    with pytest.raises(graphc.ShapeError) as ei:
+        at = next_line()
+        getattr(graphc, name)(randn(rng, (5,)))
+    assert_reported_at(ei.value, at, name)
+    assert "rank >= 2" in str(ei.value) and "[5]" in str(ei.value)
+
+
+@pytest.mark.parametrize("k", [0.5, True, "1", None])
+@pytest.mark.parametrize("name", ["triu", "tril"])
+def test_tri_bad_diagonal(name, k):
+    op = getattr(graphc, name)
+
+    def fn(x):
+        return op(x, k=k)
+    with pytest.raises(graphc.AttrError) as ei:
+        graphc.trace(fn, spec((3, 3)))
+    assert_reported_at(ei.value, line_in(fn), name)
