@@ -61,6 +61,7 @@ SAMPLES = [
     # negative integer exponents of integer bases (-9..9 with +-1 among them): truncated
     Sample("pow", lambda a, p: G.pow(a, p - 3), [i32, In((7,), "int32", "index:6")],
            "int32-negative"),
+    Sample("pow", lambda p: (-2) ** p, [In(("S", 7), "int64", "index:9")], "negative-int-base"),
     Sample("sin", lambda a: G.sin(a), [x]),
     Sample("sin", lambda a: G.sin(a), [x64], "float64"),
     Sample("cos", lambda a: G.cos(a), [x]),
