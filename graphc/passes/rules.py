@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import ops as F
+from .manager import note
 from .patterns import Alt, Op, Rule, Var, keepdims, last_axis, opt_scale, register_rule
 
 
@@ -109,28 +110,34 @@ def _repeated(graph, nid):
     [..., Hkv, T, d] (H = group * Hkv): how = "group" when head h is source head
     h // group (expand + reshape, torch's repeat_interleave, a concat of per-head slices
     each repeated), "tile" when it is h % Hkv (a concat of copies); else None."""
+    return _head_repeat(graph, nid)[0]
+
+
+def _bcast_to(small, big) -> bool:
+    """Whether batch dims ``small`` broadcast to ``big`` (NumPy rules)."""
+    return len(small) <= len(big) and all(
+        a == 1 or a == b for a, b in zip(reversed(small), reversed(big)))
+
+
+def _head_repeat(graph, nid):
+    """(``_repeated``'s answer, None), or (None, why) when ``nid`` copies heads in a way
+    the attention op cannot read from the source (for the explain log), or (None, None)
+    when it is no head repeat at all."""
     node = graph.nodes[nid]
     t = node.type
-    if t.rank < 3 or not isinstance(t.shape[-3], int):
-        return None
-    H, axis = t.shape[-3], t.rank - 3
+    if t.rank < 3:
+        return None, None
+    axis = t.rank - 3
+    if node.op == "repeat":             # graphc.repeat / x.repeat_interleave(n, dim)
+        if node.attrs.get("axis") != axis:
+            return None, None
+        r = node.attrs["repeats"]
+        return ((node.inputs[0], r, "group"), None) if r > 1 else (None, None)
     if node.op == "reshape":            # [.., Hkv, G, T, d] -> [.., Hkv * G, T, d]
-        wide = graph.nodes[node.inputs[0]]
-        w = wide.type.shape
-        if wide.op in ("broadcast_to", "expand") and len(w) == t.rank + 1 \
-                and w[:-4] == t.shape[:-3] and w[-2:] == t.shape[-2:]:
-            one = graph.nodes[wide.inputs[0]]            # [.., Hkv, 1, T, d]
-            if one.op == "reshape" and one.type.shape == w[:-3] + (1,) + w[-2:]:
-                src = graph.nodes[one.inputs[0]]
-                if src.type.shape == t.shape[:-3] + (w[-4],) + t.shape[-2:] \
-                        and isinstance(w[-3], int) and w[-3] > 1:
-                    return src.id, w[-3], "group"
-        return None
-    if node.op == "repeat" and node.attrs.get("axis") in (axis, axis - t.rank) \
-            and isinstance(node.attrs.get("repeats"), int):
-        return node.inputs[0], node.attrs["repeats"], "group"
-    if node.op != "concat" or node.attrs["axis"] != axis:
-        return None
+        return _expand_reshape(graph, node)
+    if not isinstance(t.shape[-3], int) or node.op != "concat" or node.attrs["axis"] != axis:
+        return None, None
+    H = t.shape[-3]
     base, heads = None, []
     for i in node.inputs:
         x = graph.nodes[i]
@@ -138,20 +145,59 @@ def _repeated(graph, nid):
         b, rng = found if found else (i, range(x.type.shape[axis]))
         if base is None:
             base = b
-        if b != base or not isinstance(rng.stop, int):
-            return None
+        if b != base:
+            return None, (f"{node.name} (concat) joins heads of different tensors "
+                          f"({graph.nodes[base].name}, {graph.nodes[b].name})")
+        if not isinstance(rng.stop, int):
+            return None, f"{node.name} (concat) joins a symbolic number of heads"
         heads += list(rng)
     n = graph.nodes[base].type.shape[axis]
     src_t = graph.nodes[base].type
     if not isinstance(n, int) or n == 0 or H % n or H == n or src_t.rank != t.rank \
             or src_t.shape[:axis] != t.shape[:axis] or src_t.shape[-2:] != t.shape[-2:]:
-        return None
+        return None, None
     G = H // n
     if heads == [h // G for h in range(H)]:
-        return base, G, "group"
+        return (base, G, "group"), None
     if heads == [h % n for h in range(H)]:
-        return base, G, "tile"
-    return None
+        return (base, G, "tile"), None
+    return None, (f"{node.name} (concat) orders the {n} heads of {graph.nodes[base].name} "
+                  f"as {heads[:8]}{'...' if H > 8 else ''}: neither h // {G} nor h % {n}")
+
+
+def _expand_reshape(graph, node):
+    """HF's repeat_kv: reshape(broadcast_to(x[:, :, None], [.., Hkv, G, T, d]),
+    [.., Hkv * G, T, d]) reads head h // G of x; x[:, None] broadcast to
+    [.., G, Hkv, T, d] reads head h % Hkv. x's batch dims may broadcast (a kv shared
+    by the batch)."""
+    t = node.type
+    wide = graph.nodes[node.inputs[0]]
+    w = wide.type.shape
+    if wide.op != "broadcast_to" or len(w) != t.rank + 1 or w[-2:] != t.shape[-2:] \
+            or w[:-4] != t.shape[:-3]:
+        return None, None
+    one = graph.nodes[wide.inputs[0]]
+    o = (1,) * (len(w) - one.type.rank) + tuple(one.type.shape)
+    if o[-2:] != w[-2:] or not _bcast_to(o[:-4], w[:-4]):
+        return None, (f"{node.name} (reshape of broadcast_to {wide.name}) broadcasts "
+                      f"{one.type} to {wide.type} in its last two dims")
+    if o[-3] == 1 and o[-4] == w[-4] and w[-3] != 1:
+        how, G, at = "group", w[-3], -3            # [.., Hkv, 1, T, d]
+    elif o[-4] == 1 and o[-3] == w[-3] and w[-4] != 1:
+        how, G, at = "tile", w[-4], -4             # [.., 1, Hkv, T, d]
+    else:
+        return None, (f"{node.name} (reshape of broadcast_to {wide.name}) repeats no "
+                      f"single head dim: {one.type} to {wide.type}")
+    if not isinstance(G, int):
+        return None, f"{node.name} repeats the kv heads a symbolic number of times ({G})"
+    if one.op == "reshape" and one.type.rank == len(w):
+        src = graph.nodes[one.inputs[0]]
+        keep = tuple(d for k, d in enumerate(one.type.shape) if k != len(w) + at)
+        if tuple(src.type.shape) == keep:
+            return (src.id, G, how), None
+    return None, (f"{node.name} (reshape of broadcast_to {wide.name}): the broadcast "
+                  f"{one.name} {one.type} is not a reshape that adds the unit dim to a "
+                  "[.., Hkv, T, d] kv tensor")
 
 
 def _split(shape, axis, parts):
@@ -207,8 +253,16 @@ def _attention_check(m):
     k = g.nodes[kT.inputs[0]].id if kT.op == "transpose" and kT.attrs["axes"] == last2 \
         else None
     v = m.captures["v"]
-    rk = _repeated(g, k) if k is not None else None
-    rv = _repeated(g, v)
+    rk, why_k = _head_repeat(g, k) if k is not None else (None, None)
+    rv, why_v = _head_repeat(g, v)
+    for what, why in (("k", why_k), ("v", why_v)):
+        if why:
+            note("kv_copied", f"attention at {g.nodes[m.root].name}: {what} is read as a "
+                 f"copy: {why}", node=g.nodes[m.root].name, reason=why)
+    if rk is not None and rv is not None and rv[1:] != rk[1:]:
+        note("kv_copied", f"attention at {g.nodes[m.root].name}: k and v repeat their heads "
+             f"differently (k {rk[2]} of {rk[1]}, v {rv[2]} of {rv[1]}): v is read as a copy",
+             node=g.nodes[m.root].name)
     how = None
     if rk is not None:
         k, G, how = rk
