@@ -277,11 +277,15 @@ def _kv_repeat_fn(name):
     return fn
 
 
-def numpy_gqa(q, k, v, m, causal):
-    """float64 attention over k / v repeated per query head with np.repeat."""
-    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+def numpy_gqa(q, k, v, m, causal, tile=False):
+    """float64 attention over k / v repeated per query head with np.repeat (head h reads
+    kv head h // G), or np.tile (h % Hkv)."""
     G = q.shape[1] // k.shape[1]
-    kk, vv = np.repeat(k, G, axis=1), np.repeat(v, G, axis=1)
+    if tile:
+        kk, vv = np.tile(k, (1, G, 1, 1)), np.tile(v, (1, G, 1, 1))
+    else:
+        kk, vv = np.repeat(k, G, axis=1), np.repeat(v, G, axis=1)
+    q, kk, vv = (x.astype(np.float64) for x in (q, kk, vv))
     s = q @ kk.transpose(0, 1, 3, 2) / math.sqrt(D)
     S, T = q.shape[2], k.shape[2]
     if causal:
@@ -320,6 +324,82 @@ def test_gqa_kv_repeated_per_head(name, hkv, backend, rng):
     kv = [exe.graph.nodes[step.operands[x.operand]].type for x in (step.k, step.v)]
     assert all(t.shape[1] == hkv for t in kv), kv
     assert step_kinds(exe) == ["attention"], step_kinds(exe)
+
+
+def tile_expand(x, n_rep):           # x[:, None] broadcast: head h reads kv head h % Hkv
+    B, KV, T, Dh = x.shape
+    return x[:, None].expand(B, n_rep, KV, T, Dh).reshape(B, n_rep * KV, T, Dh)
+
+
+@pytest.mark.parametrize("form", ["tile_expand", "shared_by_batch"])
+def test_gqa_kv_tiled_or_shared_by_the_batch(form, backend, rng):
+    """expand + reshape that tiles the kv heads (h % Hkv, padding mask), and HF's
+    repeat_kv of a kv [1, Hkv, T, D] that the expand also broadcasts over the batch
+    (causal): still one attention step on the kv source, no copy."""
+    hkv = 2
+    if form == "tile_expand":
+        def fn(q, k, v, m):
+            s = q @ kT(tile_expand(k, H // hkv)) / math.sqrt(D) + m
+            return merge(graphc.softmax(s, axis=-1) @ tile_expand(v, H // hkv))
+        kv_b, causal, masked = "B", False, True
+    else:
+        def fn(q, k, v):
+            B, T = q.shape[0], k.shape[2]
+            rep = [x[:, :, None].expand(B, hkv, H // hkv, T, D).reshape(B, H, T, D)
+                   for x in (k, v)]
+            s = q @ kT(rep[0]) / math.sqrt(D) + graphc.causal_mask(q.shape[2], T)
+            return merge(graphc.softmax(s, axis=-1) @ rep[1])
+        kv_b, causal, masked = 1, True, False
+    specs = [spec(("B", H, "S", D)), spec((kv_b, hkv, "T", D)), spec((kv_b, hkv, "T", D))]
+    g = graphc.trace(fn, *(specs + ([spec(("B", 1, 1, "T"))] if masked else [])))
+    assert "broadcast_to" in g.op_counts()
+    exe = compile_for(g, backend)
+    for B, S, T in SIZES[:3]:
+        kb = B if kv_b == "B" else 1
+        args = [randn(rng, (B, H, S, D)), randn(rng, (kb, hkv, T, D)),
+                randn(rng, (kb, hkv, T, D))]
+        m = padding(rng, B, T) if masked else None
+        got = exe(*args, *([m] if masked else []))
+        k, v = (np.broadcast_to(x, (B,) + x.shape[1:]) for x in args[1:])
+        want = numpy_gqa(args[0], k, v, m, causal, tile=form == "tile_expand")
+        assert got.shape == want.shape and rel_err(got, want) < 1e-5, rel_err(got, want)
+    step = assert_one_attention(exe, causal=causal, mask=masked)
+    kv = [exe.graph.nodes[step.operands[x.operand]].type for x in (step.k, step.v)]
+    assert all(hkv in t.shape and H not in t.shape for t in kv), kv
+
+
+def test_explain_says_why_kv_is_copied():
+    """The rule fires but keeps a kv copy it cannot read through: a kv_copied event
+    names the copy and the reason."""
+    def kv_copied(fn, *specs):
+        ex = Explain()
+        out = optimize(graphc.trace(fn, *specs), "O2", instruments=[ex])
+        assert ex.fired("softmax(scale(q @ k^T) [+ mask]) @ v => attention")
+        return [e["message"] for e in ex.events if e["kind"] == "kv_copied"], out
+
+    def five_d(q, k5, v5):           # a 5-D kv input broadcast: no [B, Hkv, T, D] source
+        B, KV, _, T, Dh = k5.shape
+        kk, vv = (x.expand(B, KV, 4, T, Dh).reshape(B, KV * 4, T, Dh) for x in (k5, v5))
+        return graphc.softmax(q @ kT(kk) * 0.25, axis=-1) @ vv
+    why, out = kv_copied(five_d, spec((3, H, "S", D)), spec((3, 2, 1, "T", D)),
+                         spec((3, 2, 1, "T", D)))
+    assert len(why) == 2 and "k is read as a copy" in why[0] and "v is" in why[1], why
+    assert "the broadcast %1 f32[3,2,1,T,16] is not a reshape that adds the unit dim" in why[0]
+    assert "broadcast_to" in {n.op for f in out.nodes.values() if f.op == "fused"
+                              for n in f.attrs["body"].nodes.values()}
+
+    def mixed(q, k, v):              # k grouped (h // 4), v tiled (h % 2)
+        vv = tile_expand(v, 4)
+        return graphc.softmax(q @ kT(graphc.repeat(k, 4, axis=1)) * 0.25, axis=-1) @ vv
+    why, _ = kv_copied(mixed, *_qkv_specs(2))
+    assert why == ["attention at %11: k and v repeat their heads differently (k group of 4, "
+                   "v tile of 4): v is read as a copy"], why
+
+    def shuffled(q, k, v):           # heads concatenated in an order no kernel reads
+        kk = graphc.concat(*[k[:, i:i + 1] for i in (0, 1, 1, 0, 0, 1, 1, 0)], axis=1)
+        return graphc.softmax(q @ kT(kk) * 0.25, axis=-1) @ graphc.repeat(v, 4, axis=1)
+    why, _ = kv_copied(shuffled, *_qkv_specs(2))
+    assert len(why) == 1 and "orders the 2 heads of %1 as [0, 1, 1, 0, 0, 1, 1, 0]" in why[0]
 
 
 def test_issue_form_b3_head_merge_stored_in_place(backend, rng):
