@@ -115,7 +115,7 @@ def _arange_length(start, stop, step):
     that division is exact for every size (step 1 always is)."""
     d = stop - start
     if not isinstance(d, Sym):
-        return builtins_max(0, -(-d // step))
+        return max(0, -(-d // step))
     n = d if step == 1 else exact_div(d, step)
     if n is None:
         raise AttrError(f"arange(): with symbolic bounds (start {start}, stop {stop}) the "
@@ -130,10 +130,6 @@ def _arange_length(start, stop, step):
         raise AttrError(f"arange(): length (stop - start) / step = {n} is negative for "
                         "every size")
     return n
-
-
-def builtins_max(a, b):
-    return a if a >= b else b
 
 
 def _arange_infer(types, attrs):

@@ -3,9 +3,10 @@
 A graph traced with symbolic sizes (``S``) declares what each op computes for any
 size: ``x[:5]`` is 5 rows, ``x[2:]`` is ``S - 2``. Some sizes make such a declaration
 impossible: ``x[:5]`` of 2 rows, ``x[2:]`` of 1 row, causal attention with more queries
-than keys, the max (min, argmax, argmin) over an axis of size 0, an arange
-with a negative symbolic length. The reference backend would notice when NumPy's result has another shape; a
-kernel would instead read past its input (whatever memory follows it) or write NaN rows.
+than keys, the max (min, argmax, argmin) over an axis of size 0, an arange with a
+negative symbolic length. The reference backend would notice when NumPy's result has
+another shape; a kernel would instead read past its input (whatever memory follows it)
+or write NaN rows.
 :func:`size_checks` lists one check per such op of a graph (fused bodies included);
 ``Executable.check_sizes`` runs them before any step (a compiled backend once per new set
 of sizes, the reference every call), so every backend raises the same
