@@ -174,6 +174,31 @@ class CupyExecutable(ProgramExecutable):
             return np.require(array, requirements="CA")     # may be neither)
         return self.xp.ascontiguousarray(self.xp.asarray(array))
 
+    def to_input(self, array):
+        # read-only and memory-mapped arrays: the emulator reads them through the const
+        # parameters (np.require copies what is not aligned C), a GPU copies them over
+        if self.emulate and isinstance(array, np.ndarray):
+            return np.require(np.asarray(array), requirements="CA")
+        return self.to_device(array)
+
+    @property
+    def memory_kind(self) -> str:
+        return "memory" if self.emulate else "GPU memory"
+
+    def memory_available(self):
+        if self.emulate:
+            return super().memory_available()
+        import os
+        if os.environ.get("GRAPHC_MEMORY_LIMIT"):
+            return super().memory_available()
+        try:
+            import cupy
+            free, _total = cupy.cuda.Device().mem_info
+            # what the pool holds already is free for this call too
+            return int(free + cupy.get_default_memory_pool().free_bytes())
+        except Exception:       # no way to ask: nothing is checked
+            return None
+
     def shares_memory(self, a, b) -> bool:
         return bool(self.xp.shares_memory(a, b))
 

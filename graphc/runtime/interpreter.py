@@ -70,6 +70,16 @@ def run_graph(graph, arrays: Sequence[np.ndarray], bindings: Mapping[str, int] |
                     # symbol sizes and precision.
                     attrs.update(_bindings=bindings, _float64=float64)
                 out = np.asarray(op.reference(*args, **attrs))
+            except MemoryError:
+                from .memory import fmt_bytes
+                size = int(np.prod(node.type.concrete_shape(bindings), dtype=np.float64)
+                           * np.dtype(want).itemsize)
+                raise InputError(
+                    f"out of memory computing {node.op} : {node.type} = "
+                    f"{list(node.type.concrete_shape(bindings))} ({fmt_bytes(size)}, "
+                    f"{size:,} bytes) at sizes {dict(sorted(bindings.items()))}; use "
+                    "smaller sizes", op=node.op, node=node.name,
+                    shapes=[graph.nodes[i].type for i in node.inputs], loc=node.loc) from None
             except GraphcError as e:
                 if e.loc is not None:
                     raise

@@ -18,6 +18,7 @@ from ..errors import BackendError, InputError
 from ..ir.dims import evaluate
 from ..lower.program import AttentionStep, GemmStep, KernelStep, LibraryStep
 from .executable import Executable
+from .memory import available_bytes, check_fits, largest_tensor
 
 
 def apply_chain(arr, chain, bindings):
@@ -107,7 +108,7 @@ class ProgramExecutable(Executable):
             if nid in as_given and (v.flags.c_contiguous or v.flags.f_contiguous):
                 self.constants[nid] = v
             else:
-                self.constants[nid] = self.to_device(v)
+                self.constants[nid] = self.to_input(v)
         self._embedding_checks = embedding_checks(graph, self.backend)
         self.library = {}                 # LibraryStep node -> native run(out, ops)
         self._lock = threading.Lock()     # one call at a time (see the class docstring)
@@ -134,6 +135,7 @@ class ProgramExecutable(Executable):
         s = self._sized.get(key)
         if s is None:
             self.check_sizes(bindings)
+            self.check_memory(bindings)
             while len(self._sized) >= max(self.max_sizes, 1):
                 self._sized.popitem(last=False)
             s = self._sized[key] = Sized(self, dict(bindings))
@@ -141,8 +143,55 @@ class ProgramExecutable(Executable):
             self._sized.move_to_end(key)
         return s
 
+    def memory_need(self, bindings):
+        """(bytes a call at these sizes allocates, the largest tensor node, its bytes):
+        the memory plan's arena, the steps' outputs outside it (the graph's outputs), the
+        epilogues' accumulators and the attention scratch."""
+        g = self.graph
+        plan = g.meta["memory"].for_bindings(bindings)
+        need = plan.arena_bytes
+        fresh = []
+        for step in self.program.steps:
+            nid = step.node
+            if nid not in plan.offsets and (nid not in plan.views or nid in g.outputs):
+                fresh.append(nid)
+            acc = getattr(step, "acc_shape", None)
+            if acc is not None and (getattr(step, "epilogue", None) is not None
+                                    or isinstance(step, AttentionStep)):
+                n = np.dtype(step.acc_dtype).itemsize
+                for d in acc:
+                    n *= max(int(evaluate(d, bindings)), 0)
+                need += n
+        node, node_bytes = largest_tensor(g, [s.node for s in self.program.steps], bindings)
+        need += sum(g.nodes[n].type.nbytes(bindings) for n in fresh)
+        return need, node, node_bytes
+
+    def memory_available(self):
+        """Bytes a call may allocate (host memory; a GPU backend: the device's)."""
+        return available_bytes()
+
+    def check_memory(self, bindings) -> None:
+        """An InputError before any work when the call would not fit (memory.py)."""
+        avail = self.memory_available()
+        if avail is None:
+            return
+        need, node, node_bytes = self.memory_need(bindings)
+        check_fits(need, node, node_bytes, bindings, f"{self.graph.name} on {self.backend}",
+                   available=avail, where=self.memory_kind)
+
+    memory_kind = "memory"
+
     def inputs(self, arrays):
-        return [self.to_device(a) for a in arrays]
+        return [self.to_input(a) for a in arrays]
+
+    def to_input(self, array):
+        """A call's input as the kernels take it: a read-only array (``flags.writeable``
+        False, a ``np.memmap`` opened 'r', ``np.broadcast_to``) is copied, since a
+        compiled kernel is specialised for writeable arrays."""
+        if isinstance(array, np.ndarray) and (not array.flags.writeable
+                                              or type(array) is not np.ndarray):
+            array = np.array(array, copy=True, subok=False)
+        return self.to_device(array)
 
     def run(self, arrays, bindings):
         with self._lock:

@@ -1,0 +1,138 @@
+"""Will a call fit in memory? Checked before any work, so a call too large for the machine
+is an :class:`~graphc.errors.InputError` naming the largest tensor (node, op, shape,
+bytes) and the user's line, not NumPy's ``MemoryError`` (or the kernel's OOM kill) half
+way through.
+
+A compiled backend knows what a call allocates from its memory plan (the arena, the
+outputs, the steps' scratch); the reference interpreter's need is estimated by walking
+the graph as it runs: the values alive at each node (each freed after its last use) plus
+the node's output and one NumPy temporary of its size. What the machine has is
+``MemAvailable`` of ``/proc/meminfo`` (the free physical memory elsewhere);
+``GRAPHC_MEMORY_LIMIT`` (bytes, or with a K/M/G suffix) sets it instead.
+"""
+from __future__ import annotations
+
+import os
+
+from ..errors import InputError
+
+# ops whose NumPy reference returns a view of its input (no new memory)
+VIEW_OPS = {"reshape", "transpose", "squeeze", "unsqueeze", "expand", "broadcast_to",
+            "input", "constant"}
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def parse_bytes(text: str) -> int:
+    text = text.strip().upper().rstrip("B").rstrip("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1:], 1)
+    return int(float(text[:-1] if mult > 1 else text) * mult)
+
+
+def available_bytes() -> int | None:
+    """Bytes of host memory a call may use (None when unknown: nothing is checked)."""
+    limit = os.environ.get("GRAPHC_MEMORY_LIMIT")
+    if limit:
+        try:
+            return parse_bytes(limit)
+        except ValueError:
+            pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _nbytes(t, bindings, float64: bool) -> int:
+    n = 8 if float64 and t.dtype == "float32" else t.np_dtype.itemsize
+    for d in t.concrete_shape(bindings):
+        n *= max(int(d), 0)
+    return n
+
+
+def interpreter_peak(graph, bindings, float64: bool = False):
+    """(peak bytes, the node whose step reaches it, its bytes) of run_graph on these
+    sizes: inputs and constants count nothing (they exist already), fused bodies count
+    their own peak at their node."""
+    order = graph.topo_order()
+    last_use: dict[int, int] = {}
+    for pos, nid in enumerate(order):
+        for i in graph.nodes[nid].inputs:
+            last_use[i] = pos
+    keep = set(graph.outputs)
+    live: dict[int, int] = {}
+    peak, at, at_bytes = 0, None, 0
+    for pos, nid in enumerate(order):
+        node = graph.nodes[nid]
+        size = 0 if node.op in VIEW_OPS else _nbytes(node.type, bindings, float64)
+        inner = 0
+        if node.op == "fused" and "body" in node.attrs:
+            inner = interpreter_peak(node.attrs["body"], bindings, float64)[0]
+        elif node.op == "attention":
+            inner = _attention_scratch(graph, node, bindings, float64)
+        need = sum(live.values()) + size + max(size, inner)   # + a temporary / the body
+        if need > peak:
+            peak, at, at_bytes = need, node, size
+        live[nid] = size
+        for i in node.inputs:
+            if last_use.get(i) == pos and i not in keep:
+                live.pop(i, None)
+    return peak, at, at_bytes
+
+
+def _attention_scratch(graph, node, bindings, float64: bool) -> int:
+    """The reference attention holds about three score arrays [..., S, T] at once (the
+    scores, their exponentials, the normalised weights)."""
+    q, k = (graph.nodes[i].type for i in node.inputs[:2])
+    qs, ks = q.concrete_shape(bindings), k.concrete_shape(bindings)
+    n = 3 * (8 if float64 and q.dtype == "float32" else q.np_dtype.itemsize)
+    for d in (*qs[:-1], ks[-2]):
+        n *= max(int(d), 0)
+    return n
+
+
+def largest_tensor(graph, nodes, bindings):
+    """The node of ``nodes`` with the most bytes, and its bytes."""
+    best, best_bytes = None, -1
+    for nid in nodes:
+        node = graph.nodes[nid]
+        b = _nbytes(node.type, bindings, False)
+        if b > best_bytes:
+            best, best_bytes = node, b
+    return best, max(best_bytes, 0)
+
+
+def check_fits(need: int, node, node_bytes: int, bindings, what: str,
+               available: int | None = None, where: str = "memory") -> None:
+    """InputError when ``need`` bytes exceed what is available."""
+    if available is None:
+        available = available_bytes()
+    if available is None or need <= available:
+        return
+    sizes = dict(sorted(bindings.items()))
+    detail = ""
+    if node is not None:
+        shape = list(node.type.concrete_shape(bindings))
+        detail = (f"; the largest is {node.name} = {node.op}(...) : {node.type} = {shape}, "
+                  f"{fmt_bytes(node_bytes)} ({node_bytes:,} bytes)")
+    raise InputError(
+        f"this call needs about {fmt_bytes(need)} ({need:,} bytes) of {where} for {what} "
+        f"at sizes {sizes}, but only {fmt_bytes(available)} ({available:,} bytes) is "
+        f"available{detail}; use smaller sizes (or set GRAPHC_MEMORY_LIMIT to override)",
+        op=node.op if node is not None else None,
+        node=node.name if node is not None else None,
+        shapes=[node.type] if node is not None else None,
+        loc=node.loc if node is not None else None)

@@ -1,0 +1,169 @@
+"""Issue 18 part 3: no raw exception reaches a user at call time.
+
+Read-only, non-writeable and memory-mapped inputs (and weights) run on every backend; a
+call that would not fit in memory is an InputError naming the node, the shapes and the
+bytes, raised before any work.
+"""
+import numpy as np
+import pytest
+
+import graphc
+from graphc.errors import InputError
+from graphc.runtime import memory
+
+BACKENDS = ["reference", "numba", "cupy-emu"]
+
+rng = np.random.default_rng(0)
+W = rng.standard_normal((16, 16)).astype(np.float32) / 4
+TABLE = rng.standard_normal((10, 16)).astype(np.float32)
+
+
+def _readonly(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+def block(ids, x):
+    h = graphc.embedding(TABLE, ids) + x          # a kernel reads both inputs directly
+    return graphc.softmax(graphc.relu(h @ W) * 2.0, axis=-1)
+
+
+def _expected(ids, x):
+    h = TABLE[ids] + x
+    z = np.maximum(h @ W, 0) * 2
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return graphc.trace(block, graphc.spec(("S",), "int64"), graphc.spec(("S", 16)))
+
+
+@pytest.fixture(scope="module")
+def exes(graph):
+    return {b: graphc.compile(graph, backend=b) for b in BACKENDS}
+
+
+def _memmap(tmp_path, a, mode):
+    f = tmp_path / f"a{a.dtype}{mode}.bin"
+    m = np.memmap(f, dtype=a.dtype, mode="w+", shape=a.shape)
+    m[...] = a
+    m.flush()
+    del m
+    return np.memmap(f, dtype=a.dtype, mode=mode, shape=a.shape)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["readonly", "memmap-r", "memmap-r+", "broadcast"])
+def test_readonly_and_mapped_inputs(exes, backend, kind, tmp_path):
+    ids = np.array([1, 2, 3, 9, 0], np.int64)
+    x = rng.standard_normal((5, 16)).astype(np.float32)
+    if kind == "readonly":
+        a, b = _readonly(ids), _readonly(x)
+    elif kind == "broadcast":          # a read-only view with a 0 stride
+        a, b = ids, np.broadcast_to(x[:1], (5, 16))
+        x = np.array(b)
+    else:
+        mode = kind.split("-")[1]
+        a, b = _memmap(tmp_path, ids, mode), _memmap(tmp_path, x, mode)
+    y = exes[backend](a, b)
+    np.testing.assert_allclose(y, _expected(ids, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cupy-emu"])
+def test_readonly_weights(backend):
+    w = _readonly(W)
+    table = _readonly(TABLE)
+
+    def f(ids, x):
+        return graphc.relu((graphc.embedding(table, ids) + x) @ w + w[0])
+    g = graphc.trace(f, graphc.spec(("S",), "int64"), graphc.spec(("S", 16)))
+    ids, x = np.array([4, 5], np.int64), rng.standard_normal((2, 16)).astype(np.float32)
+    y = graphc.compile(g, backend=backend)(_readonly(ids), x)
+    np.testing.assert_allclose(y, np.maximum((TABLE[ids] + x) @ W + W[0], 0), rtol=1e-5,
+                               atol=1e-6)
+
+
+def _attention_graph():
+    def attn(x):                                  # x: [S, 16]
+        s = graphc.softmax(graphc.scale(x @ x.T, 0.25), axis=-1)
+        return s @ x
+    return graphc.trace(attn, graphc.spec(("S", 16)))
+
+
+@pytest.mark.parametrize("float64", [False, True])
+def test_reference_too_large_is_an_input_error_before_any_work(monkeypatch, float64):
+    g = _attention_graph()
+    exe = graphc.compile(g, backend="reference", level="O0", float64=float64)
+    monkeypatch.setenv("GRAPHC_MEMORY_LIMIT", "1M")
+    ran = []
+    import graphc.runtime.interpreter as interp
+    x = np.zeros((1000, 16), np.float32)          # scores [1000, 1000]: 4 MB (8 in f64)
+    with monkeypatch.context() as m, pytest.raises(InputError) as e:
+        m.setattr(interp, "get_op", lambda *a, **k: ran.append(a) or None)
+        exe(x)
+    msg = str(e.value)
+    assert not ran                                  # refused before any node ran
+    assert "needs about" in msg and "only 1.0 MiB" in msg and "{'S': 1000}" in msg
+    assert "f32[S,S] = [1000, 1000]" in msg and "bytes" in msg
+    assert ("float64" in msg) == float64
+    assert "test_call_robustness.py" in msg         # the user's line of the big node
+    # small sizes still run
+    assert exe(np.zeros((4, 16), np.float32)).shape == (4, 16)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cupy-emu"])
+def test_compiled_too_large_is_an_input_error(monkeypatch, backend):
+    def mlp(x):
+        return graphc.relu(x @ W) @ W.T
+    g = graphc.trace(mlp, graphc.spec(("S", 16)))
+    exe = graphc.compile(g, backend=backend)
+    assert exe(np.ones((3, 16), np.float32)).shape == (3, 16)
+    monkeypatch.setenv("GRAPHC_MEMORY_LIMIT", "100K")
+    with pytest.raises(InputError) as e:
+        exe(np.ones((4000, 16), np.float32))       # 256 KB a tensor
+    msg = str(e.value)
+    assert "needs about" in msg and "{'S': 4000}" in msg and "[4000, 16]" in msg
+    assert "100.0 KiB" in msg
+
+
+def test_available_bytes_parses_the_override(monkeypatch):
+    monkeypatch.setenv("GRAPHC_MEMORY_LIMIT", "2G")
+    assert memory.available_bytes() == 2 << 30
+    monkeypatch.setenv("GRAPHC_MEMORY_LIMIT", "12345")
+    assert memory.available_bytes() == 12345
+    monkeypatch.delenv("GRAPHC_MEMORY_LIMIT")
+    assert memory.available_bytes() is None or memory.available_bytes() > 0
+
+
+def test_interpreter_out_of_memory_names_the_node(monkeypatch):
+    """A MemoryError NumPy raises anyway (the estimate is below the truth) is an
+    InputError naming the node."""
+    g = _attention_graph()
+    import graphc.runtime.interpreter as interp
+    real = interp.get_op
+
+    class Boom:
+        extra = {}
+
+        @staticmethod
+        def reference(*a, **k):
+            raise MemoryError
+
+    monkeypatch.setattr(interp, "get_op", lambda name, loc=None: Boom if name == "softmax"
+                        else real(name, loc))
+    with pytest.raises(InputError) as e:
+        graphc.compile(g, backend="reference", level="O0")(np.zeros((8, 16), np.float32))
+    assert "out of memory computing softmax" in str(e.value) and "[8, 8]" in str(e.value)
+
+
+def test_reference_attention_op_counts_its_scores(monkeypatch):
+    """At O2 the reference runs the fused attention op, whose NumPy implementation holds
+    the [S, T] scores: they count."""
+    exe = graphc.compile(_attention_graph(), backend="reference")
+    monkeypatch.setenv("GRAPHC_MEMORY_LIMIT", "1M")
+    with pytest.raises(InputError) as e:
+        exe(np.zeros((1000, 16), np.float32))
+    assert "needs about" in str(e.value) and "fused" in str(e.value)
