@@ -214,13 +214,15 @@ class ProgramExecutable(Executable):
         vals = dict(self.constants)
         for nid, a in zip(g.inputs, self.inputs(arrays)):
             vals[nid] = a
-        for nid, table_rows in self._embedding_checks:
+        for nid, table_rows, emb, shapes in self._embedding_checks:
             ids = vals[nid]
             if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= table_rows):
                 bad = ids[(ids < 0) | (ids >= table_rows)].ravel()[0]
-                raise InputError(f"input '{g.nodes[nid].attrs['name']}' holds id {int(bad)}, "
-                                 f"out of range for a table of {table_rows} rows",
-                                 node=g.nodes[nid].name)
+                # what the reference raises, naming the embedding's line in the model
+                raise InputError(f"embedding(): id {int(bad)} is out of range for a table "
+                                 f"of {table_rows} rows (input "
+                                 f"'{g.nodes[nid].attrs['name']}')", op="embedding",
+                                 node=emb.name, shapes=shapes, loc=emb.loc)
         outputs = set(g.outputs)
         for step in self.program.steps:
             nid = step.node
@@ -358,8 +360,9 @@ def gemm_only_constants(graph, program) -> set:
 
 
 def embedding_checks(graph, backend: str):
-    """(input node, table rows) for graph inputs used as embedding ids: checked before
-    each call so an id out of range is an error, not a read past the table."""
+    """(input node, table rows, the embedding node, its operand types) for graph inputs
+    used as embedding ids: checked before each call so an id out of range is an error
+    naming the embedding and the user's line, not a read past the table."""
     checks = []
     for node in graph.nodes.values():
         if node.op != "fused":
@@ -374,7 +377,8 @@ def embedding_checks(graph, backend: str):
                 outer = node.inputs[body.inputs.index(ids.id)]
                 rows = table.type.shape[0]
                 if graph.nodes[outer].op == "input" and isinstance(rows, int):
-                    checks.append((outer, rows))
+                    where = b if b.loc is not None else node
+                    checks.append((outer, rows, where, [table.type, ids.type]))
                     continue
             raise BackendError(f"the {backend} backend checks embedding ids only when they "
                                "are a graph input indexing a weight table", op="embedding",

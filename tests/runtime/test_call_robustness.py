@@ -167,3 +167,15 @@ def test_reference_attention_op_counts_its_scores(monkeypatch):
     with pytest.raises(InputError) as e:
         exe(np.zeros((1000, 16), np.float32))
     assert "needs about" in str(e.value) and "fused" in str(e.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_embedding_id_out_of_range_names_the_users_line(exes, backend):
+    x = np.zeros((2, 16), np.float32)
+    with pytest.raises(InputError) as e:
+        exes[backend](np.array([1, 10], np.int64), x)
+    msg = str(e.value)
+    assert "id 10 is out of range for a table of 10 rows" in msg
+    assert "op 'embedding'" in msg
+    line = block.__code__.co_firstlineno + 1          # h = graphc.embedding(...)
+    assert f"test_call_robustness.py:{line}" in msg, msg
