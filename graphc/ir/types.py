@@ -20,9 +20,21 @@ FLOAT_DTYPES = ("float32", "float64")
 INT_DTYPES = ("int32", "int64")
 
 
+# names whose width depends on who reads them (NumPy: 'float' is float64, torch: float32)
+AMBIGUOUS_DTYPES = {"float": ("float32", "float64"), "int": ("int32", "int64")}
+
+
 def normalize_dtype(dtype) -> str:
-    """Accept 'float32', np.float32, np.dtype('float32'), 'f32'; return the canonical name."""
+    """Accept 'float32', np.float32, np.dtype('float32'), 'f32'; return the canonical name.
+    'float' and 'int' are a DTypeError (NumPy reads 'float' as float64, torch as float32):
+    say float32 or float64, int32 or int64."""
     if isinstance(dtype, str):
+        if dtype.strip().lower() in AMBIGUOUS_DTYPES:
+            from ..errors import DTypeError
+            from .node import capture_loc
+            a, b = AMBIGUOUS_DTYPES[dtype.strip().lower()]
+            raise DTypeError(f"dtype {dtype!r} is ambiguous (NumPy reads it as {b}, torch as "
+                             f"{a}): write {a!r} or {b!r}", loc=capture_loc())
         for name, (short, _) in DTYPES.items():
             if dtype in (name, short):
                 return name
