@@ -25,6 +25,94 @@ from graphc.errors import AttrError, CheckpointError
 # ---------------------------------------------------------------------------------------
 # Config
 
+# The config's schema: per field (kind, low, high[, None allowed]). Bounds are generous
+# (DeepSeek-V2 236B is far inside every one) but finite, so a hostile config.json cannot
+# make a size overflow, a loop run for hours or a table fill the memory; the memory a
+# config implies is checked separately, before loading (deepseek_v2_checkpoint).
+_K = 1 << 10
+CONFIG_SCHEMA = {
+    "vocab_size": ("int", 1, 16 * _K * _K),
+    "hidden_size": ("int", 1, 64 * _K),
+    "intermediate_size": ("int", 1, _K * _K),
+    "moe_intermediate_size": ("int", 1, _K * _K),
+    "num_hidden_layers": ("int", 1, 4 * _K),
+    "num_attention_heads": ("int", 1, 4 * _K),
+    "q_lora_rank": ("int", 1, 64 * _K, None),
+    "kv_lora_rank": ("int", 1, 64 * _K),
+    "qk_nope_head_dim": ("int", 1, 4 * _K),
+    "qk_rope_head_dim": ("int", 2, 4 * _K),
+    "v_head_dim": ("int", 1, 4 * _K),
+    "n_routed_experts": ("int", 1, 64 * _K),
+    "n_shared_experts": ("int", 0, _K),
+    "num_experts_per_tok": ("int", 1, 64 * _K),
+    "first_k_dense_replace": ("int", 0, 4 * _K),
+    "moe_layer_freq": ("int", 1, 4 * _K),
+    "topk_method": ("choice", ("greedy", "group_limited_greedy")),
+    "n_group": ("int", 1, 64 * _K),
+    "topk_group": ("int", 1, 64 * _K),
+    "routed_scaling_factor": ("float", 0.0, 1e6),        # (low, high]: > 0
+    "norm_topk_prob": ("bool",),
+    "rms_norm_eps": ("float", 0.0, 1.0),
+    "rope_theta": ("float", 1.0, 1e30),
+    "rope_scaling": ("dict", None),
+    "max_position_embeddings": ("int", 1, 16 * _K * _K),
+    "tie_word_embeddings": ("bool",),
+    "eos_token_id": ("int", 0, 1 << 31, None),
+    "dtype": ("choice", ("float16", "float32", "float64")),
+}
+# YaRN's fields (the last entry: required or optional).
+ROPE_SCALING_SCHEMA = {
+    "factor": ("float", 0.0, 1e6, "required"),
+    "original_max_position_embeddings": ("int", 1, 16 * _K * _K, "required"),
+    "beta_fast": ("float", 0.0, 1e6, None, "optional"),
+    "beta_slow": ("float", 0.0, 1e6, None, "optional"),
+    "mscale": ("float", -1e-300, 1e6, None, "optional"),      # >= 0
+    "mscale_all_dim": ("float", -1e-300, 1e6, None, "optional"),
+}
+# Fields that set tensor shapes: config.json must give them (no default stands in).
+REQUIRED_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "moe_intermediate_size",
+                   "num_hidden_layers", "num_attention_heads", "kv_lora_rank",
+                   "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "n_routed_experts")
+
+
+def _show(v, limit: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def _kind(v) -> str:
+    return "" if isinstance(v, (int, float, type(None))) and not isinstance(v, bool) \
+        else f" ({type(v).__name__})"
+
+
+def _check_field(rule, v) -> str | None:
+    """What is wrong with ``v`` under ``rule`` (None: nothing)."""
+    kind = rule[0]
+    if v is None and (len(rule) > 3 and rule[3] is None or kind == "dict"):
+        return None
+    if kind == "int":
+        if not isinstance(v, int) or isinstance(v, bool) or not rule[1] <= v <= rule[2]:
+            return f"must be an integer in {rule[1]:,}..{rule[2]:,}" + \
+                (" or null" if len(rule) > 3 else "")
+    elif kind == "float":
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+            and rule[1] < v <= rule[2]
+        if not ok:
+            low = "> 0" if rule[1] == 0 else ">= 0" if rule[1] < 0 else f"> {rule[1]:g}"
+            return f"must be a finite number {low} and <= {rule[2]:g}" + \
+                (" or null" if len(rule) > 3 else "")
+    elif kind == "bool":
+        if not isinstance(v, bool):
+            return "must be true or false"
+    elif kind == "choice":
+        if not isinstance(v, str) or v not in rule[1]:
+            return "must be one of " + ", ".join(repr(c) for c in rule[1])
+    elif kind == "dict":
+        if not isinstance(v, dict):
+            return "must be an object or null"
+    return None
+
+
 @dataclass(frozen=True)
 class DeepseekV2Config:
     """The model's hyper-parameters, with the Hugging Face ``DeepseekV2Config`` names.
@@ -68,14 +156,16 @@ class DeepseekV2Config:
     def __post_init__(self):
         def bad(msg):
             raise AttrError(f"DeepseekV2Config: {msg}")
-        if self.topk_method not in ("greedy", "group_limited_greedy"):
-            bad(f"topk_method must be 'greedy' or 'group_limited_greedy', "
-                f"got {self.topk_method!r}")
+        for name, rule in CONFIG_SCHEMA.items():
+            problem = _check_field(rule, getattr(self, name))
+            if problem:
+                bad(f"{name} {problem}, got {_show(getattr(self, name))}"
+                    f"{_kind(getattr(self, name))}")
         if self.topk_method == "group_limited_greedy":
-            if not self.n_group or self.n_routed_experts % self.n_group:
+            if self.n_routed_experts % self.n_group:
                 bad(f"n_routed_experts {self.n_routed_experts} is not a multiple of "
                     f"n_group {self.n_group}")
-            if not 1 <= (self.topk_group or 0) <= self.n_group:
+            if not 1 <= self.topk_group <= self.n_group:
                 bad(f"topk_group {self.topk_group} must be in 1..n_group {self.n_group}")
             if self.num_experts_per_tok > self.topk_group * (self.n_routed_experts
                                                              // self.n_group):
@@ -86,16 +176,18 @@ class DeepseekV2Config:
                 f"experts {self.n_routed_experts}")
         if self.qk_rope_head_dim % 2:
             bad(f"qk_rope_head_dim {self.qk_rope_head_dim} must be even")
-        if self.moe_layer_freq < 1:
-            bad(f"moe_layer_freq {self.moe_layer_freq} must be >= 1")
         rs = self.rope_scaling
         if rs is not None:
             kind = rs.get("type", rs.get("rope_type"))
             if kind != "yarn":
-                bad(f"rope scaling {kind!r} is not supported (only 'yarn' or none)")
-            for k in ("factor", "original_max_position_embeddings"):
-                if k not in rs:
+                bad(f"rope scaling {_show(kind)} is not supported (only 'yarn' or none)")
+            for k, rule in ROPE_SCALING_SCHEMA.items():
+                if k not in rs and rule[-1] == "required":
                     bad(f"YaRN rope scaling needs {k!r}")
+                problem = _check_field(rule[:-1], rs.get(k))
+                if problem:
+                    bad(f"rope_scaling.{k} {problem}, got {_show(rs.get(k))}"
+                        f"{_kind(rs.get(k))}")
 
     # -- derived sizes --------------------------------------------------------------------
     @property
@@ -107,9 +199,20 @@ class DeepseekV2Config:
 
     # -- Hugging Face config.json --------------------------------------------------------
     @classmethod
-    def from_hf(cls, d: dict) -> "DeepseekV2Config":
+    def from_hf(cls, d: dict, require_shapes: bool = False) -> "DeepseekV2Config":
         """From a ``config.json`` dict (``transformers`` 4.x ``rope_scaling`` or 5.x
-        ``rope_parameters``). Unknown keys are ignored."""
+        ``rope_parameters``). Unknown keys are ignored; missing ones take the defaults,
+        except with ``require_shapes`` (a checkpoint's config.json) the fields that set
+        tensor shapes (:data:`REQUIRED_FIELDS`), which must be there. Every field is
+        checked against
+        :data:`CONFIG_SCHEMA` (types and bounds); a bad one is a CheckpointError naming
+        the field and the value."""
+        if not isinstance(d, dict):
+            raise CheckpointError(f"config.json: not a JSON object ({_kind(d).strip()})")
+        for k in REQUIRED_FIELDS if require_shapes else ():
+            if d.get(k) is None:
+                raise CheckpointError(f"config.json: {k} is {'null' if k in d else 'missing'}"
+                                      f"; it sets tensor shapes, so there is no default")
         names = {f.name for f in fields(cls)} - {"rope_scaling", "rope_theta", "dtype"}
         kw = {k: d[k] for k in names if k in d and d[k] is not None}
         if d.get("q_lora_rank", 0) is None:
@@ -119,6 +222,10 @@ class DeepseekV2Config:
         rp = d.get("rope_parameters")
         rs = d.get("rope_scaling")
         theta = d.get("rope_theta")
+        for k, v in (("rope_parameters", rp), ("rope_scaling", rs)):
+            if v is not None and not isinstance(v, dict):
+                raise CheckpointError(f"config.json: {k} must be an object or null, got "
+                                      f"{_show(v)}{_kind(v)}")
         if isinstance(rp, dict):
             theta = rp.get("rope_theta", theta)
             kind = rp.get("rope_type", rp.get("type", "default"))
@@ -129,7 +236,7 @@ class DeepseekV2Config:
             rs["type"] = rs.pop("rope_type", rs.get("type"))
         kw["rope_scaling"] = rs
         if theta is not None:
-            kw["rope_theta"] = float(theta)
+            kw["rope_theta"] = theta
         if d.get("topk_method") is None:
             kw["topk_method"] = "greedy"
         for k in ("n_group", "topk_group"):
@@ -138,13 +245,17 @@ class DeepseekV2Config:
         if "moe_layer_freq" not in d:
             kw["moe_layer_freq"] = 1
         if d.get("hidden_act", "silu") != "silu":
-            raise CheckpointError(f"config.json: hidden_act {d['hidden_act']!r} is not "
+            raise CheckpointError(f"config.json: hidden_act {_show(d['hidden_act'])} is not "
                                   "supported (only 'silu')")
         for k in ("attention_bias", "mlp_bias"):
-            if d.get(k):
-                raise CheckpointError(f"config.json: {k}=true is not supported")
+            if d.get(k) not in (None, False):
+                raise CheckpointError(f"config.json: {k}={_show(d[k])} is not supported "
+                                      "(only false)")
         try:
             return cls(**kw)
+        except AttrError as e:
+            raise CheckpointError("config.json: " + e.message.removeprefix(
+                "DeepseekV2Config: ")) from None
         except TypeError as e:
             raise CheckpointError(f"config.json: {e}") from None
 
@@ -774,12 +885,15 @@ def random(config: DeepseekV2Config | None = None, seed: int = 0) -> DeepseekV2:
     return DeepseekV2(config, init_params(config, seed))
 
 
-def load(path, dtype: str = "float32", check_memory: bool = True) -> DeepseekV2:
+def load(path, dtype: str = "float32", check_memory: bool = True,
+         allow_nonfinite: bool = False, max_bytes: int | None = None) -> DeepseekV2:
     """Load a Hugging Face checkpoint directory (config.json + *.safetensors; sharded with
     model.safetensors.index.json). Routed experts may be stored per expert or fused.
-    Raises :class:`graphc.CheckpointError` naming any missing, extra or misshapen tensor,
-    or, before reading any, when the parameters would not fit the memory available
-    (``check_memory=False`` skips that check)."""
+    Raises :class:`graphc.CheckpointError` naming any bad config field (with its value),
+    missing, extra or misshapen tensor, malformed file or NaN/infinite weight
+    (``allow_nonfinite=True`` loads those anyway), or, before reading any, when the
+    parameters would not fit the memory available (``check_memory=False`` skips that
+    check; ``max_bytes`` sets the limit). See ``deepseek_v2_checkpoint``."""
     from .deepseek_v2_checkpoint import load_checkpoint
-    config, params = load_checkpoint(path, dtype, check_memory)
+    config, params = load_checkpoint(path, dtype, check_memory, allow_nonfinite, max_bytes)
     return DeepseekV2(config, params)
