@@ -7,7 +7,9 @@ for printing by what the step computes (kind, ops, output shape) with the user's
 line. A GPU backend synchronises before reading the clock, so its step times include
 the launch and the kernel; the whole call is also timed without the per-step clock, and
 the table reports what the steps do not account for (Python, allocation, checks), taken
-within the timed calls themselves.
+within the timed calls themselves. Percentages are of the step-by-step call (the steps'
+medians plus the time outside them), so the groups and "outside the steps" add up to
+100%.
 """
 from __future__ import annotations
 
@@ -106,29 +108,41 @@ class Profile:
             kinds[s.kind] = kinds.get(s.kind, 0.0) + s.seconds
         return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
 
+    @property
+    def wall(self) -> float:
+        """Seconds of one call timed step by step: the steps' medians plus the median
+        time outside them. The table's percentages are of this, so the groups and the
+        share outside the steps add up to 100%."""
+        return self.step_seconds + self.outside
+
+    def percent(self, seconds: float) -> float:
+        return 100.0 * seconds / max(self.wall, 1e-12)
+
     def table(self, top: int = 20) -> str:
-        total = max(self.total, 1e-12)
+        pct = self.percent
         lines = [f"profile of {self.label}: {self.total * 1e3:.2f} ms a call (median of "
-                 f"{self.repeat}), {len(self.steps)} steps timed one by one "
-                 f"{self.step_seconds * 1e3:.2f} ms",
+                 f"{self.repeat}); timed step by step {self.wall * 1e3:.2f} ms = "
+                 f"{len(self.steps)} steps {self.step_seconds * 1e3:.2f} ms + outside the "
+                 f"steps {self.outside * 1e3:.2f} ms (% below: of these "
+                 f"{self.wall * 1e3:.2f} ms)",
                  f"{'ms':>9s} {'%':>5s} {'calls':>5s}  {'kind':9s} {'ops':34s} "
                  f"{'shape':18s} where"]
         groups = self.groups()
         for g in groups[:top]:
             where = ", ".join(g.locs[:2]) + (" ..." if len(g.locs) > 2 else "")
             ops = g.ops if len(g.ops) <= 34 else g.ops[:31] + "..."
-            lines.append(f"{g.seconds * 1e3:9.3f} {100 * g.seconds / total:5.1f} "
+            lines.append(f"{g.seconds * 1e3:9.3f} {pct(g.seconds):5.1f} "
                          f"{g.calls:5d}  {g.kind:9s} {ops:34s} "
                          f"{str(list(g.shape)):18s} {where}")
         rest = groups[top:]
         if rest:
             sec = sum(g.seconds for g in rest)
-            lines.append(f"{sec * 1e3:9.3f} {100 * sec / total:5.1f} "
+            lines.append(f"{sec * 1e3:9.3f} {pct(sec):5.1f} "
                          f"{sum(g.calls for g in rest):5d}  ({len(rest)} more groups)")
-        kinds = ", ".join(f"{k} {v * 1e3:.2f} ms ({100 * v / total:.0f}%)"
+        kinds = ", ".join(f"{k} {v * 1e3:.2f} ms ({pct(v):.1f}%)"
                           for k, v in self.by_kind().items())
-        lines.append(f"by kind: {kinds}; outside the steps {self.outside * 1e3:.2f} ms a "
-                     "call")
+        lines.append(f"by kind: {kinds}; outside the steps {self.outside * 1e3:.2f} ms "
+                     f"({pct(self.outside):.1f}%)")
         return "\n".join(lines)
 
     def __str__(self) -> str:
