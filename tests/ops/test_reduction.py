@@ -590,3 +590,37 @@ def test_cumsum_needs_axis_and_refuses_bool():
         graphc.cumsum(np.array([[True, False], [True, True]]), axis=0)
     assert_reported_at(ei.value, at, "cumsum")
     assert "bool" in str(ei.value) and "[2,2]" in str(ei.value)
+
+
+def test_scan_after_a_block_reduction_compiled(rng):
+    """A row that reduces and then scans (a cumulative distribution, cumsum(x) / sum(x)):
+    on the GPU the sum is split across the block and the scan after it runs in order, not
+    split (every thread carries the running total, thread 0 stores), on cupy-emu as on
+    numba. A temporary op, so the renderer sees a Reduce and a scan in one row kernel."""
+    from graphc.lower import loopir as L
+    from graphc.ops import unregister_op
+    from graphc.ops.reduction import _cumsum_infer
+
+    def row(ctx):
+        s = ctx.reduce("total", "+", ctx.ACC, lambda i: ctx.value(0, i))
+        s.append(L.Assign("run", L.Const(0.0, ctx.ACC), ctx.ACC))
+
+        def step(j):
+            full = ctx.full(j)
+            return [L.Assign("run", L.Bin("+", L.Var("run"), ctx.value(0, full)), ctx.ACC),
+                    *ctx.finish(full, L.Cast(L.Bin("/", L.Var("run"), L.Var("total")),
+                                             ctx.dtype))]
+        return s + ctx.loops("j", step)
+
+    try:
+        @graphc.register_op("cdf_xyz", kind="reduction", infer=_cumsum_infer, lower_row=row)
+        def cdf_xyz(x, *, axis):
+            return np.cumsum(x, axis=axis) / np.sum(x, axis=axis, keepdims=True)
+
+        def want(x, v):
+            return _cumsum(x, 1) / x.sum(1, keepdims=True), _cumsum(v, 0) / v.sum()
+        cases = [(positive(rng, (3, n, 4)), positive(rng, (n + 2,))) for n in (1, 5, 300)]
+        check_compiled(lambda x, v: (cdf_xyz(x, axis=1), cdf_xyz(v, axis=0)),
+                       [spec((3, "S", 4)), spec(("T",))], cases, want)
+    finally:
+        unregister_op("cdf_xyz")
