@@ -67,7 +67,10 @@ block a context switch: about 1.5 us per thread per barrier on 2 cores (0.35 ms 
 threads) where the kernel allows it.
 
 The compiled ``.so`` files are cached by the sha256 of header, source and compiler
-command, in ``cuda-emu-<graphc version>`` under the Numba backend's cache root.
+command, in ``cuda-emu-<graphc version>`` under the Numba backend's cache root. Each is
+sealed when written (graphc/cache.py); a cached file is read once, its seal checked, and
+those bytes are loaded from a private copy; a file that fails is deleted and rebuilt with
+one warning.
 """
 from __future__ import annotations
 
@@ -226,12 +229,15 @@ _LOADED: dict[str, ctypes.CDLL] = {}   # digest -> the loaded library, for the p
 _LOCK = threading.Lock()
 
 
-def _compile(text: str, cmd: list[str], out: Path, source: str, name: str) -> None:
-    with tempfile.TemporaryDirectory(prefix="graphc-emu-") as tmp:
+def _compile(text: str, cmd: list[str], out: Path, source: str, name: str) -> bytes:
+    """Compile ``text`` and store the library sealed at ``out`` (graphc/cache.py); returns
+    the library's bytes (what the caller loads: not the file, which others may change)."""
+    from graphc.cache import write_sealed
+    with tempfile.TemporaryDirectory(prefix="graphc-emu-") as tmp:   # mode 0700
         src = Path(tmp) / "kernel.cu"
         src.write_text(text)
-        tmp_out = out.with_name(f"{out.name}.tmp{os.getpid()}.{threading.get_ident()}")
-        full = [*cmd, str(src), "-o", str(tmp_out)]
+        lib = Path(tmp) / "kernel.so"
+        full = [*cmd, str(src), "-o", str(lib)]
         try:
             proc = subprocess.run(full, capture_output=True, text=True)
         except OSError as e:  # FileNotFoundError, PermissionError
@@ -244,10 +250,11 @@ def _compile(text: str, cmd: list[str], out: Path, source: str, name: str) -> No
             if "omp.h" in log or "fopenmp" in log:
                 hint = ("\n(the compiler seems to lack OpenMP: CUDA emulation needs g++ "
                         "with OpenMP, or set CXX to a compiler that has it)")
-            tmp_out.unlink(missing_ok=True)
             raise BackendError(f"CUDA emulation: {cmd[0]} could not compile {name}:\n"
                                f"{log}{hint}\n--- source ---\n{numbered(source)}")
-        os.replace(tmp_out, out)  # atomic: a concurrent loader sees no file or a whole one
+        payload = lib.read_bytes()
+    write_sealed(out, payload)  # atomic: a concurrent loader sees no file or a whole one
+    return payload
 
 
 @dataclass(frozen=True)
@@ -273,41 +280,56 @@ def library_path(source: str, *, cxx_options=(), name: str = "kernel.cu") -> Pat
     return _build(source, name, tuple(cxx_options)).path
 
 
-def _open(path: Path, digest: str) -> ctypes.CDLL | None:
-    """The library at ``path`` if it loads and was built for ``digest``, else None."""
+def _open(payload: bytes, digest: str, folder: Path) -> ctypes.CDLL | None:
+    """The library ``payload`` (checked bytes) if it loads and was built for ``digest``,
+    else None. It is loaded from a private copy (mode 0600, made with O_EXCL in the
+    checked cache folder, removed once loaded), so the bytes the loader maps are the
+    bytes checked, and no one can change them under the mapping."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".load-", suffix=".so")
     try:
-        lib = ctypes.CDLL(str(path))
-    except OSError:
-        return None
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        try:
+            lib = ctypes.CDLL(tmp)
+        except OSError:
+            return None
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
     try:
         stored = ctypes.c_char.in_dll(lib, "graphc_emu_digest")
         if ctypes.string_at(ctypes.addressof(stored), 64).decode() == digest:
             return lib
     except (ValueError, UnicodeDecodeError):
         pass
-    # Unload it, or dlopen would hand the same library back after the rebuild.
     if hasattr(_ctypes, "dlclose"):
         _ctypes.dlclose(lib._handle)
     return None
 
 
+_BAD = ("does not load or does not match its source (corrupt or modified: its seal "
+        "does not match)")
+
+
 def _load(source: str, name: str, cxx_options) -> tuple[ctypes.CDLL, Path, bool]:
     """(library, its path, whether it came from a cache: the process's or the disk's)."""
+    from graphc.cache import discard, read_sealed
     b = _build(source, name, cxx_options)
     with _LOCK:
         lib = _LOADED.get(b.digest)
         if lib is not None:
             return lib, b.path, True
-        cached = b.path.exists()
-        lib = _open(b.path, b.digest) if cached else None
+        # read once and checked; a file that fails is deleted with one warning
+        payload = read_sealed(b.path, "CUDA emulation module", _BAD)
+        lib = _open(payload, b.digest, b.path.parent) if payload is not None else None
+        cached = lib is not None
+        if payload is not None and lib is None:     # sealed by us, yet not this module
+            discard(b.path, "CUDA emulation module", _BAD)
         if lib is None:
-            if cached:
-                warnings.warn(f"graphc: cached CUDA emulation module {b.path} does not load "
-                              "or does not match its source (corrupt or modified); "
-                              "recompiling it", RuntimeWarning)
-                cached = False
-            _compile(b.text, list(b.cmd), b.path, source, name)
-            lib = _open(b.path, b.digest)
+            payload = _compile(b.text, list(b.cmd), b.path, source, name)
+            lib = _open(payload, b.digest, b.path.parent)
             if lib is None:
                 raise BackendError(f"CUDA emulation: the module just compiled to {b.path} "
                                    "does not load")

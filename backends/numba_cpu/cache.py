@@ -1,13 +1,15 @@
 """Content-addressed kernel cache.
 
 Each kernel's generated source is written to ``<cache>/k_<sha256>.py`` with its hash on the
-first line, imported from there (registered in ``sys.modules`` before it runs, so Numba's
-``cache=True`` finds the file and stores machine code beside it), and so a second process
-compiling the same model starts warm. A file whose content does not match its hash (corrupt
-or tampered) is rewritten and recompiled, never executed.
+first line and graphc's seal at the end (graphc/cache.py), executed from the bytes checked
+(registered in ``sys.modules`` before it runs, so Numba's ``cache=True`` finds the file and
+stores machine code beside it, sealed too: kernel_import.py), and so a second process
+compiling the same model starts warm. A file that is not exactly what graphc would write
+(corrupt or tampered) is rewritten and recompiled, never executed.
 
 The directory is ``$GRAPHC_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphc``, else
-``~/.cache/graphc``, with a subfolder per graphc and Numba version.
+``~/.cache/graphc``, with a subfolder per graphc and Numba version; one that another user
+could write to is refused (graphc.cache.CacheTrustError).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -24,14 +27,21 @@ import numba
 import graphc
 
 from . import kernel_import
-from .kernel_import import DONE, import_file, module_name
+from .kernel_import import DONE, HEADER, import_file, module_name
 
-HEADER = "# graphc-sha256: "
+_DIRS: dict[str, Path] = {}     # cache root -> its checked kernel folder
 
 
 def cache_dir() -> Path:
-    from graphc.cache import cache_subdir
-    return cache_subdir(f"numba-{graphc.__version__}-{numba.__version__}")
+    from graphc import cache as trust
+    root = str(trust.cache_root())
+    folder = _DIRS.get(root)
+    if folder is None:
+        folder = trust.cache_subdir(f"numba-{graphc.__version__}-{numba.__version__}")
+        trust.private_dir(folder / "__pycache__", folder)   # Numba's files: made 0700 here
+        kernel_import.register_folder(folder)
+        _DIRS[root] = folder
+    return folder
 
 
 def digest(source: str) -> str:
@@ -39,9 +49,19 @@ def digest(source: str) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+    """Write ``text`` (already sealed, see _entry) atomically: a concurrent reader sees
+    the old or the new file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def load_kernel(source: str):
@@ -52,35 +72,51 @@ def load_kernel(source: str):
 
 
 def _entry(source: str):
-    """(digest, cache path, file text) of ``source``."""
+    """(digest, cache path, file text: the hash line, the source and graphc's seal) of
+    ``source``."""
+    from graphc.cache import seal
     h = digest(source)
-    return h, cache_dir() / f"k_{h[:32]}.py", HEADER + h + "\n" + source
+    path = cache_dir() / f"k_{h[:32]}.py"
+    return h, path, seal(path.name, (HEADER + h + "\n" + source).encode()).decode()
 
 
-def _is_current(path: Path, h: str) -> bool:
-    first, _, rest = path.read_text().partition("\n")
-    return first == HEADER + h and digest(rest) == h
+def _read(path: Path) -> bytes | None:
+    """The bytes of ``path``, read once; None if there is none. A symlink, a folder or an
+    unreadable file reads as b"" (not what graphc wrote)."""
+    from graphc.cache import read_bytes
+    try:
+        return read_bytes(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return b""
+
+
+def _is_current(path: Path, text: str) -> bool:
+    data = _read(path)
+    return data is not None and data == text.encode()
 
 
 def load_module(source: str):
     """Import the module for ``source`` from the cache (writing it if needed): for
     sources with several functions. Returns (module, was_cached)."""
     h, path, text = _entry(source)
-    cached = False
-    if path.exists():
-        if _is_current(path, h):
-            cached = True
-        else:
+    code = text.encode()
+    data = _read(path)
+    cached = data == code        # the file is exactly what graphc writes for source
+    if not cached:
+        if data is not None:
             warnings.warn(f"graphc: cached kernel {path} does not match its hash "
-                          "(corrupt or modified); recompiling it", RuntimeWarning)
+                          "(corrupt or modified); deleted it, recompiling it", RuntimeWarning)
             _drop_numba_cache(path)
-            _write(path, text)
-    else:
+            from graphc.cache import remove
+            if path.is_dir() and not path.is_symlink():
+                remove(path)
         _write(path, text)
     name = module_name(path)
     mod = sys.modules.get(name)
     if mod is None:
-        mod = import_file(name, path)
+        mod = import_file(name, path, code)     # the bytes checked, not the file again
     return mod, cached
 
 
@@ -132,7 +168,7 @@ def precompile(sources, done=None) -> set[str]:
             continue
         if indexed is None:
             indexed = _indexed(path.parent)
-        if not path.exists() or (path.stem not in indexed and _is_current(path, h)):
+        if not path.exists() or (path.stem not in indexed and _is_current(path, text)):
             todo[h] = (path, text)        # (a file that does not match: load_module warns)
     jobs = min(compile_jobs(), len(todo))
     if (jobs < 2 or len(todo) < PARALLEL_MIN_MODULES or not sys.executable
@@ -175,12 +211,16 @@ def precompile(sources, done=None) -> set[str]:
             except OSError:
                 pass
 
+    from graphc import cache as trust
+    trust.cache_key()                    # made here, once, before the workers read it
+    trust_file = trust.__file__
     procs = []
     try:
         try:
             for _ in range(jobs):
                 procs.append(subprocess.Popen(
-                    [sys.executable, kernel_import.__file__], stdin=subprocess.PIPE,
+                    [sys.executable, kernel_import.__file__, trust_file],
+                    stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, text=True))   # stderr: Numba's warnings
         except OSError:
             return set()                 # cannot start processes here: compile here
