@@ -228,7 +228,8 @@ def load_checkpoint(directory, dtype: str = "float32", check_memory: bool = True
             raise CheckpointError(f"tensor {name!r} has dtype {got.dtype}; expected a float")
 
     def read(name):
-        a = read_tensor(infos[name]).astype(dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):   # overflow: inf, checked next
+            a = read_tensor(infos[name]).astype(dtype, copy=False)
         if not allow_nonfinite:
             check_finite(name, a, infos[name].path)
         return a

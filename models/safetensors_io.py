@@ -215,10 +215,12 @@ def read_header(path: str) -> dict[str, TensorInfo]:
             if len(raw) < 8:
                 raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
             (n,) = struct.unpack("<Q", raw)
-            if n > MAX_HEADER_BYTES or 8 + n > size:
+            if 8 + n > size:
                 raise CheckpointError(f"{path}: not a safetensors file (header length {n:,} "
-                                      f"does not fit a {size:,}-byte file, or is over the "
-                                      f"{MAX_HEADER_BYTES:,}-byte limit)")
+                                      f"does not fit a {size:,}-byte file)")
+            if n > MAX_HEADER_BYTES:
+                raise CheckpointError(f"{path}: header length {n:,} is over the "
+                                      f"{MAX_HEADER_BYTES:,}-byte limit (MAX_HEADER_BYTES)")
             text = f.read(n)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read: {e}") from None
