@@ -400,6 +400,14 @@ CASES = {
         "/dev/zero")), {}, r"'model\.safetensors' resolves to '/dev/zero', outside"),
     "pickle_only": (lambda d: ((d / ST).unlink(), (d / "pytorch_model.bin").write_bytes(
         b"\x80\x02cos\nsystem\n")), {}, r"pickle checkpoints are never loaded"),
+    "name_too_long": (header(lambda h: h.__setitem__("x" * 5000, h.pop("model.norm.weight"))),
+                      {}, r"tensor 'xxxx+\.\.\.: name longer than 1024 characters"),
+    "layers_zero": (cfg(num_hidden_layers=0), {}, r"num_hidden_layers must be .*got 0"),
+    "rope_scaling_list": (cfg(rope_parameters=None, rope_scaling=["yarn", 4.0]), {},
+                          r"rope_scaling must be an object or null, got \['yarn', 4\.0\]"),
+    "config_dangling_symlink": (lambda d: ((d / "config.json").unlink(), (
+        d / "config.json").symlink_to(d / "nowhere.json")), {},
+        r"config 'config\.json' is missing"),
     # the shard index
     "index_outside": (index(moved), {},
                       r"shard listed in model\.safetensors\.index\.json, '\.\./elsewhere/"
@@ -423,6 +431,9 @@ CASES = {
     "index_extra_name": (index(lambda f, d: {**f, "model.ghost.weight":
                                              "model-00001-of-00002.safetensors"}), {},
                          r"tensor 'model\.ghost\.weight' is listed in the index"),
+    "index_symlink_out": (lambda d: (index(lambda f, _: f)(d), symlink_out(
+        "model.safetensors.index.json", copy_to)(d)), {},
+        r"index 'model\.safetensors\.index\.json' resolves to .*outside the checkpoint"),
     # weights
     "nan_weight": (poke("model.norm.weight", math.nan, index=3), {},
                    r"tensor 'model\.norm\.weight' in model\.safetensors has non-finite values "
