@@ -3,8 +3,11 @@
 Operators follow NumPy: ``@``, ``+ - * / // **`` with broadcasting, unary ``-`` and
 ``abs()``; ``== != < <= > >=`` give bool tensors; ``& | ^ ~`` are logical ops on bool
 tensors. A bool operand of an arithmetic operator or a comparison takes the other
-operand's dtype (``x * (ids == 0)``), as NumPy and torch do; a Python number takes the
-tensor's dtype; an int tensor meets a float one only through an explicit cast.
+operand's dtype (``x * (ids == 0)``), as NumPy and torch do, and two bools give a bool
+(``+`` is or, ``*`` is and; ``-`` is an error). A number (Python's or NumPy's) takes the
+tensor's dtype; an int tensor meets a float one only through an explicit cast, so a float
+number in arithmetic on an int tensor is a trace error (never truncated), while a
+comparison compares the values (``ids < 0.5``) as NumPy does.
 
 Methods: NumPy's (``.T``, ``.reshape`` with -1, also over symbolic dims, ``.transpose``,
 ``.astype``, ``.sum/.mean/.max/.min(axis, keepdims)``, ``[]`` slicing, ``.shape``,
@@ -116,6 +119,51 @@ def _to(v, dtype):
     if isinstance(v, Tensor):
         return _F().cast(v, dtype=dtype)
     return np.asarray(v, dtype=np.dtype(dtype))
+
+
+def _is_bool(v) -> bool:
+    return isinstance(v, (bool, np.bool_)) or _dtype_of(v) == "bool"
+
+
+def _is_float_number(v) -> bool:
+    return isinstance(v, (float, np.floating))
+
+
+def _int_fits(v, dtype) -> bool:
+    info = np.iinfo(dtype)
+    return info.min <= int(v) <= info.max
+
+
+_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+
+
+def _check_number(a, b, op):
+    """A number operand of arithmetic on an integer tensor: a float one would be
+    truncated to the tensor's dtype (NumPy gives floats), an int out of the dtype's range
+    would wrap (NumPy raises): trace errors, never a silently different number."""
+    t, v = (a, b) if isinstance(a, Tensor) else (b, a)
+    if not isinstance(t, Tensor) or not t.dtype.startswith("int") or not _is_number(v):
+        return
+    sym = _SYMBOL.get(op, op)
+    if _is_float_number(v):
+        raise TraceError(f"'{sym}' of a {t.dtype} tensor and the float {v!r}: NumPy gives "
+                         f"floats, graphc does not truncate the number; cast first "
+                         f"(x.astype('float32') {sym} {v!r})", loc=_user_loc())
+    if not _int_fits(v, t.dtype):
+        raise TraceError(f"'{sym}' of a {t.dtype} tensor and {v!r}, which does not fit in "
+                         f"{t.dtype}; cast first (x.astype('int64'))", loc=_user_loc())
+
+
+def _bool_arith(a, b, op):
+    """Arithmetic of two bools as NumPy and torch do it: + is or, * is and."""
+    if op == "add":
+        return _F().logical_or(a, b)
+    if op == "mul":
+        return _F().logical_and(a, b)
+    hint = " use ^ (logical_xor) for bools that differ" if op == "sub" else ""
+    raise TraceError(f"'{_SYMBOL.get(op, op)}' of two bools is not supported (NumPy and "
+                     f"torch refuse it or change the dtype);{hint or ' cast first'} "
+                     "(x.astype('int64'))", loc=_user_loc())
 
 
 def _torch_dtype(dtype):
@@ -275,8 +323,9 @@ class Tensor:
     def __bool__(self):
         raise TraceError("a traced tensor has no truth value: Python control flow (if, "
                          "while, and/or/not, a comparison in an if) cannot depend on tensor "
-                         "data; choose values elementwise with graphc.where(cond, a, b)",
-                         loc=_user_loc())
+                         "data; choose values elementwise with graphc.where(cond, a, b). "
+                         "(`t in items` compares with ==, which gives a tensor: test "
+                         "identity with any(t is u for u in items).)", loc=_user_loc())
 
     def _no_value(self, what):
         raise TraceError(f"{what} of a traced tensor: its values exist only when the graph "
@@ -342,6 +391,9 @@ class Tensor:
             return NotImplemented
         a, b = (other, self) if reflected else (self, other)
         a, b = _promote_bool(a, b)
+        if _is_bool(a) and _is_bool(b):
+            return _bool_arith(a, b, op)
+        _check_number(a, b, op)
         return getattr(_F(), op)(a, b)
 
     def __matmul__(self, other):
@@ -376,7 +428,13 @@ class Tensor:
         if not _is_operand(other):
             return NotImplemented
         a, b = (other, self) if reflected else (self, other)
+        if _is_bool(a) and _is_bool(b):
+            if floor:
+                raise TraceError("'//' of two bools is not supported (NumPy gives int8); "
+                                 "cast first (x.astype('int64'))", loc=_user_loc())
+            a, b = _to(a, "float32"), _to(b, "float32")     # torch's bool / bool
         a, b = _promote_bool(a, b)
+        _check_number(a, b, "//" if floor else "div")
         t = a if isinstance(a, Tensor) else b
         if floor and t.type.is_float:
             raise TraceError(f"'//' on a {t.dtype} tensor is not supported; use '/'",
@@ -401,6 +459,9 @@ class Tensor:
         return self._div(other, True, True)
 
     def __neg__(self):
+        if self.dtype == "bool":
+            raise TraceError("unary '-' of a bool tensor is not supported (NumPy and torch "
+                             "refuse it); write ~x for logical not", loc=_user_loc())
         return _F().neg(self)
 
     def __pos__(self):
@@ -456,6 +517,16 @@ class Tensor:
         if not _is_operand(other):
             return NotImplemented
         a, b = _promote_bool(self, other)
+        if a.dtype.startswith("int") and _is_number(b):
+            # Compare the values, as NumPy does (ids < 0.5, i32 < 2**40): the number is not
+            # truncated or wrapped to the tensor's dtype.
+            if _is_float_number(b):
+                a = _to(a, "float64")
+            elif not _int_fits(b, a.dtype):
+                if not _int_fits(b, "int64"):
+                    raise TraceError(f"comparison of a {a.dtype} tensor with {b!r}, which "
+                                     "does not fit in int64", loc=_user_loc())
+                a = _to(a, "int64")
         return getattr(_F(), op)(a, b)
 
     def __eq__(self, other):

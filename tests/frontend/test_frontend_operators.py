@@ -249,3 +249,249 @@ def test_integer_floor_division_and_true_division(rng):
     assert "//" in str(err.value)
     with pytest.raises(graphc.TraceError):
         graphc.trace(lambda t: t // 2.0, graphc.spec((3,), "float32"))
+
+
+# -- comparisons, logic, pow and bool promotion on traced tensors --------------------------
+
+BACKENDS = ("reference", "numba", "cupy-emu")
+
+
+def run_everywhere(fn, specs, *arrays):
+    """The traced graph's outputs on every CPU backend (each must agree with NumPy)."""
+    g = graphc.trace(fn, *specs)
+    graphc.verify(g)
+    return g, [graphc.compile(g, backend=b)(*arrays) for b in BACKENDS]
+
+
+def small_ints(rng, shape, dtype):
+    """-3..3: ties are common, so == and <= see equal entries."""
+    return rng.integers(-3, 4, shape).astype(dtype)
+
+
+COMPARE_OPS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+               "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+               ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64"])
+@pytest.mark.parametrize("op", sorted(COMPARE_OPS))
+def test_comparison_operators_give_bool_tensors(rng, op, dtype):
+    f = COMPARE_OPS[op]
+    row = small_ints(rng, (4,), dtype)
+
+    def fn(x, y):
+        return f(x, y), f(x, 1), f(2, x), f(row, x), f(x, row)
+    x, y = small_ints(rng, (5, 4), dtype), small_ints(rng, (5, 4), dtype)
+    g, outs = run_everywhere(fn, [graphc.spec(("S", 4), dtype)] * 2, x, y)
+    assert [t.dtype for t in g.output_types] == ["bool"] * 5
+    # NumPy's reflected forms: 2 < x is x > 2
+    want = (f(x, y), f(x, 1), f(np.full(x.shape, 2, dtype), x), f(row, x), f(x, row))
+    for out in outs:
+        for got, w in zip(out, want):
+            assert got.dtype == np.bool_
+            np.testing.assert_array_equal(got, w)
+
+
+def test_bool_mask_times_tensor(rng):
+    """x * (ids == 0): the mask takes x's dtype (NumPy, torch), never a Python bool."""
+    x = randn(rng, (3, 7))
+    ids = rng.integers(0, 3, (3, 7))
+
+    def fn(x, ids):
+        m = ids == 0
+        assert isinstance(m, graphc.Tensor) and m.dtype == "bool"
+        return x * m, m * x, x * (ids != 0) + 1.0, (ids == 1).astype("int64") * ids
+    g, outs = run_everywhere(fn, [graphc.spec(("S", 7)), graphc.spec(("S", 7), "int64")],
+                             x, ids)
+    assert [t.dtype for t in g.output_types] == ["float32", "float32", "float32", "int64"]
+    x64 = x.astype(np.float64)
+    for out in outs:
+        assert_close(out[0], np.where(ids == 0, x64, 0.0).astype(np.float32))
+        assert_close(out[1], np.where(ids == 0, x64, 0.0).astype(np.float32))
+        assert_close(out[2], (np.where(ids != 0, x64, 0.0) + 1).astype(np.float32))
+        np.testing.assert_array_equal(out[3], np.where(ids == 1, ids, 0))
+
+
+def test_tensor_hash_none_and_membership():
+    """__eq__ gives a tensor, so hashing is by identity; == None is False; ``in`` finds
+    the same tensor by identity and is a trace error (at the user's line) otherwise."""
+    import inspect
+    import os
+    seen = {}
+
+    def fn(x, y):
+        z = x + 1.0
+        seen["set"] = len({x, y, x, z})
+        seen["dict"] = {x: "x", y: "y"}[y]
+        seen["none"] = (x == None, x != None, None == x)  # noqa: E711
+        seen["same"] = x in [x, y] and x in (x,)      # identity, before any ==
+        seen["line"] = inspect.currentframe().f_lineno + 1
+        seen["other"] = x in [y]
+        return z
+    with pytest.raises(graphc.TraceError) as e:
+        graphc.trace(fn, graphc.spec((3,)), graphc.spec((3,)))
+    assert seen["set"] == 3 and seen["dict"] == "y"
+    assert seen["none"] == (False, True, False) and seen["same"] is True
+    assert f"{os.path.basename(__file__)}:{seen['line']}" in str(e.value)
+    assert " in " in str(e.value) and " is " in str(e.value)
+
+
+def test_int_tensor_compared_with_float_numbers(rng):
+    """NumPy compares the values (int64 < 0.5 is int64 < 1), whatever the number's type:
+    not the number truncated to the tensor's dtype."""
+    ids = rng.integers(-4, 5, (4, 6))
+
+    def fn(i, j):
+        return (i < 0.5, i == 2.5, i != -1.5, i <= np.float32(1.5), i > np.float64(-0.5),
+                i >= 2.0, 0.5 > j, j == np.float32(3.0), j < 2**40)
+    g, outs = run_everywhere(fn, [graphc.spec(("S", 6), "int64"),
+                                  graphc.spec(("S", 6), "int32")], ids, ids.astype(np.int32))
+    want = (ids < 0.5, ids == 2.5, ids != -1.5, ids <= 1.5, ids > -0.5, ids >= 2,
+            0.5 > ids, ids == 3, ids < 2**40)
+    for out in outs:
+        for got, w in zip(out, want):
+            assert got.dtype == np.bool_
+            np.testing.assert_array_equal(got, w)
+
+
+@pytest.mark.parametrize("expr", ["i + np.float32(0.5)", "i * 0.5", "0.5 - i",
+                                  "np.float64(2.0) * i", "i // 2.0", "i + 2**40",
+                                  "i - np.float32(1.0)"])
+def test_int_tensor_with_float_number_arithmetic_is_an_error(expr):
+    """NumPy gives floats; graphc asks for the cast (never truncates the number)."""
+    fn = eval(f"lambda i: {expr}", {"np": np})
+    with pytest.raises(graphc.TraceError, match="cast|int32") as e:
+        graphc.trace(fn, graphc.spec((4,), "int32"))
+    assert "<string>:1" in str(e.value)      # the user's line
+
+
+def test_bool_arithmetic_follows_numpy_and_torch(rng):
+    """bool + bool is or, bool * bool is and (bool results, as in NumPy and torch);
+    with a number or a numeric tensor the bool takes that dtype; bool / bool is float."""
+    a, b = rng.random((5, 4)) < 0.5, rng.random((5, 4)) < 0.5
+    a[0, 0], b[0, 0] = True, True              # True + True stays True
+    x = randn(rng, (5, 4))
+
+    def fn(a, b, x):
+        return a + b, a * b, a + True, b * False, a + 1, a * 2.5, a / (b | True), x + a
+    g, outs = run_everywhere(fn, [graphc.spec(("S", 4), "bool")] * 2 + [graphc.spec(("S", 4))],
+                             a, b, x)
+    assert [t.dtype for t in g.output_types] == ["bool", "bool", "bool", "bool", "int64",
+                                                 "float32", "float32", "float32"]
+    want = (a | b, a & b, np.ones(a.shape, bool), np.zeros(a.shape, bool),
+            a.astype(np.int64) + 1, (a * 2.5).astype(np.float32), a.astype(np.float32),
+            (x.astype(np.float64) + a).astype(np.float32))
+    for out in outs:
+        for got, w in zip(out, want):
+            if w.dtype.kind == "f":
+                assert_close(got, w)
+            else:
+                assert got.dtype == w.dtype
+                np.testing.assert_array_equal(got, w)
+
+
+@pytest.mark.parametrize("expr,match", [("a - b", r"\^"), ("-a", "bool"), ("a // b", "bool")])
+def test_bool_arithmetic_numpy_refuses_is_an_error(expr, match):
+    fn = eval(f"lambda a, b: {expr}")
+    with pytest.raises(graphc.GraphcError, match=match):
+        graphc.trace(fn, graphc.spec((4,), "bool"), graphc.spec((4,), "bool"))
+
+
+def test_logic_operators_on_bool(rng):
+    a, b = rng.random((6, 3)) < 0.5, rng.random((3,)) < 0.5
+    x = randn(rng, (6, 3))
+
+    def fn(a, b, x):
+        return (a & b, a | b, a ^ b, ~a, b & a, a | False, True ^ a, b & (x > 0),
+                (x > 0) | (x < -1), ~(x < 0) & a)
+    g, outs = run_everywhere(fn, [graphc.spec(("S", 3), "bool"), graphc.spec((3,), "bool"),
+                                  graphc.spec(("S", 3))], a, b, x)
+    assert all(t.dtype == "bool" for t in g.output_types)
+    want = (a & b, a | b, a ^ b, ~a, b & a, a, ~a, b & (x > 0), (x > 0) | (x < -1),
+            (x >= 0) & a)
+    for out in outs:
+        for got, w in zip(out, want):
+            np.testing.assert_array_equal(got, w)
+
+
+@pytest.mark.parametrize("expr", ["i & j", "i | 1", "i ^ j", "~i", "m & i", "m | 1"])
+def test_bitwise_ops_on_ints_are_a_clear_error(expr):
+    fn = eval(f"lambda i, j, m: {expr}")
+    with pytest.raises(graphc.TraceError, match="bool") as e:
+        graphc.trace(fn, graphc.spec((4,), "int64"), graphc.spec((4,), "int64"),
+                     graphc.spec((4,), "bool"))
+    assert "<string>:1" in str(e.value) and "bitwise" in str(e.value)
+
+
+POW_FORMS = [(2, "mul"), (2.0, "mul"), (0.5, "sqrt"), (-0.5, "rsqrt"), (-1, "reciprocal"),
+             (1, None), (3, "pow"), (-2, "pow"), (2.5, "pow"), (0, "pow"), (-1.5, "pow")]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("p,op", POW_FORMS, ids=str)
+def test_pow_operator_lowers_small_exponents(rng, p, op, dtype):
+    x = np.asarray(rng.uniform(0.5, 2.0, (4, 5)), dtype)
+    g = graphc.trace(lambda x: x ** p, graphc.spec(("S", 5), dtype))
+    ops = {k for k in g.op_counts() if k not in ("input", "constant")}
+    assert ops == ({op} if op else set())
+    assert_close(compile_traced(g)(x), (x.astype(np.float64) ** float(p)).astype(dtype))
+
+
+def test_pow_operator_forms(rng):
+    """Tensor exponents, a number as the base, integer and bool tensors."""
+    x = np.asarray(rng.uniform(0.5, 2.0, (3, 4)), np.float32)
+    y = randn(rng, (3, 4))
+    i = rng.integers(-5, 6, (3, 4))
+    j = rng.integers(0, 5, (3, 4))
+    m = rng.random((3, 4)) < 0.5
+
+    def fn(x, y, i, j, m):
+        return x ** y, 2.0 ** y, x.pow(y), i ** 3, 2 ** j, (-1) ** i, m ** 2, m ** 0.5
+    g, outs = run_everywhere(fn, [graphc.spec(("S", 4))] * 2
+                             + [graphc.spec(("S", 4), "int64")] * 2
+                             + [graphc.spec(("S", 4), "bool")], x, y, i, j, m)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    want = (np.exp(y64 * np.log(x64)), np.exp(y64 * np.log(2)), np.exp(y64 * np.log(x64)),
+            i * i * i, np.array([[1 << int(k) for k in r] for r in j]),
+            np.where(i % 2 == 0, 1, -1), m.astype(np.int64), m.astype(np.float64))
+    for out in outs:
+        for got, w in zip(out, want):
+            if got.dtype.kind == "f":
+                assert_close(got, w.astype(got.dtype))
+            else:
+                np.testing.assert_array_equal(got, w)
+                assert got.dtype == np.int64
+
+
+@pytest.mark.parametrize("expr", ["i ** -1", "i ** 0.5", "2.5 ** i", "i ** np.float32(2)"])
+def test_pow_operator_int_misuse_is_an_error(expr):
+    fn = eval(f"lambda i: {expr}", {"np": np})
+    with pytest.raises(graphc.TraceError, match="cast"):
+        graphc.trace(fn, graphc.spec((4,), "int64"))
+
+
+def test_torch_style_methods(rng):
+    """Methods call the graphc ops NumPy and torch users expect, with their results."""
+    x, y = randn(rng, (3, 4, 5)), randn(rng, (3, 4, 5))
+
+    def fn(x, y):
+        return (x.clamp(min=-0.5), x.clip(-0.5, 0.25), x.masked_fill(x > 0, -2.0),
+                x.where(y > 0, y), x.pow(2), x.eq(y).logical_not(), x.gt(0).logical_and(y.lt(0)),
+                x.sin(), x.cos().abs(), (x > 0).float(), x.sum(dim=1, keepdim=True),
+                x.mean(axis=(0, 2)), x.permute(2, 0, 1), x.mT, x.flatten(1), x.neg(),
+                x.exp().log(), x.softmax(-1), x.max(dim=1).values)
+    outs = compile_traced(graphc.trace(fn, graphc.spec((3, "S", 5)),
+                                       graphc.spec((3, "S", 5))))(x, y)
+    a, b = x.astype(np.float64), y.astype(np.float64)
+    e = np.exp(a - a.max(-1, keepdims=True))
+    want = (np.maximum(a, -0.5), np.minimum(np.maximum(a, -0.5), 0.25), np.where(a > 0, -2, a),
+            np.where(b > 0, a, b), a * a, a != b, (a > 0) & (b < 0), np.sin(a),
+            np.abs(np.cos(a)), (a > 0).astype(np.float64), a.sum(1, keepdims=True),
+            a.mean((0, 2)), a.transpose(2, 0, 1), a.swapaxes(-1, -2), a.reshape(3, -1), -a, a,
+            e / e.sum(-1, keepdims=True), a.max(1))
+    assert len(outs) == len(want)
+    for got, w in zip(outs, want):
+        if got.dtype == np.bool_:
+            np.testing.assert_array_equal(got, w)
+        else:
+            assert_close(got, w.astype(np.float32))
