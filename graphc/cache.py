@@ -57,6 +57,7 @@ SEAL = b"\n# graphc-hmac-sha256: "
 _SEAL_LEN = len(SEAL) + 64 + 1
 _DOMAIN = b"graphc-cache-v1\0"
 
+_WHO = {0o020: "group", 0o002: "others", 0o022: "group and others"}
 _LOCK = threading.Lock()
 _CHECKED: set[str] = set()          # folders found trustworthy in this process
 _KEYS: dict[str, bytes] = {}        # key path -> key
@@ -87,8 +88,13 @@ def private_dir(path: Path, owned_from: Path | None = None) -> Path:
     key = str(path)
     if key in _CHECKED:
         return path
+    own = path if owned_from is None else owned_from
+    existing = Path(os.path.abspath(path))
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    check_trusted(existing, own)     # before creating anything there
     _makedirs(path)
-    check_trusted(path, path if owned_from is None else owned_from)
+    check_trusted(path, own)
     _CHECKED.add(key)
     return path
 
@@ -130,7 +136,7 @@ def check_trusted(path: Path, owned_from: Path) -> None:
         if st.st_mode & 0o022 and (mine or not st.st_mode & stat.S_ISVTX):
             raise CacheTrustError(
                 f"graphc: refusing the cache directory {path}: {p} is writable by "
-                f"{'group' if st.st_mode & 0o020 else 'others'} (mode "
+                f"{_WHO[st.st_mode & 0o022]} (mode "
                 f"{stat.S_IMODE(st.st_mode):04o}); another user could make graphc run "
                 f"their code. Fix: chmod go-w {p}")
         if p == stop or p == os.sep:

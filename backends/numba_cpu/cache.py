@@ -107,7 +107,7 @@ def load_module(source: str):
     if not cached:
         if data is not None:
             warnings.warn(f"graphc: cached kernel {path} does not match its hash "
-                          "(corrupt or modified); deleted it, recompiling it", RuntimeWarning)
+                          "(corrupt or modified); deleted it, rebuilding it", RuntimeWarning)
             _drop_numba_cache(path)
             from graphc.cache import remove
             if path.is_dir() and not path.is_symlink():
