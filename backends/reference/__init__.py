@@ -36,7 +36,8 @@ class ReferenceExecutable(Executable):
         need, node, node_bytes = self.memory_need(bindings)
         what = f"{self.graph.name} on the reference interpreter" + (
             " in float64" if self.float64 else "")
-        check_fits(need, node, node_bytes, bindings, what, available=avail)
+        check_fits(need, node, node_bytes, bindings, what, available=avail,
+                   role="the peak is at")
 
     # Every call checks its sizes as the compiled backends do (a few expressions: the
     # interpreter's own work dwarfs them), so the reference raises what they raise; and

@@ -64,9 +64,10 @@ def _nbytes(t, bindings, float64: bool) -> int:
 
 
 def interpreter_peak(graph, bindings, float64: bool = False):
-    """(peak bytes, the node whose step reaches it, its bytes) of run_graph on these
-    sizes: inputs and constants count nothing (they exist already), fused bodies count
-    their own peak at their node."""
+    """(peak bytes, the node whose step reaches it, the bytes that step allocates: its
+    output and its temporaries or scratch) of run_graph on these sizes: inputs and
+    constants count nothing (they exist already), fused bodies count their own peak at
+    their node."""
     order = graph.topo_order()
     last_use: dict[int, int] = {}
     for pos, nid in enumerate(order):
@@ -83,9 +84,10 @@ def interpreter_peak(graph, bindings, float64: bool = False):
             inner = interpreter_peak(node.attrs["body"], bindings, float64)[0]
         elif node.op == "attention":
             inner = _attention_scratch(graph, node, bindings, float64)
-        need = sum(live.values()) + size + max(size, inner)   # + a temporary / the body
+        own = size + max(size, inner)        # its output + a temporary, or its scratch
+        need = sum(live.values()) + own
         if need > peak:
-            peak, at, at_bytes = need, node, size
+            peak, at, at_bytes = need, node, own
         live[nid] = size
         for i in node.inputs:
             if last_use.get(i) == pos and i not in keep:
@@ -116,8 +118,10 @@ def largest_tensor(graph, nodes, bindings):
 
 
 def check_fits(need: int, node, node_bytes: int, bindings, what: str,
-               available: int | None = None, where: str = "memory") -> None:
-    """InputError when ``need`` bytes exceed what is available."""
+               available: int | None = None, where: str = "memory",
+               role: str = "the largest is") -> None:
+    """InputError when ``need`` bytes exceed what is available; ``node`` (with
+    ``node_bytes``) is the one to name."""
     if available is None:
         available = available_bytes()
     if available is None or need <= available:
@@ -126,7 +130,7 @@ def check_fits(need: int, node, node_bytes: int, bindings, what: str,
     detail = ""
     if node is not None:
         shape = list(node.type.concrete_shape(bindings))
-        detail = (f"; the largest is {node.name} = {node.op}(...) : {node.type} = {shape}, "
+        detail = (f"; {role} {node.name} = {node.op}(...) : {node.type} = {shape}, "
                   f"{fmt_bytes(node_bytes)} ({node_bytes:,} bytes)")
     raise InputError(
         f"this call needs about {fmt_bytes(need)} ({need:,} bytes) of {where} for {what} "
