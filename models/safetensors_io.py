@@ -10,9 +10,8 @@ to float32 exactly).
 
 Nothing in a file can make this module crash, hang or run code: every problem is a
 :class:`graphc.CheckpointError` naming the file and the tensor or field. The header is
-size-limited (:data:`MAX_HEADER_BYTES`), depth-limited (:data:`MAX_JSON_DEPTH`, checked on
-the bytes before parsing), entry-limited (:data:`MAX_TENSORS_PER_FILE`, counted while
-parsing); duplicate names, malformed entries (a dim that is not a non-negative integer, a
+size-limited (:data:`MAX_HEADER_BYTES`), depth- and entry-limited (:data:`MAX_JSON_DEPTH`,
+:data:`MAX_TENSORS_PER_FILE`, both counted on the bytes before parsing); duplicate names, malformed entries (a dim that is not a non-negative integer, a
 bool for an int, an unknown dtype), offsets that are reversed, overlap, leave holes or run
 past the end of the file are refused. Files must be regular files inside the checkpoint
 directory (after symlinks are resolved; the Hugging Face hub cache's
@@ -46,12 +45,17 @@ _CODES = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32",
 MAX_HEADER_BYTES = 32 * 1024 * 1024
 #: A valid header nests 3 deep (``{name: {"shape": [...]}}``); anything deeper is refused.
 MAX_JSON_DEPTH = 8
-#: Entries one header may hold (DeepSeek-V3 in one file would be ~95k).
-MAX_TENSORS_PER_FILE = 1 << 18
+#: Entries one header may hold (a 5 GB shard of DeepSeek-V2 holds ~3k; all of V2-Lite in
+#: one file ~5.5k; raise this for a file with more). With it, a header
+#: may hold at most 3 containers and 12 values per entry, counted on the bytes before
+#: parsing, so even a header of tiny values parses to a bounded number of objects.
+MAX_TENSORS_PER_FILE = 1 << 16
 #: A dimension above this is refused outright (no real tensor has 2**48 rows).
 MAX_DIM = 1 << 48
 #: A small JSON file (config.json, the shard index) larger than this is refused unread.
 MAX_JSON_FILE_BYTES = 16 * 1024 * 1024
+#: Values a small JSON file may hold (an index of 2**19 tensors; a config has ~60).
+MAX_JSON_VALUES = 1 << 20
 _MAX_NAME = 1024
 
 
@@ -119,11 +123,16 @@ _BRACKETS[[ord("]"), ord("}")]] = -1
 
 
 def json_depth(raw: bytes, chunk: int = 1 << 20) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON text, strings (with their escapes)
+    """The deepest nesting of ``[``/``{`` in JSON text (see :func:`json_stats`)."""
+    return json_stats(raw, chunk)[0]
+
+
+def json_stats(raw: bytes, chunk: int = 1 << 20) -> tuple[int, int, int]:
+    """(deepest nesting, containers, commas) of JSON text, strings (with their escapes)
     skipped. Vectorised over 1 MiB chunks with the scanner state carried between them, so
-    a header is checked with a few MiB of scratch before any parsing: a deep one can
-    neither recurse nor allocate much."""
-    depth = best = 0
+    a header is checked with a few MiB of scratch before any parsing: a deep or crowded
+    one can neither recurse nor allocate much. Values <= containers + commas + 1."""
+    depth = best = containers = commas = 0
     in_str = 0           # inside a string at the chunk start
     run = 0              # backslashes ending the previous chunk
     for lo in range(0, len(raw), chunk):
@@ -141,14 +150,19 @@ def json_depth(raw: bytes, chunk: int = 1 << 20) -> int:
             before[1:] = idx[:-1] - last_non[:-1]
             quote &= before % 2 == 0                             # unescaped quotes only
             run = int(n - 1 - last_non[-1])
+        comma = a == 44
         if in_str or quote.any():
             q = np.cumsum(quote, dtype=np.int64)
-            step[(q - quote + in_str) % 2 == 1] = 0               # inside a string
+            inside = (q - quote + in_str) % 2 == 1
+            step[inside] = 0
+            comma &= ~inside
             in_str = (in_str + int(q[-1])) % 2
         c = np.cumsum(step, dtype=np.int64)
         best = max(best, depth + int(c.max()))
         depth += int(c[-1])
-    return best
+        containers += int(np.count_nonzero(step == 1))
+        commas += int(np.count_nonzero(comma))
+    return best, containers, commas
 
 
 class _Pairs:
@@ -160,9 +174,8 @@ class _Pairs:
 
     def __call__(self, pairs):
         self.left -= 1
-        if self.left < 0:
-            raise CheckpointError(f"{self.where}: more than the limit of objects "
-                                  f"({MAX_TENSORS_PER_FILE:,} tensors per file)")
+        if self.left < 0:      # pragma: no cover - the byte scan counts them first
+            raise CheckpointError(f"{self.where}: more JSON objects than the limit")
         d = {}
         for k, v in pairs:
             if k in d:
@@ -171,15 +184,20 @@ class _Pairs:
         return d
 
 
-def loads_limited(raw: bytes, where: str, max_objects: int = 4 * MAX_TENSORS_PER_FILE):
-    """JSON bytes -> value; depth, duplicate keys and object count limited; every failure
-    a CheckpointError naming ``where``."""
-    depth = json_depth(raw)
+def loads_limited(raw: bytes, where: str, max_containers: int, max_values: int):
+    """JSON bytes -> value; depth, containers, values and duplicate keys limited (the
+    first three counted on the bytes before parsing); every failure a CheckpointError
+    naming ``where``."""
+    depth, containers, commas = json_stats(raw)
     if depth > MAX_JSON_DEPTH:
         raise CheckpointError(f"{where}: JSON nested {depth} deep (the limit is "
                               f"{MAX_JSON_DEPTH})")
+    if containers > max_containers or commas + 1 > max_values:
+        raise CheckpointError(f"{where}: {containers:,} JSON objects/arrays and "
+                              f"{commas + 1:,} values, over the limit of "
+                              f"{max_containers:,} and {max_values:,} (refused unparsed)")
     try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=_Pairs(where, max_objects))
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_Pairs(where, containers))
     except CheckpointError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError, MemoryError) as e:
@@ -197,7 +215,7 @@ def read_json_file(path: str, what: str = "JSON file"):
     if len(raw) > MAX_JSON_FILE_BYTES:
         raise CheckpointError(f"{path}: {what} is larger than {MAX_JSON_FILE_BYTES:,} bytes "
                               "(refused unread)")
-    return loads_limited(raw, path)
+    return loads_limited(raw, path, MAX_JSON_VALUES, MAX_JSON_VALUES)
 
 
 # -- the header --------------------------------------------------------------------------------
@@ -228,7 +246,8 @@ def read_header(path: str) -> dict[str, TensorInfo]:
         raise CheckpointError(f"{path}: header shorter than its length {n:,} (file changed?)")
     if not text.lstrip().startswith(b"{"):
         raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
-    header = loads_limited(text, f"{path}: header", MAX_TENSORS_PER_FILE + 2)
+    header = loads_limited(text, f"{path}: header", 3 * MAX_TENSORS_PER_FILE + 2,
+                           12 * MAX_TENSORS_PER_FILE)
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
     start = 8 + n

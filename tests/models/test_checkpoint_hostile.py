@@ -390,7 +390,12 @@ CASES = {
     "too_many_entries": (header(lambda h: h.update(
         {f"pad.{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
          for i in range(40)})), {"_limit": 16},
-        r"more than the limit of objects \(16 tensors per file\)"),
+        r"header: [\d,]+ JSON objects/arrays and [\d,]+ values, over the limit of 50 and 192"),
+    "header_of_tiny_values": (lambda d: join(d / ST, b'{"x": [' + b"0," * (2 ** 23 - 4)
+                                             + b"0]}", b""), {},
+                              r"header: 2 JSON objects/arrays and 8,388,605 values, over the limit"),
+    "config_of_tiny_values": (raw_config(b'{"x": [' + b'"",' * (2 ** 22) + b'""]}'), {},
+                              r"config\.json: 2 JSON objects/arrays and 4,194,305 values"),
     "weights_fifo": (fifo(ST), {}, r"safetensors file 'model\.safetensors' is not a regular"),
     "weights_dir": (lambda d: ((d / ST).unlink(), (d / ST).mkdir()), {},
                     r"'model\.safetensors' is not a regular file"),
