@@ -28,3 +28,4 @@ from .runtime.backends import available_backends  # noqa: F401
 __version__ = "0.1.0"
 from .ops import moe, rope  # noqa: F401,E402
 from .errors import CheckpointError  # noqa: F401,E402
+from .frontend.onnx import UnsupportedOpError, from_onnx  # noqa: F401,E402  (onnx imported lazily)

@@ -1,0 +1,126 @@
+"""Contractions: MatMul, Gemm, Einsum (two-operand equations become one batched matmul;
+more operands contract pairwise)."""
+from __future__ import annotations
+
+from ... import ops
+from ...ir.dims import prod
+from ...ir.types import FLOAT_DTYPES
+from .common import const
+from .table import onnx_op
+
+
+@onnx_op("MatMul")
+def matmul(ctx):
+    a, b = ctx.t(0), ctx.t(1)
+    if a.dtype not in FLOAT_DTYPES:
+        raise ctx.fail(f"MatMul of {a.dtype} tensors: graphc multiplies float matrices")
+    return ops.matmul(a, b)
+
+
+@onnx_op("Gemm")
+def gemm(ctx):
+    a, b = ctx.t(0), ctx.t(1)
+    if int(ctx.attr("transA", 0)):
+        a = ops.transpose(a, axes=(1, 0))
+    if int(ctx.attr("transB", 0)):
+        b = ops.transpose(b, axes=(1, 0))
+    alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
+    y = ops.matmul(a, b)
+    if alpha != 1.0:
+        y = ops.mul(y, const(ctx, alpha, y.dtype))
+    if ctx.has(2) and beta != 0.0:
+        c = ctx.t(2)
+        if beta != 1.0:
+            c = ops.mul(c, const(ctx, beta, c.dtype))
+        y = ops.add(y, c)
+    return y
+
+
+_POOL = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _parse(ctx, eq: str, ranks):
+    eq = eq.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        raise ctx.fail(f"equation {eq!r} has {len(terms)} operands, the node {len(ranks)}")
+    ell_rank = 0
+    for t, r in zip(terms, ranks):
+        if "..." in t:
+            ell_rank = max(ell_rank, r - (len(t) - 3))
+    ell = _POOL[:ell_rank]
+    out_terms = []
+    for t, r in zip(terms, ranks):
+        if "..." in t:
+            n = r - (len(t) - 3)
+            t = t.replace("...", ell[ell_rank - n:])
+        if len(t) != r:
+            raise ctx.fail(f"term {t!r} of {eq!r} does not match an operand of rank {r}")
+        out_terms.append(t)
+    if arrow:
+        out = rhs.replace("...", ell)
+    else:
+        counts = {}
+        for t in out_terms:
+            for c in t:
+                counts[c] = counts.get(c, 0) + 1
+        out = ell + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in ell))
+    for t in out_terms:
+        if len(set(t)) != len(t):
+            raise ctx.fail(f"equation {eq!r}: a repeated index in one operand (a diagonal) "
+                           f"is not supported")
+    return out_terms, out
+
+
+def _reduce_to(x, term, keep):
+    """Sum away the letters of ``term`` not in ``keep``."""
+    drop = [k for k, c in enumerate(term) if c not in keep]
+    if drop:
+        x = ops.sum(x, axis=tuple(drop), keepdims=False)
+        term = "".join(c for c in term if c in keep)
+    return x, term
+
+
+def _pair(a, ta, b, tb, keep):
+    """Contract a[ta] and b[tb] into the letters ``keep`` (in the order batch, a-only,
+    b-only) with one batched matmul."""
+    a, ta = _reduce_to(a, ta, set(tb) | set(keep))
+    b, tb = _reduce_to(b, tb, set(ta) | set(keep))
+    batch = [c for c in ta if c in tb and c in keep]
+    contr = [c for c in ta if c in tb and c not in keep]
+    aonly = [c for c in ta if c not in tb]
+    bonly = [c for c in tb if c not in ta]
+    a = ops.transpose(a, axes=tuple(ta.index(c) for c in batch + aonly + contr))
+    b = ops.transpose(b, axes=tuple(tb.index(c) for c in batch + contr + bonly))
+    ash, bsh = tuple(a.shape), tuple(b.shape)
+    nb = len(batch)
+    L = prod(ash[nb:nb + len(aonly)])
+    K = prod(ash[nb + len(aonly):])
+    R = prod(bsh[nb + len(contr):])
+    a = ops.reshape(a, shape=ash[:nb] + (L, K))
+    b = ops.reshape(b, shape=bsh[:nb] + (K, R))
+    y = ops.matmul(a, b)
+    bshape = tuple(y.shape[:nb])
+    y = ops.reshape(y, shape=bshape + ash[nb:nb + len(aonly)] + bsh[nb + len(contr):])
+    return y, "".join(batch + aonly + bonly)
+
+
+@onnx_op("Einsum")
+def einsum(ctx):
+    xs = ctx.ts()
+    eq = ctx.attr("equation")
+    terms, out = _parse(ctx, eq, [x.ndim for x in xs])
+    dt = xs[0].dtype
+    if dt not in FLOAT_DTYPES:
+        xs = [ops.cast(x, dtype="float64") for x in xs]
+    x, t = xs[0], terms[0]
+    for k in range(1, len(xs)):
+        later = set(out).union(*terms[k + 1:]) if k + 1 < len(terms) else set(out)
+        x, t = _pair(x, t, xs[k], terms[k], later)
+    x, t = _reduce_to(x, t, set(out))
+    if t != out:
+        x = ops.transpose(x, axes=tuple(t.index(c) for c in out))
+    if dt not in FLOAT_DTYPES:
+        x = ops.cast(x, dtype=dt)
+    return x

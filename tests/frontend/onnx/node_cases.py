@@ -1,0 +1,146 @@
+"""ONNX's node test cases (onnx.backend.test.case.node) for the ops graphc translates,
+run through graphc.onnx_backend and checked as ONNX's own runner checks them (shape,
+dtype, allclose with the case's rtol / atol).
+
+Collecting ONNX's cases takes ~50 s (every export runs); the selected cases are cached
+in ``$GRAPHC_ONNX_CASES`` (default ``~/.cache/graphc/onnx-node-cases-<onnx version>.pkl``).
+``python -m tests.frontend.onnx.node_cases [backend]`` prints the counts."""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import warnings
+
+import numpy as np
+
+import graphc
+
+# The ops of issue 15: a case counts when every node of its model is one of these.
+OPS = frozenset("""Abs Add And ArgMax ArgMin Cast CastLike Ceil Clip Concat Constant
+ConstantOfShape Cos CumSum Div Dropout Einsum Elu Equal Erf Exp Expand Flatten Floor Gather
+GatherElements GatherND Gelu Gemm Greater GreaterOrEqual HardSigmoid HardSwish Identity
+IsInf IsNaN LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax MatMul Max Min Mish
+Mul Neg Not Or Pow Range Reciprocal ReduceL2 ReduceMax ReduceMean ReduceMin ReduceSum
+ReduceSumSquare Relu Reshape RMSNormalization RotaryEmbedding Selu Shape Sigmoid Sign Sin
+Size Slice Softmax Softplus Split Sqrt Squeeze Sub Sum Swish Tanh TopK Transpose Trilu
+Unsqueeze Where Xor Attention""".split())
+
+
+def _cache_path() -> str:
+    import onnx
+    return os.environ.get("GRAPHC_ONNX_CASES") or os.path.join(
+        os.path.expanduser("~"), ".cache", "graphc", f"onnx-node-cases-{onnx.__version__}.pkl")
+
+
+def load_cases() -> list[dict]:
+    """[{name, model (bytes), data [(inputs, outputs)], rtol, atol, ops}] for OPS."""
+    path = _cache_path()
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with np.errstate(all="ignore"):
+            from onnx.backend.test.case.node import collect_testcases
+            cases = collect_testcases()
+    out = []
+    for c in cases:
+        types = sorted({n.op_type for n in c.model.graph.node})
+        if not types or not set(types) <= OPS or not c.data_sets:
+            continue
+        out.append({"name": c.name, "model": c.model.SerializeToString(),
+                    "data": [(list(i), list(o)) for i, o in c.data_sets],
+                    "rtol": c.rtol, "atol": c.atol, "ops": types,
+                    "op": c.model.graph.node[0].op_type if len(c.model.graph.node) == 1
+                    else _main_op(c.name, types)})
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + f".{os.getpid()}"
+    with open(tmp, "wb") as f:
+        pickle.dump(out, f)
+    os.replace(tmp, path)
+    return out
+
+
+def _main_op(name: str, types) -> str:
+    """The op a multi-node case tests (``test_layer_normalization_..._expanded``)."""
+    flat = name.replace("_", "").lower()
+    best = max((t for t in types if t.lower() in flat), key=len, default=types[0])
+    return best
+
+
+def compare(ref, out, rtol, atol):
+    """ONNX's runner check; returns None or the failure text."""
+    if len(ref) != len(out):
+        return f"{len(out)} outputs, expected {len(ref)}"
+    for k, (r, o) in enumerate(zip(ref, out)):
+        r, o = np.asarray(r), np.asarray(o)
+        if r.shape != o.shape:
+            return f"output {k}: shape {o.shape}, expected {r.shape}"
+        if r.dtype != o.dtype:
+            return f"output {k}: dtype {o.dtype}, expected {r.dtype}"
+        try:
+            np.testing.assert_allclose(o, r, rtol=rtol, atol=atol)
+        except AssertionError as e:
+            return f"output {k}: " + str(e).strip().splitlines()[-1][:200]
+    return None
+
+
+def run_case(case, backend="reference"):
+    """("pass", None) | ("rejected", GraphcError text) | ("fail", why) | ("crash", why)."""
+    import onnx
+    import graphc.onnx_backend as gb
+    model = onnx.load_from_string(case["model"])
+    try:
+        rep = gb.prepare(model, backend=backend)
+        for inputs, outputs in case["data"]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with np.errstate(all="ignore"):
+                    got = rep.run(inputs)
+            why = compare(outputs, list(got), case["rtol"], case["atol"])
+            if why is not None:
+                return "fail", why
+    except graphc.GraphcError as e:
+        return "rejected", f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+    except Exception as e:  # noqa: BLE001  a crash: graphc must raise a GraphcError
+        return "crash", f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    return "pass", None
+
+
+def ort_passes(case) -> bool:
+    """Whether ONNX Runtime itself passes the case (the target counts only those)."""
+    import onnxruntime as ort
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 4
+        sess = ort.InferenceSession(case["model"], so, providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+        for inputs, outputs in case["data"]:
+            got = sess.run(None, dict(zip(names, inputs)))
+            if compare(outputs, got, case["rtol"], case["atol"]) is not None:
+                return False
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def sweep(backend="reference", names=None, verbose=False):
+    cases = load_cases()
+    if names is not None:
+        cases = [c for c in cases if c["name"] in names]
+    results = {}
+    for c in cases:
+        results[c["name"]] = run_case(c, backend)
+        if verbose and results[c["name"]][0] != "pass":
+            print(c["name"], *results[c["name"]], flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    backend = sys.argv[1] if len(sys.argv) > 1 else "reference"
+    res = sweep(backend, verbose=True)
+    counts = {}
+    for st, _ in res.values():
+        counts[st] = counts.get(st, 0) + 1
+    print(backend, counts, "of", len(res))
