@@ -14,8 +14,10 @@ then dlopen'ed), so there is no window between the check and the load. A file th
 the check is deleted and rebuilt, with one RuntimeWarning naming it.
 
 The secret is ``$GRAPHC_CACHE_KEY`` (a file path; for tests), else
-``$XDG_CONFIG_HOME/graphc/cache.key``, else ``~/.config/graphc/cache.key``: outside the
-cache, created once (atomically, mode 0600) and refused if anyone else could read it.
+``$XDG_CONFIG_HOME/graphc/cache.key``, else ``~/.config/graphc/cache.key`` (where that
+cannot be created, e.g. a read-only home: ``.<cache folder name>.key`` beside the cache
+folder): outside the cache, created once (atomically, mode 0600) and refused if anyone
+else could read it.
 
 A cache directory that another user could write to (its folders, or their parents up to
 the home directory, group/other-writable or owned by someone else) is refused with a
@@ -146,6 +148,10 @@ def check_trusted(path: Path, owned_from: Path) -> None:
 
 # ---- the key --------------------------------------------------------------------------------
 
+class _KeyUnavailable(CacheTrustError):
+    """The key's folder or file cannot be created (a read-only home, say)."""
+
+
 def key_path() -> Path:
     env = os.environ.get(KEY_ENV)
     if env:
@@ -155,16 +161,33 @@ def key_path() -> Path:
     return Path(cfg) / "graphc" / "cache.key"
 
 
+def _key_paths() -> list[Path]:
+    """Where the key is looked for: :func:`key_path`; without ``$GRAPHC_CACHE_KEY``, where
+    that cannot be created, beside the cache folder (in its parent, not inside it)."""
+    paths = [key_path()]
+    if not os.environ.get(KEY_ENV):
+        root = Path(os.path.abspath(cache_root()))
+        paths.append(root.parent / f".{root.name}.key")
+    return paths
+
+
 def cache_key() -> bytes:
     """The per-user secret that seals cache files (created on first use)."""
-    path = key_path()
-    k = str(path)
+    paths = _key_paths()
+    k = "\0".join(map(str, paths)) + "\0" + str(cache_root())
     key = _KEYS.get(k)
     if key is None:
         with _LOCK:
             key = _KEYS.get(k)
-            if key is None:
-                key = _KEYS[k] = _load_key(path)
+            for n, path in enumerate(paths):
+                if key is not None:
+                    break
+                try:
+                    key = _load_key(path)
+                except _KeyUnavailable:
+                    if n == len(paths) - 1:
+                        raise
+            _KEYS[k] = key
     return key
 
 
@@ -177,7 +200,7 @@ def _load_key(path: Path) -> bytes:
     try:
         _makedirs(folder)
     except OSError as e:
-        raise CacheTrustError(f"graphc: cannot create the folder of the cache key {path}: "
+        raise _KeyUnavailable(f"graphc: cannot create the folder of the cache key {path}: "
                               f"{e} (set {KEY_ENV} to a file path graphc may create)") from None
     check_trusted(folder, folder)
     for attempt in range(50):
@@ -185,7 +208,12 @@ def _load_key(path: Path) -> bytes:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
                          | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
-            _create_key(path)
+            try:
+                _create_key(path)
+            except OSError as e:
+                raise _KeyUnavailable(f"graphc: cannot create the cache key {path}: {e} "
+                                      f"(set {KEY_ENV} to a file path graphc may create)"
+                                      ) from None
             continue
         except OSError as e:
             raise CacheTrustError(f"graphc: cannot read the cache key {path}: {e}") from None

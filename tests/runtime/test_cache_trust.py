@@ -317,6 +317,14 @@ def test_key_others_can_read_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("GRAPHC_CACHE_KEY")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert trust.key_path() == tmp_path / "config" / "graphc" / "cache.key"
+    trust.cache_key()
+    assert stat.S_IMODE(trust.key_path().stat().st_mode) == 0o600
+    # where the config folder cannot be made: beside the cache folder, not inside it
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "not-a-folder"))
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "c3"))
+    trust.cache_key()
+    assert stat.S_IMODE((tmp_path / ".c3.key").stat().st_mode) == 0o600
 
 
 def test_numba_files_outside_graphc_are_left_alone():
@@ -335,3 +343,23 @@ def test_planted_payloads_are_live(tmp_path, monkeypatch):
         monkeypatch.setenv(MARKER_ENV, str(marker))
         run()
         assert marker.exists()
+
+
+def test_processes_creating_the_key_at_once_agree(tmp_path):
+    """The key is created atomically: processes racing to create it all get the same one
+    (graphc/cache.py loads without graphc, as the compile workers load it)."""
+    code = textwrap.dedent(f"""
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("c", {trust.__file__!r})
+        m = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(m)
+        print(m.cache_key().hex())
+    """)
+    env = dict(os.environ, GRAPHC_CACHE_KEY=str(tmp_path / "k" / "cache.key"),
+               GRAPHC_CACHE_DIR=str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    keys = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert len(keys) == 1 and len(keys.pop()) == 64
+    assert (tmp_path / "k" / "cache.key").read_text().strip()
+    assert [p.name for p in (tmp_path / "k").iterdir()] == ["cache.key"]   # no temp left
