@@ -53,11 +53,146 @@ def _trace(model, args, seq="S"):
 
 
 def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    from .runtime.memory import fmt_bytes
+    return fmt_bytes(n)
+
+
+# -- drawing a graph (show --dot / --svg / --png) -------------------------------------------
+
+def _esc(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _dot_label(node) -> str:
+    """The label of a node: its id, op, the name of an input or a constant, its type and
+    the user's line."""
+    head = f"%{node.id} {node.op}"
+    if node.op in ("input", "constant") and node.attrs.get("name"):
+        head += f" {node.attrs['name']}"
+    lines = [head, str(node.type)]
+    if node.loc is not None and node.op not in ("input", "constant"):
+        lines.append(str(node.loc).rsplit("/", 1)[-1])
+    return "\\n".join(_esc(x) for x in lines)
+
+
+def graph_dot(graph) -> str:
+    """Graphviz DOT text of ``graph``: inputs blue, constants grey (with their names),
+    outputs green; every fused group a cluster labelled with its group name, kind and
+    member ops, holding the nodes of its body (edges go from the producers outside to the
+    body nodes that read them)."""
+    lines = [f'digraph "{_esc(graph.name)}" {{', "  rankdir=TB;", "  compound=true;",
+             '  node [shape=box, fontname="monospace", fontsize=10];']
+    outputs = set(graph.outputs)
+    end = {}                            # outer node id -> the DOT node of its value
+    edges = []
+    for node in graph:
+        if node.op == "fused" and "body" in node.attrs:
+            body = node.attrs["body"]
+            group = node.meta.get("group") or body.name
+            members = [b.op for b in body if b.op not in ("input", "constant")]
+            kind = node.attrs.get("kind", "")
+            lines.append(f"  subgraph cluster_{node.id} {{")
+            lines.append(f'    label="{_esc(f"%{node.id} group {group}" + (f" ({kind})" if kind else ""))}'
+                         f'\\n{_esc("members: " + ", ".join(members))}";')
+            lines.append('    style="rounded,filled"; fillcolor="#fff6dd"; color="#c99a2e"; '
+                         'fontname="monospace"; fontsize=10;')
+            feeds = dict(zip(body.inputs, node.inputs))
+            for b in body:
+                if b.id in feeds:
+                    continue
+                style = ""
+                if b.op == "constant":
+                    style = ', style=filled, fillcolor="#eeeeee"'
+                elif node.id in outputs and b.id in body.outputs:
+                    style = ', style=filled, fillcolor="#d8f5d0"'
+                lines.append(f'    f{node.id}_{b.id} [label="{_dot_label(b)}"{style}];')
+                for i in b.inputs:
+                    src = end.get(feeds[i]) if i in feeds else f"f{node.id}_{i}"
+                    if src is not None:
+                        edges.append(f"  {src} -> f{node.id}_{b.id};")
+            lines.append("  }")
+            end[node.id] = f"f{node.id}_{body.outputs[0]}"
+            continue
+        style = ""
+        if node.op == "input":
+            style = ', style=filled, fillcolor="#d0e8ff"'
+        elif node.op == "constant":
+            style = ', style=filled, fillcolor="#eeeeee"'
+        elif node.id in outputs:
+            style = ', style=filled, fillcolor="#d8f5d0"'
+        lines.append(f'  n{node.id} [label="{_dot_label(node)}"{style}];')
+        end[node.id] = f"n{node.id}"
+        for i in node.inputs:
+            edges.append(f"  {end[i]} -> n{node.id};")
+    lines += edges
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+DRAW_FORMATS = ("dot", "svg", "png")
+INSTALL_DOT = ("Graphviz's 'dot' program is not installed (install it with: apt install "
+               "graphviz; on macOS: brew install graphviz; with conda: conda install "
+               "graphviz), or write DOT text with --dot FILE")
+
+
+def write_drawing(dot_text: str, path: str, fmt: str) -> None:
+    """DOT text into ``path``; svg / png rendered by Graphviz's ``dot``."""
+    import shutil
+    import subprocess
+    if fmt == "dot":
+        with open(path, "w") as f:
+            f.write(dot_text)
+        return
+    exe = shutil.which("dot")
+    if exe is None:
+        raise _UsageError(f"--{fmt} {path}: {INSTALL_DOT}")
+    r = subprocess.run([exe, f"-T{fmt}", "-o", path], input=dot_text.encode(),
+                       capture_output=True, timeout=300)
+    if r.returncode != 0:
+        raise _UsageError(f"dot -T{fmt} failed on the graph: "
+                          f"{r.stderr.decode(errors='replace').strip()[:500]}")
+
+
+class _UsageError(Exception):
+    """A mistake on the command line found after parsing: 'graphc: error: ...', exit 2."""
+
+
+def _drawing_target(args):
+    """(format, path) of --dot / --svg / --png, or None; one at most. DOT text is not
+    written into a file named .svg or .png."""
+    given = [(f, getattr(args, f)) for f in DRAW_FORMATS if getattr(args, f, None)]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise _UsageError("give one of --dot, --svg, --png")
+    fmt, path = given[0]
+    suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    if fmt == "dot" and suffix in ("svg", "png", "pdf", "jpg", "jpeg"):
+        raise _UsageError(f"--dot writes Graphviz DOT text, not an image: use "
+                          f"--{'svg' if suffix == 'svg' else 'png'} {path} to draw it, or "
+                          f"--dot {path.rsplit('.', 1)[0]}.dot")
+    return fmt, path
+
+
+class _DrawAfter:
+    """An instrument keeping the DOT text of the graph after the named passes."""
+
+    def __init__(self, after):
+        self.after = set(after)
+        self.texts: dict[str, str] = {}
+
+    def start(self, graph):
+        pass
+
+    def before_pass(self, name, graph):
+        pass
+
+    def after_pass(self, name, graph, events):
+        if name in self.after:
+            self.texts[name] = graph_dot(graph)
+
+    def finish(self, graph):
+        pass
 
 
 def cmd_show(args) -> int:
@@ -75,15 +210,30 @@ def cmd_show(args) -> int:
         print(f"graphc: error: {', '.join(missing)} not in the {level} pipeline "
               f"({', '.join(pipeline)})", file=sys.stderr)
         return 2
-    dump = DumpIR(after=after, dot=bool(args.dot), stream=io.StringIO())
+    target = _drawing_target(args)
+    if target is not None and target[0] != "dot":
+        import shutil
+        if shutil.which("dot") is None:           # say so before the passes run
+            raise _UsageError(f"--{target[0]} {target[1]}: {INSTALL_DOT}")
+    dump = DumpIR(after=after, stream=io.StringIO())
+    draw = _DrawAfter(after)
     timer, explain = TimePasses(), Explain()
-    out = PassManager(pipeline, [VerifyIR(), dump, timer, explain]).run(graph)
-    text = dump.stream.getvalue() if after else (out.to_dot() if args.dot else str(out))
-    if args.dot:
-        with open(args.dot, "w") as f:
-            f.write(text)
-        print(f"wrote {args.dot}; render with: dot -Tsvg {args.dot} -o graph.svg")
+    out = PassManager(pipeline, [VerifyIR(), dump, draw, timer, explain]).run(graph)
+    if target is not None:
+        fmt, path = target
+        texts = [(a, draw.texts[a]) for a in after if a in draw.texts] if after \
+            else [(None, graph_dot(out))]
+        for name, text in texts:
+            where = path
+            if len(texts) > 1:                     # one file per pass: g.fuse.svg
+                stem, dot_, ext = path.rpartition(".")
+                where = f"{stem}.{name}.{ext}" if dot_ else f"{path}.{name}"
+            write_drawing(text, where, fmt)
+            what = f"the graph after {name}" if name else f"the {level} graph"
+            hint = f"; render with: dot -Tsvg {where} -o graph.svg" if fmt == "dot" else ""
+            print(f"wrote {where}: {what} ({fmt}){hint}")
     else:
+        text = dump.stream.getvalue() if after else str(out)
         print(text.rstrip("\n"))
     if args.explain:
         print("\n# explain\n" + explain.report())
@@ -94,7 +244,7 @@ def cmd_show(args) -> int:
         print("\n# memory plan (intermediates; graph inputs, weights and outputs excluded)")
         print(f"{'sizes':>14s} {'naive':>12s} {'arena':>12s} {'lower bound':>12s} "
               f"{'arena/bound':>11s} {'naive/arena':>11s}")
-        for size in (int(x) for x in args.memory.split(",")):
+        for size in args.memory:
             bindings = {s: size for t in out.input_types for s in t.symbols}
             plan = plan_memory_for(out, bindings)
             plan.check()
@@ -139,64 +289,179 @@ def backend_name(name: str) -> str:
     return name
 
 
+# A call estimated at more than this many floating-point operations says on stderr what it
+# is doing (a long silent wait looks like a hang): each call, and the float64 check.
+PROGRESS_FLOPS = 2e10
+
+
+def estimate_flops(graph, bindings) -> float:
+    """Multiply-adds x 2 of the matmuls, GEMMs and attentions of ``graph`` (fused bodies
+    included) at these sizes: enough to tell a second from an hour."""
+    from .ir.dims import evaluate
+    total = 0.0
+
+    def size(t):
+        n = 1.0
+        for d in t.shape:
+            n *= max(evaluate(d, bindings), 0)
+        return n
+    for node in graph.nodes.values():
+        if node.op == "fused" and "body" in node.attrs:
+            total += estimate_flops(node.attrs["body"], bindings)
+            continue
+        ins = [graph.nodes[i].type for i in node.inputs]
+        if node.op in ("matmul", "gemm") and ins and ins[0].rank:
+            total += 2 * size(node.type) * max(evaluate(ins[0].shape[-1], bindings), 0)
+        elif node.op == "attention" and len(ins) >= 3:
+            q, k = ins[0], ins[1]
+            rows = size(q) / max(evaluate(q.shape[-1], bindings), 1)
+            T = max(evaluate(k.shape[-2], bindings), 0)
+            total += 2 * rows * T * (max(evaluate(q.shape[-1], bindings), 0)
+                                     + max(evaluate(ins[2].shape[-1], bindings), 0))
+    return total
+
+
+def _say(text: str) -> None:
+    print(f"graphc: {text}", file=sys.stderr, flush=True)
+
+
+def timed_calls(fn, repeat: int, label: str, slow: bool):
+    """(output, first call s, median of the timed calls) like graphc.timing.run_timed; a
+    ``slow`` call says on stderr when each call starts and how long it took, and a first
+    call over a minute is timed once more only."""
+    if not slow:
+        return run_timed(fn, repeat)
+    _say(f"{label}: first call (a large one: progress on stderr) ...")
+    t0 = time.perf_counter()
+    out = fn()
+    first = time.perf_counter() - t0
+    n = max(1, repeat)
+    if first > 60 and n > 1:
+        n = 1
+        _say(f"{label}: first call took {first:.1f} s; timing 1 more call, not {repeat}")
+    else:
+        _say(f"{label}: first call took {first:.1f} s")
+    times = []
+    for k in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        _say(f"{label}: timed call {k + 1}/{n} took {times[-1]:.1f} s")
+    return out, first, float(np.median(times))
+
+
+def float64_oracle(graph, bindings):
+    """(the float64 reference executable, None) when a call at these sizes fits in
+    memory, else (None, why it is skipped)."""
+    import graphc
+    from .runtime.memory import available_bytes, fmt_bytes
+    oracle = graphc.compile(graph, backend="reference", float64=True)
+    avail = available_bytes()
+    if avail is None:
+        return oracle, None
+    need, node, _ = oracle.memory_need(bindings)
+    if need <= avail:
+        return oracle, None
+    sizes = ", ".join(f"{k}={v}" for k, v in sorted(bindings.items()))
+    big = f" (largest: {node.op} {node.type} at {node.loc})" if node is not None else ""
+    return None, (f"skipped: the float64 reference would need about {fmt_bytes(need)} at "
+                  f"{sizes}{big}, {fmt_bytes(avail)} available")
+
+
+def rel_error(out, ref) -> float:
+    return float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
+
+
 def cmd_run(args) -> int:
     if args.model == "deepseek-v2":
         return cmd_run_deepseek(args)
-    import graphc
     from .runtime.inputs import random_inputs
+    name = resolve_backends(args.backend)[0]
     model = _build(args)
     graph = _trace(model, args)
     rng = np.random.default_rng(args.seed + 1)
-    inputs, _ = random_inputs(graph, rng, default_size=args.seq)
+    inputs, bindings = random_inputs(graph, rng, default_size=args.seq)
+    slow = estimate_flops(graph, bindings) >= PROGRESS_FLOPS
+    oracle, skipped = float64_oracle(graph, bindings)
+    if slow:
+        _say(f"compiling for {name} ...")
     t0 = time.perf_counter()
-    exe, label = compile_for(graph, args.backend)
+    exe, label = compile_for(graph, name)
     t_compile = time.perf_counter() - t0
-    out, t_first, t_median = run_timed(lambda: exe(*inputs), args.repeat)
-    ref = graphc.compile(graph, backend="reference", float64=True)(*inputs)
-    err = float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
+    out, t_first, t_median = timed_calls(lambda: exe(*inputs), args.repeat, label, slow)
     what = "encoder layer" if args.layer_only else f"{args.layers}-layer {args.model}"
     print(f"{what}: S={args.seq}, d_model={args.d_model}, heads={args.heads}, "
           f"backend={label}")
     print(f"input  {', '.join(f'{n} {a.dtype}{list(a.shape)}' for n, a in zip(graph.input_names, inputs))}")
     print(f"output {out.dtype}{list(out.shape)}")
-    print(f"relative error vs float64 reference: {err:.3e}  "
-          f"({'ok' if err < args.tol else 'FAILED'}, tolerance {args.tol:g})")
+    ok = True
+    if oracle is None:
+        print(f"relative error vs float64 reference: {skipped}")
+    else:
+        if slow:
+            _say("float64 reference check ...")
+        err = rel_error(out, oracle(*inputs))
+        ok = err < args.tol
+        print(f"relative error vs float64 reference: {err:.3e}  "
+              f"({'ok' if ok else 'FAILED'}, tolerance {args.tol:g})")
     print(f"compile {t_compile * 1e3:.1f} ms, first call {t_first * 1e3:.2f} ms, then median "
           f"{t_median * 1e3:.2f} ms over {max(1, args.repeat)} runs")
     if args.profile:
         print("\n" + exe.profile(*inputs, repeat=args.repeat).table(args.profile))
-    return 0 if err < args.tol else 1
+    return 0 if ok else 1
+
+
+def resolve_backends(text: str) -> list[str]:
+    """The backends of --backend(s), checked before anything runs (an unknown name is an
+    error naming the known ones); ``cupy`` without a GPU becomes ``cupy-emu``, said on
+    stderr now, before any table."""
+    from .runtime.backends import get_backend
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise _UsageError(f"no backend in {text!r}")
+    for n in names:
+        get_backend(n)                            # BackendError: unknown backend 'foo'
+    return [backend_name(n) for n in names]
 
 
 def cmd_compare(args) -> int:
     if args.model == "deepseek-v2":
         return cmd_compare_deepseek(args)
-    import graphc
     from .runtime.inputs import random_inputs
+    names = resolve_backends(args.backends)
     model = _build(args)
     graph = _trace(model, args)
     rng = np.random.default_rng(args.seed + 1)
-    inputs, _ = random_inputs(graph, rng, default_size=args.seq)
-    ref = graphc.compile(graph, backend="reference", float64=True)(*inputs)
+    inputs, bindings = random_inputs(graph, rng, default_size=args.seq)
+    slow = estimate_flops(graph, bindings) >= PROGRESS_FLOPS
+    oracle, skipped = float64_oracle(graph, bindings)
+    if oracle is not None and slow:
+        _say("float64 reference ...")
+    ref = oracle(*inputs) if oracle is not None else None
+    rows, failed = [], False
+    for name in names:
+        if slow:
+            _say(f"compiling for {name} ...")
+        t0 = time.perf_counter()
+        exe, label = compile_for(graph, name)
+        t_compile = time.perf_counter() - t0
+        out, _, t_median = timed_calls(lambda: exe(*inputs), args.repeat, label, slow)
+        err = rel_error(out, ref) if ref is not None else float("nan")
+        failed |= ref is not None and not err < args.tol
+        rows.append((label, err, t_median, t_compile))
     what = "encoder layer" if args.layer_only else f"{args.layers}-layer {args.model}"
     print(f"{what}: S={args.seq}, d_model={args.d_model}, heads={args.heads}, "
           f"d_ff={args.d_ff}; relative error against the float64 reference; "
           f"median of {args.repeat} runs after a warm-up")
+    if skipped:
+        print(f"relative error vs float64 reference: {skipped}")
     print(f"{'backend':12s} {'rel. error':>11s} {'median ms':>10s} {'compile s':>10s} "
           f"{'speed-up':>9s}")
-    rows, failed = [], False
-    for name in args.backends.split(","):
-        t0 = time.perf_counter()
-        exe, label = compile_for(graph, name)
-        t_compile = time.perf_counter() - t0
-        out, _, t_median = run_timed(lambda: exe(*inputs), args.repeat)
-        err = float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
-        failed |= not err < args.tol
-        rows.append((label, err, t_median, t_compile))
     base = rows[0][2]
     for name, err, med, tc in rows:
-        print(f"{name:12s} {err:11.2e} {med * 1e3:10.2f} {tc:10.2f} {base / med:8.2f}x"
-              + ("" if err < args.tol else "  FAILED")
+        err_text = f"{err:11.2e}" if err == err else f"{'-':>11s}"
+        print(f"{name:12s} {err_text} {med * 1e3:10.2f} {tc:10.2f} {base / med:8.2f}x"
+              + ("" if err != err or err < args.tol else "  FAILED")
               + ("  (CPU emulation of the GPU kernels: not a GPU time)"
                  if name == "cupy-emu" else ""))
     return 1 if failed else 0
@@ -206,8 +471,10 @@ def cmd_compare(args) -> int:
 
 def _add_deepseek_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("deepseek-v2")
-    g.add_argument("--config", default="mini",
-                   help="deepseek-v2 preset for a random model: mini (default), tiny")
+    from graphc.models.deepseek_v2 import PRESETS      # the one list of presets
+    g.add_argument("--config", default="mini", choices=tuple(PRESETS),
+                   help=f"deepseek-v2 preset for a random model: {', '.join(PRESETS)} "
+                        "(default mini)")
     g.add_argument("--checkpoint", metavar="DIR",
                    help="deepseek-v2: Hugging Face checkpoint dir (config.json + safetensors)")
     g.add_argument("--prompt-ids", default="1,2,3", help="deepseek-v2: prompt token ids")
@@ -259,7 +526,7 @@ def cmd_run_deepseek(args) -> int:
     prompt = _prompt(args, model)
     c = model.config
     src = args.checkpoint or f"random '{args.config}' preset (seed {args.seed})"
-    name = backend_name(args.backend)
+    name = resolve_backends(args.backend)[0]
     print(f"deepseek-v2 from {src}: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
           f"{model.num_params():,} parameters, backend={name}")
     out, logits, t_fwd, t_pre, rate, t_compile = _deepseek_run(model, prompt, args, name)
@@ -287,6 +554,7 @@ def cmd_run_deepseek(args) -> int:
 
 
 def cmd_compare_deepseek(args) -> int:
+    names = resolve_backends(args.backends)
     model = _build_deepseek(args)
     prompt = _prompt(args, model)
     ref = model.forward(prompt, backend="reference", float64=True)
@@ -295,8 +563,7 @@ def cmd_compare_deepseek(args) -> int:
     print(f"{'backend':12s} {'rel. error':>11s} {'forward ms':>11s} {'prefill ms':>11s} "
           f"{'decode tok/s':>13s} {'compile s':>10s}  tokens")
     failed, first = False, None
-    for name in args.backends.split(","):
-        name = backend_name(name)
+    for name in names:
         out, logits, t_fwd, t_pre, rate, tc = _deepseek_run(model, prompt, args, name)
         err = float(np.linalg.norm(logits - ref) / np.linalg.norm(ref))
         same = first is None or np.array_equal(out, first)
@@ -327,6 +594,21 @@ def _positive(text: str) -> int:
     return n
 
 
+def _sizes(text: str) -> list[int]:
+    """--memory N[,N]: whole numbers >= 1."""
+    out = []
+    for part in text.split(","):
+        try:
+            n = int(part)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated whole numbers >= 1 (e.g. 128,1024), got {text!r}")
+        out.append(n)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphc", description="graphc: compile Transformer "
                                      "models written in Python")
@@ -335,7 +617,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_deepseek_args(p)
     p.add_argument("--seq", default="S", help="sequence length: a symbol (default S) or int")
-    p.add_argument("--dot", metavar="FILE", help="write Graphviz DOT to FILE instead")
+    p.add_argument("--dot", metavar="FILE", help="write Graphviz DOT text to FILE instead "
+                   "(fused groups as clusters)")
+    p.add_argument("--svg", metavar="FILE", help="draw the graph into an SVG FILE (needs "
+                   "Graphviz's dot: apt install graphviz)")
+    p.add_argument("--png", metavar="FILE", help="draw the graph into a PNG FILE (needs "
+                   "Graphviz's dot: apt install graphviz)")
     p.add_argument("--level", choices=("O0", "O1", "O2"),
                    help="optimisation level (default O0, or O2 with --after/--explain/"
                         "--time/--memory)")
@@ -345,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which rewrite rules fired where, which did not and why, and the "
                         "fusion groups formed")
     p.add_argument("--time", action="store_true", help="time every pass")
-    p.add_argument("--memory", metavar="N[,N]",
+    p.add_argument("--memory", metavar="N[,N]", type=_sizes,
                    help="memory plan (naive, arena, lower bound) with symbols bound to N")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("run", help="run a model on random tokens and check it")
@@ -386,7 +673,7 @@ def main(argv=None) -> int:
         args.seq = int(args.seq)
     try:
         return args.func(args)
-    except GraphcError as e:
+    except (GraphcError, _UsageError) as e:
         print(f"graphc: error: {e}", file=sys.stderr)
         return 2
 

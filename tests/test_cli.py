@@ -113,3 +113,188 @@ def test_run_profile_needs_a_positive_count(capsys, bad):
     with pytest.raises(SystemExit) as e:
         main(["run", "transformer", "--profile", bad])
     assert e.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
+
+
+# -- issue 18: drawings, usage errors, compare, profile, memory --------------------------
+
+def _fake_dot(tmp_path, monkeypatch):
+    """A 'dot' on PATH that records the DOT text it is given and writes a stub image."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "dot_input.txt"
+    script = bin_dir / "dot"
+    script.write_text("#!/bin/sh\n"
+                      f"cat > {log}\n"
+                      'for a in "$@"; do case "$prev" in -o) echo "<svg/>" > "$a";; esac; '
+                      'prev="$a"; done\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    return log
+
+
+def test_show_svg_draws_fused_groups_as_clusters(capsys, tmp_path, monkeypatch):
+    log = _fake_dot(tmp_path, monkeypatch)
+    f = tmp_path / "g.svg"
+    code, out, err = run_cli(capsys, "show", "transformer", "--layers", "1", "--after",
+                             "fuse", "--svg", str(f))
+    assert code == 0, err
+    assert f.read_text().startswith("<svg") and "wrote " + str(f) in out
+    dot = log.read_text()
+    assert dot.startswith('digraph "transformer"')
+    clusters = re.findall(r'subgraph cluster_\d+ \{\n\s+label="%\d+ group ([\w+]+) \((\w+)\)'
+                          r'\\nmembers: ([\w, ]+)"', dot)
+    assert len(clusters) == dot.count("subgraph cluster_") >= 8
+    assert ("reshape+transpose+attention" in {c[0] for c in clusters}
+            or any("attention" in c[2] for c in clusters))
+    assert "constant layers.0.wk" in dot and "input ids" in dot   # constant / input names
+
+
+def test_show_dot_after_fuse_has_clusters_and_names(capsys, tmp_path):
+    f = tmp_path / "g.dot"
+    code, out, _ = run_cli(capsys, "show", "transformer", "--layers", "1", "--after", "fuse",
+                           "--dot", str(f))
+    text = f.read_text()
+    assert code == 0 and text.count("digraph") == 1 and "subgraph cluster_" in text
+    assert "group gemm (contraction)" in text and "constant out.weight" in text
+    assert "transformer.py:" in text                  # the user's line in a label
+
+
+def test_show_svg_without_graphviz_names_the_install_step(capsys, tmp_path, monkeypatch):
+    import shutil
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    f = tmp_path / "g.svg"
+    code, out, err = run_cli(capsys, "show", "transformer", "--layers", "1", "--svg", str(f))
+    assert code == 2 and "apt install graphviz" in err and "--dot FILE" in err
+    assert not f.exists()
+
+
+@pytest.mark.skipif(__import__("shutil").which("dot") is None, reason="no Graphviz dot")
+@pytest.mark.parametrize("fmt, magic", [("svg", b"<?xml"), ("png", b"\x89PNG")])
+def test_show_draws_with_real_graphviz(capsys, tmp_path, fmt, magic):
+    f = tmp_path / f"g.{fmt}"
+    code, out, err = run_cli(capsys, "show", "transformer", "--layers", "1", "--after",
+                             "fuse", f"--{fmt}", str(f))
+    assert code == 0, err
+    data = f.read_bytes()
+    assert data.startswith(magic) or (fmt == "svg" and b"<svg" in data[:400])
+    if fmt == "svg":
+        assert b"group gemm" in data and b"members:" in data
+
+
+def test_dot_text_is_not_written_into_an_svg_file(capsys, tmp_path):
+    f = tmp_path / "g.svg"
+    code, _, err = run_cli(capsys, "show", "transformer", "--layers", "1", "--dot", str(f))
+    assert code == 2 and "--svg" in err and not f.exists()
+
+
+@pytest.mark.parametrize("bad", ["x", "128,x", "0", "-5"])
+def test_show_memory_needs_sizes(capsys, bad):
+    with pytest.raises(SystemExit) as e:
+        main(["show", "transformer", "--memory", bad])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--memory" in err and "whole numbers >= 1" in err
+
+
+def test_compare_checks_every_backend_name_before_running(capsys, monkeypatch):
+    import graphc.cli as cli
+    ran = []
+    monkeypatch.setattr(cli, "compile_for", lambda *a: ran.append(a) or 1 / 0)
+    code, out, err = run_cli(capsys, "compare", "transformer", "--layers", "1",
+                             "--backends", "numba,foo")
+    assert code == 2 and "unknown backend 'foo'" in err and not ran and out == ""
+
+
+def test_compare_says_no_gpu_before_the_table(monkeypatch):
+    import io
+    import graphc
+    import graphc.cli as cli
+    from graphc.backends import cupy_gpu
+    monkeypatch.setattr(cupy_gpu, "gpu_available", lambda: (False, "no device (test)"))
+    monkeypatch.setattr(cli, "compile_for", lambda g, name: (
+        graphc.compile(g, backend="reference"), name))
+    both = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", both)
+    monkeypatch.setattr(sys, "stderr", both)
+    code = main(["compare", "transformer", "--layers", "1", "--seq", "8", "--repeat", "1",
+                 "--backends", "reference,cupy"])
+    text = both.getvalue()
+    assert code == 0, text
+    warn = text.index("no GPU for cupy")
+    table = text.index("backend ")
+    assert warn < table and "cupy-emu" in text[table:]
+    assert "no GPU" not in text[table:]
+
+
+def test_deepseek_config_help_lists_the_presets_the_error_lists(capsys):
+    from graphc.models.deepseek_v2 import PRESETS
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for name in PRESETS:
+        assert name in help_text
+    with pytest.raises(SystemExit) as e:
+        main(["run", "deepseek-v2", "--config", "nope"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and all(repr(n) in err for n in PRESETS)
+
+
+def test_run_profile_percentages_add_up(capsys):
+    code, out, _ = run_cli(capsys, "run", "transformer", "--layers", "1", "--seq", "16",
+                           "--backend", "numba", "--repeat", "2", "--profile", "100")
+    assert code == 0
+    head = out.index("profile of transformer")
+    lines = out[head:].splitlines()
+    rows = [l for l in lines[2:] if re.match(r"\s+[\d.]+\s+[\d.]+\s+\d+\s", l)]
+    outside = float(re.search(r"outside the steps [\d.]+ ms \(([\d.]+)%\)", out).group(1))
+    total = sum(float(r.split()[1]) for r in rows) + outside
+    assert abs(total - 100) < 0.1 * len(rows) + 0.2, (total, out)
+
+
+def _needs(graph, S):
+    import graphc
+    f32 = graphc.compile(graph, backend="reference").memory_need({"S": S})[0]
+    f64 = graphc.compile(graph, backend="reference", float64=True).memory_need({"S": S})[0]
+    return f32, f64
+
+
+def test_run_skips_the_float64_check_when_it_would_not_fit(capsys, monkeypatch):
+    from graphc.models import transformer
+    cfg = transformer.TransformerConfig(vocab_size=1000, d_model=64, n_heads=4, d_ff=256,
+                                        n_layers=1)
+    f32, f64 = _needs(transformer.random(cfg, seed=0).trace("S"), 96)
+    assert f32 < f64
+    monkeypatch.setenv("GRAPHC_MEMORY_LIMIT", str((f32 + f64) // 2))
+    code, out, err = run_cli(capsys, "run", "transformer", "--layers", "1", "--seq", "96",
+                             "--repeat", "1")
+    assert code == 0, err
+    assert "relative error vs float64 reference: skipped: the float64 reference would " \
+           "need about" in out and "S=96" in out
+    assert "Traceback" not in err
+
+
+def test_run_too_large_is_refused_with_a_clean_error(capsys, monkeypatch):
+    monkeypatch.setenv("GRAPHC_MEMORY_LIMIT", "64K")
+    code, out, err = run_cli(capsys, "run", "transformer", "--layers", "1", "--seq", "96",
+                             "--repeat", "1")
+    assert code == 2 and "graphc: error: this call needs about" in err
+    assert "transformer.py:" in err and "GRAPHC_MEMORY_LIMIT" in err
+
+
+def test_run_large_call_shows_progress(capsys, monkeypatch):
+    import graphc.cli as cli
+    monkeypatch.setattr(cli, "PROGRESS_FLOPS", 1.0)
+    code, out, err = run_cli(capsys, "run", "transformer", "--layers", "1", "--seq", "8",
+                             "--repeat", "2")
+    assert code == 0
+    assert "graphc: compiling for reference" in err and "first call took" in err
+    assert "timed call 2/2" in err and "float64 reference check" in err
+
+
+def test_estimate_flops_counts_matmuls_and_attention():
+    import graphc.cli as cli
+    from graphc.models import transformer
+    cfg = transformer.TransformerConfig(vocab_size=1000, d_model=64, n_heads=4, d_ff=256,
+                                        n_layers=1)
+    g = transformer.random(cfg, seed=0).trace("S")
+    a, b = cli.estimate_flops(g, {"S": 100}), cli.estimate_flops(g, {"S": 200})
+    assert a > 2 * 100 * 64 * 1000 and 2 * a < b < 4.1 * a   # linear + quadratic terms
