@@ -401,7 +401,7 @@ def write_file(path, tensors: dict, metadata: dict | None = None, bf16: bool = F
     if metadata is not None:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     for name, a in tensors.items():
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a, order="C")          # (ascontiguousarray makes 0-d arrays 1-d)
         if bf16 and a.dtype.kind == "f":
             raw, code = (a.astype(np.float32).view(np.uint32) >> 16).astype("<u2").tobytes(), \
                 "BF16"

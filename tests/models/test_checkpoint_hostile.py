@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import struct
+import sys
 import tracemalloc
 
 import numpy as np
@@ -511,6 +512,12 @@ def test_float64_weight_overflowing_float32_is_nonfinite(model, tmp_path):
     assert dv.load(d, dtype="float64").params["model.norm.weight"][0] == 1e300
 
 
+@pytest.mark.parametrize("case", ["nan_weight", "inf_weight", "overlap", "dim_2_64"])
+def test_hostile_without_the_safetensors_package(base, tmp_path, monkeypatch, case):
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    load_case(base, tmp_path, monkeypatch, case)
+
+
 def test_bf16_nan_is_refused(model, tmp_path, monkeypatch):
     d = write_checkpoint(model, tmp_path / "bf16", bf16=True)
     poke("model.norm.weight", 0x7FC0, fmt="<H", index=1)(d)      # bfloat16 quiet NaN
@@ -610,8 +617,11 @@ def test_json_depth_matches_a_scanner(rng):
     assert sio.json_depth(meta.encode()) == 3       # brackets inside strings do not count
 
 
-def test_write_file_reads_back(tmp_path):
-    t = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1.5], np.float64),
+@pytest.mark.parametrize("package", [True, False])
+def test_write_file_reads_back(tmp_path, monkeypatch, package):
+    if not package:          # the header parser and memory map of safetensors_io alone
+        monkeypatch.setitem(sys.modules, "safetensors", None)
+    t = {"s": np.array(2.5, np.float32), "a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1.5], np.float64),
          "c": np.zeros((0, 4), np.float16), "d": np.array([-3], np.int64)}
     sio.write_file(tmp_path / "x.safetensors", t, {"k": "v"})
     infos = sio.read_header(str(tmp_path / "x.safetensors"))
