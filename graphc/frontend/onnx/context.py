@@ -108,7 +108,7 @@ def materialize(builder, k: Known) -> Tensor:
     from ... import ops
     arr = k.array
     if arr.dtype != object:
-        return builder.wrap(builder.constant(np.ascontiguousarray(arr)))
+        return builder.wrap(builder.constant(np.array(arr, order="C")))   # keeps 0-d
     flat = list(arr.reshape(-1))
     pieces, run = [], []
     for x in flat:

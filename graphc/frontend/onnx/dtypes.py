@@ -17,10 +17,11 @@ NAMES = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
          21: "uint4", 22: "int4", 23: "float4e2m1", 24: "float8e8m0", 25: "uint2",
          26: "int2"}
 
-# Types a graph computes in a wider graphc dtype (widen=True): the values of the narrow
-# type all fit, and the backend casts at the boundary.
+# Types a graph computes in a wider graphc dtype (widen=True, what graphc.onnx_backend
+# asks for): the values of the narrow type all fit (uint64: those below 2**63), and the
+# backend casts at the boundary.
 WIDER = {FLOAT16: "float32", UINT8: "int32", INT8: "int32", UINT16: "int32",
-         INT16: "int32", UINT32: "int64"}
+         INT16: "int32", UINT32: "int64", UINT64: "int64"}
 
 
 def graphc_dtype(elem_type: int, what: str, widen: bool = False, fail=None) -> str:

@@ -21,9 +21,13 @@ class OnnxLoc(SourceLoc):
 
     @property
     def short(self) -> str:
+        if self.op_type.startswith("graph "):
+            return f"ONNX {self.op_type}"
         return f"ONNX {self.op_type} node {self.node_name!r}"
 
     def describe(self) -> str:
+        if self.op_type.startswith("graph "):
+            return f"the {self.op_type} of ONNX model {self.filename}"
         return (f"ONNX node {self.node_name!r} (op type {self.op_type}, node #{self.lineno} "
                 f"of {self.filename})")
 

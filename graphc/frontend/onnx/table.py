@@ -24,5 +24,5 @@ def onnx_op(*op_types: str):
 
 def load_families() -> dict[str, Callable]:
     """Import every family module (each registers its ops) and return the table."""
-    from . import elementwise, linalg, movement, nn, reduction, shape  # noqa: F401
+    from . import attention, elementwise, linalg, movement, nn, reduction, shape  # noqa: F401
     return OPS

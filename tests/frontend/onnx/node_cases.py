@@ -86,6 +86,12 @@ def compare(ref, out, rtol, atol):
     return None
 
 
+def _arrays(values):
+    from onnx import TensorProto, numpy_helper
+    return [numpy_helper.to_array(v) if isinstance(v, TensorProto) else np.asarray(v)
+            for v in values]
+
+
 def run_case(case, backend="reference"):
     """("pass", None) | ("rejected", GraphcError text) | ("fail", why) | ("crash", why)."""
     import onnx
@@ -94,6 +100,7 @@ def run_case(case, backend="reference"):
     try:
         rep = gb.prepare(model, backend=backend)
         for inputs, outputs in case["data"]:
+            inputs, outputs = _arrays(inputs), _arrays(outputs)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 with np.errstate(all="ignore"):
@@ -117,6 +124,7 @@ def ort_passes(case) -> bool:
         sess = ort.InferenceSession(case["model"], so, providers=["CPUExecutionProvider"])
         names = [i.name for i in sess.get_inputs()]
         for inputs, outputs in case["data"]:
+            inputs, outputs = _arrays(inputs), _arrays(outputs)
             got = sess.run(None, dict(zip(names, inputs)))
             if compare(outputs, got, case["rtol"], case["atol"]) is not None:
                 return False
