@@ -95,8 +95,8 @@ def _check_field(rule, v) -> str | None:
             return f"must be an integer in {rule[1]:,}..{rule[2]:,}" + \
                 (" or null" if len(rule) > 3 else "")
     elif kind == "float":
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
-            and rule[1] < v <= rule[2]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and \
+            (isinstance(v, int) or math.isfinite(v)) and rule[1] < v <= rule[2]  # 10**400
         if not ok:
             low = "> 0" if rule[1] == 0 else ">= 0" if rule[1] < 0 else f"> {rule[1]:g}"
             return f"must be a finite number {low} and <= {rule[2]:g}" + \
@@ -235,8 +235,9 @@ class DeepseekV2Config:
             rs = dict(rs)
             rs["type"] = rs.pop("rope_type", rs.get("type"))
         kw["rope_scaling"] = rs
-        if theta is not None:
-            kw["rope_theta"] = theta
+        if theta is not None:    # an integer in range is a float (10000 -> 10000.0)
+            ok_int = isinstance(theta, int) and not isinstance(theta, bool) and abs(theta) < 1e30
+            kw["rope_theta"] = float(theta) if ok_int else theta
         if d.get("topk_method") is None:
             kw["topk_method"] = "greedy"
         for k in ("n_group", "topk_group"):
