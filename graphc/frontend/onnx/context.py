@@ -74,6 +74,7 @@ class Val:
     tensor: Tensor | None = None
     known: Known | None = None
     graph_input: str | None = None       # the graph input this value is (if any)
+    sources: frozenset = frozenset()     # the graph inputs a tensor is computed from
 
 
 class Values:
@@ -188,6 +189,13 @@ class NodeCtx:
                 f"graphc must know when it imports the model; pass from_onnx(..., "
                 f"values={{{v.graph_input!r}: array}})", v.graph_input, op=self.op_type,
                 loc=self.loc)
+        if v.sources:
+            src = sorted(v.sources)[0]
+            raise NeedsValueError(
+                f"{self.op_type} node {self.name!r}: its {what} (input {k}, "
+                f"{self.node.input[k]!r}) is computed from the graph input {src!r}, whose "
+                f"value graphc must know when it imports the model; pass from_onnx(..., "
+                f"values={{{src!r}: array}})", src, op=self.op_type, loc=self.loc)
         raise OnnxImportError(
             f"{self.op_type} node {self.name!r}: its {what} (input {k}, "
             f"{self.node.input[k]!r}) is computed from tensor data, not from shapes or "
@@ -217,15 +225,14 @@ class NodeCtx:
         return all(not self.has(k) or self.known(k) is not None for k in ks)
 
     def small_known(self, ks=None) -> bool:
-        """Every present input known and small (int / bool / dims): fold at import."""
+        """Every present input known and small: fold at import (shape arithmetic, and
+        the constants a model computes from constants)."""
         ks = list(range(self.n_in)) if ks is None else ks
         for k in ks:
             if not self.has(k):
                 continue
             kn = self.known(k)
             if kn is None or kn.array.size > KNOWN_LIMIT:
-                return False
-            if kn.dtype in ("float32", "float64") and kn.array.dtype != object:
                 return False
         return True
 

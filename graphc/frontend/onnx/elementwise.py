@@ -161,12 +161,10 @@ def isinf(ctx):
 def identity(ctx):
     v = ctx.val(0)
     if ctx.op_type == "Dropout":
-        training = ctx.known(2)
-        if ctx.has(2) and training is None:
-            ctx.need(2, "training_mode")
-        ratio = ctx.known(1)
-        if training is not None and bool(training.array.reshape(-1)[0]) and (
-                ratio is None or float(ratio.array.reshape(-1)[0]) != 0.0):
+        training = ctx.need(2, "training_mode") if ctx.has(2) else np.zeros(1, bool)
+        ratio = ctx.need(1, "ratio") if ctx.has(1) else np.full(1, 0.5)
+        if bool(np.asarray(training).reshape(-1)[0]) and \
+                float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
             raise ctx.fail("training_mode=True with a nonzero ratio: graphc runs "
                            "inference (Dropout is the identity there)")
     outs = [v.known if v.known is not None and v.tensor is None else ctx.t(0)]
@@ -185,8 +183,7 @@ def _target_dtype(ctx, elem_type: int) -> str:
 
 def cast_to(ctx, k: int, dt: str):
     kn = ctx.known(k)
-    if kn is not None and kn.array.size <= 4096 and dt in ("int32", "int64", "bool") \
-            and kn.array.dtype != object:
+    if kn is not None and kn.array.size <= 4096 and kn.array.dtype != object:
         return known_of(kn.array.astype(np.dtype(dt) if dt != "bool" else bool), dt)
     if kn is not None and kn.array.dtype == object and dt in ("int32", "int64"):
         return known_of(kn.array, dt)

@@ -238,6 +238,11 @@ def _translate(node, k, table, vals: Values, opset, where, builder) -> None:
         outs = table[node.op_type](ctx)
         if not isinstance(outs, (list, tuple)):
             outs = [outs]
+        sources = frozenset()
+        for name in node.input:
+            if name:
+                v = vals.get(name)
+                sources |= v.sources | ({v.graph_input} if v.graph_input else set())
         for i, name in enumerate(node.output):
             if not name:
                 continue
@@ -245,6 +250,8 @@ def _translate(node, k, table, vals: Values, opset, where, builder) -> None:
                 raise ctx.fail(f"output {i} ({name!r}) is not supported by graphc's "
                                f"translation of {node.op_type}")
             vals.set(name, outs[i])
+            if vals.get(name).tensor is not None and vals.get(name).graph_input is None:
+                vals.get(name).sources = sources
     except (NeedsValueError, UnsupportedOpError):
         raise
     except GraphcError as e:
