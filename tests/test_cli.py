@@ -80,13 +80,21 @@ def test_ops_and_passes_lists(capsys):
 
 
 def test_console_script_and_example_run():
+    """The README's main command: the IR, the fused kernels of the numba compile, the
+    agreement with float64 and the speed against the reference."""
     ex = subprocess.run([sys.executable, str(ROOT / "examples" / "textbook_transformer.py")],
-                        capture_output=True, text=True, timeout=120)
+                        capture_output=True, text=True, timeout=400)
     assert ex.returncode == 0, ex.stderr
-    assert "graph transformer" in ex.stdout and "TOO LARGE" not in ex.stdout
-    assert ex.stdout.count("(ok)") == 2
+    out = ex.stdout
+    assert "graph transformer" in out and "TOO LARGE" not in out
+    assert "compiled for numba" in out and "generated loop kernels" in out
+    assert re.search(r"%\d+\s+attention\s+\S*attention\S*\s+f32\[S,4,16\]", out), out
+    assert re.search(r"%\d+\s+kernel\s+add_layernorm", out) and "parallel for" in out
+    assert out.count("(ok)") == 2 and len(re.findall(r"numba [\d.]+ ms, reference [\d.]+ ms: "
+                                                     r"[\d.]+x faster", out)) == 2
 
 
+@pytest.mark.slow       # compiles the example's CUDA C for the emulation (~6 CPU s)
 def test_gpu_kernels_example_runs():
     """The GPU example prints CUDA C and checks its result (emulated without a GPU)."""
     ex = subprocess.run([sys.executable, str(ROOT / "examples" / "gpu_kernels.py")],
@@ -96,6 +104,7 @@ def test_gpu_kernels_example_runs():
     assert "relative error against the float64 reference" in ex.stdout
 
 
+@pytest.mark.slow       # compiles the transformer on numba (~13 CPU s)
 def test_run_profile(capsys):
     code, out, _ = run_cli(capsys, "run", "transformer", "--layers", "1", "--seq", "16",
                            "--backend", "numba", "--repeat", "2", "--profile", "4")
