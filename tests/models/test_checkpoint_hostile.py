@@ -664,3 +664,58 @@ HF_CASES = [c for c in CASES if c not in ("n_group_not_dividing", "too_many_entr
 @pytest.mark.parametrize("case", HF_CASES)
 def test_hostile_save_pretrained_checkpoint(hf_base, tmp_path, monkeypatch, case):
     load_case(hf_base, tmp_path, monkeypatch, case)
+
+
+# -- every config field with every kind of wrong value -------------------------------------
+
+ODD_VALUES = [None, True, False, 0, -1, 1, 2, 3, 7, 2 ** 31, 2 ** 64, 10 ** 400, 0.5, -0.0,
+              1e308, math.nan, math.inf, -math.inf, "", "abc", "32", [], [1], {}, {"a": 1}]
+
+
+def test_every_config_field_with_odd_values_is_accepted_or_a_checkpoint_error(model):
+    """Each field of a valid config.json (and each YaRN field) set to each odd value: the
+    config is either refused with a CheckpointError naming the field, or accepted and then
+    usable (the RoPE tables, the parameter shapes and sizes compute without an error)."""
+    good = {"model_type": "deepseek_v2", **model.config.to_hf()}
+    fields = [(k, None) for k in good if k != "rope_parameters"]
+    fields += [("rope_parameters", k) for k in good["rope_parameters"]]
+    fields += [("eos_token_id", None), ("rope_scaling", None)]
+    for field, sub in fields:
+        for v in ODD_VALUES:
+            d = json.loads(json.dumps(good))
+            if sub is None:
+                d[field] = v
+            else:
+                d[field][sub] = v
+            try:
+                c = dv.DeepseekV2Config.from_hf(d, require_shapes=True)
+            except graphc.CheckpointError as e:
+                assert (sub or field) in str(e) or "rope" in str(e), (field, sub, v, str(e))
+                continue
+            dv.rope_tables(c)
+            ck.implied_size(c)
+            dv.cache_bytes_per_token(c)
+
+
+def test_random_header_bytes_are_loaded_or_a_checkpoint_error(base, tmp_path, rng):
+    """Random bytes of the safetensors header (and its length) overwritten with random
+    or structural characters: every outcome is a load or a CheckpointError."""
+    raw = (base / ST).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    alphabet = np.frombuffer(b'{}[]",:0123456789-.eE \\\xff\x00aF', np.uint8)
+    d = tmp_path / "ckpt"
+    shutil.copytree(base, d)
+    outcomes = {"loaded": 0, "refused": 0}
+    for _ in range(60):
+        b = bytearray(raw)
+        for _ in range(int(rng.integers(1, 4))):
+            at = int(rng.integers(0, 8 + n))
+            b[at] = int(rng.choice(alphabet)) if rng.random() < 0.8 else int(rng.integers(256))
+        (d / ST).write_bytes(bytes(b))
+        try:
+            dv.load(d)
+            outcomes["loaded"] += 1
+        except graphc.CheckpointError as e:
+            assert e.__cause__ is None
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0
