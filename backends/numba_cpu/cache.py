@@ -92,6 +92,12 @@ def _read(path: Path) -> bytes | None:
         return b""
 
 
+def _unsealed(h: str, source: str) -> bytes:
+    """The file an earlier graphc wrote for ``source``, before files were sealed: it and
+    its module's Numba files (never read) are replaced without a warning."""
+    return (HEADER + h + "\n" + source).encode()
+
+
 def _is_current(path: Path, text: str) -> bool:
     data = _read(path)
     return data is not None and data == text.encode()
@@ -106,8 +112,10 @@ def load_module(source: str):
     cached = data == code        # the file is exactly what graphc writes for source
     if not cached:
         if data is not None:
-            warnings.warn(f"graphc: cached kernel {path} does not match its hash "
-                          "(corrupt or modified); deleted it, rebuilding it", RuntimeWarning)
+            if data != _unsealed(h, source):    # (that: an earlier graphc's, replaced quietly)
+                warnings.warn(f"graphc: cached kernel {path} does not match its hash "
+                              "(corrupt or modified); deleted it, rebuilding it",
+                              RuntimeWarning)
             _drop_numba_cache(path)
             from graphc.cache import remove
             if path.is_dir() and not path.is_symlink():
@@ -168,7 +176,12 @@ def precompile(sources, done=None) -> set[str]:
             continue
         if indexed is None:
             indexed = _indexed(path.parent)
-        if not path.exists() or (path.stem not in indexed and _is_current(path, text)):
+        data = _read(path)
+        if data is not None and data == _unsealed(h, src):
+            _drop_numba_cache(path)       # an earlier graphc's module: compile it again
+            indexed.discard(path.stem)
+            data = None
+        if data is None or (path.stem not in indexed and data == text.encode()):
             todo[h] = (path, text)        # (a file that does not match: load_module warns)
     jobs = min(compile_jobs(), len(todo))
     if (jobs < 2 or len(todo) < PARALLEL_MIN_MODULES or not sys.executable

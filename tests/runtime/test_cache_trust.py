@@ -369,3 +369,29 @@ def test_processes_creating_the_key_at_once_agree(tmp_path):
     assert len(keys) == 1 and len(keys.pop()) == 64
     assert (tmp_path / "k" / "cache.key").read_text().strip()
     assert [p.name for p in (tmp_path / "k").iterdir()] == ["cache.key"]   # no temp left
+
+
+def test_files_of_an_earlier_graphc_are_replaced_quietly(keyed, monkeypatch):
+    """A kernel file exactly as graphc wrote it before files were sealed is rewritten
+    without a warning, and its module's Numba files are deleted unread."""
+    import warnings
+    from graphc.backends.numba_cpu import cache
+    source = textwrap.dedent("""
+        import numba as nb
+
+
+        @nb.njit("int64(int64)", cache=True)
+        def kernel(x):
+            return x + 7
+    """)
+    h, path, text = cache._entry(source)
+    path.write_bytes(cache._unsealed(h, source))
+    index = path.parent / "__pycache__" / f"{path.stem}.kernel-5.py311.nbi"
+    index.write_bytes(PLANTED_PICKLE)
+    marker = keyed / "marker"
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fn, cached = cache.load_kernel(source)
+    assert fn(1) == 8 and not cached and not marker.exists()
+    assert path.read_text() == text and not index.exists()
