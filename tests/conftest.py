@@ -1,9 +1,28 @@
-"""Shared fixtures for the whole test suite."""
+"""Shared fixtures for the whole test suite.
+
+The quick suite (``python -m pytest -q``) leaves out the tests marked ``slow`` (pyproject's
+addopts: ``-m "not slow"``); ``python -m pytest -m slow`` runs those, ``-m ""`` everything.
+"""
 import os
 import secrets
 
 import numpy as np
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_kernel_cache(tmp_path_factory):
+    """One kernel cache for the whole session (Numba modules and the CUDA emulation's
+    libraries), never the user's ``~/.cache``: a temporary folder, or
+    ``$GRAPHC_TEST_CACHE_DIR`` when that is set (to share compiled kernels between runs:
+    .ci/run's quick and slow runs). tests/backends/conftest.py's fixture reads the same
+    variable, so every folder compiles into the same cache."""
+    path = (os.environ.get("GRAPHC_TEST_CACHE_DIR")
+            or str(tmp_path_factory.mktemp("graphc-kernel-cache")))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRAPHC_TEST_CACHE_DIR", path)
+        mp.setenv("GRAPHC_CACHE_DIR", path)
+        yield path
 
 
 @pytest.fixture

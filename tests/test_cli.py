@@ -307,3 +307,28 @@ def test_estimate_flops_counts_matmuls_and_attention():
     g = transformer.random(cfg, seed=0).trace("S")
     a, b = cli.estimate_flops(g, {"S": 100}), cli.estimate_flops(g, {"S": 200})
     assert a > 2 * 100 * 64 * 1000 and 2 * a < b < 4.1 * a   # linear + quadratic terms
+
+
+def test_compare_reports_a_backend_too_large_and_runs_the_others(capsys, monkeypatch):
+    """The reference holds the whole score matrices; a size that does not fit it is a
+    REFUSED row, not the end of the comparison."""
+    import graphc
+    import graphc.cli as cli
+    from graphc.models import transformer
+    cfg = transformer.TransformerConfig(vocab_size=1000, d_model=64, n_heads=4, d_ff=256,
+                                        n_layers=1)
+    g = transformer.random(cfg, seed=0).trace("S")
+    need = graphc.compile(g, backend="reference").memory_need({"S": 96})[0]
+    monkeypatch.setenv("GRAPHC_MEMORY_LIMIT", str(need - 1))
+    real = cli.compile_for
+    # the second "backend": the reference at O0 with a smaller peak (fast, no numba)
+    monkeypatch.setattr(cli, "compile_for", lambda graph, name: real(graph, name) if
+                        name == "reference" else (graphc.compile(graph, level="O1"), name))
+    code, out, err = run_cli(capsys, "compare", "transformer", "--layers", "1", "--seq",
+                             "96", "--repeat", "1", "--backends", "reference,numba")
+    rows = {l.split()[0]: l for l in out.splitlines() if l.startswith(("reference ",
+                                                                       "numba "))}
+    assert "REFUSED" in rows["reference"], out
+    assert "REFUSED" not in rows["numba"] and re.search(r"numba\s+-\s+[\d.]+", rows["numba"])
+    assert "relative error vs float64 reference: skipped" in out      # f64 needs more
+    assert "refused reference: this call needs about" in out and code == 1

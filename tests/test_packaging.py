@@ -51,6 +51,7 @@ def test_found_packages_cover_every_package_directory():
             "graphc.backends.cupy_gpu", "graphc.models"} <= found
 
 
+@pytest.mark.slow       # builds a wheel with pip (~5 CPU s)
 def test_wheel_holds_every_package_and_imports_outside_the_tree(tmp_path):
     """Build a wheel (``pip wheel --no-deps --no-build-isolation``, a few seconds) from a
     copy of the sources; unpack it and import every package from there, in a directory

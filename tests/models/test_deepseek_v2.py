@@ -106,6 +106,7 @@ def test_decode_inputs_are_generate_first_step():
         model.decode_inputs(too_long)
 
 
+@pytest.mark.slow       # compiles the two-layer prefill graph on numba (~45 CPU s)
 def test_generate_prefill_runs_the_last_layer_for_the_last_token_only():
     cfg = dv.preset("tiny", num_hidden_layers=2, first_k_dense_replace=1)
     model = dv.random(cfg, seed=4)

@@ -27,6 +27,7 @@ def run(*extra):
     return res.stdout
 
 
+@pytest.mark.slow       # a subprocess compiling DeepSeek-V2 tiny on numba (~75 CPU s)
 def test_graphc_peers_report_every_metric():
     out = run("--backends", "reference,numba", "--no-transformers")
     got = rows(out)
@@ -38,6 +39,7 @@ def test_graphc_peers_report_every_metric():
     assert "cache per token: MLA" in out
 
 
+@pytest.mark.slow
 @pytest.mark.compare
 @pytest.mark.skipif(importlib.util.find_spec("transformers") is None
                     or importlib.util.find_spec("torch") is None,

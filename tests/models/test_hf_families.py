@@ -22,7 +22,10 @@ TOL = 1e-4          # relative norm error in float32 (measured ~3e-7 .. 8e-7)
 
 
 def _backends():
-    out = ["reference", "numba", "cupy-emu"]
+    # the quick suite runs the families on the reference backend; compiling each on numba
+    # and cupy-emu (5-15 CPU s apiece) is in the slow suite
+    out = ["reference", pytest.param("numba", marks=pytest.mark.slow),
+           pytest.param("cupy-emu", marks=pytest.mark.slow)]
     return out + [pytest.param("cupy", marks=pytest.mark.gpu)]
 
 

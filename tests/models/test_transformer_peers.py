@@ -41,6 +41,7 @@ def test_encoder_layer_matches_pytorch(causal):
     assert rel(out64, ref) < 1e-6   # float32 input rounding bounds this one
 
 
+@pytest.mark.slow       # ONNX export and onnxruntime (~8 CPU s)
 def test_encoder_layer_matches_onnxruntime():
     ort = pytest.importorskip("onnxruntime", reason="needs the 'compare' extra")
     pytest.importorskip("onnxscript", reason="needs the 'compare' extra")
