@@ -96,8 +96,10 @@ class GraphcRep(BackendRep):
         if not isinstance(outs, tuple):
             outs = (outs,)
         res = []
-        for o, t in zip(outs, self.output_types):
+        for o, t, gt in zip(outs, self.output_types, g.output_types):
             o = np.asarray(o)
+            if gt.rank == 0 and o.shape == (1,):
+                o = o.reshape(())   # the numba backend returns a 0-d constant output as [1]
             if t and t not in GRAPHC_OF and t in WIDER:
                 o = o.astype(helper.tensor_dtype_to_np_dtype(t))
             res.append(o)

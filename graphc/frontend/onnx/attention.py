@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from ... import ops
 from ...ir.dims import exact_div

@@ -16,7 +16,7 @@ from ...ir.dims import Sym
 from ...ir.graph import Graph
 from ...ir.types import TensorType
 from ..tracer import Builder, building
-from .context import Known, NodeCtx, Val, Values, known_of, np_dtype
+from .context import NodeCtx, Val, Values, known_of
 from .dtypes import graphc_dtype
 from .errors import NeedsValueError, OnnxImportError, UnsupportedOpError
 from .loc import OnnxLoc
@@ -133,7 +133,7 @@ def _attrs(node) -> dict:
     return out
 
 
-def array_of(tensor_proto, what: str) -> Known:
+def array_of(tensor_proto, what: str):
     from onnx import numpy_helper
     dt = graphc_dtype(tensor_proto.data_type, what)
     return known_of(numpy_helper.to_array(tensor_proto), dt)

@@ -7,7 +7,7 @@ import numpy as np
 from ... import ops
 from ...ir.dims import Sym, prod
 from .common import axis_of, const, dims_tuple, fold
-from .context import KNOWN_LIMIT, Known, known_of
+from .context import KNOWN_LIMIT, Known
 from .table import onnx_op
 
 BIG = 2 ** 62
@@ -39,17 +39,20 @@ def concat(ctx):
 
 
 def take(x, axis: int, index):
-    """x's entries at ``index`` (an int tensor, non-negative) along ``axis``: the
-    index's dims replace the axis (ONNX Gather / np.take)."""
-    r = x.ndim
-    if axis != 0:
-        x = ops.transpose(x, axes=(axis,) + tuple(k for k in range(r) if k != axis))
-    out = ops.embedding(x, index)
-    if axis == 0:
-        return out
-    q = index.ndim
-    perm = list(range(q, q + axis)) + list(range(q)) + list(range(q + axis, q + r - 1))
-    return ops.transpose(out, axes=tuple(perm))
+    """x's entries at ``index`` (an int tensor, ids in [-n, n)) along ``axis``: the
+    index's dims replace the axis (ONNX Gather / np.take). A take_along_axis of the
+    [pre, n, post] view with the flattened index [1, m, 1] (every backend runs it as an
+    index map); a table graph input's rows read by graph-input ids stay an embedding."""
+    from ...ir.dims import prod
+    shape = tuple(x.shape)
+    ishape = tuple(index.shape)
+    if axis == 0 and x.node.op == "constant" and index.node.op == "input" and x.ndim >= 1:
+        return ops.embedding(x, index)
+    pre, n, post = prod(shape[:axis]), shape[axis], prod(shape[axis + 1:])
+    x3 = ops.reshape(x, shape=(pre, n, post))
+    i3 = ops.reshape(index, shape=(1, prod(ishape), 1))
+    out = ops.take_along_axis(x3, i3, axis=1)
+    return ops.reshape(out, shape=shape[:axis] + ishape + shape[axis + 1:])
 
 
 def take_static(ctx, x, axis: int, idx):
@@ -175,19 +178,6 @@ def split(ctx):
     return outs
 
 
-def _fix_negative(ctx, idx, n):
-    """Indices in [-n, n) made non-negative."""
-    zero = const(ctx, 0, idx.dtype)
-    if isinstance(n, Sym):
-        from .context import materialize
-        a = np.empty(1, dtype=object)
-        a[0] = n
-        nt = ops.reshape(materialize(ctx.values.builder, Known(a, idx.dtype)), shape=())
-    else:
-        nt = const(ctx, n, idx.dtype)
-    return ops.where(ops.less(idx, zero), ops.add(idx, nt), idx)
-
-
 @onnx_op("Gather")
 def gather(ctx):
     shape = ctx.shape(0)
@@ -207,8 +197,7 @@ def gather(ctx):
             raise ctx.fail(f"index {int(a[(a < -d) | (a >= d)].reshape(-1)[0])} is out of "
                            f"range for axis {axis} of size {d}")
         return take_static(ctx, x, axis, np.where(a < 0, a + d, a))
-    idx = ctx.t(1)
-    return take(x, axis, _fix_negative(ctx, idx, d))
+    return take(x, axis, ctx.t(1))
 
 
 @onnx_op("GatherElements")
@@ -246,7 +235,7 @@ def gather_nd(ctx):
             len(ishape) - 1 - b))
         flat = ops.add(flat, ops.mul(bi, const(ctx, block, dt)))
     table = ops.reshape(x, shape=(nb * block,) + tuple(rest))
-    return ops.embedding(table, flat)
+    return take(table, 0, flat)
 
 
 def _fix_negative_nd(ctx, idx, dims):

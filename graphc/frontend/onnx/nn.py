@@ -2,7 +2,6 @@
 RotaryEmbedding, Attention (attention.py)."""
 from __future__ import annotations
 
-import numpy as np
 
 from ... import ops
 from ...ir.types import FLOAT_DTYPES
@@ -188,8 +187,9 @@ def rotary_embedding(ctx):
         rot = D
     if ctx.has(3):
         pos = ctx.t(3)
-        cos = ops.embedding(cos, pos)        # [B, S, R/2]
-        sin = ops.embedding(sin, pos)
+        from .movement import take
+        cos = take(cos, 0, pos)        # [B, S, R/2]
+        sin = take(sin, 0, pos)
     half = rot // 2
     cos = ops.slice(cos, starts=(None, None, 0), stops=(None, None, half), steps=(1, 1, 1))
     sin = ops.slice(sin, starts=(None, None, 0), stops=(None, None, half), steps=(1, 1, 1))

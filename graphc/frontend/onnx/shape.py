@@ -6,7 +6,7 @@ import numpy as np
 
 from ... import ops
 from ...ir.dims import Sym, prod
-from .common import axes_of, axis_of, const, dims_tuple, fold
+from .common import axes_of, axis_of, const, dims_tuple
 from .context import KNOWN_LIMIT, Known, known_of, np_dtype
 from .dtypes import graphc_dtype
 from .table import onnx_op
@@ -104,7 +104,6 @@ def range_(ctx):
             out = start + np.arange(n, dtype=np.int64) * delta
         if out.size <= KNOWN_LIMIT or dt not in ("float32", "float64"):
             return known_of(out, dt)
-        b = ctx.values.builder
         return Known(out.astype(np_dtype(dt)), dt)
     if isinstance(delta, Sym):
         raise ctx.fail("a symbolic delta")
