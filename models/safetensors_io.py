@@ -11,9 +11,10 @@ to float32 exactly).
 Nothing in a file can make this module crash, hang or run code: every problem is a
 :class:`graphc.CheckpointError` naming the file and the tensor or field. The header is
 size-limited (:data:`MAX_HEADER_BYTES`), depth- and entry-limited (:data:`MAX_JSON_DEPTH`,
-:data:`MAX_TENSORS_PER_FILE`, both counted on the bytes before parsing); duplicate names, malformed entries (a dim that is not a non-negative integer, a
-bool for an int, an unknown dtype), offsets that are reversed, overlap, leave holes or run
-past the end of the file are refused. Files must be regular files inside the checkpoint
+:data:`MAX_TENSORS_PER_FILE`, both counted on the bytes before parsing); duplicate names,
+malformed entries (a dim that is not a non-negative integer, a bool for an int, an unknown
+dtype), offsets that are reversed, overlap, leave holes or run past the end of the file
+are refused. Files must be regular files inside the checkpoint
 directory (after symlinks are resolved; the Hugging Face hub cache's
 ``snapshots/<rev>/ -> ../../blobs/`` links are allowed), so a FIFO or ``/dev/zero`` cannot
 hang a read and an index cannot point at ``../elsewhere``.

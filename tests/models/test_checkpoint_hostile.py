@@ -398,7 +398,8 @@ CASES = {
         r"header: [\d,]+ JSON objects/arrays and [\d,]+ values, over the limit of 50 and 192"),
     "header_of_tiny_values": (lambda d: join(d / ST, b'{"x": [' + b"0," * (2 ** 23 - 4)
                                              + b"0]}", b""), {},
-                              r"header: 2 JSON objects/arrays and 8,388,605 values, over the limit"),
+                              r"header: 2 JSON objects/arrays and 8,388,605 values, over the "
+                              r"limit"),
     "config_of_tiny_values": (raw_config(b'{"x": [' + b'"",' * (2 ** 22) + b'""]}'), {},
                               r"config\.json: 2 JSON objects/arrays and 4,194,305 values"),
     "weights_fifo": (fifo(ST), {}, r"safetensors file 'model\.safetensors' is not a regular"),
@@ -625,7 +626,8 @@ def test_json_depth_matches_a_scanner(rng):
 def test_write_file_reads_back(tmp_path, monkeypatch, package):
     if not package:          # the header parser and memory map of safetensors_io alone
         monkeypatch.setitem(sys.modules, "safetensors", None)
-    t = {"s": np.array(2.5, np.float32), "a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1.5], np.float64),
+    t = {"s": np.array(2.5, np.float32), "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+         "b": np.array([1.5], np.float64),
          "c": np.zeros((0, 4), np.float16), "d": np.array([-3], np.int64)}
     sio.write_file(tmp_path / "x.safetensors", t, {"k": "v"})
     infos = sio.read_header(str(tmp_path / "x.safetensors"))
