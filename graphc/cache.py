@@ -94,7 +94,7 @@ def private_dir(path: Path, owned_from: Path | None = None) -> Path:
     existing = Path(os.path.abspath(path))
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
-    check_trusted(existing, own)     # before creating anything there
+    check_trusted(existing, own, shown=path)     # before creating anything there
     _makedirs(path)
     check_trusted(path, own)
     _CHECKED.add(key)
@@ -116,9 +116,11 @@ def _makedirs(path: Path) -> None:
             pass
 
 
-def check_trusted(path: Path, owned_from: Path) -> None:
+def check_trusted(path: Path, owned_from: Path, what: str = "the cache directory",
+                  shown: Path | None = None) -> None:
     """Raise :class:`CacheTrustError` when a user other than this one (or root) could
-    write into ``path`` (see :func:`private_dir`)."""
+    write into ``path`` (see :func:`private_dir`); the message names ``what`` ``shown``
+    (default ``path``) is, and the folder at fault."""
     if os.name != "posix":
         return
     uid = os.geteuid()
@@ -126,18 +128,19 @@ def check_trusted(path: Path, owned_from: Path) -> None:
     own = os.path.realpath(owned_from)
     home = os.path.realpath(os.path.expanduser("~"))
     stop = home if (real + os.sep).startswith(home + os.sep) else os.sep
+    shown = path if shown is None else shown
     p = real
     while True:
         st = os.stat(p)
         mine = p == own or (p + os.sep).startswith(own.rstrip(os.sep) + os.sep)
         if mine and st.st_uid != uid or not mine and st.st_uid not in (uid, 0):
             raise CacheTrustError(
-                f"graphc: refusing the cache directory {path}: {p} is owned by uid "
+                f"graphc: refusing {what} {shown}: {p} is owned by uid "
                 f"{st.st_uid}, not by you (uid {uid}); another user could make graphc run "
                 "their code. Use a cache directory of your own (set GRAPHC_CACHE_DIR)")
         if st.st_mode & 0o022 and (mine or not st.st_mode & stat.S_ISVTX):
             raise CacheTrustError(
-                f"graphc: refusing the cache directory {path}: {p} is writable by "
+                f"graphc: refusing {what} {shown}: {p} is writable by "
                 f"{_WHO[st.st_mode & 0o022]} (mode "
                 f"{stat.S_IMODE(st.st_mode):04o}); another user could make graphc run "
                 f"their code. Fix: chmod go-w {p}")
@@ -202,7 +205,7 @@ def _load_key(path: Path) -> bytes:
     except OSError as e:
         raise _KeyUnavailable(f"graphc: cannot create the folder of the cache key {path}: "
                               f"{e} (set {KEY_ENV} to a file path graphc may create)") from None
-    check_trusted(folder, folder)
+    check_trusted(folder, folder, "the folder of the cache key", folder)
     for attempt in range(50):
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)

@@ -307,6 +307,15 @@ def test_key_others_can_read_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHC_CACHE_KEY", str(key))
     with pytest.raises(trust.CacheTrustError, match=f"chmod 600 {key}"):
         trust.cache_key()
+    # in a folder others can write to: refused
+    open_dir = tmp_path / "k0"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o770)
+    monkeypatch.setenv("GRAPHC_CACHE_KEY", str(open_dir / "cache.key"))
+    with pytest.raises(trust.CacheTrustError,
+                       match=f"refusing the folder of the cache key {open_dir}: .* group"):
+        trust.cache_key()
+    assert not (open_dir / "cache.key").exists()
     # inside the cache: refused
     monkeypatch.setenv("GRAPHC_CACHE_KEY", str(tmp_path / "cache" / "cache.key"))
     with pytest.raises(trust.CacheTrustError, match="must not be inside the cache"):
