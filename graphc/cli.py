@@ -448,7 +448,7 @@ def cmd_compare(args) -> int:
         try:
             out, _, t_median = timed_calls(lambda: exe(*inputs), args.repeat, label, slow)
         except InputError as e:
-            if not e.message.startswith("this call needs about"):
+            if "this call needs about" not in e.message:
                 raise
             # too large for this backend (the reference's whole score matrices): a row
             # saying so, the other backends still run

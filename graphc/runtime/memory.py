@@ -119,23 +119,25 @@ def largest_tensor(graph, nodes, bindings):
 
 def check_fits(need: int, node, node_bytes: int, bindings, what: str,
                available: int | None = None, where: str = "memory",
-               role: str = "the largest is") -> None:
-    """InputError when ``need`` bytes exceed what is available; ``node`` (with
-    ``node_bytes``) is the one to name."""
+               role: str = "the largest is", ran_out: bool = False) -> None:
+    """InputError when ``need`` bytes exceed what is available (``ran_out``: an
+    allocation failed anyway); ``node`` (with ``node_bytes``) is the one to name."""
     if available is None:
         available = available_bytes()
-    if available is None or need <= available:
+    if not ran_out and (available is None or need <= available):
         return
+    available = available or 0
     sizes = dict(sorted(bindings.items()))
     detail = ""
     if node is not None:
         shape = list(node.type.concrete_shape(bindings))
         detail = (f"; {role} {node.name} = {node.op}(...) : {node.type} = {shape}, "
                   f"{fmt_bytes(node_bytes)} ({node_bytes:,} bytes)")
+    head = "ran out of memory: " if ran_out else ""
     raise InputError(
-        f"this call needs about {fmt_bytes(need)} ({need:,} bytes) of {where} for {what} "
-        f"at sizes {sizes}, but only {fmt_bytes(available)} ({available:,} bytes) is "
-        f"available{detail}; use smaller sizes (or set GRAPHC_MEMORY_LIMIT to override)",
+        f"{head}this call needs about {fmt_bytes(need)} ({need:,} bytes) of {where} for "
+        f"{what} at sizes {sizes}, but only {fmt_bytes(available)} ({available:,} bytes) "
+        f"is available{detail}; use smaller sizes (or set GRAPHC_MEMORY_LIMIT to override)",
         op=node.op if node is not None else None,
         node=node.name if node is not None else None,
         shapes=[node.type] if node is not None else None,

@@ -194,12 +194,30 @@ class ProgramExecutable(Executable):
         return self.to_device(array)
 
     def run(self, arrays, bindings):
-        with self._lock:
+        with self._lock, self._out_of_memory(bindings):
             return self._run(arrays, bindings)
 
     def run_timed_steps(self, arrays, bindings, timer):
-        with self._lock:
+        with self._lock, self._out_of_memory(bindings):
             return self._run(arrays, bindings, timer)
+
+    def _out_of_memory(self, bindings):
+        """A MemoryError the estimate did not foresee (other processes took the memory)
+        becomes an InputError naming the largest tensor and the bytes."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def guard():
+            try:
+                yield
+            except MemoryError:
+                need, node, node_bytes = self.memory_need(bindings)
+                check_fits(need, node, node_bytes, bindings,
+                           f"{self.graph.name} on {self.backend}",
+                           available=self.memory_available(), where=self.memory_kind,
+                           ran_out=True)
+                raise
+        return guard()
 
     def profile_entries(self, bindings):
         kinds = {KernelStep: "kernel", GemmStep: "gemm", AttentionStep: "attention",

@@ -179,3 +179,18 @@ def test_embedding_id_out_of_range_names_the_users_line(exes, backend):
     assert "op 'embedding'" in msg
     line = block.__code__.co_firstlineno + 1          # h = graphc.embedding(...)
     assert f"test_call_robustness.py:{line}" in msg, msg
+
+
+def test_compiled_out_of_memory_is_an_input_error(monkeypatch):
+    def mlp(x):
+        return graphc.relu(x @ W)
+    exe = graphc.compile(graphc.trace(mlp, graphc.spec(("S", 16))), backend="numba")
+
+    def boom(*a, **k):
+        raise MemoryError
+    monkeypatch.setattr(exe, "matmul", boom)
+    monkeypatch.setattr(exe, "kernel", boom)
+    with pytest.raises(InputError) as e:
+        exe(np.ones((3, 16), np.float32))
+    assert "ran out of memory: this call needs about" in str(e.value)
+    assert "[3, 16]" in str(e.value)
