@@ -1,6 +1,7 @@
 """The ``graphc`` command line.
 
     graphc show transformer [--dot FILE]        print the IR (or write Graphviz DOT)
+    graphc show transformer --after fuse --svg g.svg   draw it (fused groups as clusters)
     graphc show transformer --after fuse        the IR after a pass of the O2 pipeline
     graphc show transformer --level O2 --explain --time --memory 128,1024
     graphc run transformer --backend numba      run on random tokens, check vs float64
