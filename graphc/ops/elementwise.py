@@ -196,36 +196,45 @@ def where(cond, a, b):
 
 # -- unary -----------------------------------------------------------------------------
 
+def unary_op(fn: str, dtypes="float", **kw):
+    """Declare the unary elementwise op ``fn`` that is the loop-IR function of that name:
+    ``@unary_op("exp")`` over its NumPy reference (float operands unless ``dtypes``)."""
+    return register_op(fn, kind="elementwise", dtypes=dtypes, lower=unary(fn), **kw)
 
-@register_op("neg", kind="elementwise", dtypes=_NUMERIC, lower=unary("neg"))
+
+@unary_op("neg", _NUMERIC)
 def neg(x):
     """-x"""
     return -x
 
 
-@register_op("exp", kind="elementwise", dtypes="float", lower=unary("exp"))
+@unary_op("exp")
 def exp(x):
+    """e ** x"""
     return np.exp(x)
 
 
-@register_op("log", kind="elementwise", dtypes="float", lower=unary("log"))
+@unary_op("log")
 def log(x):
+    """the natural logarithm"""
     return np.log(x)
 
 
-@register_op("sqrt", kind="elementwise", dtypes="float", lower=unary("sqrt"))
+@unary_op("sqrt")
 def sqrt(x):
+    """the square root (NaN below 0)"""
     return np.sqrt(x)
 
 
-@register_op("rsqrt", kind="elementwise", dtypes="float", lower=unary("rsqrt"))
+@unary_op("rsqrt")
 def rsqrt(x):
     """1 / sqrt(x)"""
     return 1 / np.sqrt(x)
 
 
-@register_op("tanh", kind="elementwise", dtypes="float", lower=unary("tanh"))
+@unary_op("tanh")
 def tanh(x):
+    """the hyperbolic tangent"""
     return np.tanh(x)
 
 
@@ -234,7 +243,7 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-@register_op("sigmoid", kind="elementwise", dtypes="float", lower=unary("sigmoid"))
+@unary_op("sigmoid")
 def sigmoid(x):
     """1 / (1 + exp(-x)), computed without overflow for large |x|"""
     return _sigmoid(x)
@@ -243,67 +252,68 @@ def sigmoid(x):
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 
-@register_op("erf", kind="elementwise", dtypes="float", lower=unary("erf"))
+@unary_op("erf")
 def erf(x):
+    """the error function"""
     # asarray: on a 0-d array frompyfunc returns a Python float, not an array.
     return np.asarray(_erf(x), dtype=x.dtype)
 
 
-@register_op("sin", kind="elementwise", dtypes="float", lower=unary("sin"))
+@unary_op("sin")
 def sin(x):
+    """the sine (radians)"""
     return np.sin(x)
 
 
-@register_op("cos", kind="elementwise", dtypes="float", lower=unary("cos"))
+@unary_op("cos")
 def cos(x):
+    """the cosine (radians)"""
     return np.cos(x)
 
 
-@register_op("log1p", kind="elementwise", dtypes="float", lower=unary("log1p"))
+@unary_op("log1p")
 def log1p(x):
     """log(1 + x), accurate for small x"""
     return np.log1p(x)
 
 
-@register_op("expm1", kind="elementwise", dtypes="float", lower=unary("expm1"))
+@unary_op("expm1")
 def expm1(x):
     """exp(x) - 1, accurate for small x"""
     return np.expm1(x)
 
 
-@register_op("floor", kind="elementwise", dtypes="float", lower=unary("floor"))
+@unary_op("floor")
 def floor(x):
     """the largest integer <= x (a float tensor)"""
     return np.floor(x)
 
 
-@register_op("ceil", kind="elementwise", dtypes="float", lower=unary("ceil"))
+@unary_op("ceil")
 def ceil(x):
     """the smallest integer >= x (a float tensor)"""
     return np.ceil(x)
 
 
-@register_op("abs", kind="elementwise", dtypes=_NUMERIC, lower=unary("abs"))
+@unary_op("abs", _NUMERIC)
 def abs_(x):
     """|x|"""
     return np.abs(x)
 
 
-@register_op("sign", kind="elementwise", dtypes=_NUMERIC, lower=unary("sign"))
+@unary_op("sign", _NUMERIC)
 def sign(x):
     """-1, 0 or 1 (NaN stays NaN)"""
     return np.sign(x)
 
 
-@register_op("isnan", kind="elementwise", dtypes=_NUMERIC, out_dtype="bool",
-             lower=unary("isnan"))
+@unary_op("isnan", _NUMERIC, out_dtype="bool")
 def isnan(x):
     """x is NaN (bool; always False for integer tensors)"""
     return np.isnan(x)
 
 
-@register_op("isinf", kind="elementwise", dtypes=_NUMERIC, out_dtype="bool",
-             lower=unary("isinf"))
+@unary_op("isinf", _NUMERIC, out_dtype="bool")
 def isinf(x):
     """x is +inf or -inf (bool; always False for integer tensors)"""
     return np.isinf(x)
