@@ -21,7 +21,8 @@ import pytest
 import graphc
 from graphc import spec
 from graphc.errors import LibraryFallbackWarning
-from opcheck import FLOATS, assert_matches, assert_reported_at, check, concrete, next_line, randn
+from opcheck import (FLOATS, assert_matches, assert_reported_at, check, concrete, next_line,
+                     randn, rel_err)
 
 
 # -- independent implementations (float64) ----------------------------------------------
@@ -289,8 +290,12 @@ def test_rope_matches_transformers_llama(backend, rng):
                                                   scale=emb.attention_scaling)),
                      spec(("B", H, "S", D)), spec(("B", H, "S", D)), spec(("B", "S"), "int64"))
     got_q, got_k = graphc.compile(g, backend=backend)(q, k, pos)
-    np.testing.assert_allclose(got_q, want_q, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(got_k, want_k, rtol=0, atol=1e-5)
+    assert rel_err(got_q, want_q) < 1e-6 and rel_err(got_k, want_k) < 1e-6
+    # and both against the float64 formulas (transformers' float32 angle)
+    for got, x in ((got_q, q), (got_k, k)):
+        want = rope_hf(x.astype(np.float64), pos, inv, emb.attention_scaling, "half",
+                       freq_dtype=np.float32)
+        assert_matches(got, want, "float32")
 
 
 @pytest.mark.compare
@@ -313,4 +318,34 @@ def test_rope_matches_transformers_phi3_partial_rotary(rng):
         cos, sin = emb(torch.from_numpy(q), torch.from_numpy(pos))
         want, _ = apply_rotary_pos_emb(torch.from_numpy(q), torch.from_numpy(q), cos, sin)
     got = graphc.rope(q, pos, inv, layout="half", rotary_dim=12, scale=emb.attention_scaling)
-    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-5)
+    assert rel_err(got, want.numpy()) < 1e-6
+    np.testing.assert_array_equal(got[..., 12:], q[..., 12:])
+
+
+@pytest.mark.compare
+@pytest.mark.parametrize("backend", ["reference", "numba", "cupy-emu"])
+def test_rope_matches_transformers_gptj_interleaved_partial(backend, rng):
+    """GPT-J's rotary_dim (interleaved pairs, rotate_every_two) on k [B, S, H, D] with
+    per-sequence positions: its sin/cos table gathered by position_ids, as GPTJAttention
+    does; graphc's rope on the [B, H, S, D] transpose with layout="interleaved"."""
+    torch = _torch_transformers()
+    from transformers.models.gptj.modeling_gptj import (apply_rotary_pos_emb,
+                                                        create_sinusoidal_positions)
+    B, S, H, D, r = 2, 7, 3, 16, 10
+    k = randn(rng, (B, S, H, D), "float32")
+    pos = np.stack([rng.permutation(40)[:S], np.arange(S) + 3])            # any positions
+    with torch.no_grad():
+        table = create_sinusoidal_positions(64, r)                        # [64, r]
+        sincos = table[torch.from_numpy(pos)]                              # [B, S, r]
+        sin, cos = torch.split(sincos, r // 2, dim=-1)
+        kt = torch.from_numpy(k)
+        want = torch.cat([apply_rotary_pos_emb(kt[..., :r], sin, cos), kt[..., r:]], -1)
+        inv = (1.0 / (10000 ** (torch.arange(0, r, 2, dtype=torch.int64) / r))).numpy()
+    g = graphc.trace(lambda k, p: graphc.rope(k.transpose(0, 2, 1, 3), p, inv,
+                                              rotary_dim=r).transpose(0, 2, 1, 3),
+                     spec(("B", "S", H, D)), spec(("B", "S"), "int64"))
+    got = graphc.compile(g, backend=backend)(k, pos)
+    assert rel_err(got, want.numpy()) < 1e-6
+    wide = rope_hf(k.transpose(0, 2, 1, 3).astype(np.float64), pos, inv, 1.0, "interleaved", r,
+                   freq_dtype=np.float32).transpose(0, 2, 1, 3)
+    assert_matches(got, wide, "float32")
