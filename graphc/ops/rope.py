@@ -8,8 +8,10 @@ even, <= D; dims ``r..D`` pass through unchanged, as Phi-3 / GPT-NeoX
 the angle ``positions[..., t] * inv_freq[i]``; ``cos`` and ``sin`` are multiplied by
 ``scale`` (YaRN's attention factor; 1 for plain RoPE). ``inv_freq`` is [r/2].
 
-- ``layout="interleaved"`` (the default; DeepSeek-V2, GPT-J): pair ``i`` is
-  ``(x[2i], x[2i+1])``.
+- ``layout="interleaved"`` (the default; GPT-J's ``rotate_every_two``): pair ``i`` is
+  ``(x[2i], x[2i+1])``, rotated in place. DeepSeek-V2's ``apply_rotary_pos_emb``
+  de-interleaves first, so its output is this one with the dims reordered (pairs'
+  first elements, then their second ones): the same q . k.
 - ``layout="half"`` (rotate-half / NeoX; Llama, Qwen2, Mistral, Phi-3, GPT-NeoX): pair
   ``i`` is ``(x[i], x[i + r/2])``, i.e. ``x * cos + rotate_half(x) * sin`` with
   ``cos = cat(cos(freqs), cos(freqs))``.
@@ -93,11 +95,6 @@ def _rope_infer(types, attrs):
     else:
         raise ShapeError(f"rope(): positions {positions} must be [S] or [B, S] for x {x}")
     return x
-
-
-def pair_index(layout: str, rotary_dim: int) -> tuple[int, int]:
-    """(a, c): pair i of the layout is (x[a*i], x[a*i + c]) (what the kernels compute)."""
-    return (1, rotary_dim // 2) if layout == "half" else (2, 1)
 
 
 @register_op("rope", kind="opaque", infer=_rope_infer)
