@@ -64,10 +64,10 @@ def _esc(text: str) -> str:
     return str(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _dot_label(node) -> str:
-    """The label of a node: its id, op, the name of an input or a constant, its type and
-    the user's line."""
-    head = f"%{node.id} {node.op}"
+def _dot_label(node, within=None) -> str:
+    """The label of a node: its id (``%group.id`` inside a fused group's body), op, the
+    name of an input or a constant, its type and the user's line."""
+    head = f"%{within}.{node.id} {node.op}" if within is not None else f"%{node.id} {node.op}"
     if node.op in ("input", "constant") and node.attrs.get("name"):
         head += f" {node.attrs['name']}"
     lines = [head, str(node.type)]
@@ -106,7 +106,7 @@ def graph_dot(graph) -> str:
                     style = ', style=filled, fillcolor="#eeeeee"'
                 elif node.id in outputs and b.id in body.outputs:
                     style = ', style=filled, fillcolor="#d8f5d0"'
-                lines.append(f'    f{node.id}_{b.id} [label="{_dot_label(b)}"{style}];')
+                lines.append(f'    f{node.id}_{b.id} [label="{_dot_label(b, node.id)}"{style}];')
                 for i in b.inputs:
                     src = end.get(feeds[i]) if i in feeds else f"f{node.id}_{i}"
                     if src is not None:
