@@ -220,8 +220,20 @@ SLICES = {   # name: (fn, spec of x, a size that fits, sizes that do not)
 }
 
 
-@pytest.mark.parametrize("backend", ["reference", "numba", "cupy-emu"])
-@pytest.mark.parametrize("case", SLICES)
+def _backends_first_case_quick(cases):
+    """(case, backend) pairs: every case on reference and numba, the first case on cupy-emu
+    in the quick suite and the others in the slow one (each cupy-emu case is a C++ compile
+    of its own, ~1.5 CPU s)."""
+    out = []
+    for i, case in enumerate(cases):
+        for backend in ("reference", "numba", "cupy-emu"):
+            slow = backend == "cupy-emu" and i > 0
+            out.append(pytest.param(case, backend, id=f"{case}-{backend}",
+                                    marks=[pytest.mark.slow] if slow else []))
+    return out
+
+
+@pytest.mark.parametrize("case,backend", _backends_first_case_quick(SLICES))
 def test_symbolic_slices_outside_the_input_raise_on_every_backend(rng, backend, case):
     """A slice whose bounds fall outside the input for this call's sizes is an
     InputError naming the slice, its operand's shape and the user's line that sliced, on
@@ -254,8 +266,7 @@ VALID_SLICES = {   # name: (fn, spec of x, sizes): slices NumPy and the graph ag
 }
 
 
-@pytest.mark.parametrize("backend", ["reference", "numba", "cupy-emu"])
-@pytest.mark.parametrize("case", VALID_SLICES)
+@pytest.mark.parametrize("case,backend", _backends_first_case_quick(VALID_SLICES))
 def test_symbolic_slices_that_fit_run_on_every_backend(rng, backend, case):
     """The size checks refuse only what the graph cannot compute: a strided slice whose
     stop lies past the end but whose last element is inside, and empty slices whose
