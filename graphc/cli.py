@@ -332,7 +332,9 @@ def timed_calls(fn, repeat: int, label: str, slow: bool):
     call over a minute is timed once more only."""
     if not slow:
         return run_timed(fn, repeat)
-    _say(f"{label}: first call (a large one: progress on stderr) ...")
+    _say(f"{label}: first call ({slow:.3g} GFLOP in its matmuls and attentions; "
+         "progress on stderr) ..." if not isinstance(slow, bool) else
+         f"{label}: first call (a large one: progress on stderr) ...")
     t0 = time.perf_counter()
     out = fn()
     first = time.perf_counter() - t0
@@ -382,7 +384,8 @@ def cmd_run(args) -> int:
     graph = _trace(model, args)
     rng = np.random.default_rng(args.seed + 1)
     inputs, bindings = random_inputs(graph, rng, default_size=args.seq)
-    slow = estimate_flops(graph, bindings) >= PROGRESS_FLOPS
+    flops = estimate_flops(graph, bindings)
+    slow = max(flops / 1e9, 1e-9) if flops >= PROGRESS_FLOPS else False   # GFLOP
     oracle, skipped = float64_oracle(graph, bindings)
     if slow:
         _say(f"compiling for {name} ...")
@@ -434,7 +437,8 @@ def cmd_compare(args) -> int:
     graph = _trace(model, args)
     rng = np.random.default_rng(args.seed + 1)
     inputs, bindings = random_inputs(graph, rng, default_size=args.seq)
-    slow = estimate_flops(graph, bindings) >= PROGRESS_FLOPS
+    flops = estimate_flops(graph, bindings)
+    slow = max(flops / 1e9, 1e-9) if flops >= PROGRESS_FLOPS else False   # GFLOP
     oracle, skipped = float64_oracle(graph, bindings)
     if oracle is not None and slow:
         _say("float64 reference ...")
