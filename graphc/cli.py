@@ -326,9 +326,10 @@ def _say(text: str) -> None:
     print(f"graphc: {text}", file=sys.stderr, flush=True)
 
 
-def timed_calls(fn, repeat: int, label: str, slow: bool):
+def timed_calls(fn, repeat: int, label: str, slow):
     """(output, first call s, median of the timed calls) like graphc.timing.run_timed; a
-    ``slow`` call says on stderr when each call starts and how long it took, and a first
+    ``slow`` call (its GFLOP, or True; False: quiet) says on stderr when each call starts
+    and how long it took, and a first
     call over a minute is timed once more only."""
     if not slow:
         return run_timed(fn, repeat)
