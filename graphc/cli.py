@@ -329,8 +329,7 @@ def _say(text: str) -> None:
 def timed_calls(fn, repeat: int, label: str, slow):
     """(output, first call s, median of the timed calls) like graphc.timing.run_timed; a
     ``slow`` call (its GFLOP, or True; False: quiet) says on stderr when each call starts
-    and how long it took, and a first
-    call over a minute is timed once more only."""
+    and how long it took, and a first call over a minute is timed once more only."""
     if not slow:
         return run_timed(fn, repeat)
     _say(f"{label}: first call ({slow:.3g} GFLOP in its matmuls and attentions; "
