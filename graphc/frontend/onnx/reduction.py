@@ -79,6 +79,8 @@ def reduce(ctx):
         if kind in ("max", "min"):
             if x.dtype in FLOAT_DTYPES:
                 v = -np.inf if kind == "max" else np.inf
+            elif x.dtype == "bool":
+                v = kind == "min"
             else:
                 info = np.iinfo(x.dtype)
                 v = info.min if kind == "max" else info.max

@@ -7,6 +7,7 @@ in ``$GRAPHC_ONNX_CASES`` (default ``~/.cache/graphc/onnx-node-cases-<onnx versi
 ``python -m tests.frontend.onnx.node_cases [backend]`` prints the counts."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
@@ -34,16 +35,59 @@ def _cache_path() -> str:
 
 
 def load_cases() -> list[dict]:
-    """[{name, model (bytes), data [(inputs, outputs)], rtol, atol, ops}] for OPS."""
+    """[{name, model (bytes), data [(inputs, outputs)], rtol, atol, ops, op}] for OPS:
+    every node case of ONNX (collected in a subprocess, then cached)."""
     path = _cache_path()
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            return pickle.load(f)
+    if not os.path.exists(path):
+        import subprocess
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))))
+        subprocess.run([sys.executable, "-m", "tests.frontend.onnx.node_cases", "--collect"],
+                       cwd=root, check=True, env=dict(os.environ, GRAPHC_ONNX_CASES=path))
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _collect_all() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with np.errstate(all="ignore"):
             from onnx.backend.test.case.node import collect_testcases
             cases = collect_testcases()
+    out = _select(cases)
+    path = _cache_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + f".{os.getpid()}"
+    with open(tmp, "wb") as f:
+        pickle.dump(out, f)
+    os.replace(tmp, path)
+
+
+_MODULE_CASES: dict = {}
+
+
+def module_cases(*modules: str) -> list[dict]:
+    """The cases of a few of ONNX's case modules (``"add"``, ``"reshape"``: the files of
+    onnx/backend/test/case/node), made by importing just those (fast)."""
+    import importlib
+    import onnx.backend.test.case.node as node_pkg
+    out = []
+    for m in modules:
+        if m not in _MODULE_CASES:
+            n0 = len(node_pkg._NodeTestCases)
+            name = f"onnx.backend.test.case.node.{m}"
+            if name in sys.modules:
+                raise RuntimeError(f"{name} was imported before: its cases are mixed in")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with np.errstate(all="ignore"):
+                    importlib.import_module(name)
+            _MODULE_CASES[m] = _select(node_pkg._NodeTestCases[n0:])
+        out += _MODULE_CASES[m]
+    return out
+
+
+def _select(cases) -> list[dict]:
     out = []
     for c in cases:
         types = sorted({n.op_type for n in c.model.graph.node})
@@ -54,11 +98,6 @@ def load_cases() -> list[dict]:
                     "rtol": c.rtol, "atol": c.atol, "ops": types,
                     "op": c.model.graph.node[0].op_type if len(c.model.graph.node) == 1
                     else _main_op(c.name, types)})
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + f".{os.getpid()}"
-    with open(tmp, "wb") as f:
-        pickle.dump(out, f)
-    os.replace(tmp, path)
     return out
 
 
@@ -145,7 +184,24 @@ def sweep(backend="reference", names=None, verbose=False):
     return results
 
 
+def spread(cases, ort_fails=()) -> list[dict]:
+    """One case per op: the first that is not an _expanded graph and that ONNX Runtime
+    passes."""
+    seen = {}
+    for c in cases:
+        if c["name"] not in ort_fails and c["op"] not in seen and "expanded" not in c["name"]:
+            seen[c["op"]] = c
+    return [seen[k] for k in sorted(seen)]
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--collect"]:
+        _collect_all()
+        sys.exit(0)
+    if sys.argv[1:] == ["--ort"]:
+        fails = sorted(c["name"] for c in load_cases() if not ort_passes(c))
+        print(json.dumps(fails, indent=0))
+        sys.exit(0)
     backend = sys.argv[1] if len(sys.argv) > 1 else "reference"
     res = sweep(backend, verbose=True)
     counts = {}
