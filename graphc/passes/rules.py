@@ -135,6 +135,13 @@ def _head_repeat(graph, nid):
         return ((node.inputs[0], r, "group"), None) if r > 1 else (None, None)
     if node.op == "reshape":            # [.., Hkv, G, T, d] -> [.., Hkv * G, T, d]
         return _expand_reshape(graph, node)
+    if node.op == "transpose":          # [B, T, Hkv, d] repeated on axis 2, then .transpose(1, 2)
+        inner = graph.nodes[node.inputs[0]]
+        perm = node.attrs["axes"]
+        if inner.op == "repeat" and inner.attrs.get("axis") == perm[axis] \
+                and inner.attrs["repeats"] > 1:
+            return ((inner.inputs[0], perm), inner.attrs["repeats"], "group"), None
+        return None, None
     if not isinstance(t.shape[-3], int) or node.op != "concat" or node.attrs["axis"] != axis:
         return None, None
     H = t.shape[-3]
@@ -254,6 +261,14 @@ def _attention_check(m):
         else None
     v = m.captures["v"]
     rk, why_k = _head_repeat(g, k) if k is not None else (None, None)
+    if k is None and kT.op == "transpose" and kT.type.rank >= 3:
+        # k^T = transpose(repeat(x)) (the head split and the k^T transposes merged): k is
+        # that transpose of x with the last two axes swapped back
+        inner = g.nodes[kT.inputs[0]]
+        perm = tuple(kT.attrs["axes"][i] for i in last2)
+        if inner.op == "repeat" and inner.attrs.get("axis") == perm[-3] \
+                and inner.attrs["repeats"] > 1:
+            rk = ((inner.inputs[0], perm), inner.attrs["repeats"], "group")
     rv, why_v = _head_repeat(g, v)
     for what, why in (("k", why_k), ("v", why_v)):
         if why:
@@ -270,6 +285,11 @@ def _attention_check(m):
             v = rv[0]
         elif how == "tile" and rv is not None:
             how, k = None, g.nodes[kT.inputs[0]].id      # k and v tiled differently
+    perms = {}      # a source repeated before a transpose: that transpose of the source
+    if isinstance(v, tuple):
+        v, perms["v"] = v
+    if isinstance(k, tuple):
+        k, perms["k"] = k
     m.captures.update(q_src=q.id, v_src=v)
     if k is not None:
         m.captures["k_src"] = k
@@ -277,7 +297,7 @@ def _attention_check(m):
         m.captures.update({f"mask{i}": x for i, x in enumerate(masks)})
     m._attention = dict(scale=scale, causal=causal, masks=len(masks), how=how,
                         group=rk[1] if rk else 1, bool_mask=bool_mask is not None,
-                        fill=fill, invert=m.has("drop"))
+                        fill=fill, invert=m.has("drop"), perms=perms)
     return None
 
 
@@ -333,6 +353,10 @@ def _attention_build(m):
     q = m["q_src"]
     k = m["k_src"] if m.has("k_src") else _swap_last2(m["kT"])
     v = m["v_src"]
+    if "k" in a["perms"]:
+        k = F.transpose(k, axes=a["perms"]["k"])
+    if "v" in a["perms"]:
+        v = F.transpose(v, axes=a["perms"]["v"])
     mask = None
     if a["bool_mask"]:
         mask = m["keep"] if m.has("keep") else _logical_not(m["drop"])

@@ -368,6 +368,31 @@ def test_gqa_kv_tiled_or_shared_by_the_batch(form, backend, rng):
     assert all(hkv in t.shape and H not in t.shape for t in kv), kv
 
 
+def test_gqa_kv_repeated_before_the_head_transpose(backend, rng):
+    """k / v [B, T, Hkv, D] repeated on their head axis, then .transpose(1, 2) (the
+    k^T transpose merges with it): the attention reads the un-repeated source."""
+    hkv = 2
+
+    def fn(q, k, v, m):
+        kk = k.repeat_interleave(H // hkv, dim=2).transpose(0, 2, 1, 3)
+        vv = graphc.repeat(v, H // hkv, axis=2).transpose(0, 2, 1, 3)
+        s = q @ kT(kk) / math.sqrt(D) + graphc.causal_mask(q.shape[2], k.shape[1]) + m
+        return merge(graphc.softmax(s, axis=-1) @ vv)
+    g = graphc.trace(fn, spec(("B", H, "S", D)), spec(("B", "T", hkv, D)),
+                     spec(("B", "T", hkv, D)), spec(("B", 1, 1, "T")))
+    exe = compile_for(g, backend)
+    for B, S, T in SIZES[:3]:
+        q, k, v = (randn(rng, (B, H, S, D)), randn(rng, (B, T, hkv, D)),
+                   randn(rng, (B, T, hkv, D)))
+        m = padding(rng, B, T)
+        want = numpy_gqa(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), m, True)
+        got = exe(q, k, v, m)
+        assert got.shape == want.shape and rel_err(got, want) < 1e-5, rel_err(got, want)
+    step = assert_one_attention(exe, causal=True, mask=True)
+    kv = [exe.graph.nodes[step.operands[x.operand]].type for x in (step.k, step.v)]
+    assert all(hkv in t.shape and H not in t.shape for t in kv), kv
+
+
 def test_explain_says_why_kv_is_copied():
     """The rule fires but keeps a kv copy it cannot read through: a kv_copied event
     names the copy and the reason."""
