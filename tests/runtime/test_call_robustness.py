@@ -194,3 +194,20 @@ def test_compiled_out_of_memory_is_an_input_error(monkeypatch):
         exe(np.ones((3, 16), np.float32))
     assert "ran out of memory: this call needs about" in str(e.value)
     assert "[3, 16]" in str(e.value)
+
+
+@pytest.mark.parametrize("mode", ["r", "r+"])
+def test_memory_mapped_weights(tmp_path, mode):
+    """Weights from np.load(mmap_mode=...): the GEMMs read them as given (BLAS, and the
+    one-row GEMM kernels of a decode step), a kernel reads a copy."""
+    f = tmp_path / "w.npy"
+    np.save(f, W)
+    w = np.load(f, mmap_mode=mode)
+
+    def f1(x):                                    # x: [B, S, 16]
+        return graphc.relu(x @ w) + x * w[0]
+    exe = graphc.compile(graphc.trace(f1, graphc.spec(("B", "S", 16))), backend="numba")
+    for S in (1, 3):                              # S = 1: the one-row GEMM kernels
+        x = rng.standard_normal((2, S, 16)).astype(np.float32)
+        np.testing.assert_allclose(exe(x), np.maximum(x @ W, 0) + x * W[0], rtol=1e-5,
+                                   atol=1e-5)
