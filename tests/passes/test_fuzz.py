@@ -1,6 +1,7 @@
 """Differential fuzzing: random graphs through the full pipeline compute what they
 computed before (float64 reference, relative error 1e-10), with the IR verified after
-every pass. GRAPHC_FUZZ_GRAPHS sets how many (default 240)."""
+every pass. GRAPHC_FUZZ_GRAPHS sets how many (default 240; the first 60 in the quick suite,
+the others marked slow)."""
 import os
 
 import numpy as np
@@ -12,6 +13,7 @@ from graphc.runtime.inputs import random_inputs
 from random_graphs import random_graph
 
 N = int(os.environ.get("GRAPHC_FUZZ_GRAPHS", "240"))
+QUICK = 60      # graphs in the quick suite; the rest of the N are marked slow
 BASE = int(os.environ.get("GRAPHC_FUZZ_SEED", np.random.SeedSequence().entropy % 10**6))
 LEVEL = "O2"
 
@@ -23,7 +25,8 @@ def rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1.0))
 
 
-@pytest.mark.parametrize("k", range(N))
+@pytest.mark.parametrize("k", [pytest.param(k, marks=[pytest.mark.slow] if k >= QUICK else [])
+                               for k in range(N)])
 def test_pipeline_preserves_semantics(k):
     seed = BASE + k
     g = random_graph(seed)
