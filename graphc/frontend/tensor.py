@@ -239,9 +239,7 @@ _NP_TO_GRAPHC = {
     "float_power": "pow", "true_divide": "div", "divide": "div", "subtract": "sub",
     "multiply": "mul", "fmax": "maximum", "fmin": "minimum", "amax": "max",
     "amin": "min", "concatenate": "concat", "dot": "matmul", "expand_dims": "unsqueeze",
-    "swapaxes": "transpose", "clamp": "clip", "bitwise_not": "logical_not",
-    "invert": "logical_not", "bitwise_and": "logical_and", "bitwise_or": "logical_or",
-    "bitwise_xor": "logical_xor", "stack": "concat",
+    "swapaxes": "transpose", "clamp": "clip", "stack": "concat",
 }
 
 # The ufuncs an ndarray's operators call when a Tensor is the other operand
@@ -262,6 +260,10 @@ _OPERATOR_UFUNCS = {
 
 def _instead(np_name: str) -> str:
     import graphc
+    if np_name.startswith("bitwise_") or np_name == "invert":
+        # graphc's & | ^ ~ are logical, on bool tensors only: not a bitwise replacement
+        return ("graphc has no bitwise ops on integers; on bool tensors write & | ^ ~ "
+                "(logical ops)")
     name = _NP_TO_GRAPHC.get(np_name, np_name)
     if getattr(graphc, name, None) is not None:
         return f"write graphc.{name}(...) instead of np.{np_name}(...)"

@@ -495,3 +495,15 @@ def test_torch_style_methods(rng):
             np.testing.assert_array_equal(got, w)
         else:
             assert_close(got, w.astype(np.float32))
+
+
+@pytest.mark.parametrize("ufunc", ["invert", "bitwise_not"])
+def test_numpy_bitwise_ufuncs_do_not_suggest_logical_ops(ufunc):
+    """np.invert(int tensor) must not be pointed at logical_not (a different result)."""
+    f = getattr(np, ufunc)
+
+    def fn(i):
+        return f(i)
+    with pytest.raises(graphc.TraceError) as e:
+        graphc.trace(fn, graphc.spec((4,), "int64"))
+    assert "logical_not(" not in str(e.value) and "bitwise" in str(e.value)
