@@ -7,8 +7,9 @@ A compiled backend knows what a call allocates from its memory plan (the arena, 
 outputs, the steps' scratch); the reference interpreter's need is estimated by walking
 the graph as it runs: the values alive at each node (each freed after its last use) plus
 the node's output and one NumPy temporary of its size. What the machine has is
-``MemAvailable`` of ``/proc/meminfo`` (the free physical memory elsewhere);
-``GRAPHC_MEMORY_LIMIT`` (bytes, or with a K/M/G suffix) sets it instead.
+``MemAvailable`` of ``/proc/meminfo`` (the free physical memory elsewhere), or less when
+a container's cgroup limit leaves less; ``GRAPHC_MEMORY_LIMIT`` (bytes, or with a K/M/G
+suffix) sets it instead.
 """
 from __future__ import annotations
 
@@ -43,17 +44,39 @@ def available_bytes() -> int | None:
             return parse_bytes(limit)
         except ValueError:
             pass
+    host = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                    host = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
         pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    if host is None:
+        try:
+            host = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    room = _cgroup_room()                # a container's limit, below the host's memory
+    return min(host, room) if room is not None else host
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under this process's cgroup memory limit (v2, then v1), or None."""
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit) as f:
+                text = f.read().strip()
+            if text == "max" or int(text) >= 1 << 60:
+                return None
+            with open(usage) as f:
+                return max(int(text) - int(f.read().strip()), 0)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _nbytes(t, bindings, float64: bool) -> int:

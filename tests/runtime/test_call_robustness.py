@@ -211,3 +211,23 @@ def test_memory_mapped_weights(tmp_path, mode):
         x = rng.standard_normal((2, S, 16)).astype(np.float32)
         np.testing.assert_allclose(exe(x), np.maximum(x @ W, 0) + x * W[0], rtol=1e-5,
                                    atol=1e-5)
+
+
+def test_a_cgroup_limit_caps_what_is_available(monkeypatch, tmp_path):
+    import builtins
+    real_open = builtins.open
+    files = {"/sys/fs/cgroup/memory.max": "1073741824\n",
+             "/sys/fs/cgroup/memory.current": "73741824\n"}
+
+    def fake_open(path, *a, **k):
+        if str(path) in files:
+            p = tmp_path / str(path).replace("/", "_")
+            p.write_text(files[str(path)])
+            return real_open(p, *a, **k)
+        return real_open(path, *a, **k)
+    monkeypatch.delenv("GRAPHC_MEMORY_LIMIT", raising=False)
+    monkeypatch.setattr(builtins, "open", fake_open)
+    assert memory._cgroup_room() == 1_000_000_000
+    assert memory.available_bytes() <= 1_000_000_000
+    files["/sys/fs/cgroup/memory.max"] = "max\n"
+    assert memory._cgroup_room() is None
