@@ -128,7 +128,7 @@ def test_reductions(op, axis, keepdims, rng, mode):
              [spec(("S", 3, 300))], lambda S: (randn(rng, (S, 3, 300)),), sizes=(1, 7))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_softmax_long_rows(dtype, rng, mode):
     run_case(mode, lambda x: graphc.softmax(x * 3.0, axis=-1), [spec(("S", 300), dtype)],
              lambda S: (randn(rng, (S, 300), dtype),))
@@ -211,7 +211,7 @@ def test_flash_attention_float64_head_split(rng, mode):
 
 # -- models, options, errors ---------------------------------------------------------------
 
-@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("causal", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_textbook_transformer(causal, rng, mode):
     """The seed's model (2 layers, embedding + positions, attention, FFN, layernorms,
     softmax head) end to end: every kernel compiles with NVRTC and the outputs match."""
@@ -306,6 +306,7 @@ def test_gpu_benchmarks_run(script, args):
     assert "graphc-cupy" in r.stdout
 
 
+@pytest.mark.slow       # compiles DeepSeek-V2 tiny's forward and decode for the emulation
 def test_deepseek_v2_tiny_on_the_emulated_gpu(rng):
     """DeepSeek-V2 (MLA, MoE, YaRN rope) through backend="cupy-emu": prefill logits and
     absorbed-cache greedy decoding match the float64 reference; rope, topk and moe run

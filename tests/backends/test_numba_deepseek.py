@@ -173,6 +173,7 @@ def test_tiny_prefill_matches_float64_reference(tiny):
     assert all(s.node in exe.library for s in steps)       # all native
 
 
+@pytest.mark.slow       # compiles the decode graph too; the prefill above stays quick
 def test_tiny_decode_matches_float64_reference(tiny):
     prompt = np.random.default_rng(4).integers(0, tiny.config.vocab_size, 5)
     ids, logits = tiny.generate(prompt, 8, backend="numba", return_logits=True)
