@@ -780,6 +780,9 @@ class Tensor:
         return _F().mean(self, axis=axis, keepdims=keepdims)
 
     def _minmax(self, name, axis, keepdims, dim, keepdim):
+        if isinstance(axis, (Tensor, np.ndarray)):
+            # torch's x.max(other) / x.min(other): the elementwise maximum / minimum
+            return self._arith(axis, "maximum" if name == "max" else "minimum")
         by_dim = dim is not None
         axis, keepdims = _axis_kw(axis, dim, keepdims, keepdim, f"{name}()")
         fn = _F().max if name == "max" else _lazy("min", "x.min()")

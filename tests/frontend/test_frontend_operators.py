@@ -479,7 +479,7 @@ def test_torch_style_methods(rng):
                 x.where(y > 0, y), x.pow(2), x.eq(y).logical_not(), x.gt(0).logical_and(y.lt(0)),
                 x.sin(), x.cos().abs(), (x > 0).float(), x.sum(dim=1, keepdim=True),
                 x.mean(axis=(0, 2)), x.permute(2, 0, 1), x.mT, x.flatten(1), x.neg(),
-                x.exp().log(), x.softmax(-1), x.max(dim=1).values)
+                x.exp().log(), x.softmax(-1), x.max(dim=1).values, x.max(y), x.min(y))
     outs = compile_traced(graphc.trace(fn, graphc.spec((3, "S", 5)),
                                        graphc.spec((3, "S", 5))))(x, y)
     a, b = x.astype(np.float64), y.astype(np.float64)
@@ -488,7 +488,7 @@ def test_torch_style_methods(rng):
             np.where(b > 0, a, b), a * a, a != b, (a > 0) & (b < 0), np.sin(a),
             np.abs(np.cos(a)), (a > 0).astype(np.float64), a.sum(1, keepdims=True),
             a.mean((0, 2)), a.transpose(2, 0, 1), a.swapaxes(-1, -2), a.reshape(3, -1), -a, a,
-            e / e.sum(-1, keepdims=True), a.max(1))
+            e / e.sum(-1, keepdims=True), a.max(1), np.maximum(a, b), np.minimum(a, b))
     assert len(outs) == len(want)
     for got, w in zip(outs, want):
         if got.dtype == np.bool_:
