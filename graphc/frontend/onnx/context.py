@@ -100,16 +100,18 @@ class Values:
     def tensor(self, name: str) -> Tensor:
         v = self.table[name]
         if v.tensor is None:
-            v.tensor = materialize(self.builder, v.known)
+            v.tensor = materialize(self.builder, v.known, name)
         return v.tensor
 
 
-def materialize(builder, k: Known) -> Tensor:
-    """A graph tensor holding the known value ``k``."""
+def materialize(builder, k: Known, name: str | None = None) -> Tensor:
+    """A graph tensor holding the known value ``k`` (a constant named for the ONNX
+    value it is, or an arange per symbolic dim)."""
     from ... import ops
     arr = k.array
     if arr.dtype != object:
-        return builder.wrap(builder.constant(np.array(arr, order="C")))   # keeps 0-d
+        return builder.wrap(builder.constant(np.array(arr, order="C"),   # keeps 0-d
+                                             name=name))
     flat = list(arr.reshape(-1))
     pieces, run = [], []
     for x in flat:
