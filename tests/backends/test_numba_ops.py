@@ -18,6 +18,12 @@ from numba_check import (body_ops, check_fn, check_graph, ints, kernel_sources,
 
 SIZES = (1, 5)          # values of S each executable runs with
 
+
+def slow(*values):
+    """A parametrisation in the slow suite only (each case here is a Numba compile of its
+    own, ~1 CPU s; the op matrix runs every op on numba in the quick suite as well)."""
+    return pytest.param(*values, marks=pytest.mark.slow)
+
 # -- elementwise: binary ---------------------------------------------------------------
 
 BINARY = ["add", "sub", "mul", "div", "maximum", "minimum"]
@@ -34,8 +40,8 @@ def _binary_cases(rng, op, dtype):
 
 
 @pytest.mark.parametrize("op,dtype", [(op, "float32") for op in BINARY]
-                         + [("add", "float64"), ("div", "float64"), ("mul", "int64"),
-                            ("div", "int64")])
+                         + [("add", "float64"), slow("div", "float64"), ("mul", "int64"),
+                            slow("div", "int64")])
 def test_binary(op, dtype, rng):
     """[S, 1, 4] op [3, 4] -> [S, 3, 4] (broadcast on both sides)."""
     fn = getattr(graphc, op)
@@ -103,7 +109,7 @@ UNARY_F64 = ["exp", "erf", "gelu"]
 
 
 @pytest.mark.parametrize("dtype,name", [("float32", n) for n in UNARY]
-                         + [("float64", n) for n in UNARY_F64])
+                         + [slow("float64", n) for n in UNARY_F64])
 def test_unary(name, dtype, rng):
     """The op itself (level O0: no decomposition of gelu/silu) on [S, 4]."""
     fn, make = UNARY[name]
@@ -155,8 +161,8 @@ def test_causal_mask(dtype, rng):
 REDUCE_CASES = [  # (op, axis, keepdims): each op over the last axis, a leading one, a middle
     # one, several and all, with and without keepdims
     ("sum", -1, False), ("sum", 0, True), ("sum", (0, 2), False),
-    ("mean", -1, True), ("mean", (0, 2), True),
-    ("max", -1, False), ("max", 0, False), ("max", 1, True), ("max", None, True)]
+    ("mean", -1, True), slow("mean", (0, 2), True),
+    ("max", -1, False), slow("max", 0, False), ("max", 1, True), slow("max", None, True)]
 
 
 @pytest.mark.parametrize("op,axis,keepdims", REDUCE_CASES)
@@ -209,7 +215,7 @@ MATMULS = {  # name -> (a spec shape, b spec shape)
 }
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", slow("float64")])
 @pytest.mark.parametrize("case", sorted(MATMULS))
 def test_matmul(case, dtype, rng):
     sa, sb = MATMULS[case]
@@ -233,7 +239,7 @@ def test_gemm(activation, dtype, rng):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", slow("float64")])
 def test_attention_op(causal, dtype, rng):
     """graphc.ops.attention: the blockwise template; decode-like S < T when causal."""
     d = 8
