@@ -247,7 +247,8 @@ def test_deepseek_config_help_lists_the_presets_the_error_lists(capsys):
     assert e.value.code == 2 and all(repr(n) in err for n in PRESETS)
 
 
-def test_run_profile_percentages_add_up(capsys):
+@pytest.mark.slow       # compiles the transformer on numba, as test_run_profile (the
+def test_run_profile_percentages_add_up(capsys):   # quick suite: test_profile_percentages)
     code, out, _ = run_cli(capsys, "run", "transformer", "--layers", "1", "--seq", "16",
                            "--backend", "numba", "--repeat", "2", "--profile", "100")
     assert code == 0
