@@ -93,9 +93,9 @@ def test_dot_export():
         Counter((i, n.id) for n in g.nodes.values() for i in n.inputs)
     labels = dict((int(i), lab) for i, lab in nodes)
     assert labels[0] == r"%0 input x\nf32[S,4]"
-    assert labels[4] == r"%4 softmax\nf32[S,4]"
+    assert labels[4].startswith(r"%4 softmax\nf32[S,4]\ntest_ir_printer.py:")  # the user's line
     # Nothing but header, node, edge and closing lines.
-    assert len(text.splitlines()) == 3 + len(nodes) + len(edges) + 1
+    assert len(text.splitlines()) == 4 + len(nodes) + len(edges) + 1
 
 
 def test_dot_has_one_edge_per_operand_even_when_repeated():
