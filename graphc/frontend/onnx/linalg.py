@@ -1,6 +1,8 @@
 """Contractions: MatMul, Gemm, Einsum (two-operand equations become one batched matmul;
-more operands contract pairwise)."""
+more operands contract pairwise; a repeated index takes the diagonal)."""
 from __future__ import annotations
+
+import numpy as np
 
 from ... import ops
 from ...ir.dims import prod
@@ -66,11 +68,26 @@ def _parse(ctx, eq: str, ranks):
             for c in t:
                 counts[c] = counts.get(c, 0) + 1
         out = ell + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in ell))
-    for t in out_terms:
-        if len(set(t)) != len(t):
-            raise ctx.fail(f"equation {eq!r}: a repeated index in one operand (a diagonal) "
-                           f"is not supported")
     return out_terms, out
+
+
+def _diagonals(ctx, x, term):
+    """x[.., i, .., i, ..] -> x[.., i, ..] for each letter repeated in ``term``."""
+    from .movement import take_static
+    while len(set(term)) != len(term):
+        c = next(ch for ch in term if term.count(ch) > 1)
+        p = term.index(c)
+        q = term.index(c, p + 1)
+        n = x.shape[p]
+        if not isinstance(n, int) or x.shape[q] != n:
+            raise ctx.fail(f"the diagonal of {c!r} needs equal static dims, got "
+                           f"{x.shape[p]} and {x.shape[q]}")
+        rest = [k for k in range(x.ndim) if k not in (p, q)]
+        x = ops.transpose(x, axes=tuple(rest + [p, q]))
+        x = ops.reshape(x, shape=tuple(x.shape[:-2]) + (n * n,))
+        x = take_static(ctx, x, x.ndim - 1, np.arange(n) * (n + 1))
+        term = "".join(term[k] for k in rest) + c
+    return x, term
 
 
 def _reduce_to(x, term, keep):
@@ -114,6 +131,8 @@ def einsum(ctx):
     dt = xs[0].dtype
     if dt not in FLOAT_DTYPES:
         xs = [ops.cast(x, dtype="float64") for x in xs]
+    for k in range(len(xs)):
+        xs[k], terms[k] = _diagonals(ctx, xs[k], terms[k])
     x, t = xs[0], terms[0]
     for k in range(1, len(xs)):
         later = set(out).union(*terms[k + 1:]) if k + 1 < len(terms) else set(out)
