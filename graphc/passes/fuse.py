@@ -43,6 +43,10 @@ STRIDED = ("reshape", "transpose")            # movement ops a GEMM / attention 
 DATA_OPERANDS = {"matmul": (0, 1), "gemm": (0, 1), "attention": (0, 1, 2)}
 INLINE_CONSTANT_SIZE = 1                      # constants this small are copied into a body
 NOT_COMPUTING = ("input", "constant")
+# Ops whose operand 1 holds ids into operand 0: the ids are never computed inside the
+# group that reads them, so the runtime can check their range on a buffer before the
+# kernel runs (graphc/runtime/program.py, index_checks); a kernel would clamp silently.
+INDEX_OPS = ("embedding", "take_along_axis")
 
 
 def role(node) -> str:
@@ -115,6 +119,11 @@ class _Checker:
 
     def check(self, members: set[int]) -> str | None:
         g = self.graph
+        for m in sorted(members):
+            node = g.nodes[m]
+            if node.op in INDEX_OPS and node.inputs[1] in members:
+                return (f"the ids of {node.op} %{m} stay a buffer (each call checks their "
+                        "range before the kernel reads them)")
         anchors = sorted((n for n in members if self.roles[n] in ANCHOR_ROLES))
         if len(anchors) > 1:
             ops = " and ".join(f"{g.nodes[a].op} %{a}" for a in anchors)

@@ -10,6 +10,7 @@ range; the symbol sizes: checks.py) run here, before any kernel.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from collections import OrderedDict
 
 import numpy as np
@@ -109,7 +110,7 @@ class ProgramExecutable(Executable):
                 self.constants[nid] = v
             else:
                 self.constants[nid] = self.to_input(v)
-        self._embedding_checks = embedding_checks(graph, self.backend)
+        self._index_checks = index_checks(graph)
         self.library = {}                 # LibraryStep node -> native run(out, ops)
         self._lock = threading.Lock()     # one call at a time (see the class docstring)
 
@@ -232,19 +233,14 @@ class ProgramExecutable(Executable):
         vals = dict(self.constants)
         for nid, a in zip(g.inputs, self.inputs(arrays)):
             vals[nid] = a
-        for nid, table_rows, emb, shapes in self._embedding_checks:
-            ids = vals[nid]
-            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= table_rows):
-                bad = ids[(ids < 0) | (ids >= table_rows)].ravel()[0]
-                # what the reference raises, naming the embedding's line in the model
-                raise InputError(f"embedding(): id {int(bad)} is out of range for a table "
-                                 f"of {table_rows} rows (input "
-                                 f"'{g.nodes[nid].attrs['name']}')", op="embedding",
-                                 node=emb.name, shapes=shapes, loc=emb.loc)
+        for check in self._index_checks.get(None, ()):     # on graph inputs: before any work
+            check.run(g, vals, bindings)
         outputs = set(g.outputs)
         for step in self.program.steps:
             nid = step.node
             node = g.nodes[nid]
+            for check in self._index_checks.get(nid, ()):  # on computed ids: before the step
+                check.run(g, vals, bindings)
             if nid in sz.plan.views and nid not in outputs and nid not in sz.views:
                 vals[nid] = vals[sz.plan.views[nid]].reshape(
                     node.type.concrete_shape(bindings))
@@ -377,28 +373,63 @@ def gemm_only_constants(graph, program) -> set:
     return ok - bad
 
 
-def embedding_checks(graph, backend: str):
-    """(input node, table rows, the embedding node, its operand types) for graph inputs
-    used as embedding ids: checked before each call so an id out of range is an error
-    naming the embedding and the user's line, not a read past the table."""
-    checks = []
+@dataclass(frozen=True)
+class IndexCheck:
+    """The ids (outer node ``ids``) of an index op must lie in [lo, n) for the size ``n``
+    of the axis they index (``-n`` allowed where the op counts from the end, as
+    take_along_axis does): what the reference raises, naming the op's line."""
+    ids: int
+    size: object                 # Dim: the indexed axis (symbolic sizes evaluated per call)
+    negative: bool
+    node: object                 # the index op (its name, loc)
+    shapes: tuple
+    axis: int
+
+    def run(self, g, vals, bindings):
+        ids = vals[self.ids]
+        if not ids.size:
+            return
+        n = evaluate(self.size, bindings)
+        lo = -n if self.negative else 0
+        lo_seen, hi_seen = int(ids.min()), int(ids.max())
+        if lo_seen >= lo and hi_seen < n:
+            return
+        bad = lo_seen if lo_seen < lo else hi_seen
+        src = g.nodes[self.ids]
+        where = f" (input '{src.attrs['name']}')" if src.op == "input" else ""
+        op = self.node.op
+        if op == "embedding":
+            msg = f"embedding(): id {bad} is out of range for a table of {n} rows{where}"
+        else:
+            msg = (f"{op}(): index {bad} is out of range for axis {self.axis} of size {n}"
+                   f"{where}")
+        raise InputError(msg, op=op, node=self.node.name, shapes=list(self.shapes),
+                         loc=self.node.loc)
+
+
+def index_checks(graph) -> dict:
+    """The range checks of every index op's ids (INDEX_OPS in graphc/passes/fuse.py keeps
+    them a buffer), keyed by the step that reads them, or None for ids that are graph
+    inputs or constants (checked before any work)."""
+    from ..passes.fuse import INDEX_OPS
+    checks: dict = {}
     for node in graph.nodes.values():
         if node.op != "fused":
             continue
         body = node.attrs["body"]
         for b in body.nodes.values():
-            if b.op != "embedding":
+            if b.op not in INDEX_OPS:
                 continue
-            ids = body.nodes[b.inputs[1]]
-            table = body.nodes[b.inputs[0]]
-            if ids.id in body.inputs and table.id in body.inputs:
-                outer = node.inputs[body.inputs.index(ids.id)]
-                rows = table.type.shape[0]
-                if graph.nodes[outer].op == "input" and isinstance(rows, int):
-                    where = b if b.loc is not None else node
-                    checks.append((outer, rows, where, [table.type, ids.type]))
-                    continue
-            raise BackendError(f"the {backend} backend checks embedding ids only when they "
-                               "are a graph input indexing a weight table", op="embedding",
-                               node=b.name, loc=b.loc)
+            src, ids = (body.nodes[i] for i in b.inputs[:2])
+            if ids.id not in body.inputs:
+                raise BackendError(f"{b.op}(): its ids are computed in the kernel that reads "
+                                   "them, so their range cannot be checked", op=b.op,
+                                   node=b.name, loc=b.loc)
+            outer = node.inputs[body.inputs.index(ids.id)]
+            axis = 0 if b.op == "embedding" else b.attrs["axis"]
+            where = b if b.loc is not None else node
+            key = None if graph.nodes[outer].op in ("input", "constant") else node.id
+            checks.setdefault(key, []).append(IndexCheck(
+                outer, src.type.shape[axis], b.op != "embedding", where,
+                (src.type, ids.type), axis))
     return checks
