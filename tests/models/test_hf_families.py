@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import graphc
+from graphc.ir.dims import Sym, prod
 from graphc.lower.program import AttentionStep
 from graphc.models import bert, gpt2, llama
 
@@ -133,12 +134,6 @@ def run_hf(m, *arrays):
     return r.double().numpy()
 
 
-# The natural Llama port needs graphc.arange (positions for any S) and graphc.repeat (the
-# GQA kv-head repeat); they are landing in graphc.
-_LLAMA_OPS = [op for op in ("arange", "repeat") if not hasattr(graphc, op)]
-llama_needs_ops = pytest.mark.xfail(bool(_LLAMA_OPS), strict=False,
-                                    reason=f"needs graphc.{' and graphc.'.join(_LLAMA_OPS)} "
-                                           "(not landed yet)")
 
 
 # -- logits / hidden states against transformers -------------------------------------------
@@ -164,7 +159,6 @@ def test_bert_padded_matches_transformers(backend):
         assert rel(got[keep], want[keep]) < TOL, (B, S)
 
 
-@llama_needs_ops
 @pytest.mark.parametrize("variant", ["llama_gqa2", "llama_mqa"])
 def test_llama_matches_transformers(variant, backend):
     hf = hf_model(variant)
@@ -176,7 +170,6 @@ def test_llama_matches_transformers(variant, backend):
         assert rel(got, run_hf(hf, ids)) < TOL, (B, S)
 
 
-@llama_needs_ops
 def test_llama_right_padded_matches_transformers(backend):
     """attention_mask zeros at the end of rows: causal + padding mask in one attention
     step; the positions holding tokens match transformers (its positions are 0..S-1 in
@@ -209,8 +202,7 @@ def attention_steps(exe):
 @pytest.mark.parametrize("fused_backend", ["numba", "cupy-emu"])
 @pytest.mark.parametrize("name, causal, masked", [
     ("gpt2", True, False), ("bert", False, True),
-    pytest.param("llama_gqa2", True, False, marks=llama_needs_ops),
-    pytest.param("llama_mqa", True, False, marks=llama_needs_ops)])
+    ("llama_gqa2", True, False), ("llama_mqa", True, False)])
 def test_attention_is_fused(name, causal, masked, fused_backend):
     exe = compiled(name, fused_backend)
     steps, body = attention_steps(exe)
@@ -221,12 +213,14 @@ def test_attention_is_fused(name, causal, masked, fused_backend):
     for st in steps:
         assert st.causal is causal
         assert (st.mask is not None) is masked
-    if name.startswith("llama"):                 # k and v keep their KV heads
-        kv = hf_model(name).config.num_key_value_heads
+    if name.startswith("llama"):                 # k and v are read with their KV heads
+        c = hf_model(name).config
+        kv_elems = Sym.of("B") * Sym.of("S") * c.num_key_value_heads * (
+            c.hidden_size // c.num_attention_heads)
         for st in steps:
-            for view in (st.k, st.v):
+            for view in (st.k, st.v):                # the operand, before its view chain
                 shape = exe.graph.nodes[st.operands[view.operand]].type.shape
-                assert kv in shape[:-2], shape
+                assert prod(shape) == kv_elems, shape
 
 
 # -- float64: the same formulas as transformers ---------------------------------------------
@@ -265,7 +259,6 @@ def test_bert_token_types_and_pooler():
     assert rel(pooled, out.pooler_output.numpy()) < TOL
 
 
-@llama_needs_ops
 def test_llama_tied_embeddings_and_llama3_rope():
     rp = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
           "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -285,7 +278,6 @@ def test_llama_tied_embeddings_and_llama3_rope():
         assert rel(exe2(ids), want) < TOL
 
 
-@llama_needs_ops
 def test_llama_attention_bias_and_hidden_states():
     from transformers import LlamaModel
     hf = hf_llama(2, attention_bias=True, mlp_bias=True)
