@@ -213,35 +213,40 @@ def gather_elements(ctx):
     return ops.take_along_axis(x, idx, axis=axis)
 
 
+def dims_tensor(ctx, dims, dtype: str):
+    """A 1-D tensor of ``dims`` (ints or symbolic dims)."""
+    from .context import known_of, materialize
+    a = np.empty(len(dims), dtype=object)
+    for k, d in enumerate(dims):
+        a[k] = d
+    return materialize(ctx.values.builder, known_of(a, dtype))
+
+
 @onnx_op("GatherND")
 def gather_nd(ctx):
     x, idx = ctx.t(0), ctx.t(1)
     b = int(ctx.attr("batch_dims", 0))
     shape, ishape = tuple(x.shape), tuple(idx.shape)
     m = ishape[-1]
-    if not isinstance(m, int) or not all(isinstance(d, int) for d in shape[:b + m]):
-        raise ctx.fail("symbolic indexed dims")
+    if not isinstance(m, int):
+        raise ctx.fail(f"a symbolic index depth {m}")
     dims = shape[b:b + m]
-    strides = [int(np.prod(dims[k + 1:], dtype=np.int64)) for k in range(m)]
+    strides = [prod(dims[k + 1:]) for k in range(m)]
     dt = idx.dtype
-    i = _fix_negative_nd(ctx, idx, dims)
-    flat = ops.sum(ops.mul(i, const(ctx, np.asarray(strides), dt)), axis=-1)   # [*ishape[:-1]]
-    block = int(np.prod(dims, dtype=np.int64))
+    zero = const(ctx, 0, dt)
+    i = ops.where(ops.less(idx, zero), ops.add(idx, dims_tensor(ctx, dims, dt)), idx)
+    flat = ops.sum(ops.mul(i, dims_tensor(ctx, strides, dt)), axis=-1)   # ishape[:-1]
+    block = prod(dims)
     rest = shape[b + m:]
     nb = prod(shape[:b])
     if b:
         # each batch's rows come after the previous batches' blocks
         bi = ops.reshape(ops.arange(0, nb, dtype=dt), shape=tuple(ishape[:b]) + (1,) * (
             len(ishape) - 1 - b))
-        flat = ops.add(flat, ops.mul(bi, const(ctx, block, dt)))
+        flat = ops.add(flat, ops.mul(bi, ops.reshape(dims_tensor(ctx, [block], dt),
+                                                     shape=())))
     table = ops.reshape(x, shape=(nb * block,) + tuple(rest))
     return take(table, 0, flat)
-
-
-def _fix_negative_nd(ctx, idx, dims):
-    n = const(ctx, np.asarray(dims), idx.dtype)
-    zero = const(ctx, 0, idx.dtype)
-    return ops.where(ops.less(idx, zero), ops.add(idx, n), idx)
 
 
 def bidirectional(ctx, a, b):
