@@ -644,6 +644,58 @@ class Tensor:
 
     reshape_as = view_as
 
+    def chunk(self, chunks, dim=0):
+        """torch's chunk: ``chunks`` parts of ceil(size / chunks) along ``dim`` (the last one
+        smaller); a symbolic size must divide evenly."""
+        from ..ir.dims import exact_div
+        from .functional import split
+        d = _norm_dim(dim, self.ndim, "chunk()")
+        n = self.shape[d]
+        if not isinstance(chunks, (int, np.integer)) or isinstance(chunks, bool) or chunks < 1:
+            raise TraceError(f"chunk(): chunks must be a positive int, got {chunks!r}",
+                             loc=_user_loc())
+        if not isinstance(n, int):
+            size = exact_div(n, int(chunks))
+            if size is None:
+                raise TraceError(f"chunk({chunks}): dim {d} of {self.type} is {n}, which "
+                                 f"does not divide into {chunks} equal parts",
+                                 loc=_user_loc())
+            return tuple(split(self, int(chunks), axis=d))
+        size = -(-n // int(chunks)) if n else 0
+        sizes = [size] * (n // size) + ([n % size] if n % size else []) if size else [0]
+        return tuple(split(self, sizes, axis=d))
+
+    def split(self, split_size_or_sections, dim=0):
+        """torch's split: parts of ``split_size`` along ``dim`` (the last one smaller), or
+        of the listed sizes."""
+        from .functional import split
+        d = _norm_dim(dim, self.ndim, "split()")
+        arg = split_size_or_sections
+        if isinstance(arg, (list, tuple)):
+            return tuple(split(self, list(arg), axis=d))
+        n = self.shape[d]
+        if not isinstance(arg, (int, np.integer)) or isinstance(arg, bool) or arg < 1:
+            raise TraceError(f"split(): split_size must be a positive int or a list of "
+                             f"sizes, got {arg!r}", loc=_user_loc())
+        if not isinstance(n, int):
+            from ..ir.dims import exact_div
+            count = exact_div(n, int(arg))
+            if count is None or not isinstance(count, int):
+                raise TraceError(f"split({arg}): dim {d} of {self.type} is symbolic ({n}); "
+                                 "give the list of sizes", loc=_user_loc())
+            return tuple(split(self, count, axis=d))
+        sizes = [int(arg)] * (n // arg) + ([n % arg] if n % arg else [])
+        return tuple(split(self, sizes or [0], axis=d))
+
+    def unbind(self, dim=0):
+        """torch's unbind: the slices along ``dim`` (a fixed size) with that dim removed."""
+        d = _norm_dim(dim, self.ndim, "unbind()")
+        n = self.shape[d]
+        if not isinstance(n, int):
+            raise TraceError(f"unbind(): dim {d} of {self.type} is symbolic ({n}); it needs "
+                             "a fixed size", loc=_user_loc())
+        return tuple(p.squeeze(d) for p in self.split(1, d)) if n else ()
+
     def flatten(self, start_dim=0, end_dim=-1):
         """torch's flatten: dims start_dim..end_dim merged into one (a 0-d tensor
         becomes 1-d)."""

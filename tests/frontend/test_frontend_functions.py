@@ -227,3 +227,42 @@ def test_split_accepts_numpy_int_count(rng):
     a, b = compile_traced(g)(x)
     assert_close(a, x[:, :2])
     assert_close(b, x[:, 2:])
+
+
+# -- torch's chunk / split / unbind on traced tensors ------------------------------------------
+def _np_chunks(x, n, axis):
+    size = -(-x.shape[axis] // n)
+    return [np.take(x, range(s, min(s + size, x.shape[axis])), axis=axis)
+            for s in range(0, x.shape[axis], size)]
+
+
+@pytest.mark.parametrize("n,axis", [(3, 1), (2, 0), (4, -1), (1, 1)])
+def test_chunk_matches_torch_sizes(n, axis):
+    x = np.random.default_rng(n).standard_normal((6, 10)).astype(np.float32)
+    g = graphc.trace(lambda t: list(t.chunk(n, dim=axis)), graphc.spec((6, 10)))
+    got = graphc.compile(g, backend="reference")(x)
+    want = _np_chunks(x, n, axis)
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_split_by_size_and_by_sizes_and_unbind():
+    x = np.random.default_rng(3).standard_normal((3, 10)).astype(np.float32)
+    g = graphc.trace(lambda t: [*t.split(4, 1), *t.split([7, 3], dim=1), *t.unbind(0)],
+                     graphc.spec((3, 10)))
+    got = graphc.compile(g, backend="reference")(x)
+    want = [x[:, :4], x[:, 4:8], x[:, 8:], x[:, :7], x[:, 7:], x[0], x[1], x[2]]
+    assert [a.shape for a in got] == [b.shape for b in want]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_chunk_of_a_symbolic_dim_must_divide():
+    with pytest.raises(graphc.TraceError, match=r"chunk\(3\): dim 0 of f32\[S,4\] is S"):
+        graphc.trace(lambda t: t.chunk(3, 0)[0], graphc.spec(("S", 4)))
+    with pytest.raises(graphc.TraceError, match="unbind.*symbolic"):
+        graphc.trace(lambda t: t.unbind(0)[0], graphc.spec(("S", 4)))
+    g = graphc.trace(lambda t: t.reshape(-1).chunk(2)[1], graphc.spec(("S", 4)))
+    x = np.random.default_rng(4).standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(graphc.compile(g, backend="reference")(x), x.ravel()[10:])
