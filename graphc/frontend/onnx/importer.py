@@ -173,6 +173,22 @@ def from_onnx(model_or_path, dims=None, *, values=None, name=None, _input_shapes
 
     in_loc = OnnxLoc(where_label, 0, "graph inputs", "graph inputs", "(graph inputs)")
     builder.loc = in_loc
+    named = set()
+    for vi in g.input:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            for k, d in enumerate(vi.type.tensor_type.shape.dim):
+                if not d.HasField("dim_value"):
+                    p = d.dim_param if d.HasField("dim_param") and d.dim_param else None
+                    named |= {p, symbol_name(p)} if p else {symbol_name(f"{vi.name}_{k}")}
+    unknown = sorted(k for k in dims if k not in named)
+    if unknown:
+        raise OnnxImportError(f"from_onnx(dims=...): {', '.join(map(repr, unknown))} is not a "
+                              f"dynamic dim of any graph input; the model's are "
+                              f"{sorted(n for n in named if n) or 'none'}", loc=in_loc)
+    unknown_values = sorted(k for k in values if k not in {vi.name for vi in g.input})
+    if unknown_values:
+        raise OnnxImportError(f"from_onnx(values=...): {', '.join(map(repr, unknown_values))} "
+                              f"is not a graph input", loc=in_loc)
     input_names = []
     for vi in g.input:
         if vi.name in init_names:

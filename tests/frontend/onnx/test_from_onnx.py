@@ -105,6 +105,8 @@ def test_dims_pinned():
     np.testing.assert_allclose(exe(x), _ort(m, x)[0], rtol=1e-4, atol=1e-5)
     with pytest.raises(graphc.InputError):
         exe(np.zeros((2, 6, 16), np.float32))
+    with pytest.raises(graphc.GraphcError, match="'sequence' is not a dynamic dim"):
+        graphc.from_onnx(m, dims={"sequence": 5})
 
 
 def test_unnamed_dynamic_dim_becomes_a_symbol():
