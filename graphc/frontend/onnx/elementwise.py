@@ -242,3 +242,53 @@ def where(ctx):
         return k
     c, a, b = ctx.t(0), ctx.t(1), ctx.t(2)
     return ops.where(c, *_same(ctx, a, b))
+
+
+def _trunc(x):
+    return ops.where(ops.less(x, const_like(x, 0)), ops.ceil(x), ops.floor(x))
+
+
+def const_like(x, v):
+    from .context import np_dtype
+    b = x.builder
+    return b.wrap(b.constant(np.asarray(v, dtype=np_dtype(x.dtype))))
+
+
+@onnx_op("Mod")
+def mod(ctx):
+    a, b = _same(ctx, ctx.t(0), ctx.t(1))
+    fmod = int(ctx.attr("fmod", 0))
+    if a.dtype in FLOAT_DTYPES:
+        # C fmod: a - trunc(a / b) * b, and a itself for a finite a over an infinite b
+        r = ops.sub(a, ops.mul(_trunc(ops.div(a, b)), b))
+        r = ops.where(ops.logical_and(ops.isinf(b), ops.logical_not(ops.isinf(a))), a, r)
+        if fmod:
+            return r
+        zero = const(ctx, 0, a.dtype)      # Python's %: the sign of b
+        fix = ops.logical_and(ops.not_equal(r, zero),
+                              ops.logical_xor(ops.less(r, zero), ops.less(b, zero)))
+        return ops.where(fix, ops.add(r, b), r)
+    q = ops.div(a, b)                               # floors: Python's % (sign of b)
+    r = ops.sub(a, ops.mul(q, b))
+    if not fmod:
+        return r
+    # C fmod: the sign of a; differs from Python's where r != 0 and the signs differ
+    zero = const(ctx, 0, a.dtype)
+    fix = ops.logical_and(ops.not_equal(r, zero),
+                          ops.logical_xor(ops.less(a, zero), ops.less(b, zero)))
+    return ops.where(fix, ops.sub(r, b), r)
+
+
+@onnx_op("Round")
+def round_(ctx):
+    """Half to even, as ONNX (and np.round): floor, then the tie goes to the even one."""
+    x = ctx.t(0)
+    if x.dtype not in FLOAT_DTYPES:
+        raise ctx.fail(f"Round of a {x.dtype} tensor")
+    f = ops.floor(x)
+    d = ops.sub(x, f)
+    half, one, two = const(ctx, 0.5, x.dtype), const(ctx, 1.0, x.dtype), const(ctx, 2.0, x.dtype)
+    odd = ops.sub(f, ops.mul(ops.floor(ops.div(f, two)), two))     # 1 where f is odd
+    tie = ops.add(f, odd)
+    return ops.where(ops.greater(d, half), ops.add(f, one),
+                     ops.where(ops.less(d, half), f, tie))

@@ -304,3 +304,48 @@ def tile(ctx):
         big += [r, d]
     y = ops.broadcast_to(ops.reshape(x, shape=tuple(inter)), shape=tuple(big))
     return ops.reshape(y, shape=tuple(r * d for d, r in zip(shape, reps)))
+
+
+@onnx_op("Pad")
+def pad(ctx):
+    """Constant padding (negative pads crop); reflect / edge / wrap are not supported."""
+    mode = ctx.attr("mode", "constant")
+    if mode != "constant":
+        raise ctx.fail(f"mode={mode!r} (graphc pads with a constant)")
+    x = ctx.t(0)
+    r = x.ndim
+    pads = ctx.need_ints(1, "pads") if ctx.opset >= 11 else list(ctx.attr("pads"))
+    value = 0
+    if ctx.has(2):
+        v = np.asarray(ctx.need(2, "constant_value")).reshape(-1)
+        value = v[0].item() if v.size else 0
+    axes = list(range(r))
+    if ctx.has(3):
+        axes = [axis_of(ctx, int(a), r) for a in ctx.need_ints(3, "axes")]
+    n = len(axes)
+    if len(pads) != 2 * n:
+        raise ctx.fail(f"{len(pads)} pads for {n} axes")
+    for a, before, after in zip(axes, pads[:n], pads[n:]):
+        for side, amount in (("before", before), ("after", after)):
+            if isinstance(amount, int) and amount < 0:
+                st = [None] * r
+                en = [None] * r
+                d = x.shape[a]
+                if side == "before":
+                    st[a] = -amount
+                else:
+                    en[a] = d + amount
+                x = ops.slice(x, starts=tuple(st), stops=tuple(en), steps=(1,) * r)
+        parts = []
+        for amount in (before, after):
+            if isinstance(amount, int) and amount <= 0:
+                parts.append(None)
+                continue
+            shape = tuple(amount if k == a else d for k, d in enumerate(x.shape))
+            parts.append(ops.broadcast_to(const(ctx, value, x.dtype), shape=shape))
+        pieces = [p for p in (parts[0], x, parts[1]) if p is not None]
+        if len(pieces) > 1:
+            x = ops.concat(*pieces, axis=a)
+    if x is ctx.t(0):
+        x = ops.reshape(x, shape=tuple(x.shape))
+    return x

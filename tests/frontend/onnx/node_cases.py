@@ -66,7 +66,15 @@ def _collect_all() -> None:
 _MODULE_CASES: dict = {}
 
 
-def module_cases(*modules: str) -> list[dict]:
+# Ops graphc also translates, beyond the issue's list (their cases: test_extra_ops).
+EXTRA_OPS = frozenset("""Mod Round Pad Tile Mean PRelu Celu Softsign ThresholdedRelu ReduceL1
+ReduceLogSum ReduceLogSumExp ReduceProd""".split())
+EXTRA_MODULES = ("mod", "round", "pad", "tile", "mean", "prelu", "celu", "softsign",
+                 "thresholdedrelu", "reducel1", "reduce_log_sum", "reduce_log_sum_exp",
+                 "reduceprod")
+
+
+def module_cases(*modules: str, ops=None) -> list[dict]:
     """The cases of a few of ONNX's case modules (``"add"``, ``"reshape"``: the files of
     onnx/backend/test/case/node), made by importing just those (fast)."""
     import importlib
@@ -82,16 +90,17 @@ def module_cases(*modules: str) -> list[dict]:
                 warnings.simplefilter("ignore")
                 with np.errstate(all="ignore"):
                     importlib.import_module(name)
-            _MODULE_CASES[m] = _select(node_pkg._NodeTestCases[n0:])
-        out += _MODULE_CASES[m]
+            _MODULE_CASES[m] = node_pkg._NodeTestCases[n0:]
+        out += _select(_MODULE_CASES[m], ops)
     return out
 
 
-def _select(cases) -> list[dict]:
+def _select(cases, ops=None) -> list[dict]:
+    ops = OPS if ops is None else ops
     out = []
     for c in cases:
         types = sorted({n.op_type for n in c.model.graph.node})
-        if not types or not set(types) <= OPS or not c.data_sets:
+        if not types or not set(types) <= ops or not c.data_sets:
             continue
         out.append({"name": c.name, "model": c.model.SerializeToString(),
                     "data": [(list(i), list(o)) for i, o in c.data_sets],

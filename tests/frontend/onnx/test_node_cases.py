@@ -15,8 +15,8 @@ onnx = pytest.importorskip("onnx", reason="needs the 'compare' extra (onnx)")
 ort = pytest.importorskip("onnxruntime", reason="needs the 'compare' extra (onnxruntime)")
 pytestmark = pytest.mark.compare
 
-from tests.frontend.onnx.node_cases import (load_cases, module_cases,  # noqa: E402
-                                            run_case, spread)
+from tests.frontend.onnx.node_cases import (EXTRA_MODULES, EXTRA_OPS, OPS,  # noqa: E402
+                                            load_cases, module_cases, run_case, spread)
 
 with open(os.path.join(os.path.dirname(__file__), "node_cases_expected.json")) as f:
     EXPECTED = json.load(f)
@@ -50,6 +50,17 @@ def test_quick_reference(quick_cases):
     results = {c["name"]: run_case(c, "reference") for c in quick_cases}
     passes = _check(results, "reference")
     assert passes >= EXPECTED["quick_reference_pass_floor"], (passes, len(results))
+
+
+def test_extra_ops_reference():
+    """The ops graphc translates beyond the issue's list (Mod, Round, Pad, Tile, ...):
+    their cases pass or are rejected (Pad modes other than constant, ReduceProd of
+    data, bfloat16), never wrong."""
+    cases = module_cases(*EXTRA_MODULES, ops=OPS | EXTRA_OPS)
+    results = {c["name"]: run_case(c, "reference") for c in cases}
+    bad = {n: r for n, r in results.items() if r[0] in ("crash", "fail")}
+    assert not bad, bad
+    assert sum(r[0] == "pass" for r in results.values()) >= 92, results
 
 
 @pytest.mark.parametrize("backend", ["numba", "cupy-emu"])
