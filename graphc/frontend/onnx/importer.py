@@ -31,7 +31,11 @@ def _load(model_or_path):
     if isinstance(model_or_path, onnx.ModelProto):
         return model_or_path, "<onnx model>"
     if isinstance(model_or_path, (bytes, bytearray)):
-        return onnx.load_from_string(bytes(model_or_path)), "<onnx model bytes>"
+        try:
+            return onnx.load_from_string(bytes(model_or_path)), "<onnx model bytes>"
+        except Exception as e:   # protobuf's DecodeError
+            raise OnnxImportError(f"from_onnx(): the bytes are not an ONNX model: "
+                                  f"{type(e).__name__}: {e}") from None
     if isinstance(model_or_path, (str, os.PathLike)):
         path = os.fspath(model_or_path)
         if not os.path.exists(path):
@@ -153,7 +157,6 @@ def from_onnx(model_or_path, dims=None, *, values=None, name=None, _input_shapes
 
     Raises UnsupportedOpError (every unsupported node, before anything is built); any
     other failure is a GraphcError naming the ONNX node."""
-    import onnx
     model, where = _load(model_or_path)
     if model.functions:
         from onnx import inliner
