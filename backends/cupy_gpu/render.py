@@ -76,8 +76,8 @@ __device__ __forceinline__ double graphc_sigmoid(double x) {
   return x >= 0.0 ? s : e * s;
 }
 
-// NumPy's power of integers (a negative exponent gives 0 unless the base is +-1; NumPy
-// refuses it on arrays, the reference's check), isnan/isinf/sign without <cmath>.
+// The power of integers every backend computes (torch's: a negative exponent gives the
+// power truncated toward zero, 0 unless the base is +-1), isnan/isinf/sign without <cmath>.
 __device__ __forceinline__ long long graphc_ipow(long long a, long long b) {
   if (b < 0) return a == 1 ? 1 : (a == -1 ? ((b & 1) ? -1 : 1) : 0);
   long long r = 1;

@@ -77,7 +77,8 @@ class _Renderer(Renderer):
 
     def literal(self, value, dtype: str) -> str:
         if dtype in ("int64", "int32"):
-            return str(int(value))
+            # parenthesised when negative: ``-1 ** n`` is -(1 ** n) in Python
+            return str(int(value)) if value >= 0 else f"({int(value)})"
         if dtype == "bool":
             return "True" if value else "False"
         if math.isinf(value):

@@ -135,10 +135,13 @@ def emit(op: OpDef, operands: list, attrs: dict) -> Tensor:
             ids.append(o.id)
         elif isinstance(o, np.ndarray):
             ids.append(builder.constant(o, loc))
-        elif isinstance(o, (bool, int, float, np.number)) and not isinstance(o, np.ndarray):
-            dt = dtype or ("float32" if isinstance(o, float) else "int64")
-            if isinstance(o, float) and dt not in ("float32", "float64"):
-                dt = "float32"
+        elif isinstance(o, (bool, int, float, np.number, np.bool_)):
+            is_float = isinstance(o, (float, np.floating))    # np.float32(0.5) too
+            dt = dtype or ("float32" if is_float else "int64")
+            if is_float and dt not in ("float32", "float64"):
+                dt = "float32"          # meets an int tensor: a DTypeError, never truncated
+            if op.name == "where" and not ids and isinstance(o, (bool, np.bool_)):
+                dt = "bool"             # where(True, a, b): the condition stays a bool
             ids.append(builder.scalar(o, dt, loc))
         elif isinstance(o, (list, tuple)):
             ids.append(builder.constant(np.asarray(o), loc))

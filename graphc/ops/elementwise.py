@@ -73,10 +73,6 @@ def _pow_lower(node, a, b):
     if not dt.startswith("int"):
         return L.binary("pow", a, b)
     zero = L.Const(0, dt)
-    if isinstance(a, L.Const) and a.value < 0:
-        # numba renders an int literal bare and ``-1 ** n`` is -(1 ** n) in Python: a
-        # negated literal renders in parentheses.
-        a = L.call("neg", L.Const(-a.value, dt))
     p = L.binary("pow", a, L.call("abs", b))
     unit = L.binary("or", L.binary("==", a, L.Const(1, dt)), L.binary("==", a, L.Const(-1, dt)))
     return L.Select(L.binary("<", b, zero), L.Select(unit, p, zero), p)
