@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 import sys
 
+import warnings
+
 import numpy as np
 
 import graphc
+from graphc.errors import LibraryFallbackWarning
 from arrays import nonzero, positive, randn, rel_err  # noqa: F401 (re-exported)
 
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
@@ -138,3 +141,28 @@ def erf64(x):
         return erf(np.asarray(x, np.float64))
     except ImportError:  # pragma: no cover
         return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+COMPILED = ("numba", "cupy-emu")
+
+
+def check_compiled(fn, specs, cases, expected, backends=COMPILED):
+    """``fn`` traced once, compiled for each backend (a LibraryFallbackWarning, i.e. no
+    native lowering, fails), matches ``expected(*float64 inputs)`` on every case."""
+    g = graphc.trace(fn, *specs)
+    for backend in backends:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", LibraryFallbackWarning)
+            exe = graphc.compile(g, backend=backend)
+        for arrays in cases:
+            got = as_tuple(exe(*arrays))
+            want = as_tuple(expected(*[upcast(a) for a in arrays]))
+            assert len(got) == len(want)
+            for k, (o, w, t) in enumerate(zip(got, want, g.output_types)):
+                try:
+                    assert_matches(o, w, t.np_dtype)
+                except AssertionError as e:
+                    raise AssertionError(f"{backend}, output {k}, shapes "
+                                         f"{[a.shape for a in arrays]}: {e}") from None
+    return g
+

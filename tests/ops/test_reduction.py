@@ -3,16 +3,14 @@ normalisations (softmax, layernorm, rmsnorm) on the reference backend against Nu
 Python written here; decompositions against the ops; argmax / argmin / cumsum also on the
 compiled backends (numba, cupy-emu), where their lowerings are hand-written loop IR."""
 import math
-import warnings
 
 import numpy as np
 import pytest
 
 import graphc
 from graphc import spec
-from graphc.errors import LibraryFallbackWarning
-from opcheck import (FLOATS, as_tuple, assert_matches, assert_reported_at, check, check_same,
-                     concrete, line_in, next_line, positive, randn, upcast)
+from opcheck import (assert_matches, assert_reported_at, check, check_compiled, check_same,
+                     concrete, FLOATS, line_in, next_line, positive, randn)
 
 SIZES = [{"S": 1}, {"S": 4}]
 
@@ -349,28 +347,8 @@ def test_unknown_attribute_names_line(rng):
 
 # -- min, argmax, argmin, cumsum ---------------------------------------------------------
 
-COMPILED = ("numba", "cupy-emu")
 
 
-def check_compiled(fn, specs, cases, expected, backends=COMPILED):
-    """``fn`` traced once, compiled for each backend (a LibraryFallbackWarning, i.e. no
-    native lowering, fails), matches ``expected(*float64 inputs)`` on every case."""
-    g = graphc.trace(fn, *specs)
-    for backend in backends:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", LibraryFallbackWarning)
-            exe = graphc.compile(g, backend=backend)
-        for arrays in cases:
-            got = as_tuple(exe(*arrays))
-            want = as_tuple(expected(*[upcast(a) for a in arrays]))
-            assert len(got) == len(want)
-            for k, (o, w, t) in enumerate(zip(got, want, g.output_types)):
-                try:
-                    assert_matches(o, w, t.np_dtype)
-                except AssertionError as e:
-                    raise AssertionError(f"{backend}, output {k}, shapes "
-                                         f"{[a.shape for a in arrays]}: {e}") from None
-    return g
 
 
 def _arg(x, axis, largest, keepdims=False):

@@ -1,16 +1,14 @@
 """topk, causal_mask, arange, triu and tril on the reference backend against NumPy /
 Python written here; arange, triu and tril also on the compiled backends (numba,
 cupy-emu)."""
-import warnings
 
 import numpy as np
 import pytest
 
 import graphc
 from graphc import spec
-from graphc.errors import LibraryFallbackWarning
-from opcheck import (FLOATS, as_tuple, assert_matches, assert_reported_at, check, concrete,
-                     line_in, next_line, randn, upcast)
+from opcheck import (assert_matches, assert_reported_at, check, check_compiled, concrete,
+                     FLOATS, line_in, next_line, randn)
 
 
 def _topk(x, k, axis):
@@ -217,28 +215,6 @@ def test_causal_mask_missing_attr():
 
 # -- compiled backends ------------------------------------------------------------------
 
-COMPILED = ("numba", "cupy-emu")
-
-
-def check_compiled(fn, specs, cases, expected, backends=COMPILED):
-    """``fn`` traced once and compiled per backend (no NumPy fallback allowed) matches
-    ``expected(*float64 inputs)`` on every case."""
-    g = graphc.trace(fn, *specs)
-    for backend in backends:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", LibraryFallbackWarning)
-            exe = graphc.compile(g, backend=backend)
-        for arrays in cases:
-            got = as_tuple(exe(*arrays))
-            want = as_tuple(expected(*[upcast(a) for a in arrays]))
-            assert len(got) == len(want)
-            for k, (o, w, t) in enumerate(zip(got, want, g.output_types)):
-                try:
-                    assert_matches(o, w, t.np_dtype)
-                except AssertionError as e:
-                    raise AssertionError(f"{backend}, output {k}, shapes "
-                                         f"{[a.shape for a in arrays]}: {e}") from None
-    return g
 
 
 # -- arange -----------------------------------------------------------------------------
