@@ -354,6 +354,14 @@ def write_sealed(path, payload: bytes) -> bytes:
     or the new file); returns the bytes written."""
     path = Path(path)
     data = seal(path.name, payload)
+    write_atomic(path, data)
+    return data
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: a concurrent
+    reader sees the old file or the new one, never half of one."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -367,7 +375,6 @@ def write_sealed(path, payload: bytes) -> bytes:
         except OSError:
             pass
         raise
-    return data
 
 
 __all__ = ["CacheTrustError", "cache_root", "cache_subdir", "private_dir", "check_trusted",

@@ -17,7 +17,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -51,17 +50,8 @@ def digest(source: str) -> str:
 def _write(path: Path, text: str) -> None:
     """Write ``text`` (already sealed, see _entry) atomically: a concurrent reader sees
     the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from graphc.cache import write_atomic
+    write_atomic(path, text.encode())
 
 
 def load_kernel(source: str):
