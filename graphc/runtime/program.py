@@ -122,7 +122,8 @@ class ProgramExecutable(Executable):
         return np.ndarray(shape, dtype, buffer=arena, offset=offset)
 
     def to_device(self, array):
-        return np.ascontiguousarray(array)
+        # np.ascontiguousarray makes a 0-d array 1-d: a 0-d output would come back [1]
+        return np.ascontiguousarray(array) if np.ndim(array) else np.array(array)
 
     def shares_memory(self, a, b) -> bool:
         return np.shares_memory(a, b)

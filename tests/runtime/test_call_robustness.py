@@ -231,3 +231,15 @@ def test_a_cgroup_limit_caps_what_is_available(monkeypatch, tmp_path):
     assert memory.available_bytes() <= 1_000_000_000
     files["/sys/fs/cgroup/memory.max"] = "max\n"
     assert memory._cgroup_room() is None
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba", "cupy-emu"])
+def test_zero_d_outputs_keep_their_shape(backend):
+    """A 0-d constant or reduction returned as a graph output is 0-d on every backend
+    (np.ascontiguousarray would make it [1])."""
+    c = np.array(3.5, np.float32)
+    g = graphc.trace(lambda x: (graphc.sum(x), graphc.constant(c), x * 2.0), graphc.spec((4,)))
+    x = np.random.default_rng(0).standard_normal(4).astype(np.float32)
+    s, k, y = graphc.compile(g, backend=backend)(x)
+    assert np.shape(s) == () and np.shape(k) == () and y.shape == (4,)
+    assert float(k) == 3.5 and abs(float(s) - float(x.astype(np.float64).sum())) < 1e-5
