@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import BackendError, GraphcError, InputError
 from ..ir.dims import Sym, evaluate
 from ..ops.registry import get_op, wrap_error
+from .memory import last_uses
 
 
 def resolve_attr(v, bindings: Mapping[str, int]):
@@ -38,10 +39,7 @@ def run_graph(graph, arrays: Sequence[np.ndarray], bindings: Mapping[str, int] |
         bindings = bind_inputs(graph, arrays)
     order = graph.topo_order()
     # Free each value after its last consumer runs.
-    last_use: dict[int, int] = {}
-    for pos, nid in enumerate(order):
-        for i in graph.nodes[nid].inputs:
-            last_use[i] = pos
+    last_use = last_uses(graph, order)
     keep = set(graph.outputs)
     values: dict[int, np.ndarray] = {}
     feeds = dict(zip(graph.inputs, arrays))

@@ -86,16 +86,23 @@ def _nbytes(t, bindings, float64: bool) -> int:
     return n
 
 
+def last_uses(graph, order) -> dict[int, int]:
+    """Each value's position in ``order`` of its last consumer (when the interpreter may
+    free it); what no node reads is absent."""
+    last_use: dict[int, int] = {}
+    for pos, nid in enumerate(order):
+        for i in graph.nodes[nid].inputs:
+            last_use[i] = pos
+    return last_use
+
+
 def interpreter_peak(graph, bindings, float64: bool = False):
     """(peak bytes, the node whose step reaches it, the bytes that step allocates: its
     output and its temporaries or scratch) of run_graph on these sizes: inputs and
     constants count nothing (they exist already), fused bodies count their own peak at
     their node."""
     order = graph.topo_order()
-    last_use: dict[int, int] = {}
-    for pos, nid in enumerate(order):
-        for i in graph.nodes[nid].inputs:
-            last_use[i] = pos
+    last_use = last_uses(graph, order)
     keep = set(graph.outputs)
     live: dict[int, int] = {}
     peak, at, at_bytes = 0, None, 0
