@@ -1,7 +1,10 @@
 """The built-in rewrite rules of ``fuse_patterns`` (see patterns.py for the language)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .. import ops as F
+from ..ir.types import TensorType
 from .manager import note
 from .patterns import Alt, Op, Rule, Var, keepdims, last_axis, opt_scale, register_rule
 
@@ -55,8 +58,14 @@ _where_not = Op("where", Var("drop", _bool_mask), Var("fill", _one_element),
                 Alt(_plus, _scores), name="where")
 _masked = Alt(Op("add", Alt(_where, _where_not), Var("m2"), commutative=True, name="plus2"),
               _where, _where_not, _plus2, _plus, _scores)
-ATTENTION = Op("matmul", Op("softmax", _masked, axis=last_axis, name="probs"),
-               Var("v", _rank_at_least(2)))
+_probs = Op("softmax", _masked, axis=last_axis, name="probs")
+# where(isnan(p), 0, p): the NaN guard torch's SDPA decomposition (and so its ONNX
+# exporter) puts after the softmax, zeroing the row of a query that sees no key. The
+# fused attention gives that row NaN, so the replacement zeroes the NaNs of its output
+# (a row of NaN probabilities is a row of NaN outputs, and only such a row).
+_guarded = Op("where", Op("isnan", _probs, name="nan_test"), Var("nan_fill", _one_element),
+              Var("probs_again"), name="nan_guard")
+ATTENTION = Op("matmul", Alt(_probs, _guarded), Var("v", _rank_at_least(2)))
 
 
 def _const(graph, nid) -> float:
@@ -207,6 +216,46 @@ def _expand_reshape(graph, node):
                   "[.., Hkv, T, d] kv tensor")
 
 
+def _flat_swap(graph, node):
+    """x when ``node`` is x [..., T, d] with its last two axes swapped through flattened
+    batch dims, reshape(transpose(reshape(x, [n, T, d]), (0, 2, 1)), [..., d, T]) (torch's
+    exporter writes k^T of a 4-D k so); else None."""
+    if node.op != "reshape":
+        return None
+    tr = graph.nodes[node.inputs[0]]
+    if tr.op != "transpose" or tr.type.rank < 2:
+        return None
+    r = tr.type.rank
+    if tuple(tr.attrs["axes"]) != tuple(range(r - 2)) + (r - 1, r - 2):
+        return None
+    flat = graph.nodes[tr.inputs[0]]
+    if flat.op != "reshape":
+        return None
+    x = graph.nodes[flat.inputs[0]]
+    xs, out = tuple(x.type.shape), tuple(node.type.shape)
+    if x.type.rank < 2 or tuple(flat.type.shape[-2:]) != xs[-2:] \
+            or out[-2:] != (xs[-1], xs[-2]):
+        return None
+    if out == xs[:-2] + (xs[-1], xs[-2]):
+        return x.id
+    # x's batch dims are other dims of the same count (the head split reshape merged into
+    # the flattening one): k is reshape(x, out[:-2] + [T, d]), a node not built yet
+    return _Reshaped(x.id, TensorType(out[:-2] + xs[-2:], x.type.dtype), node.name)
+
+
+@dataclass
+class _Reshaped:
+    """reshape(source) as the kv-repeat readers see a node (a reshape not in the graph)."""
+    source: int
+    type: TensorType
+    name: str
+    op: str = "reshape"
+
+    @property
+    def inputs(self):
+        return [self.source]
+
+
 def _split(shape, axis, parts):
     return tuple(shape[:axis]) + tuple(parts) + tuple(shape[axis + 1:])
 
@@ -221,6 +270,13 @@ def _attention_check(m):
             node = m.node(name)
             return (f"the mask of {node.name} ({node.op}) broadcasts the scores {qk} up to "
                     f"{node.type} (attention keeps the scores' shape)")
+    if m.has("nan_guard"):
+        if m.captures["probs_again"] != m.captures["probs"]:
+            return (f"{m.node('nan_guard').name} (where) tests isnan of "
+                    f"{m.node('probs').name} but selects {m.node('probs_again').name}")
+        if _const(g, m.captures["nan_fill"]) != 0.0:
+            return (f"{m.node('nan_guard').name} replaces NaN probabilities by "
+                    f"{_const(g, m.captures['nan_fill']):g}, not 0")
     scale = 1.0
     if m.has("scale"):
         scale = m.node("scale").attrs["factor"]
@@ -254,13 +310,17 @@ def _attention_check(m):
         if all(isinstance(d, int) for d in t.shape) and _numel(t.shape) == 1:
             return (f"the mask {g.nodes[x].name} {t} adds one value to every score "
                     "(softmax does not change; drop it)")
-    # k and v: repeated per head (copies) -> their sources
     kT = m.node("kT")
+    if kT.op == "scale" and g.users(kT.id) == [m.captures["qk"]] and kT.id not in g.outputs:
+        scale *= kT.attrs["factor"]             # q @ scale(k^T): SDPA's sqrt(scale) on both
+        kT = g.nodes[kT.inputs[0]]
+        m.captures["kT"] = kT.id
+    # k and v: repeated per head (copies) -> their sources
     last2 = tuple(range(kT.type.rank - 2)) + (kT.type.rank - 1, kT.type.rank - 2)
     k = g.nodes[kT.inputs[0]].id if kT.op == "transpose" and kT.attrs["axes"] == last2 \
-        else None
+        else _flat_swap(g, kT)
     v = m.captures["v"]
-    rk, why_k = _head_repeat(g, k) if k is not None else (None, None)
+    rk, why_k = _head_repeat(g, k) if isinstance(k, int) else (None, None)
     if k is None and kT.op == "transpose" and kT.type.rank >= 3:
         # k^T = transpose(repeat(x)) (the head split and the k^T transposes merged): k is
         # that transpose of x with the last two axes swapped back
@@ -269,6 +329,10 @@ def _attention_check(m):
         if inner.op == "repeat" and inner.attrs.get("axis") == perm[-3] \
                 and inner.attrs["repeats"] > 1:
             rk = ((inner.inputs[0], perm), inner.attrs["repeats"], "group")
+    if isinstance(k, _Reshaped):
+        rk, why_k = _expand_reshape(g, k)
+        k = None
+    k_plain = k             # k itself, when the match has it as a node (else k^T swapped)
     rv, why_v = _head_repeat(g, v)
     for what, why in (("k", why_k), ("v", why_v)):
         if why:
@@ -284,7 +348,7 @@ def _attention_check(m):
         if rv is not None and rv[1:] == (G, how):
             v = rv[0]
         elif how == "tile" and rv is not None:
-            how, k = None, g.nodes[kT.inputs[0]].id      # k and v tiled differently
+            how, k = None, k_plain          # k and v tiled differently: k as a copy
     perms = {}      # a source repeated before a transpose: that transpose of the source
     if isinstance(v, tuple):
         v, perms["v"] = v
@@ -393,6 +457,9 @@ def _attention_build(m):
     out = F.attention(*operands, scale=a["scale"], causal=a["causal"], mask_fill=a["fill"])
     if tuple(out.type.shape) != tuple(out_shape):
         out = F.reshape(out, shape=out_shape)
+    if m.has("nan_guard"):       # the rows of queries that see no key: 0, as the guard's
+        zero = m["nan_fill"]
+        out = F.where(F.isnan(out), zero, out)
     return out
 
 

@@ -179,3 +179,75 @@ def test_whole_model_o2_patterns(same_result):
     assert ops["attention"] == 2 and ops["add_layernorm"] == 4
     assert ops["gemm"] == 2 * 6 + 1      # per layer 6, plus the vocabulary projection
     same_result(g, out, sizes={"S": 6}, tol=1e-6)
+
+
+def _sdpa_as_exported(B=2, H=4, Hkv=2, S=5, T=7, D=8, dtype="float64"):
+    """torch's SDPA decomposition as torch.onnx writes it: sqrt(scale) on q and on k^T,
+    k^T through flattened batch dims (reshape, 3-D transpose, reshape), kv heads repeated
+    by expand + reshape (GQA), a bool mask added as where(mask, 0, -inf), and the NaN
+    guard where(isnan(p), 0, p) after the softmax."""
+    c = float(D) ** -0.25
+
+    def fn(q, k, v, keep):
+        def rep(x):
+            x = graphc.reshape(x, shape=(B, Hkv, 1, T, D))
+            x = graphc.broadcast_to(x, shape=(B, Hkv, H // Hkv, T, D))
+            return graphc.reshape(x, shape=(B, H, T, D))
+        kt = graphc.transpose(graphc.reshape(rep(k), shape=(B * H, T, D)), axes=(0, 2, 1))
+        kt = graphc.scale(graphc.reshape(kt, shape=(B, H, D, T)), c)
+        bias = graphc.where(keep, graphc.constant(np.zeros((), dtype)),
+                            graphc.constant(np.full((), -np.inf, dtype)))
+        p = graphc.softmax(graphc.scale(q, c) @ kt + bias, axis=-1)
+        p = graphc.where(graphc.isnan(p), graphc.constant(np.zeros((), dtype)), p)
+        return p @ rep(v)
+    specs = [graphc.spec((B, H, S, D), dtype), graphc.spec((B, Hkv, T, D), dtype),
+             graphc.spec((B, Hkv, T, D), dtype), graphc.spec((B, 1, S, T), "bool")]
+    return graphc.trace(fn, *specs)
+
+
+def test_exported_sdpa_form_is_one_attention(same_result):
+    """The form fuses: one attention op reading k and v with their 2 KV heads, both
+    sqrt(scale) factors in its scale, and the same result as the unfused graph."""
+    g = _sdpa_as_exported()
+    out, ex = run(g)
+    assert ex.fired() and ops_of(out)["attention"] == 1
+    assert "softmax" not in ops_of(out) and "broadcast_to" not in ops_of(out)
+    (att,) = [n for n in out if n.op == "attention"]
+    assert att.attrs["scale"] == pytest.approx(8 ** -0.5)
+    for i in att.inputs[1:3]:
+        assert out.nodes[i].type.shape == (2, 2, 7, 8)      # kv heads read, not copied
+    same_result(g, out)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")   # the O0 softmax's 0/0
+def test_nan_guard_keeps_rows_without_keys_zero(rng):
+    """A query whose mask row is all False sees no key: the guard makes its output 0,
+    and so does the fused attention, on the reference and numba."""
+    g = _sdpa_as_exported(dtype="float32")
+    q, k, v = (rng.standard_normal(s).astype(np.float32)
+               for s in ((2, 4, 5, 8), (2, 2, 7, 8), (2, 2, 7, 8)))
+    keep = rng.random((2, 1, 5, 7)) < 0.7
+    keep[:, :, :, 0] = True
+    keep[1, 0, 2] = False                       # query 2 of batch 1: no key
+    want = graphc.compile(g, backend="reference", level="O0", float64=True)(q, k, v, keep)
+    assert np.all(want[1, :, 2] == 0) and np.abs(want).sum() > 0
+    for backend in ("reference", "numba"):
+        exe = graphc.compile(g, backend=backend)
+        assert "attention" in exe.graph.op_counts() or any(
+            n.op == "fused" and "attention" in {m.op for m in n.attrs["body"].nodes.values()}
+            for n in exe.graph.nodes.values())
+        got = exe(q, k, v, keep)
+        assert not np.isnan(got).any()
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5, backend
+
+
+def test_nan_guard_with_another_fill_is_not_fused():
+    """where(isnan(p), 1, p) is not the guard the attention op can keep: explain says so."""
+    def fn(q, k, v):
+        p = graphc.softmax(q @ graphc.transpose(k, axes=(0, 2, 1)), axis=-1)
+        return graphc.where(graphc.isnan(p), graphc.constant(np.ones(())), p) @ v
+    g = graphc.trace(fn, *[graphc.spec((2, 5, 4), "float64")] * 3)
+    out, ex = run(g)
+    assert "attention" not in ops_of(out)
+    reasons = [e["reason"] for e in ex.missed("softmax(scale(q @ k^T) [+ mask]) @ v => attention")]
+    assert any("not 0" in r for r in reasons), reasons
