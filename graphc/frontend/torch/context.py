@@ -1,0 +1,148 @@
+"""Per-node helpers for translation functions: the node's arguments (FX nodes replaced by
+their graphc values), torch dtypes as graphc dtypes, torch's symbolic sizes as graphc
+symbolic dims."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ... import ops
+from ...ir.dims import Sym
+from ..tensor import Tensor
+from .errors import TorchImportError
+
+_DTYPES = {"torch.float32": "float32", "torch.float64": "float64", "torch.int64": "int64",
+           "torch.int32": "int32", "torch.bool": "bool", "torch.int16": "int32",
+           "torch.int8": "int32", "torch.uint8": "int32"}
+
+
+def graphc_dtype(dtype, what: str, loc=None) -> str:
+    """The graphc dtype of a torch dtype (small ints widen to int32); half precision is an
+    error: graphc computes in float32 / float64."""
+    dt = _DTYPES.get(str(dtype))
+    if dt is None:
+        raise TorchImportError(f"{what} has dtype {dtype}; graphc computes in float32, "
+                               f"float64, int32, int64 and bool (call model.float() for "
+                               f"half-precision models)", loc=loc)
+    return dt
+
+
+class Symbols:
+    """torch's sympy size symbols -> graphc dims (one graphc symbol per torch symbol)."""
+
+    def __init__(self):
+        self.names: dict[str, str] = {}        # torch symbol name -> graphc symbol name
+
+    def name(self, torch_name: str, graphc_name: str) -> None:
+        self.names.setdefault(torch_name, graphc_name)
+
+    def dim(self, x, what: str = "a size"):
+        """An int, a torch.SymInt or a sympy expression as an int or a graphc Sym."""
+        if isinstance(x, (bool, np.bool_)):
+            return bool(x)
+        if isinstance(x, (int, np.integer)):
+            return int(x)
+        if isinstance(x, Sym):
+            return x
+        node = getattr(x, "node", None)
+        expr = getattr(node, "expr", None) if node is not None else None
+        if expr is None:
+            expr = x
+        return self._sympy(expr, what)
+
+    def _sympy(self, e, what):
+        import sympy
+        if isinstance(e, sympy.Integer) or getattr(e, "is_Integer", False):
+            return int(e)
+        if isinstance(e, sympy.Symbol):
+            n = self.names.get(e.name)
+            if n is None:
+                n = e.name
+                self.names[e.name] = n
+            return Sym.of(n)
+        if isinstance(e, sympy.Add):
+            out = 0
+            for a in e.args:
+                out = out + self._sympy(a, what)
+            return out
+        if isinstance(e, sympy.Mul):
+            out = 1
+            for a in e.args:
+                out = out * self._sympy(a, what)
+            return out
+        if isinstance(e, sympy.Pow) and e.exp.is_Integer and int(e.exp) > 0:
+            base, out = self._sympy(e.base, what), 1
+            for _ in range(int(e.exp)):
+                out = out * base
+            return out
+        if type(e).__name__ == "FloorDiv":
+            return self._sympy(e.args[0], what) // self._sympy(e.args[1], what)
+        raise TorchImportError(f"{what} is the symbolic expression {e} ({type(e).__name__}); "
+                               f"graphc's symbolic dims are polynomials of the dynamic dims")
+
+
+@dataclass
+class NodeCtx:
+    """One FX node being translated."""
+
+    node: Any                      # torch.fx.Node
+    op: str                        # "aten.add.Tensor"
+    args: list
+    kwargs: dict
+    loc: Any
+    symbols: Symbols
+    builder: Any
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def val(self):
+        """The node's fake value from export (a FakeTensor, a tuple of them, a SymInt)."""
+        return self.node.meta.get("val")
+
+    def arg(self, k: int, name: str | None = None, default=None):
+        if k < len(self.args):
+            return self.args[k]
+        if name is not None and name in self.kwargs:
+            return self.kwargs[name]
+        return default
+
+    def kw(self, name: str, default=None):
+        return self.kwargs.get(name, default)
+
+    def out_dtype(self, k: int | None = None) -> str:
+        v = self.val
+        if k is not None:
+            v = v[k]
+        if v is None or not hasattr(v, "dtype"):
+            raise self.fail("has no tensor type recorded by torch.export")
+        return graphc_dtype(v.dtype, f"the output of FX node {self.name!r}", self.loc)
+
+    def out_shape(self, k: int | None = None) -> tuple:
+        v = self.val if k is None else self.val[k]
+        return tuple(self.symbols.dim(d, f"a dim of FX node {self.name!r}") for d in v.shape)
+
+    def dim(self, x):
+        return self.symbols.dim(x, f"an argument of FX node {self.name!r}")
+
+    def tensor(self, x, dtype: str | None = None) -> Tensor:
+        """``x`` as a graph tensor (a Python number becomes a 0-d constant of ``dtype``)."""
+        if isinstance(x, Tensor):
+            return x if dtype is None or x.dtype == dtype else ops.cast(x, dtype=dtype)
+        if isinstance(x, Sym):
+            t = ops.reshape(ops.arange(x, x + 1, dtype="int64"), shape=())
+            return t if dtype in (None, "int64") else ops.cast(t, dtype=dtype)
+        if isinstance(x, (bool, int, float, np.number, np.bool_)):
+            dt = dtype or ("bool" if isinstance(x, bool) else
+                           "int64" if isinstance(x, int) else "float32")
+            return self.builder.wrap(self.builder.scalar(x, dt))
+        raise self.fail(f"expected a tensor or a number, got {type(x).__name__}")
+
+    def fail(self, message: str, cls=TorchImportError):
+        return cls(f"FX node {self.name!r} ({self.op}): {message}", op=self.op,
+                   node=self.name, loc=self.loc)
