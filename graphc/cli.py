@@ -7,10 +7,16 @@
     graphc run transformer --backend numba      run on random tokens, check vs float64
     graphc compare transformer --backends reference,numba   agreement and time side by side
     graphc ops | graphc passes                  list the registered ops / passes and rules
+
+An ONNX file in place of the model name (``graphc show model.onnx --explain``,
+``graphc run model.onnx --shape input_ids=2,128``, ``graphc compare model.onnx``, with
+ONNX Runtime as a peer where it is installed) imports it with ``graphc.from_onnx``.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
 
@@ -22,8 +28,28 @@ from .timing import decode_rate, run_timed
 MODELS = ("transformer", "deepseek-v2")
 
 
+def is_onnx(model: str) -> bool:
+    return model not in MODELS
+
+
+def _model_name(text: str) -> str:
+    """A built-in model's name, or the path of an ONNX file."""
+    if text in MODELS:
+        return text
+    if text.lower().endswith(".onnx") or os.path.isfile(text):
+        if not os.path.isfile(text):
+            raise argparse.ArgumentTypeError(f"no such ONNX file {text!r}")
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from "
+                                     f"{', '.join(MODELS)}, or give a .onnx file)")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", choices=MODELS, help="which model to build")
+    p.add_argument("model", type=_model_name, metavar="MODEL",
+                   help=f"which model to build ({', '.join(MODELS)}) or an ONNX file")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=D,D,...",
+                   help="ONNX: the shape of input NAME (repeatable); show pins it, run and "
+                        "compare draw random inputs of it")
     p.add_argument("--layers", type=int, default=2, help="number of layers (default 2)")
     p.add_argument("--d-model", type=int, default=64, help="model width (default 64)")
     p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
@@ -133,8 +159,12 @@ def cmd_show(args) -> int:
     import io
     from .passes import DumpIR, Explain, PassManager, TimePasses, VerifyIR
     from .passes.manager import resolve_pipeline
-    model = _build(args)
-    graph = _trace(model, args, args.seq)
+    if is_onnx(args.model):
+        graph = onnx_graph(args, pin=True)
+    else:
+        _no_shape(args)
+        model = _build(args)
+        graph = _trace(model, args, args.seq)
     after = [a for a in (args.after or "").split(",") if a]
     level = args.level or ("O2" if after or args.explain or args.memory or args.time
                            else "O0")
@@ -171,6 +201,7 @@ def cmd_show(args) -> int:
         print(text.rstrip("\n"))
     if args.explain:
         print("\n# explain\n" + explain.report())
+        print("\n# attention\n" + attention_summary(out, explain))
     if args.time:
         print("\n# pass times\n" + timer.report())
     if args.memory:
@@ -188,6 +219,37 @@ def cmd_show(args) -> int:
                   f"{plan.arena_bytes / max(plan.lower_bound_bytes, 1):11.3f} "
                   f"{plan.naive_bytes / max(plan.arena_bytes, 1):11.2f}")
     return 0
+
+
+ATTENTION_RULE = "softmax(scale(q @ k^T) [+ mask]) @ v => attention"
+_NOT_A_CANDIDATE = re.compile(r"expected (softmax|where) at %\d+, found ")
+
+
+def attention_summary(graph, explain) -> str:
+    """How many attention ops the optimised graph has, how many softmaxes are left
+    outside one, and why the attention rule did not fire at each matmul that reads a
+    softmax (a matmul reading anything else is no attention candidate)."""
+    ops: dict = {}
+
+    def count(g):
+        for n in g.nodes.values():
+            if n.op == "fused" and "body" in n.attrs:
+                count(n.attrs["body"])
+            ops[n.op] = ops.get(n.op, 0) + 1
+    count(graph)
+    lines = [f"{ops.get('attention', 0)} fused attention op(s); {ops.get('softmax', 0)} "
+             "softmax(es) left outside one"]
+    seen = []
+    for e in explain.missed(ATTENTION_RULE):
+        if _NOT_A_CANDIDATE.match(e["reason"]):
+            continue
+        text = e["message"].split(" not at ", 1)[-1]
+        if text not in seen:
+            seen.append(text)
+    if seen:
+        lines.append("not fused (the attention rule at a matmul reading a softmax):")
+        lines += [f"  {t}" for t in seen]
+    return "\n".join(lines)
 
 
 def cmd_passes(args) -> int:
@@ -309,6 +371,9 @@ def rel_error(out, ref) -> float:
 
 
 def cmd_run(args) -> int:
+    if is_onnx(args.model):
+        return cmd_run_onnx(args)
+    _no_shape(args)
     if args.model == "deepseek-v2":
         return cmd_run_deepseek(args)
     from .runtime.inputs import random_inputs
@@ -362,6 +427,9 @@ def resolve_backends(text: str) -> list[str]:
 
 
 def cmd_compare(args) -> int:
+    if is_onnx(args.model):
+        return cmd_compare_onnx(args)
+    _no_shape(args)
     if args.model == "deepseek-v2":
         return cmd_compare_deepseek(args)
     from .runtime.inputs import random_inputs
@@ -418,6 +486,229 @@ def cmd_compare(args) -> int:
                  if name == "cupy-emu" else ""))
     for text in refused:
         print(f"refused {text}")
+    return 1 if failed else 0
+
+
+# -- ONNX files ----------------------------------------------------------------------------
+
+def _no_shape(args) -> None:
+    if getattr(args, "shape", None) or getattr(args, "inputs", None):
+        raise _UsageError("--shape and --inputs are for ONNX files; the built-in models "
+                          "take --seq")
+
+
+def _parse_shapes(args) -> dict:
+    out = {}
+    for text in args.shape:
+        name, eq, dims = text.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(",")) if dims.strip() else ()
+        except ValueError:
+            shape = None
+        if not eq or not name or shape is None or any(d < 0 for d in shape):
+            raise _UsageError(f"--shape {text!r}: expected NAME=D,D,... (an input's name "
+                              "and its dims, e.g. input_ids=2,128)")
+        out[name] = shape
+    return out
+
+
+def _input_listing(graph) -> str:
+    return ", ".join(f"{n} {t}" for n, t in zip(graph.input_names, graph.input_types))
+
+
+def shape_bindings(graph, shapes: dict) -> dict:
+    """The symbol sizes the shapes of named inputs give (``{"batch": 2, "seq": 128}``);
+    an unknown input, a wrong rank, a fixed dim given another size or one symbol given two
+    sizes is a usage error naming the model's inputs."""
+    bindings: dict = {}
+    for name, shape in shapes.items():
+        if name not in graph.input_names:
+            raise _UsageError(f"{name!r} is not an input of the model; its inputs: "
+                              f"{_input_listing(graph)}")
+        t = graph.input_types[graph.input_names.index(name)]
+        if len(shape) != t.rank:
+            raise _UsageError(f"{name} has {t.rank} dims ({t}), got {len(shape)}: "
+                              f"{list(shape)}")
+        for d, v in zip(t.shape, shape):
+            if isinstance(d, int):
+                if d != v:
+                    raise _UsageError(f"{name} is {t}: a dim of {d} cannot be {v}")
+                continue
+            key = str(d)
+            if key in bindings and bindings[key] != v:
+                raise _UsageError(f"{name}: {key} is {bindings[key]} from another input, "
+                                  f"not {v}")
+            bindings[key] = v
+    return bindings
+
+
+def onnx_graph(args, pin: bool = False):
+    """The ONNX file as a Graph (symbolic dims), or with ``pin`` its dims fixed by --shape."""
+    import graphc
+    graph = graphc.from_onnx(args.model)
+    bindings = shape_bindings(graph, _parse_shapes(args))
+    if pin and bindings:
+        graph = graphc.from_onnx(args.model, dims=bindings)
+    return graph
+
+
+def _default_size(sym: str, seq: int) -> int:
+    return 1 if "batch" in sym.lower() else seq
+
+
+def onnx_inputs(graph, args, rng):
+    """(arrays, bindings): from --inputs FILE.npz (keyed by input name, or arr_0, arr_1 ...
+    in input order), else random ones of the --shape sizes (unnamed: batch 1, the rest
+    --seq). Random ints index their tables in range (input_ids < the vocabulary); an int
+    input indexing nothing is 0 / 1, a 2-D one named *mask* right-padded (row 0 full)."""
+    from .runtime.inputs import random_inputs
+    names = graph.input_names
+    if args.inputs:
+        try:
+            data = np.load(args.inputs)
+        except (OSError, ValueError) as e:
+            raise _UsageError(f"--inputs {args.inputs}: cannot read it: {e}") from None
+        arrays = []
+        for k, name in enumerate(names):
+            key = name if name in data else f"arr_{k}"
+            if key not in data:
+                raise _UsageError(f"--inputs {args.inputs} has no array {name!r} (it has "
+                                  f"{', '.join(data.files) or 'none'}); the model's inputs: "
+                                  f"{_input_listing(graph)}")
+            arrays.append(np.asarray(data[key]))
+        bindings = shape_bindings(graph, {n: a.shape for n, a in zip(names, arrays)})
+        return arrays, bindings
+    bindings = shape_bindings(graph, _parse_shapes(args))
+    for t in graph.input_types:
+        for sym in t.symbols:
+            bindings.setdefault(sym, _default_size(sym, args.seq))
+    arrays, bindings = random_inputs(graph, rng, bindings)
+    for k, (name, a) in enumerate(zip(names, arrays)):
+        if a.dtype.kind == "i" and a.ndim == 2 and "mask" in name.lower() \
+                and a.max(initial=0) <= 1:
+            n = a.shape[1]
+            lens = [n] + [int(x) for x in rng.integers(1, n + 1, a.shape[0] - 1)]
+            arrays[k] = (np.arange(n)[None] < np.array(lens)[:, None]).astype(a.dtype)
+    return arrays, bindings
+
+
+def _as_tuple(out):
+    return out if isinstance(out, (tuple, list)) else (out,)
+
+
+def outputs_error(outs, refs) -> float:
+    """The largest relative error over the outputs (an int / bool output: 0 when equal,
+    else 1)."""
+    worst = 0.0
+    for o, r in zip(_as_tuple(outs), _as_tuple(refs)):
+        o, r = np.asarray(o), np.asarray(r)
+        if o.shape != r.shape:
+            return float("inf")
+        if r.dtype.kind in "biu":
+            worst = max(worst, 0.0 if np.array_equal(o, r) else 1.0)
+        elif r.size:
+            worst = max(worst, rel_error(o, r.astype(np.float64)))
+    return worst
+
+
+def ort_session(path):
+    """An ONNX Runtime session on the CPU, or None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def _ort_call(sess, arrays):
+    feeds = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}
+    return lambda: tuple(sess.run(None, feeds))
+
+
+def _sizes_text(bindings) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(bindings.items())) or "static"
+
+
+def cmd_run_onnx(args) -> int:
+    name = resolve_backends(args.backend)[0]
+    graph = onnx_graph(args)
+    rng = np.random.default_rng(args.seed + 1)
+    inputs, bindings = onnx_inputs(graph, args, rng)
+    oracle, skipped = float64_oracle(graph, bindings)
+    t0 = time.perf_counter()
+    exe, label = compile_for(graph, name)
+    t_compile = time.perf_counter() - t0
+    out, t_first, t_median = timed_calls(lambda: exe(*inputs), args.repeat, label, False)
+    print(f"{os.path.basename(args.model)}: {_sizes_text(bindings)}, backend={label}")
+    print(f"input  {', '.join(f'{n} {a.dtype}{list(a.shape)}' for n, a in zip(graph.input_names, inputs))}")
+    print(f"output {', '.join(f'{o.dtype}{list(o.shape)}' for o in map(np.asarray, _as_tuple(out)))}")
+    ok = True
+    if oracle is None:
+        print(f"relative error vs float64 reference: {skipped}")
+    else:
+        err = outputs_error(out, oracle(*inputs))
+        ok = err < args.tol
+        print(f"relative error vs float64 reference: {err:.3e}  "
+              f"({'ok' if ok else 'FAILED'}, tolerance {args.tol:g})")
+    print(f"compile {t_compile * 1e3:.1f} ms, first call {t_first * 1e3:.2f} ms, then median "
+          f"{t_median * 1e3:.2f} ms over {max(1, args.repeat)} runs")
+    if args.profile:
+        print("\n" + exe.profile(*inputs, repeat=args.repeat).table(args.profile))
+    return 0 if ok else 1
+
+
+def cmd_compare_onnx(args) -> int:
+    names = [n.strip() for n in args.backends.split(",") if n.strip()]
+    want_ort = "onnxruntime" in names or "ort" in names
+    names = resolve_backends(",".join(n for n in names if n not in ("onnxruntime", "ort")))
+    graph = onnx_graph(args)
+    rng = np.random.default_rng(args.seed + 1)
+    inputs, bindings = onnx_inputs(graph, args, rng)
+    oracle, skipped = float64_oracle(graph, bindings)
+    ref = oracle(*inputs) if oracle is not None else None
+    rows, failed = [], False
+    for name in names:
+        t0 = time.perf_counter()
+        exe, label = compile_for(graph, name)
+        t_compile = time.perf_counter() - t0
+        out, _, t_median = timed_calls(lambda: exe(*inputs), args.repeat, label, False)
+        err = outputs_error(out, ref) if ref is not None else float("nan")
+        failed |= ref is not None and not err < args.tol
+        rows.append((label, err, t_median, t_compile))
+    t0 = time.perf_counter()
+    sess = ort_session(args.model)
+    note = None
+    if sess is None:
+        note = "onnxruntime is not installed: no ONNX Runtime peer (pip install onnxruntime)"
+        if want_ort:
+            print(f"graphc: error: {note}", file=sys.stderr)
+            return 2
+    else:
+        t_session = time.perf_counter() - t0
+        out, _, t_median = timed_calls(_ort_call(sess, inputs), args.repeat, "onnxruntime",
+                                       False)
+        err = outputs_error(out, ref) if ref is not None else float("nan")
+        failed |= ref is not None and not err < args.tol
+        rows.append(("onnxruntime", err, t_median, t_session))
+    print(f"{os.path.basename(args.model)}: {_sizes_text(bindings)}; relative error against "
+          f"graphc's float64 reference; median of {args.repeat} runs after a warm-up")
+    if skipped:
+        print(f"relative error vs float64 reference: {skipped}")
+    if note:
+        print(note)
+    ort_med = next((r[2] for r in rows if r[0] == "onnxruntime"), None)
+    print(f"{'backend':12s} {'rel. error':>11s} {'median ms':>10s} {'compile s':>10s} "
+          f"{'speed-up':>9s}" + (f" {'vs ORT':>7s}" if ort_med else ""))
+    base = rows[0][2] if rows else float("nan")
+    for name, err, med, tc in rows:
+        err_text = f"{err:11.2e}" if err == err else f"{'-':>11s}"
+        vs = f" {ort_med / med:6.2f}x" if ort_med else ""
+        print(f"{name:12s} {err_text} {med * 1e3:10.2f} {tc:10.2f} {base / med:8.2f}x{vs}"
+              + ("" if err != err or err < args.tol else "  FAILED")
+              + ("  (CPU emulation of the GPU kernels: not a GPU time)"
+                 if name == "cupy-emu" else ""))
     return 1 if failed else 0
 
 
@@ -597,6 +888,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="timed runs (default 3)")
     p.add_argument("--tol", type=float, default=1e-4,
                    help="max relative error vs float64 (default 1e-4)")
+    p.add_argument("--inputs", metavar="FILE.npz",
+                   help="ONNX: the input arrays (keyed by input name) instead of random ones")
     p.add_argument("--profile", type=_positive, nargs="?", const=20, default=0, metavar="N",
                    help="print where a call spends its time: the N (default 20) costliest "
                         "groups of steps (deepseek-v2: the forward on the prompt and one "
@@ -608,7 +901,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deepseek_args(p)
     p.add_argument("--seq", type=int, default=128, help="sequence length (default 128)")
     p.add_argument("--backends", default="reference,numba",
-                   help="comma-separated backends (default reference,numba)")
+                   help="comma-separated backends (default reference,numba); for an ONNX "
+                        "file ONNX Runtime runs as a peer too where it is installed")
+    p.add_argument("--inputs", metavar="FILE.npz",
+                   help="ONNX: the input arrays (keyed by input name) instead of random ones")
     p.add_argument("--repeat", type=int, default=5, help="timed runs (default 5)")
     p.add_argument("--tol", type=float, default=1e-4,
                    help="max relative error vs float64 (default 1e-4)")

@@ -333,3 +333,117 @@ def test_compare_reports_a_backend_too_large_and_runs_the_others(capsys, monkeyp
     assert "REFUSED" not in rows["numba"] and re.search(r"numba\s+-\s+[\d.]+", rows["numba"])
     assert "relative error vs float64 reference: skipped" in out      # f64 needs more
     assert "refused reference: this call needs about" in out and code == 1
+
+
+# -- ONNX files (issue 15): show / run / compare model.onnx ---------------------------------
+def _onnx_lm(path, guard_fill=0.0):
+    """A tiny ONNX model with input_ids [batch, seq] (reading a 50-row embedding) and an
+    int attention_mask [batch, seq]: one attention head in the exported form (bool mask
+    through Where, the IsNaN guard after the Softmax), written to ``path``."""
+    onnx = pytest.importorskip("onnx", reason="needs the 'compare' extra (onnx)")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    arr = {"E": rng.standard_normal((50, 8)).astype(np.float32),
+           "Wq": rng.standard_normal((8, 8)).astype(np.float32) / 3,
+           "Wk": rng.standard_normal((8, 8)).astype(np.float32) / 3,
+           "Wv": rng.standard_normal((8, 8)).astype(np.float32) / 3,
+           "zero": np.zeros((), np.float32), "ninf": np.full((), -np.inf, np.float32),
+           "fill": np.full((), guard_fill, np.float32), "ax1": np.array([1], np.int64)}
+    mk = helper.make_node
+    nodes = [mk("Gather", ["E", "input_ids"], ["x"], name="embed"),
+             mk("MatMul", ["x", "Wq"], ["q"], name="q_proj"),
+             mk("MatMul", ["x", "Wk"], ["k"], name="k_proj"),
+             mk("MatMul", ["x", "Wv"], ["v"], name="v_proj"),
+             mk("Transpose", ["k"], ["kt"], perm=[0, 2, 1], name="k_t"),
+             mk("MatMul", ["q", "kt"], ["s"], name="scores"),
+             mk("Cast", ["attention_mask"], ["keep"], to=TensorProto.BOOL, name="mask_bool"),
+             mk("Unsqueeze", ["keep", "ax1"], ["keep3"], name="mask_rows"),
+             mk("Where", ["keep3", "zero", "ninf"], ["bias"], name="mask_bias"),
+             mk("Add", ["s", "bias"], ["sm"], name="masked"),
+             mk("Softmax", ["sm"], ["p"], axis=-1, name="softmax"),
+             mk("IsNaN", ["p"], ["nan"], name="isnan"),
+             mk("Where", ["nan", "fill", "p"], ["pg"], name="nan_guard"),
+             mk("MatMul", ["pg", "v"], ["y"], name="context")]
+    ins = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
+           for n in ("input_ids", "attention_mask")]
+    out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 8])]
+    g = helper.make_graph(nodes, "lm", ins, out,
+                          [numpy_helper.from_array(a, n) for n, a in arr.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return str(path)
+
+
+def test_onnx_show_explain_says_attention_fused(capsys, tmp_path):
+    path = _onnx_lm(tmp_path / "lm.onnx")
+    code, out, _ = run_cli(capsys, "show", path, "--explain")
+    assert code == 0
+    assert "fired: softmax(scale(q @ k^T) [+ mask]) @ v => attention at" in out
+    assert "ONNX MatMul node 'context'" in out
+    assert "# attention\n1 fused attention op(s); 0 softmax(es) left" in out
+
+
+def test_onnx_show_explain_says_why_attention_is_not_fused(capsys, tmp_path):
+    path = _onnx_lm(tmp_path / "lm.onnx", guard_fill=1.0)
+    code, out, _ = run_cli(capsys, "show", path, "--explain")
+    assert code == 0
+    summary = out.split("# attention\n", 1)[1]
+    assert summary.startswith("0 fused attention op(s); 1 softmax(es) left")
+    assert "ONNX MatMul node 'context'" in summary and "by 1, not 0" in summary
+
+
+def test_onnx_show_shape_pins_dims_and_bad_shapes_are_clean_errors(capsys, tmp_path):
+    path = _onnx_lm(tmp_path / "lm.onnx")
+    code, out, _ = run_cli(capsys, "show", path, "--shape", "input_ids=2,5")
+    assert code == 0 and out.startswith("graph lm(%0: i64[2,5], %1: i64[2,5])")
+    for bad, says in (("ids=2,5", "'ids' is not an input of the model; its inputs: "
+                       "input_ids i64[batch,seq]"),
+                      ("input_ids=2", "input_ids has 2 dims"),
+                      ("input_ids=2,x", "expected NAME=D,D,...")):
+        code, out, err = run_cli(capsys, "show", path, "--shape", bad)
+        assert code == 2 and says in err and out == "", (bad, err)
+
+
+def test_onnx_run_random_inputs_in_range(capsys, tmp_path):
+    """Random input_ids index the 50-row table (an id out of range would be an error),
+    the mask is 0 / 1; the numba result matches the float64 reference."""
+    path = _onnx_lm(tmp_path / "lm.onnx")
+    code, out, err = run_cli(capsys, "run", path, "--backend", "numba", "--shape",
+                             "input_ids=3,9", "--repeat", "1")
+    assert code == 0, err
+    assert "batch=3, seq=9, backend=numba" in out
+    assert "input  input_ids int64[3, 9], attention_mask int64[3, 9]" in out
+    assert "output float32[3, 9, 8]" in out
+    rel = float(re.search(r"relative error vs float64 reference: (\S+)", out).group(1))
+    assert rel < 1e-5
+
+
+def test_onnx_compare_has_onnxruntime_as_a_peer(capsys, tmp_path):
+    pytest.importorskip("onnxruntime", reason="needs the 'compare' extra (onnxruntime)")
+    path = _onnx_lm(tmp_path / "lm.onnx")
+    code, out, err = run_cli(capsys, "compare", path, "--backends", "reference",
+                             "--shape", "attention_mask=2,6", "--repeat", "2")
+    assert code == 0, err
+    rows = {l.split()[0]: l.split() for l in out.splitlines()
+            if l.split() and l.split()[0] in ("reference", "onnxruntime")}
+    assert set(rows) == {"reference", "onnxruntime"}
+    for r in rows.values():
+        assert float(r[1]) < 1e-5          # vs graphc's float64 reference
+    assert "batch=2, seq=6" in out and "vs ORT" in out
+
+
+def test_onnx_run_inputs_from_npz(capsys, tmp_path, rng):
+    import numpy as np
+    path = _onnx_lm(tmp_path / "lm.onnx")
+    ids = rng.integers(0, 50, (2, 4))
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]])
+    np.savez(tmp_path / "in.npz", input_ids=ids, attention_mask=mask)
+    code, out, err = run_cli(capsys, "run", path, "--inputs", str(tmp_path / "in.npz"),
+                             "--repeat", "1")
+    assert code == 0, err
+    assert "batch=2, seq=4" in out and "(ok" in out
+    np.savez(tmp_path / "bad.npz", input_ids=ids)
+    code, out, err = run_cli(capsys, "run", path, "--inputs", str(tmp_path / "bad.npz"))
+    assert code == 2 and "has no array 'attention_mask' (it has input_ids)" in err
