@@ -29,3 +29,4 @@ __version__ = "0.1.0"
 from .ops import moe, rope  # noqa: F401,E402
 from .errors import CheckpointError  # noqa: F401,E402
 from .frontend.onnx import UnsupportedOpError, from_onnx  # noqa: F401,E402  (onnx imported lazily)
+from .frontend.torch import from_torch, torch_backend  # noqa: F401,E402  (torch imported lazily)

@@ -204,7 +204,8 @@ def where(ctx):
     return ops.where(cond, ctx.tensor(a, dt), ctx.tensor(b, dt))
 
 
-@aten_op("_to_copy.default", "to.dtype", "_to_dtype.default")
+@aten_op("_to_copy.default", "to.dtype", "_to_dtype.default",
+         "prims.convert_element_type.default")
 def to_copy(ctx):
     x = ctx.arg(0)
     dt = ctx.out_dtype()

@@ -138,7 +138,8 @@ def check_supported(gm, table, where: str = "the exported program") -> None:
     lines, total = [], 0
     for op, locs in sorted(bad.items()):
         total += len(locs)
-        shown = "; ".join(f"{l.fx_node} at {l.short}" + (f": {l.line}" if l.line else "")
+        shown = "; ".join(repr(l.fx_node) + (f" at {l.short}" if l.lineno else "")
+                          + (f": {l.line}" if l.lineno and l.line else "")
                           for l in locs[:3]) + ("; ..." if len(locs) > 3 else "")
         lines.append(f"  {op}: {len(locs)} node{'s' if len(locs) > 1 else ''}: {shown}")
     raise UnsupportedOpError(
@@ -289,8 +290,15 @@ def _translate(n, table, env, symbols, builder) -> None:
         env[n.name] = None
         return
     if n.op == "get_attr":
-        raise TorchImportError(f"FX get_attr node {n.name!r}: lift tensors to inputs",
-                               loc=loc)
+        obj = n.graph.owning_module
+        for part in str(n.target).split("."):
+            obj = getattr(obj, part)
+        if not isinstance(obj, torch.Tensor):
+            raise TorchImportError(f"FX get_attr node {n.name!r} is a "
+                                   f"{type(obj).__name__}, not a tensor", loc=loc)
+        env[n.name] = builder.wrap(builder.constant(tensor_array(obj, str(n.target), loc),
+                                                    name=str(n.target)))
+        return
     ctx = NodeCtx(n, name, [], {}, loc, symbols, builder)
     try:
         if _symbolic(n):
