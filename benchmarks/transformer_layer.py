@@ -91,6 +91,21 @@ def torch_module(P):
     return transformer.torch_encoder_layer(params()[0], P)
 
 
+def export_onnx(path=None):
+    """The layer as torch.onnx.export(dynamo=True) writes it (input x [B, S, 768], B and S
+    dynamic): the onnx.ModelProto, also saved to ``path`` when given
+    (benchmarks/onnx_models.py runs this file)."""
+    import torch
+    m = torch_module(params()[1])
+    x = torch.zeros(2, 64, D)          # not 1: torch.export specialises a dim of size 1
+    prog = torch.onnx.export(m, (x,), dynamo=True, verbose=False, input_names=["x"],
+                             dynamic_shapes=({0: torch.export.Dim("B"),
+                                              1: torch.export.Dim("S")},))
+    if path is not None:
+        prog.save(str(path))
+    return prog.model_proto
+
+
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -128,12 +143,8 @@ def worker(peer: str, S: int, repeat: int) -> dict:
                 return m(xt)[0].numpy()
     elif peer == "onnxruntime":
         import onnxruntime as ort
-        import torch
-        m = torch_module(P)
         t0 = time.perf_counter()
-        prog = torch.onnx.export(m, (torch.from_numpy(x)[None],), dynamo=True,
-                                 dynamic_shapes=({1: torch.export.Dim("S")},), verbose=False)
-        sess = ort.InferenceSession(prog.model_proto.SerializeToString(),
+        sess = ort.InferenceSession(export_onnx().SerializeToString(),
                                     providers=["CPUExecutionProvider"])
         info["compile_s"] = time.perf_counter() - t0
         name = sess.get_inputs()[0].name

@@ -196,7 +196,18 @@ def gather(ctx):
         if a.size and (a.min() < -d or a.max() >= d):
             raise ctx.fail(f"index {int(a[(a < -d) | (a >= d)].reshape(-1)[0])} is out of "
                            f"range for axis {axis} of size {d}")
-        return take_static(ctx, x, axis, np.where(a < 0, a + d, a))
+        a = np.where(a < 0, a + d, a)
+        flat = a.reshape(-1)
+        if flat.size and np.array_equal(flat, np.arange(flat[0], flat[0] + flat.size)):
+            # a constant run of ids (torch's x[0] / unbind selects): a slice, a view the
+            # kernels read through, not an index map
+            r = len(shape)
+            st = tuple(int(flat[0]) if k == axis else None for k in range(r))
+            en = tuple(int(flat[-1]) + 1 if k == axis else None for k in range(r))
+            part = ops.slice(x, starts=st, stops=en, steps=(1,) * r)
+            return ops.reshape(part, shape=tuple(shape[:axis]) + a.shape
+                               + tuple(shape[axis + 1:]))
+        return take_static(ctx, x, axis, a)
     return take(x, axis, ctx.t(1))
 
 
