@@ -1,0 +1,112 @@
+"""GPT-2, BERT (padded), Llama (GQA, RoPE) and Qwen2 (qkv bias), tiny and random, through
+graphc.from_torch (one export with dynamic batch and sequence, one compile, several
+sizes) and through torch.compile(backend=graphc...), against eager torch; the attention
+of every layer fused into one attention step on the compiled backends."""
+import numpy as np
+import pytest
+
+import graphc
+
+torch = pytest.importorskip("torch", reason="needs the 'compare' extra (torch)")
+pytest.importorskip("transformers", reason="needs the 'compare' extra (transformers)")
+pytestmark = pytest.mark.compare
+
+from graphc.lower.program import AttentionStep  # noqa: E402
+
+from torch_hf import N_LAYERS, Hidden, inputs, make, rel  # noqa: E402
+
+FAMILIES = ["gpt2", "bert", "llama", "qwen2"]
+SIZES = [(1, 5), (3, 17), (2, 33)]
+TOL = 1e-4
+_GRAPHS = {}
+
+
+def imported(name):
+    if name not in _GRAPHS:
+        from torch.export import Dim
+        model = Hidden(make(name))
+        B, S = Dim("B", min=1, max=8), Dim("S", min=2, max=64)
+        ids = torch.zeros((2, 8), dtype=torch.long) + 3
+        mask = torch.ones((2, 8), dtype=torch.long)
+        g = graphc.from_torch(model, (ids, mask), dynamic_shapes=({0: B, 1: S}, {0: B, 1: S}))
+        _GRAPHS[name] = (model, g)
+    return _GRAPHS[name]
+
+
+def eager(model, ids, mask):
+    with torch.no_grad():
+        return model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+
+
+def check_sizes(model, run, rng, sizes):
+    for B, S in sizes:
+        ids, mask = inputs(rng, B, S)
+        keep = mask.astype(bool)
+        got = run(ids, mask)
+        err = rel(got[keep], eager(model, ids, mask)[keep])
+        assert err < TOL, (B, S, err)
+
+
+def attention_steps(exe):
+    body = set()
+    for node in exe.graph.nodes.values():
+        if node.op == "fused":
+            body |= {n.op for n in node.attrs["body"].nodes.values()}
+    return [s for s in exe.program.steps if isinstance(s, AttentionStep)], body
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_from_torch_reference(name, rng):
+    model, g = imported(name)
+    assert {"B", "S"} <= set(g.meta["torch"]["dims"])
+    assert g.meta["torch"]["dims"]["S"] == (2, 64)
+    exe = graphc.compile(g, backend="reference")
+    check_sizes(model, exe, rng, SIZES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_from_torch_numba_fused(name, rng):
+    """One numba compile serves every (B, S); each layer's attention is one fused step."""
+    model, g = imported(name)
+    exe = graphc.compile(g, backend="numba")
+    check_sizes(model, exe, rng, SIZES)
+    steps, body = attention_steps(exe)
+    assert len(steps) == N_LAYERS, exe.program
+    assert "softmax" not in body, body
+    assert all(st.mask is not None for st in steps)     # the padding mask is read
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_from_torch_cupy_emu(name, rng):
+    model, g = imported(name)
+    exe = graphc.compile(g, backend="cupy-emu")
+    check_sizes(model, exe, rng, [(2, 9)])
+    steps, _ = attention_steps(exe)
+    assert len(steps) == N_LAYERS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_torch_compile_numba(name, rng):
+    """torch.compile(dynamic=True): new batch and sequence sizes reuse the compiled graphs."""
+    model = Hidden(make(name))
+    calls = []
+    inner = graphc.torch_backend(backend="numba")
+
+    def counting(gm, example_inputs):
+        calls.append(gm)
+        return inner(gm, example_inputs)
+
+    torch._dynamo.reset()
+    fast = torch.compile(model, backend=counting, dynamic=True)
+
+    def run(ids, mask):
+        with torch.no_grad():
+            return fast(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+
+    check_sizes(model, run, rng, [(2, 9)])
+    n = len(calls)
+    check_sizes(model, run, rng, [(3, 17), (2, 33)])
+    assert len(calls) == n, "a new (batch, sequence) recompiled"
