@@ -118,28 +118,38 @@ def _norm_axes(ctx, x):
     return axis, tuple(range(axis, x.ndim))
 
 
-def _stat_shape(x, axis):
-    return tuple(x.shape[:axis]) + (1,) * (x.ndim - axis)
+def _norm_setup(ctx):
+    """What LayerNormalization and RMSNormalization share: (x, the normalised axes, eps,
+    whether graphc's native op serves: the last axis alone, with [d] parameters of x's
+    dtype)."""
+    x = _float(ctx)
+    axis, axes = _norm_axes(ctx, x)
+    eps = float(ctx.attr("epsilon", 1e-5))
+    last = (x.shape[-1],)
+    params = [ctx.t(k) for k in (1, 2) if ctx.has(k)]
+    native = axis == x.ndim - 1 and all(tuple(p.shape) == last and p.dtype == x.dtype
+                                        for p in params)
+    return x, axes, eps, native
+
+
+def _inv_rms(ctx, x, axes, eps):
+    """1 / sqrt(mean(x * x over axes) + eps), the axes kept: both decompositions' scale."""
+    ms = ops.mean(ops.mul(x, x), axis=axes, keepdims=True)
+    return ops.rsqrt(ops.add(ms, _c(ctx, x, eps)))
 
 
 @onnx_op("LayerNormalization")
 def layer_norm(ctx):
-    x = _float(ctx)
-    axis, axes = _norm_axes(ctx, x)
-    eps = float(ctx.attr("epsilon", 1e-5))
+    x, axes, eps, native = _norm_setup(ctx)
     scale = ctx.t(1)
     bias = ctx.t(2) if ctx.has(2) else None
-    last = (x.shape[-1],)
-    if axis == x.ndim - 1 and not ctx.wants(1) and not ctx.wants(2) \
-            and tuple(scale.shape) == last and (bias is None or tuple(bias.shape) == last) \
-            and scale.dtype == x.dtype:
+    if native and not ctx.wants(1) and not ctx.wants(2):
         if bias is None:
-            bias = ops.broadcast_to(_c(ctx, x, 0), shape=last)
+            bias = ops.broadcast_to(_c(ctx, x, 0), shape=(x.shape[-1],))
         return ops.layernorm(x, scale, bias, eps=eps)
     mu = ops.mean(x, axis=axes, keepdims=True)
     xc = ops.sub(x, mu)
-    var = ops.mean(ops.mul(xc, xc), axis=axes, keepdims=True)
-    inv = ops.rsqrt(ops.add(var, _c(ctx, x, eps)))
+    inv = _inv_rms(ctx, xc, axes, eps)
     y = ops.mul(ops.mul(xc, inv), scale)
     if bias is not None:
         y = ops.add(y, bias)
@@ -148,15 +158,11 @@ def layer_norm(ctx):
 
 @onnx_op("RMSNormalization")
 def rms_norm(ctx):
-    x = _float(ctx)
-    axis, axes = _norm_axes(ctx, x)
-    eps = float(ctx.attr("epsilon", 1e-5))
+    x, axes, eps, native = _norm_setup(ctx)
     scale = ctx.t(1)
-    if axis == x.ndim - 1 and tuple(scale.shape) == (x.shape[-1],) \
-            and scale.dtype == x.dtype:
+    if native:
         return ops.rmsnorm(x, scale, eps=eps)
-    ms = ops.mean(ops.mul(x, x), axis=axes, keepdims=True)
-    return ops.mul(ops.mul(x, ops.rsqrt(ops.add(ms, _c(ctx, x, eps)))), scale)
+    return ops.mul(ops.mul(x, _inv_rms(ctx, x, axes, eps)), scale)
 
 
 @onnx_op("RotaryEmbedding")
