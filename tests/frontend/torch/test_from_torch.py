@@ -1,0 +1,173 @@
+"""graphc.from_torch on small hand-written modules: Dims become symbols (with ranges), one
+compile serves several sizes, parameters are shared (not copied), attention is fused, an
+unsupported op's error lists every one with the model's lines before anything is built,
+and a translation error names the user's line."""
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import graphc
+
+torch = pytest.importorskip("torch", reason="needs the 'compare' extra (torch)")
+pytestmark = pytest.mark.compare
+
+from torch.export import Dim  # noqa: E402
+
+from graphc.frontend.torch import TorchImportError, UnsupportedOpError  # noqa: E402
+from graphc.lower.program import AttentionStep  # noqa: E402
+from graphc.ir.dims import Sym  # noqa: E402
+
+TOL = 1e-5
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+class Block(torch.nn.Module):
+    """A pre-norm attention block: layernorm, qkv linear, causal sdpa, gelu MLP."""
+
+    def __init__(self, d=32, heads=4):
+        super().__init__()
+        self.heads = heads
+        self.ln = torch.nn.LayerNorm(d)
+        self.qkv = torch.nn.Linear(d, 3 * d)
+        self.out = torch.nn.Linear(d, d)
+        self.up = torch.nn.Linear(d, 2 * d)
+        self.down = torch.nn.Linear(2 * d, d)
+
+    def forward(self, x):
+        B, S, d = x.shape
+        q, k, v = self.qkv(self.ln(x)).split(d, dim=-1)
+        q, k, v = (t.view(B, S, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.out(a.transpose(1, 2).reshape(B, S, d))
+        return x + self.down(torch.nn.functional.gelu(self.up(x)))
+
+
+def _block():
+    torch.manual_seed(0)
+    return Block().eval()
+
+
+def _eager(m, x):
+    with torch.no_grad():
+        return m(torch.from_numpy(x)).numpy()
+
+
+def test_dims_become_symbols_one_compile_several_sizes(rng):
+    m = _block()
+    x0 = torch.randn(2, 7, 32)
+    g = graphc.from_torch(m, (x0,), dynamic_shapes=({0: Dim("B", max=8), 1: Dim("S", max=64)},))
+    assert g.input_types[0].shape == (Sym.of("B"), Sym.of("S"), 32)
+    assert g.meta["torch"]["dims"]["S"][1] == 64
+    exe = graphc.compile(g, backend="reference")
+    for B, S in [(1, 3), (2, 7), (3, 20)]:
+        x = rng.standard_normal((B, S, 32)).astype(np.float32)
+        assert rel(exe(x), _eager(m, x)) < TOL, (B, S)
+
+
+def test_static_shapes_and_kwargs(rng):
+    class M(torch.nn.Module):
+        def forward(self, x, *, y):
+            return torch.softmax(x @ y.T, dim=-1).sum(dim=0, keepdim=True)
+
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    y = rng.standard_normal((5, 6)).astype(np.float32)
+    g = graphc.from_torch(M(), (torch.from_numpy(x),), kwargs={"y": torch.from_numpy(y)})
+    assert [t.shape for t in g.input_types] == [(4, 6), (5, 6)]
+    with torch.no_grad():
+        want = M()(torch.from_numpy(x), y=torch.from_numpy(y)).numpy()
+    assert rel(graphc.compile(g)(x, y), want) < TOL
+
+
+def test_parameters_are_shared_not_copied():
+    m = _block()
+    g = graphc.from_torch(m, (torch.randn(2, 5, 32),))
+    weight = m.qkv.weight.detach().numpy()
+    consts = [a for a in g.constants.values() if a.shape == weight.shape]
+    assert any(np.shares_memory(a, weight) for a in consts)
+
+
+def test_sdpa_becomes_one_fused_attention_step(rng):
+    m = _block()
+    g = graphc.from_torch(m, (torch.randn(2, 7, 32),),
+                          dynamic_shapes=({0: Dim("B", max=8), 1: Dim("S", max=64)},))
+    exe = graphc.compile(g, backend="numba")
+    steps = [s for s in exe.program.steps if isinstance(s, AttentionStep)]
+    assert len(steps) == 1 and steps[0].causal
+    for B, S in [(1, 4), (3, 19)]:
+        x = rng.standard_normal((B, S, 32)).astype(np.float32)
+        assert rel(exe(x), _eager(m, x)) < TOL, (B, S)
+
+
+class GQA(torch.nn.Module):
+    def forward(self, q, k, v, mask):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                                enable_gqa=True, scale=0.3)
+
+
+def test_sdpa_gqa_bool_mask_and_scale(rng):
+    q = rng.standard_normal((2, 4, 6, 8)).astype(np.float32)
+    k = rng.standard_normal((2, 2, 6, 8)).astype(np.float32)
+    v = rng.standard_normal((2, 2, 6, 8)).astype(np.float32)
+    mask = rng.random((2, 1, 6, 6)) < 0.7
+    mask[..., 0] = True
+    args = [torch.from_numpy(a) for a in (q, k, v, mask)]
+    g = graphc.from_torch(GQA(), args)
+    want = GQA()(*args).numpy()
+    assert rel(graphc.compile(g)(q, k, v, mask), want) < TOL
+
+
+class TwoUnsupported(torch.nn.Module):
+    def forward(self, x):
+        y = torch.sort(x, dim=-1).values          # UNSUPPORTED-1
+        z = torch.linalg.qr(x).Q                  # UNSUPPORTED-2
+        return y + z
+
+
+def _line_of(marker):
+    src, start = inspect.getsourcelines(TwoUnsupported)
+    return start + next(i for i, line in enumerate(src) if marker in line)
+
+
+def test_unsupported_ops_listed_at_once_with_lines():
+    with pytest.raises(UnsupportedOpError) as e:
+        graphc.from_torch(TwoUnsupported(), (torch.randn(4, 4),))
+    msg = str(e.value)
+    assert "aten.sort" in msg and "linalg_qr" in msg, msg
+    for marker in ("UNSUPPORTED-1", "UNSUPPORTED-2"):
+        assert f"test_from_torch.py:{_line_of(marker)}" in msg, msg
+    assert len(e.value.unsupported) == 2
+
+
+class Dropping(torch.nn.Module):
+    def forward(self, q):
+        return torch.ops.aten.scaled_dot_product_attention(q, q, q, dropout_p=0.5)  # DROP
+
+
+def test_translation_error_names_the_users_line():
+    with pytest.raises(TorchImportError) as e:
+        graphc.from_torch(Dropping(), (torch.randn(1, 2, 3, 4),))
+    src, start = inspect.getsourcelines(Dropping)
+    line = start + next(i for i, s in enumerate(src) if "# DROP" in s)
+    msg = str(e.value)
+    assert "dropout_p=0.5" in msg and f"test_from_torch.py:{line}" in msg, msg
+    assert e.value.loc.lineno == line
+
+
+def test_half_precision_is_a_clear_error():
+    m = torch.nn.Linear(4, 4).half()
+    with pytest.raises(TorchImportError, match="float16.*model.float"):
+        graphc.from_torch(m, (torch.randn(2, 4).half(),))
+
+
+def test_import_graphc_does_not_import_torch():
+    code = "import sys, graphc; graphc.from_torch; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
