@@ -61,7 +61,21 @@ def div(ctx):
 
 @onnx_op("Pow")
 def pow_(ctx):
-    x, y = ctx.t(0), ctx.t(1)
+    x = ctx.t(0)
+    ky = ctx.known(1)
+    if x.dtype in FLOAT_DTYPES and ky is not None and ky.array.dtype != object \
+            and ky.array.size == 1 and ky.array.ndim <= x.ndim:
+        e = float(ky.array.reshape(()))
+        # x ** 2, x ** 3 (LayerNorm / RMSNorm variances, tanh-GELU's cube) as products:
+        # a multiply fuses into any kernel, a pow call per element costs far more
+        if e in (1.0, 2.0, 3.0):
+            out = x
+            for _ in range(int(e) - 1):
+                out = ops.mul(out, x)
+            return out if e != 1.0 else ops.reshape(x, shape=tuple(x.shape))
+        if e == 0.5:
+            return ops.sqrt(x)
+    y = ctx.t(1)
     if x.dtype in FLOAT_DTYPES:
         return ops.pow(x, as_tensor_dtype(y, x.dtype))
     if y.dtype in FLOAT_DTYPES:
