@@ -16,6 +16,13 @@ def matmul(ctx):
     a, b = ctx.t(0), ctx.t(1)
     if a.dtype not in FLOAT_DTYPES:
         raise ctx.fail(f"MatMul of {a.dtype} tensors: graphc multiplies float matrices")
+    if b.ndim == 2 and a.ndim >= 3 and a.node.op == "transpose" \
+            and a.node.attrs["axes"][-1] == a.ndim - 1:
+        # transpose(x, p) @ W with p keeping the last axis = transpose(x @ W, p): one
+        # GEMM over x's rows as they lie (torch's MultiheadAttention export transposes
+        # [B, S, E] to [S, B, E] first; as a batch of S [B, E] products that is S GEMMs)
+        src = a.builder.wrap(a.node.inputs[0])
+        return ops.transpose(ops.matmul(src, b), axes=tuple(a.node.attrs["axes"]))
     return ops.matmul(a, b)
 
 

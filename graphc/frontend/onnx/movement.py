@@ -178,6 +178,47 @@ def split(ctx):
     return outs
 
 
+def _unit_reshape_axis(src_shape, out_shape, axis):
+    """The axis of ``src_shape`` that axis ``axis`` (not of size 1) of ``out_shape`` is,
+    when the reshape only adds or drops dims of size 1; else None."""
+    src = [k for k, d in enumerate(src_shape) if d != 1]
+    out = [k for k, d in enumerate(out_shape) if d != 1]
+    if [src_shape[k] for k in src] != [out_shape[k] for k in out] or axis not in out:
+        return None
+    return src[out.index(axis)]
+
+
+def _slice_through_layout(x, axis, start, n):
+    """x[start:start + n] along ``axis``, taken before the transposes and size-1 reshapes
+    that made x (torch's MultiheadAttention export: view [S, B, 3, E] -> unsqueeze ->
+    transpose -> squeeze -> select q, k, v), then those applied to the part: a slice of
+    the GEMM's own output rather than of a permuted copy of it."""
+    chain, t, ax = [], x, axis
+    while t.node.op in ("transpose", "reshape") and t.type.shape[ax] != 1:
+        src = t.node.inputs[0]
+        src_t = t.builder.wrap(src)
+        if t.node.op == "transpose":
+            new_ax = t.node.attrs["axes"][ax]
+        else:
+            new_ax = _unit_reshape_axis(tuple(src_t.shape), tuple(t.shape), ax)
+            if new_ax is None:
+                break
+        chain.append((t, ax))
+        t, ax = src_t, new_ax
+    r = t.ndim
+    part = ops.slice(t, starts=tuple(start if k == ax else None for k in range(r)),
+                     stops=tuple(start + n if k == ax else None for k in range(r)),
+                     steps=(1,) * r)
+    for node_t, out_ax in reversed(chain):
+        if node_t.node.op == "transpose":
+            part = ops.transpose(part, axes=tuple(node_t.node.attrs["axes"]))
+        else:
+            shp = list(node_t.shape)
+            shp[out_ax] = n
+            part = ops.reshape(part, shape=tuple(shp))
+    return part
+
+
 @onnx_op("Gather")
 def gather(ctx):
     shape = ctx.shape(0)
@@ -201,10 +242,7 @@ def gather(ctx):
         if flat.size and np.array_equal(flat, np.arange(flat[0], flat[0] + flat.size)):
             # a constant run of ids (torch's x[0] / unbind selects): a slice, a view the
             # kernels read through, not an index map
-            r = len(shape)
-            st = tuple(int(flat[0]) if k == axis else None for k in range(r))
-            en = tuple(int(flat[-1]) + 1 if k == axis else None for k in range(r))
-            part = ops.slice(x, starts=st, stops=en, steps=(1,) * r)
+            part = _slice_through_layout(x, axis, int(flat[0]), flat.size)
             return ops.reshape(part, shape=tuple(shape[:axis]) + a.shape
                                + tuple(shape[axis + 1:]))
         return take_static(ctx, x, axis, a)

@@ -216,3 +216,44 @@ def test_import_graphc_needs_no_onnx():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.split() == ["from_onnx", "GraphcError"]
+
+
+def test_mha_style_projection_and_selects(rng):
+    """torch's MultiheadAttention export: x [B, S, E] transposed to [S, B, E] before the
+    in-projection MatMul, view [S, B, 3, E] -> Unsqueeze -> Transpose -> Squeeze, then
+    Gather 0 / 1 / 2 selects q, k, v. The MatMul reads x as it lies (one GEMM, the
+    transpose after it), the selects are slices (no index map), and the result is ORT's."""
+    E = 8
+    W = rng.standard_normal((E, 3 * E)).astype(np.float32)
+    b = rng.standard_normal(3 * E).astype(np.float32)
+    inits = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(b, "b"),
+             numpy_helper.from_array(np.array([0, 0, 3, E], np.int64), "view"),
+             numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+             numpy_helper.from_array(np.array([3], np.int64), "ax3")]
+    inits += [numpy_helper.from_array(np.array(k, np.int64), f"i{k}") for k in range(3)]
+    mk = helper.make_node
+    nodes = [mk("Transpose", ["x"], ["xt"], perm=[1, 0, 2], name="seq_first"),
+             mk("MatMul", ["xt", "W"], ["p"], name="in_proj"),
+             mk("Add", ["p", "b"], ["pb"], name="in_bias"),
+             mk("Reshape", ["pb", "view"], ["v4"], name="view"),
+             mk("Unsqueeze", ["v4", "ax0"], ["u"], name="unsqueeze"),
+             mk("Transpose", ["u"], ["ut"], perm=[3, 1, 2, 0, 4], name="qkv_first"),
+             mk("Squeeze", ["ut", "ax3"], ["qkv"], name="squeeze")]
+    nodes += [mk("Gather", ["qkv", f"i{k}"], [n], axis=0, name=f"select_{n}")
+              for k, n in enumerate("qkv")]
+    nodes += [mk("Mul", ["k", "v"], ["kv"], name="kv"), mk("Add", ["q", "kv"], ["y"], name="y")]
+    x = helper.make_tensor_value_info("x", F, ["batch", "seq", E])
+    y = helper.make_tensor_value_info("y", F, ["seq", "batch", E])
+    m = _model(nodes, [x], [y], inits)
+    g = graphc.from_onnx(m)
+    ops = g.op_counts()
+    assert "take_along_axis" not in ops and "embedding" not in ops
+    (mm,) = [n for n in g if n.op == "matmul"]
+    assert g.nodes[mm.inputs[0]].op == "input"
+    for backend in ("reference", "numba"):
+        exe = graphc.compile(g, backend=backend)
+        for B, S in ((1, 5), (3, 4)):
+            xs = rng.standard_normal((B, S, E)).astype(np.float32)
+            (want,) = _ort(m, xs)
+            got = exe(xs)
+            assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5, (backend, B, S)
