@@ -1,0 +1,207 @@
+"""The same ONNX file run by graphc (numba) and by ONNX Runtime, each peer in its own
+process (OpenMP and BLAS thread pools spin after work and would slow whoever runs
+next). Models, random weights, fp32, exported with torch.onnx.export(dynamo=True) with
+dynamic batch and sequence:
+
+  layer   the textbook encoder layer of benchmarks/transformer_layer.py (its exporter)
+  gpt2    GPT-2-small-shaped: 2 layers, hidden 768, 12 heads, vocab 8192
+  llama   Llama-shaped: 2 layers, hidden 768, 12 heads, 4 KV heads (GQA), ffn 2048, rope,
+          vocab 8192
+
+at batch 1 x S=512 and batch 4 x S=128, from one import and one compile per model.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/onnx_models.py
+    python benchmarks/onnx_models.py --models gpt2 --sizes 1x512 --repeat 5
+
+Prints median ms per peer, the ratio ORT / graphc (above 1: graphc is faster), graphc's
+output against ORT's (relative norm error), graphc's cold import + compile (an empty
+kernel cache) and the BLAS library threadpoolctl finds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = ("layer", "gpt2", "llama")
+SIZES = ((1, 512), (4, 128))
+VOCAB = 8192
+
+
+def blas_report() -> str:
+    sys.path.insert(0, HERE)
+    from attention_forms import blas_report as report     # the one BLAS report
+    return report()
+
+
+def export(model: str, path: str) -> None:
+    """Write ``model`` as ONNX to ``path`` (random weights, seed 0)."""
+    if model == "layer":
+        sys.path.insert(0, HERE)
+        import transformer_layer
+        transformer_layer.export_onnx(path)
+        return
+    import torch
+    torch.manual_seed(0)
+    if model == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+        m = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=1024, n_embd=768,
+                                       n_layer=2, n_head=12))
+    else:
+        from transformers import LlamaConfig, LlamaForCausalLM
+        m = LlamaForCausalLM(LlamaConfig(
+            vocab_size=VOCAB, hidden_size=768, num_attention_heads=12, num_key_value_heads=4,
+            intermediate_size=2048, num_hidden_layers=2, max_position_embeddings=1024))
+    m.eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids):
+            return self.m(input_ids=ids, use_cache=False).logits
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Logits(m), (torch.randint(0, VOCAB, (2, 16)),), path,
+                          input_names=["input_ids"], output_names=["logits"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
+                                        "logits": {0: "batch", 1: "seq"}},
+                          dynamo=True, opset_version=18, verbose=False)
+
+
+def inputs(model: str, B: int, S: int) -> list:
+    rng = np.random.default_rng(1000 * B + S)
+    if model == "layer":
+        return [rng.standard_normal((B, S, 768)).astype(np.float32)]
+    return [rng.integers(0, VOCAB, (B, S)).astype(np.int64)]
+
+
+def worker(peer: str, model: str, path: str, sizes, repeat: int, out_dir: str) -> dict:
+    """Runs in its own process: load the file once, then every size: warm-up, ``repeat``
+    timed runs; the outputs saved for the parent to compare."""
+    info: dict = {"peer": peer, "model": model, "runs": {}}
+    t0 = time.perf_counter()
+    if peer == "graphc":
+        import graphc
+        g = graphc.from_onnx(path)
+        info["import_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        exe = graphc.compile(g, backend="numba", progress=False)
+        info["compile_s"] = time.perf_counter() - t1
+
+        def call(xs):
+            return exe(*xs)
+    else:
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        info["session_s"] = time.perf_counter() - t0
+        names = [i.name for i in sess.get_inputs()]
+
+        def call(xs):
+            return sess.run(None, dict(zip(names, xs)))[0]
+    for B, S in sizes:
+        xs = inputs(model, B, S)
+        out = call(xs)                  # warm-up (first-call costs: per-size plans)
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            call(xs)
+            times.append(time.perf_counter() - t)
+        key = f"{B}x{S}"
+        np.save(os.path.join(out_dir, f"{peer}-{model}-{key}.npy"), np.asarray(out))
+        info["runs"][key] = {"median_ms": float(np.median(times) * 1e3),
+                             "min_ms": float(np.min(times) * 1e3)}
+    return info
+
+
+def spawn(peer, model, path, sizes, repeat, out_dir, env) -> dict:
+    cmd = [sys.executable, __file__, "--worker", peer, "--models", model, "--file", path,
+           "--sizes", ",".join(f"{b}x{s}" for b, s in sizes), "--repeat", str(repeat),
+           "--out", out_dir]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        return {"peer": peer, "error": (r.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _sizes(text: str):
+    out = []
+    for part in text.split(","):
+        b, _, s = part.partition("x")
+        out.append((int(b), int(s)))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--sizes", default=",".join(f"{b}x{s}" for b, s in SIZES),
+                    help="BxS[,BxS] (default 1x512,4x128)")
+    ap.add_argument("--repeat", type=int, default=10, help="timed runs per size (median)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--file", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    sizes = _sizes(args.sizes)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.models, args.file, sizes, args.repeat,
+                                args.out)))
+        return 0
+    print(f"graphc (numba) vs ONNX Runtime on the same ONNX file, fp32, random weights; "
+          f"{os.cpu_count()} CPUs; median of {args.repeat} runs per size after a warm-up, "
+          "each peer in its own process")
+    print(blas_report())
+    work = tempfile.mkdtemp(prefix="graphc-onnx-bench-")
+    env = dict(os.environ)
+    env["GRAPHC_CACHE_DIR"] = os.path.join(work, "cache")      # cold: an empty cache
+    for model in args.models.split(","):
+        path = os.path.join(work, f"{model}.onnx")
+        t0 = time.perf_counter()
+        sub = subprocess.run([sys.executable, "-c",
+                              f"import sys; sys.path.insert(0, {HERE!r}); "
+                              f"import onnx_models; onnx_models.export({model!r}, {path!r})"],
+                             capture_output=True, text=True)
+        if sub.returncode != 0:
+            print(f"\n{model}: export failed: {sub.stderr.strip().splitlines()[-1:]}")
+            continue
+        t_export = time.perf_counter() - t0
+        mb = sum(os.path.getsize(os.path.join(work, f)) for f in os.listdir(work)
+                 if f.startswith(f"{model}.onnx")) / 2**20      # with external data
+        g = spawn("graphc", model, path, sizes, args.repeat, work, env)
+        o = spawn("onnxruntime", model, path, sizes, args.repeat, work, env)
+        print(f"\n{model}: {mb:.0f} MiB of ONNX (export {t_export:.0f} s)")
+        for r in (g, o):
+            if "error" in r:
+                print(f"  {r['peer']} failed: {r['error']}")
+        if "error" in g or "error" in o:
+            continue
+        print(f"  graphc cold import {g['import_s']:.2f} s + compile {g['compile_s']:.2f} s "
+              f"= {g['import_s'] + g['compile_s']:.2f} s (empty kernel cache); ORT session "
+              f"{o['session_s']:.2f} s")
+        print(f"  {'B x S':>8s} {'graphc ms':>10s} {'ORT ms':>8s} {'ORT/graphc':>10s} "
+              f"{'rel. err':>9s}")
+        for B, S in sizes:
+            key = f"{B}x{S}"
+            a = np.load(os.path.join(work, f"graphc-{model}-{key}.npy")).astype(np.float64)
+            b = np.load(os.path.join(work, f"onnxruntime-{model}-{key}.npy")).astype(np.float64)
+            err = np.linalg.norm(a - b) / np.linalg.norm(b)
+            gm, om = g["runs"][key]["median_ms"], o["runs"][key]["median_ms"]
+            print(f"  {key:>8s} {gm:10.1f} {om:8.1f} {om / gm:9.2f}x {err:9.1e}")
+    print("\nORT/graphc = ONNX Runtime time / graphc time (above 1: graphc is faster)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
