@@ -1,6 +1,7 @@
 """The built-in rewrite rules of ``fuse_patterns`` (see patterns.py for the language)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .. import ops as F
@@ -467,6 +468,44 @@ register_rule(Rule("softmax(scale(q @ k^T) [+ mask]) @ v => attention", ATTENTIO
                    _attention_build, _attention_check))
 
 
+# -- tanh-GELU written out => gelu(approximate="tanh") ---------------------------------
+# 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), as torch decomposes
+# gelu(approximate="tanh") (and so its ONNX exporter, and GPT-2's "gelu_new"): one op,
+# which a GEMM then takes as its epilogue (gemm+gelu below).
+def _factor(value, rel=1e-5):
+    return lambda have, node, graph: isinstance(have, (int, float)) \
+        and abs(have - value) <= rel * abs(value)
+
+
+def _const_of(value):
+    def check(graph, node):
+        if node.op == "constant" and graph.constants[node.id].size == 1 \
+                and float(graph.constants[node.id].reshape(())) == value:
+            return None
+        return f"{node.op} {node.type} is not the constant {value:g}"
+    return check
+
+
+_gx = Var("x")
+_cube = Alt(Op("mul", Op("mul", _gx, _gx), _gx, commutative=True),
+            Op("pow", _gx, Var("three", _const_of(3.0))))
+_gelu_inner = Op("add", _gx, Op("scale", _cube, factor=_factor(0.044715)), commutative=True)
+_gelu_tanh = Op("tanh", Op("scale", _gelu_inner, factor=_factor(math.sqrt(2 / math.pi))))
+_one_plus = Op("add", _gelu_tanh, Var("one", _const_of(1.0)), commutative=True)
+
+
+def _gelu_tanh_build(m):
+    return F.gelu(m["x"], approximate="tanh")
+
+
+register_rule(Rule("0.5x * (1 + tanh(c * (x + 0.044715 x^3))) => gelu_tanh",
+                   Op("mul", Op("scale", _gx, factor=_factor(0.5)), _one_plus,
+                      commutative=True), _gelu_tanh_build))
+register_rule(Rule("0.5 * (x * (1 + tanh(c * (x + 0.044715 x^3)))) => gelu_tanh",
+                   Op("scale", Op("mul", _gx, _one_plus, commutative=True),
+                      factor=_factor(0.5)), _gelu_tanh_build))
+
+
 # -- activation(x @ w + b) => gemm with epilogue ---------------------------------------
 def _w2d(graph, node):
     return None if node.type.rank == 2 else f"weight {node.type} is not 2-D"
@@ -502,6 +541,24 @@ register_rule(Rule("gelu(x @ w + b) => gemm+gelu", Op("gelu", _linear(), name="a
 register_rule(Rule("silu(x @ w + b) => gemm+silu", Op("silu", _linear()),
                    _act_build("silu"), _bias_check))
 register_rule(Rule("x @ w + b => gemm", _linear(), _act_build("none"), _bias_check))
+
+
+def _gemm_act(act_of):
+    def build(m):
+        return F.gemm(m["x"], m["w"], m["b"], activation=act_of(m))
+    return build
+
+
+# An activation made by another rule after its GEMM was (the tanh-GELU above, found in
+# the same sweep as the x @ w + b below it): the GEMM takes it as its epilogue.
+_plain_gemm = Op("gemm", Var("x"), Var("w"), Var("b"), activation="none", name="mm")
+register_rule(Rule("gelu(gemm(x, w, b)) => gemm+gelu", Op("gelu", _plain_gemm, name="act"),
+                   _gemm_act(lambda m: "gelu" if m.node("act").attrs["approximate"] == "none"
+                             else "gelu_tanh")))
+register_rule(Rule("relu(gemm(x, w, b)) => gemm+relu", Op("relu", _plain_gemm),
+                   _gemm_act(lambda m: "relu")))
+register_rule(Rule("silu(gemm(x, w, b)) => gemm+silu", Op("silu", _plain_gemm),
+                   _gemm_act(lambda m: "silu")))
 
 
 # -- decomposed layernorm / rmsnorm => the ops -----------------------------------------

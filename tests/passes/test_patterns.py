@@ -251,3 +251,35 @@ def test_nan_guard_with_another_fill_is_not_fused():
     assert "attention" not in ops_of(out)
     reasons = [e["reason"] for e in ex.missed("softmax(scale(q @ k^T) [+ mask]) @ v => attention")]
     assert any("not 0" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("form", ["torch", "halved_last"])
+def test_tanh_gelu_written_out_becomes_gelu_then_a_gemm_epilogue(form, same_result):
+    """0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))) over x @ w + b (torch's
+    decomposition of gelu(approximate="tanh"), as its ONNX exporter writes it) is one
+    gemm with the gelu_tanh epilogue."""
+    c = float(np.sqrt(2 / np.pi))
+
+    def fn(x, w, b):
+        h = x @ w + b
+        t = graphc.tanh(graphc.scale(h + graphc.scale(h * h * h, 0.044715), c))
+        one_plus = t + graphc.constant(np.ones((), np.float64))
+        if form == "torch":
+            return graphc.scale(h, 0.5) * one_plus
+        return graphc.scale(h * one_plus, 0.5)
+    g = graphc.trace(fn, graphc.spec(("S", 8), "float64"), graphc.spec((8, 16), "float64"),
+                     graphc.spec((16,), "float64"))
+    out, ex = run(g)
+    assert ops_of(out) == {"gemm": 1}, ops_of(out)
+    (gemm,) = [n for n in out if n.op == "gemm"]
+    assert gemm.attrs["activation"] == "gelu_tanh"
+    same_result(g, out, sizes={"S": 5})
+
+
+def test_gelu_like_with_another_constant_is_left_alone():
+    def fn(x):
+        t = graphc.tanh(graphc.scale(x + graphc.scale(x * x * x, 0.05), 0.8))
+        return graphc.scale(x, 0.5) * (t + graphc.constant(np.ones((), np.float64)))
+    g = graphc.trace(fn, graphc.spec((4, 8), "float64"))
+    out, _ = run(g)
+    assert "gelu" not in ops_of(out) and "tanh" in ops_of(out)
