@@ -63,7 +63,8 @@ _probs = Op("softmax", _masked, axis=last_axis, name="probs")
 # where(isnan(p), 0, p): the NaN guard torch's SDPA decomposition (and so its ONNX
 # exporter) puts after the softmax, zeroing the row of a query that sees no key. The
 # fused attention gives that row NaN, so the replacement zeroes the NaNs of its output
-# (a row of NaN probabilities is a row of NaN outputs, and only such a row).
+# (a row of NaN probabilities is a row of NaN outputs; a NaN of v itself, which the
+# unfused graph would carry to the output, is zeroed too: docs/onnx.md says so).
 _guarded = Op("where", Op("isnan", _probs, name="nan_test"), Var("nan_fill", _one_element),
               Var("probs_again"), name="nan_guard")
 ATTENTION = Op("matmul", Alt(_probs, _guarded), Var("v", _rank_at_least(2)))
