@@ -68,7 +68,8 @@ def _div(ctx, a, b):
 aten_op("add.Tensor", "add.Scalar")(_binary(_add))
 aten_op("sub.Tensor", "sub.Scalar")(_binary(_sub))
 aten_op("mul.Tensor", "mul.Scalar")(_binary(lambda ctx, a, b: ops.mul(a, b)))
-aten_op("div.Tensor", "div.Scalar", "div.Tensor_mode", "div.Scalar_mode")(_binary(_div))
+aten_op("div.Tensor", "div.Scalar", "div.Tensor_mode", "div.Scalar_mode", "true_divide.Tensor",
+        "true_divide.Scalar")(_binary(_div))
 aten_op("maximum.default")(_binary(lambda ctx, a, b: ops.maximum(a, b)))
 aten_op("minimum.default")(_binary(lambda ctx, a, b: ops.minimum(a, b)))
 

@@ -2,6 +2,7 @@
 FX node's ``stack_trace`` (the innermost frame of it), plus the FX node and ATen op."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -37,8 +38,21 @@ class TorchLoc(SourceLoc):
 def loc_of(node, aten_op: str) -> TorchLoc:
     """The location of an FX node: the last frame of its stack trace (the user's line)."""
     trace = node.meta.get("stack_trace") or ""
-    frames = _FRAME.findall(trace)
+    # the innermost frame outside graphc and torch (code run from a string has none)
+    frames = [f for f in _FRAME.findall(trace) if not _internal(f[0])]
     if frames:
         f, line, fn = frames[-1]
         return TorchLoc(f, int(line), fn, aten_op, node.name)
     return TorchLoc("<torch>", 0, "", aten_op, node.name)
+
+
+_GRAPHC_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _internal(filename: str) -> bool:
+    import sys
+    path = os.path.abspath(filename)
+    torch = sys.modules.get("torch")
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__)) if torch else None
+    return path.startswith(_GRAPHC_DIR + os.sep) or bool(
+        torch_dir and path.startswith(torch_dir + os.sep))
