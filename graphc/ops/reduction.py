@@ -95,12 +95,14 @@ def _mean_infer(types, attrs):
 
 @register_op("sum", kind="reduction", infer=_sum_infer, lower_row=_reduce_row("+"))
 def sum(x, *, axis=None, keepdims=False):
+    """np.sum: the sum over ``axis`` (all axes for None), in the input's dtype."""
     # dtype=: NumPy would widen int32 to int64; the result keeps the input's dtype.
     return np.sum(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
 
 
 @register_op("mean", kind="reduction", infer=_mean_infer, lower_row=_reduce_row("+"))
 def mean(x, *, axis=None, keepdims=False):
+    """np.mean: the mean over ``axis`` (all axes for None); float inputs only."""
     return np.mean(x, axis=axis, keepdims=keepdims)
 
 
@@ -120,6 +122,7 @@ _max_infer = _nonempty("max", "max")
 
 @register_op("max", kind="reduction", infer=_max_infer, lower_row=_reduce_row("max"))
 def max(x, *, axis=None, keepdims=False):
+    """np.max: the largest element over ``axis`` (all axes for None); NaN propagates."""
     return np.max(x, axis=axis, keepdims=keepdims)
 
 

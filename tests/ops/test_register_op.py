@@ -238,3 +238,10 @@ def test_every_registered_op_is_tested_here():
         if not re.search(pat, text):
             missing.append(name)
     assert not missing, f"ops without a test in tests/ops: {missing}"
+
+
+def test_every_built_in_op_has_a_description():
+    # `graphc ops` prints the first line of each op's doc; none may be blank.
+    blank = sorted(name for name, op in graphc.all_ops().items()
+                   if not (op.doc or "").strip() or not op.doc.splitlines()[0].strip())
+    assert not blank, f"ops with no description: {blank}"
