@@ -1,27 +1,29 @@
 // cuda_emu.h: run CUDA C kernels on the CPU (graphc's emulation harness).
 //
-// The kernel source that would go to NVRTC is compiled unchanged as C++17 with OpenMP,
-// this header force-included before it (g++ -include cuda_emu.h). emulate.py appends one
-// launcher per `extern "C" __global__` kernel, which calls graphc_emu::launch below: one
-// OpenMP team of blockDim.x * blockDim.y * blockDim.z threads runs the blocks one after
-// another (z, y, x order, x fastest).
+// The kernel source that would go to NVRTC is compiled unchanged as C++17 against this
+// header (g++ -include cuda_emu.h). emulate.py appends one launcher per `extern "C"
+// __global__` kernel, which calls graphc_emu::launch below: the blocks run one after
+// another (z, y, x order, x fastest), the threads of a block as fibers of the launching
+// OS thread (the default), or with -DGRAPHC_EMU_THREADS as one OpenMP team of
+// blockDim.x * blockDim.y * blockDim.z OS threads.
 //
 // The model:
-//  * threadIdx is thread_local (set once per launch from the OpenMP thread number, x
-//    fastest, so warps are threads 32w..32w+31 of the block as on the GPU); blockIdx,
+//  * threadIdx is the running fiber's (the scheduler sets it at every switch; with
+//    GRAPHC_EMU_THREADS it is thread_local, set from the OpenMP thread number), x
+//    fastest, so warps are threads 32w..32w+31 of the block as on the GPU; blockIdx,
 //    blockDim and gridDim are the same for every thread of the running block and are
 //    plain globals, written by the launcher between blocks.
-//  * __shared__ is `static`: OpenMP threads share function statics and blocks run one at
-//    a time, so a static is exactly "one copy per block". It is not cleared between
+//  * __shared__ is `static`: the threads of a block share function statics and blocks
+//    run one at a time, so a static is exactly "one copy per block". It is not cleared between
 //    blocks (nor is shared memory on a GPU: never read a slot before writing it).
-//  * __syncthreads() is a barrier of our own (graphc_emu::Barrier), not OpenMP's, among
-//    the threads still inside the kernel. A thread that returns from the kernel leaves it;
-//    if that completes a barrier other threads wait at, those threads are unwound out of
-//    the kernel (an exception) and the launch fails. The launcher also counts each
-//    thread's barriers and fails the launch when the counts differ. So a barrier inside
-//    divergent control flow is an error, never a deadlock (see Barrier below). Waiting
-//    threads yield, then sleep (futex on Linux, else a condition variable): the teams are
-//    often far larger than the number of cores.
+//  * __syncthreads() is a barrier among the threads still inside the kernel. Fibers:
+//    each thread runs until it reaches the barrier (or returns), then the next one runs;
+//    when all wait, the barrier opens. If some threads returned while others wait, the
+//    waiting ones are unwound out of the kernel (an exception) and the launch fails. The
+//    launcher also counts each thread's barriers and fails the launch when the counts
+//    differ. So a barrier inside divergent control flow is an error, never a deadlock.
+//    With GRAPHC_EMU_THREADS the same holds for graphc_emu::Barrier (below), whose waiting
+//    threads yield, then sleep (futex on Linux, else a condition variable).
 //  * warp shuffles / votes go through a per-block scratch buffer: every thread of the
 //    block writes its value, one block barrier, then each thread reads its partner's
 //    slot. The buffer alternates between two halves, so no second barrier is needed
@@ -52,6 +54,8 @@
 #include <vector>
 #include <omp.h>
 #include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #if defined(__linux__) && !defined(GRAPHC_EMU_PORTABLE_BARRIER)
 #define GRAPHC_EMU_FUTEX 1
@@ -79,7 +83,15 @@ struct dim3 {
   constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1)
       : x(x_), y(y_), z(z_) {}
 };
-static thread_local uint3 threadIdx;
+// GRAPHC_EMU_TL: thread_local when the threads of a block are OS threads
+// (GRAPHC_EMU_THREADS); plain globals when they are fibers of one OS thread, which the
+// scheduler sets to the running fiber's values at every switch.
+#ifdef GRAPHC_EMU_THREADS
+#define GRAPHC_EMU_TL thread_local
+#else
+#define GRAPHC_EMU_TL
+#endif
+static GRAPHC_EMU_TL uint3 threadIdx;
 static uint3 blockIdx;
 static dim3 blockDim;
 static dim3 gridDim;
@@ -99,7 +111,10 @@ inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
 
 namespace graphc_emu {
 
-// ---- barriers -----------------------------------------------------------------------------
+struct Diverged {};  // thrown out of the kernel by the threads of a broken barrier
+
+#ifdef GRAPHC_EMU_THREADS
+// ---- barriers (GRAPHC_EMU_THREADS: the threads of a block are OS threads) ---------------
 // `alive` threads take part; the barrier opens when all of them have arrived. The last
 // thread to arrive (the "opener") runs a callback while every other thread still waits.
 //
@@ -203,21 +218,169 @@ struct Barrier {
   }
 };
 
-struct Diverged {};  // thrown out of the kernel by the threads of a broken barrier
-
 static Barrier g_barrier;                          // __syncthreads of the block
 static Barrier g_team;                             // the launcher's, between blocks
+#endif  // GRAPHC_EMU_THREADS
 static int g_nthreads = 0;                         // threads per block of this launch
-static thread_local int t_tid = 0;                 // linear thread index in the block
-static thread_local unsigned long long t_syncs = 0; // barriers this thread reached (block)
-static thread_local int t_half = 0;                 // which half of g_exchange is next
+static GRAPHC_EMU_TL int t_tid = 0;                 // linear thread index in the block
+static GRAPHC_EMU_TL unsigned long long t_syncs = 0; // barriers this thread reached (block)
+static GRAPHC_EMU_TL int t_half = 0;                 // which half of g_exchange is next
 static unsigned long long g_exchange[2][1024];     // shuffle / vote scratch, one slot a thread
 static std::mutex g_launch_mutex;                   // one launch of this module at a time
 
+#ifndef GRAPHC_EMU_THREADS
+// ---- fibers (the default: the threads of a block are fibers of the launching thread) ----
+// Each thread of the block runs on a stack of its own; it runs until it reaches a barrier
+// (or returns), then switches back to the scheduler, which runs the next one. When every
+// thread of the block waits at the barrier it opens: a new round. A switch is a few
+// nanoseconds (saved registers, no system call), where an OS-thread barrier costs every
+// thread a context switch. The order alternates between rounds and between blocks
+// (ascending, then descending thread index), so a read of another thread's write that
+// lacks a barrier sees the stale value in some block, whichever thread writes.
+#ifndef GRAPHC_EMU_STACK
+#define GRAPHC_EMU_STACK (512 * 1024)    // bytes of stack per emulated thread
+#endif
+
+enum FiberState { RUNNABLE, WAITING, DONE };
+
+struct Fiber {
+  void* sp = nullptr;          // saved stack pointer while switched out
+  char* stack = nullptr;       // its stack (mmap'd, a guard page below)
+  unsigned long long syncs = 0;
+  int half = 0;
+  FiberState state = DONE;
+};
+
+static std::vector<Fiber> g_fibers;   // one per thread of the block (reused)
+static Fiber* g_cur = nullptr;        // the running fiber
+static void* g_sched_sp = nullptr;    // the scheduler's saved stack pointer
+static bool g_broken = false;         // a barrier some threads never reach: unwind them
+static bool g_failed = false;         // a thread ended with an exception other than ours
+static void (*g_body)(void*) = nullptr;  // runs the kernel with the launch's arguments
+static void* g_body_arg = nullptr;
+
+// switch(save, load): save the callee-saved registers and the stack pointer in *save,
+// load the ones saved at `load`, return there.
+#if defined(__x86_64__) && !defined(GRAPHC_EMU_UCONTEXT)
+extern "C" __attribute__((visibility("hidden"))) void graphc_emu_switch(void** save, void* load);
+asm(R"(
+  .text
+  .p2align 4
+  .globl graphc_emu_switch
+  .hidden graphc_emu_switch
+  .type graphc_emu_switch, @function
+graphc_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size graphc_emu_switch, .-graphc_emu_switch
+)");
+
+[[noreturn]] void fiber_main();
+
+// A fresh frame at the top of f's stack that graphc_emu_switch "returns" into fiber_main.
+inline void fiber_start(Fiber& f) {
+  unsigned long long* top =
+      reinterpret_cast<unsigned long long*>(f.stack + GRAPHC_EMU_STACK);  // 16-aligned
+  top[-1] = 0;                                                   // fiber_main's caller
+  top[-2] = reinterpret_cast<unsigned long long>(&fiber_main);  // ret: rsp = 8 mod 16
+  for (int r = 3; r <= 8; ++r) top[-r] = 0;                     // rbp rbx r12..r15
+  unsigned int csr[2];
+  asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(csr[0]), "=m"(csr[1]));
+  std::memcpy(&top[-9], csr, 8);
+  f.sp = &top[-9];
+}
+inline void fiber_switch(void** save, void* load) { graphc_emu_switch(save, load); }
+#else
+// Elsewhere (or with -DGRAPHC_EMU_UCONTEXT): POSIX ucontext, slower (a signal-mask system
+// call per switch) but portable.
+}  // namespace graphc_emu
+#include <ucontext.h>
+namespace graphc_emu {
+[[noreturn]] void fiber_main();
+struct UContexts { std::vector<ucontext_t> ctx; ucontext_t sched; };
+static UContexts g_uc;
+inline void fiber_start(Fiber& f) {
+  const size_t i = &f - g_fibers.data();
+  if (g_uc.ctx.size() < g_fibers.size()) g_uc.ctx.resize(g_fibers.size());
+  ucontext_t& c = g_uc.ctx[i];
+  getcontext(&c);
+  c.uc_stack.ss_sp = f.stack;
+  c.uc_stack.ss_size = GRAPHC_EMU_STACK;
+  c.uc_link = nullptr;
+  makecontext(&c, reinterpret_cast<void (*)()>(&fiber_main), 0);
+  f.sp = &c;
+}
+// save/load name ucontext_t's: the scheduler's (g_sched_sp) or a fiber's (f.sp).
+inline void fiber_switch(void** save, void* load) {
+  ucontext_t* from = save == &g_sched_sp ? &g_uc.sched
+                                         : &g_uc.ctx[g_cur - g_fibers.data()];
+  *save = from;
+  swapcontext(from, static_cast<ucontext_t*>(load));
+}
+#endif
+
+// Stacks for n fibers (kept for later launches); false when memory runs out.
+inline bool fibers_reserve(size_t n) {
+  static const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (g_fibers.size() >= n) return true;
+  const size_t old = g_fibers.size();
+  g_fibers.resize(n);
+  for (size_t i = old; i < n; ++i) {
+    void* m = mmap(nullptr, GRAPHC_EMU_STACK + page, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) { g_fibers.resize(i); return false; }
+    mprotect(m, page, PROT_NONE);   // guard page: a stack overflow faults, never corrupts
+    g_fibers[i].stack = static_cast<char*>(m) + page;
+  }
+  return true;
+}
+
+inline void yield_to_scheduler() { fiber_switch(&g_cur->sp, g_sched_sp); }
+
+[[noreturn]] inline void fiber_main() {
+  try {
+    g_body(g_body_arg);
+  } catch (const Diverged&) {
+    // this thread waited at a barrier that some threads of the block returned without
+    // reaching; its count is higher than theirs, which the launcher reports
+  } catch (...) {
+    g_failed = true;
+  }
+  g_cur->state = DONE;
+  yield_to_scheduler();
+  __builtin_trap();   // a DONE fiber is never resumed
+}
+#endif  // !GRAPHC_EMU_THREADS
+
 inline void block_barrier() {
   ++t_syncs;
+#ifdef GRAPHC_EMU_THREADS
   g_barrier.wait();
   if (g_barrier.broken.load(std::memory_order_relaxed)) throw Diverged{};
+#else
+  g_cur->state = WAITING;
+  yield_to_scheduler();
+  if (g_broken) throw Diverged{};
+#endif
 }
 
 // Every thread of the block publishes `bits`; returns the half that holds them all.
@@ -317,6 +480,33 @@ inline uint3 thread_coords(int t) {
   return {t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
 }
 
+// The launch fails: threads of block b reached __syncthreads a different number of times.
+inline int report_counts(const char* name, const unsigned int* grid, unsigned long long b,
+                         const std::vector<unsigned long long>& counts, char* err,
+                         int errlen) {
+  const long long n = (long long)counts.size();
+  long long lo = 0, hi = 0;
+  for (long long t = 1; t < n; ++t) {
+    if (counts[t] < counts[lo]) lo = t;
+    if (counts[t] > counts[hi]) hi = t;
+  }
+  const uint3 a = thread_coords((int)lo), c = thread_coords((int)hi);
+  const unsigned long long bx = b % grid[0], by = (b / grid[0]) % grid[1],
+                           bz = b / ((unsigned long long)grid[0] * grid[1]);
+  snprintf(err, errlen,
+           "kernel %s, block (%llu,%llu,%llu): threads reached __syncthreads a different "
+           "number of times — a barrier inside divergent control flow (counts: thread "
+           "(%u,%u,%u) %llu, thread (%u,%u,%u) %llu; in emulation __syncwarp and the "
+           "warp shuffles/votes are block barriers too)",
+           name, bx, by, bz, a.x, a.y, a.z, counts[lo], c.x, c.y, c.z, counts[hi]);
+  return 1;
+}
+
+inline uint3 block_coords(const unsigned int* grid, unsigned long long b) {
+  return {(unsigned)(b % grid[0]), (unsigned)((b / grid[0]) % grid[1]),
+          (unsigned)(b / ((unsigned long long)grid[0] * grid[1]))};
+}
+
 // Returns 0, or 1 with a message in err.
 template <class... P>
 inline int launch(const char* name, void (*kernel)(P...), const unsigned int* grid,
@@ -332,10 +522,11 @@ inline int launch(const char* name, void (*kernel)(P...), const unsigned int* gr
   gridDim = dim3(grid[0], grid[1], grid[2]);
   g_nthreads = (int)n;
   std::vector<unsigned long long> counts(n);
+  blockIdx = {0, 0, 0};
+#ifdef GRAPHC_EMU_THREADS
   int team = 0;
   int status = 0;  // 1: team of the wrong size; 2: barrier counts differ
   unsigned long long bad_block = 0;
-  blockIdx = {0, 0, 0};
   g_barrier.reset((unsigned)n);
   g_team.reset((unsigned)n);
 
@@ -344,9 +535,7 @@ inline int launch(const char* name, void (*kernel)(P...), const unsigned int* gr
   auto next_block = [&](unsigned long long b) {
     for (long long t = 1; t < n; ++t)
       if (counts[t] != counts[0]) { status = 2; bad_block = b; return; }
-    const unsigned long long nb = b + 1;
-    blockIdx = {(unsigned)(nb % grid[0]), (unsigned)((nb / grid[0]) % grid[1]),
-                (unsigned)(nb / ((unsigned long long)grid[0] * grid[1]))};
+    blockIdx = block_coords(grid, b + 1);
     g_barrier.reset((unsigned)n);
   };
 
@@ -385,24 +574,62 @@ inline int launch(const char* name, void (*kernel)(P...), const unsigned int* gr
              name, team, n);
     return 1;
   }
-  if (status == 2) {
-    long long lo = 0, hi = 0;
-    for (long long t = 1; t < n; ++t) {
-      if (counts[t] < counts[lo]) lo = t;
-      if (counts[t] > counts[hi]) hi = t;
-    }
-    const uint3 a = thread_coords((int)lo), c = thread_coords((int)hi);
-    const unsigned long long bx = bad_block % grid[0], by = (bad_block / grid[0]) % grid[1],
-                             bz = bad_block / ((unsigned long long)grid[0] * grid[1]);
-    snprintf(err, errlen,
-             "kernel %s, block (%llu,%llu,%llu): threads reached __syncthreads a different "
-             "number of times — a barrier inside divergent control flow (counts: thread "
-             "(%u,%u,%u) %llu, thread (%u,%u,%u) %llu; in emulation __syncwarp and the "
-             "warp shuffles/votes are block barriers too)",
-             name, bx, by, bz, a.x, a.y, a.z, counts[lo], c.x, c.y, c.z, counts[hi]);
+  if (status == 2) return report_counts(name, grid, bad_block, counts, err, errlen);
+  return 0;
+#else
+  if (!fibers_reserve((size_t)n)) {
+    snprintf(err, errlen, "kernel %s: no memory for the stacks of %lld emulated threads",
+             name, n);
     return 1;
   }
+  auto body = [&] { call(kernel, args, std::index_sequence_for<P...>{}); };
+  g_body = [](void* f) { (*static_cast<decltype(body)*>(f))(); };
+  g_body_arg = &body;
+  g_failed = false;
+  for (unsigned long long b = 0; b < nblocks; ++b) {
+    blockIdx = block_coords(grid, b);
+    g_broken = false;
+    for (long long t = 0; t < n; ++t) {
+      Fiber& f = g_fibers[t];
+      f.state = RUNNABLE;
+      f.syncs = 0;
+      f.half = 0;
+      fiber_start(f);
+    }
+    for (unsigned long long round = 0;; ++round) {
+      long long waiting = 0, done = 0;
+      for (long long k = 0; k < n; ++k) {
+        const long long t = ((b + round) & 1) ? n - 1 - k : k;
+        Fiber& f = g_fibers[t];
+        if (f.state == RUNNABLE) {
+          g_cur = &f;
+          t_tid = (int)t;
+          threadIdx = thread_coords((int)t);
+          t_syncs = f.syncs;
+          t_half = f.half;
+          fiber_switch(&g_sched_sp, f.sp);
+          f.syncs = t_syncs;
+          f.half = t_half;
+        }
+        waiting += f.state == WAITING;
+        done += f.state == DONE;
+      }
+      if (waiting == 0) break;              // every thread returned: the block is done
+      if (done > 0) g_broken = true;        // some returned, some wait: unwind the waiters
+      for (long long t = 0; t < n; ++t)
+        if (g_fibers[t].state == WAITING) g_fibers[t].state = RUNNABLE;
+    }
+    g_cur = nullptr;
+    if (g_failed) {
+      snprintf(err, errlen, "kernel %s: a C++ exception left the kernel", name);
+      return 1;
+    }
+    for (long long t = 0; t < n; ++t) counts[t] = g_fibers[t].syncs;
+    for (long long t = 1; t < n; ++t)
+      if (counts[t] != counts[0]) return report_counts(name, grid, b, counts, err, errlen);
+  }
   return 0;
+#endif
 }
 
 }  // namespace graphc_emu

@@ -1,9 +1,11 @@
 """Run CUDA C kernels on the CPU: the emulation harness for the CuPy backend's kernels.
 
 The CUDA C source that would go to NVRTC is compiled, unchanged, with the system C++
-compiler and OpenMP against a small header of our own (``cuda_emu.h``, force-included),
-loaded with :mod:`ctypes`, and run block after block, each block by one OpenMP team of
-``blockDim`` threads. The call convention mirrors CuPy's ``RawModule``/``RawKernel``, so
+compiler against a small header of our own (``cuda_emu.h``, force-included), loaded with
+:mod:`ctypes`, and run block after block, the ``blockDim`` threads of each block as fibers
+of the calling thread (each on a stack of its own, switched at every barrier: a few
+nanoseconds, no system call; ``cxx_options=("-DGRAPHC_EMU_THREADS",)`` runs them as one
+OpenMP team of OS threads instead). The call convention mirrors CuPy's ``RawModule``/``RawKernel``, so
 code that launches kernels can take either::
 
     from graphc.backends.cupy_gpu.emulate import EmulatedModule
@@ -45,7 +47,8 @@ What cannot be emulated:
 * cooperative groups, ``__activemask``, ``clock()``, tensor cores (wmma/mma), textures,
   ``__half``/bfloat16, streams and events, and anything about timing, occupancy, register
   or shared-memory limits, bank conflicts, coalescing. Races between blocks cannot show:
-  blocks run one after another (atomics are provided and exact);
+  blocks run one after another (atomics are provided and exact), and races between the
+  threads of a block show only as the ascending/descending orders above expose them;
 * arithmetic is the host's IEEE arithmetic without FMA contraction and with glibc's libm,
   so results agree with the GPU's to rounding, not bit for bit; shared memory keeps its
   contents from the previous block (uninitialised on the GPU: never rely on either).
@@ -61,10 +64,14 @@ the kernel, the block and two threads with their counts. Threads that reach diff
 barrier *call sites* the same number of times are not caught (their barriers pair up, as
 they do on sm_70+). A kernel that spins on a flag another thread sets would still hang.
 
-Speed: the threads of a block are OS threads, so each barrier costs every thread of the
-block a context switch: about 1.5 us per thread per barrier on 2 cores (0.35 ms per
-``__syncthreads`` at 256 threads, 40 us at 32). Emulate with small blocks (32 or 64
-threads) where the kernel allows it.
+Speed: a barrier costs each thread of the block one switch to the scheduler and back
+(saved registers on x86-64; POSIX ``swapcontext`` elsewhere, which adds a system call).
+The order the threads run in alternates between ascending and descending thread index
+(from block to block and from barrier to barrier), so a read of another thread's
+shared-memory write with no barrier between them gives a stale value in some block.
+With ``-DGRAPHC_EMU_THREADS`` (OS threads, the older mode) each barrier costs every
+thread a context switch (about 1.5 us per thread on 2 cores, 0.35 ms per
+``__syncthreads`` at 256 threads), and the cost grows with the machine's load.
 
 The compiled ``.so`` files are cached by the sha256 of header, source and compiler
 command, in ``cuda-emu-<graphc version>`` under the Numba backend's cache root. Each is

@@ -225,9 +225,21 @@ def rel_err(got, ref) -> float:
     return float(np.linalg.norm(np.asarray(got, np.float64) - ref) / np.linalg.norm(ref))
 
 
-@pytest.fixture(scope="module")
-def main():
-    return EmulatedModule(MAIN)
+# How the threads of a block run: fibers of the launching thread (the default; x86-64's
+# own switch, or POSIX ucontext elsewhere), or one OS thread each (-DGRAPHC_EMU_THREADS:
+# a futex barrier, or the condition-variable one of systems without futexes). Every
+# kernel below runs under each.
+MODES = {
+    "fibers": (),
+    "ucontext": ("-DGRAPHC_EMU_UCONTEXT",),
+    "threads": ("-DGRAPHC_EMU_THREADS",),
+    "threads-portable": ("-DGRAPHC_EMU_THREADS", "-DGRAPHC_EMU_PORTABLE_BARRIER"),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def main(request):
+    return EmulatedModule(MAIN, cxx_options=MODES[request.param])
 
 
 # ---- reductions, transpose, scan ---------------------------------------------------------
@@ -271,15 +283,36 @@ def test_block_scan_needs_barriers(main, rng, block):
     np.testing.assert_array_equal(y, ref)
 
 
-def test_portable_barrier(rng):
-    """The condition-variable barrier (used where there is no futex, e.g. macOS)."""
-    mod = EmulatedModule(MAIN, cxx_options=("-DGRAPHC_EMU_PORTABLE_BARRIER",))
-    block, n = 128, 3 * 128 + 5
-    x = rng.integers(-1000, 1000, n, dtype=np.int64)
-    y = np.zeros(n, np.int64)
-    mod.get_function("k_scan")(math.ceil(n / block), block, (x, y, np.int64(n)))
-    ref = np.concatenate([np.cumsum(x[s:s + block]) for s in range(0, n, block)])
-    np.testing.assert_array_equal(y, ref)
+MISSING_BARRIER = r"""
+// Each thread reads its neighbour's shared slot (above for dir = 1, below for dir = -1)
+// with the __syncthreads between the write and the read left out: a race on a GPU.
+extern "C" __global__ void k_rotate(const float* __restrict__ x, float* __restrict__ y,
+                                    int dir) {
+  __shared__ float s[1024];
+  const int t = threadIdx.x, n = blockDim.x;
+  const long long base = (long long)blockIdx.x * n;
+  s[t] = x[base + t];
+  y[base + t] = s[(t + dir + n) % n];
+}
+"""
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+def test_missing_barrier_gives_wrong_results_under_fibers(rng, direction):
+    """The fibers run in ascending order in some blocks and descending in others, so a
+    read of another thread's shared-memory write with no barrier between reads a stale
+    value in some block, whichever neighbour it reads: the missing barrier shows as wrong
+    numbers, not as a pass that a GPU would not reproduce."""
+    mod = EmulatedModule(MISSING_BARRIER)
+    block, blocks = 64, 4
+    x = rng.standard_normal(block * blocks).astype(np.float32)
+    y = np.zeros_like(x)
+    mod.get_function("k_rotate")((blocks,), (block,), (x, y, np.int32(direction)))
+    want = np.roll(x.reshape(blocks, block), -direction, axis=1).reshape(-1)
+    wrong = (y != want).reshape(blocks, block).sum(axis=1)
+    # ascending blocks: every thread that reads a later thread's slot is wrong; descending
+    # ones: every thread that reads an earlier one's (with dir 1: the last thread's wrap)
+    assert (wrong >= 1).all() and wrong.max() >= block - 1, wrong
 
 
 # ---- shuffles ------------------------------------------------------------------------------
@@ -516,13 +549,14 @@ extern "C" __global__ void k_ptrptr(float** p) { p[0][0] = 1.0f; }
 
 
 SOURCES = {"main": MAIN, "divergent": DIVERGENT, "extern_shared": EXTERN_SHARED,
-           "tiny": TINY}
+           "tiny": TINY, "missing_barrier": MISSING_BARRIER}
 
 
-def test_cache_rebuilds_corrupt_or_foreign_files(main, tmp_path):
+def test_cache_rebuilds_corrupt_or_foreign_files(tmp_path):
     """A cached library that does not load, or was built from other source, is rebuilt."""
     foreign, garbage = TINY + "// foreign\n", TINY + "// garbage\n"
-    for src, content in [(foreign, main.path.read_bytes()), (garbage, b"not a library")]:
+    other = EmulatedModule(MAIN)
+    for src, content in [(foreign, other.path.read_bytes()), (garbage, b"not a library")]:
         path = library_path(src)
         tmp = tmp_path / "lib.so"
         tmp.write_bytes(content)
