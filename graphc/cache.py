@@ -22,7 +22,9 @@ else could read it.
 A cache directory that another user could write to (its folders, or their parents up to
 the home directory, group/other-writable or owned by someone else) is refused with a
 :class:`CacheTrustError`, as ssh refuses such a ``~/.ssh``: whoever can write there could
-make graphc run their code. Folders graphc creates are made mode 0700.
+make graphc run their code. Folders graphc creates are made mode 0700. Temporary files a
+writer killed before its rename left behind are deleted (once they are an hour old) by the
+first process that uses their folder.
 
 This file imports nothing of graphc at module level: the Numba compile workers
 (backends/numba_cpu/kernel_import.py) load it from its path without importing graphc.
@@ -97,8 +99,43 @@ def private_dir(path: Path, owned_from: Path | None = None) -> Path:
     check_trusted(existing, own, shown=path)     # before creating anything there
     _makedirs(path)
     check_trusted(path, own)
+    sweep_temporaries(path)
     _CHECKED.add(key)
     return path
+
+
+STALE_AFTER_S = 3600.0    # a temporary file this old has no writer left
+
+
+def _is_temporary(name: str) -> bool:
+    """A name :func:`write_atomic` (``.<file>.<random>.tmp``) or the emulator's loader
+    (``.load-<random>.so``) gives its temporary files."""
+    return name.startswith(".") and (name.endswith(".tmp") or
+                                     name.startswith(".load-") and name.endswith(".so"))
+
+
+def sweep_temporaries(folder, max_age_s: float = STALE_AFTER_S) -> int:
+    """Delete the temporary files in ``folder`` that a writer killed before its rename
+    (or a loader killed before its unlink) left behind: only those older than
+    ``max_age_s``, so a writer still at work keeps its file. Nothing reads them; they
+    only take space. Returns how many were deleted."""
+    now = time.time()
+    n = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        if not _is_temporary(e.name):
+            continue
+        try:
+            if e.is_file(follow_symlinks=False) and now - e.stat(
+                    follow_symlinks=False).st_mtime > max_age_s:
+                os.unlink(e.path)
+                n += 1
+        except OSError:
+            pass                     # gone already (another process swept it)
+    return n
 
 
 def _makedirs(path: Path) -> None:
@@ -378,5 +415,6 @@ def write_atomic(path, data: bytes) -> None:
 
 
 __all__ = ["CacheTrustError", "cache_root", "cache_subdir", "private_dir", "check_trusted",
+           "sweep_temporaries",
            "key_path", "cache_key", "seal", "unseal", "read_sealed", "write_sealed",
            "discard", "read_bytes"]

@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numba
@@ -404,3 +405,24 @@ def test_files_of_an_earlier_graphc_are_replaced_quietly(keyed, monkeypatch):
         fn, cached = cache.load_kernel(source)
     assert fn(1) == 8 and not cached and not marker.exists()
     assert path.read_text() == text and not index.exists()
+
+
+def test_temporaries_left_by_killed_writers_are_swept(keyed):
+    """A writer killed between its temporary file and the rename (write_atomic) or while
+    the emulator loads its private copy (.load-*.so) leaves the file behind; the first
+    process to use the folder after an hour deletes it. A fresh one (a writer at work) and
+    every other file are left alone."""
+    folder = keyed / "cache" / "numba-test"
+    folder.mkdir(parents=True, mode=0o700)
+    (keyed / "cache").chmod(0o700)
+    old = time.time() - 2 * 3600
+    stale = [folder / ".k_0123.py.ab12cd34.tmp", folder / ".load-ab12cd34.so"]
+    fresh = folder / ".k_4567.py.ef56gh78.tmp"
+    kept = [folder / "k_89ab.py", folder / "m_89ab.so", folder / "notes.tmp", fresh]
+    for p in stale + kept:
+        p.write_bytes(b"x")
+    for p in stale + kept[:-1]:
+        os.utime(p, (old, old))
+    assert trust.cache_subdir("numba-test") == folder
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)
