@@ -15,10 +15,13 @@ and, when CuPy sees a GPU (or when named in --peers):
 
     python benchmarks/transformer_layer.py                  # S=512 and 2048, all peers
     python benchmarks/transformer_layer.py --seq 512 --peers graphc,numpy --repeat 20
+    python benchmarks/transformer_layer.py --plot docs/benchmarks_layer.svg   # and a chart
 
 Prints median ms per peer, ratios against graphc, relative error against a float64 NumPy
 run of the same layer, peak memory (RSS growth over the weights) and graphc's cold and
-warm compile times (cold: an empty kernel cache; warm: a second process).
+warm compile times (cold: an empty kernel cache; warm: a second process). With --plot
+FILE.svg it also draws the medians (and minima) as a bar chart, one panel per S
+(benchmarks/plot.py: plain SVG, no plotting package).
 """
 from __future__ import annotations
 
@@ -214,8 +217,12 @@ def main(argv=None):
     ap.add_argument("--seq", default="512,2048", help="sequence lengths (default 512,2048)")
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--repeat", type=int, default=7, help="timed runs per peer (median)")
+    ap.add_argument("--plot", metavar="FILE.svg",
+                    help="also draw the medians as an SVG bar chart into FILE.svg")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.plot and not args.plot.endswith(".svg"):
+        ap.error(f"--plot writes SVG: give a file name ending in .svg, got {args.plot!r}")
     if args.worker:
         print(json.dumps(worker(args.worker, int(args.seq), args.repeat)))
         return 0
@@ -235,8 +242,11 @@ def main(argv=None):
         print(f"graphc compile of the layer: cold {cold.get('compile_s', float('nan')):.2f} s "
               f"(empty cache), warm {warm.get('compile_s', float('nan')):.2f} s "
               "(second process)")
+    panels = []
     for S in (int(s) for s in args.seq.split(",")):
         rows = [spawn(p, S, args.repeat, env) for p in peers]
+        panels.append((f"S={S}", [(r["peer"], r.get("median_ms"), r.get("min_ms"))
+                                  for r in rows]))
         g = next((r for r in rows if r["peer"] == "graphc" and "median_ms" in r), None)
         gpu = next((r for r in rows if r["peer"] == "graphc-cupy" and "median_ms" in r), None)
         print(f"\nS={S}")
@@ -254,7 +264,26 @@ def main(argv=None):
                   f"{err:>10s} {r['peak_mib']:9.0f}")
     print("\n'graphc is' = peer time / graphc time (above 1: graphc is faster); GPU peers "
           "against graphc-cupy, CPU peers against graphc (numba)")
+    if args.plot:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        note = (f"python benchmarks/transformer_layer.py {' '.join(argv or sys.argv[1:])}; "
+                f"{os.cpu_count()} CPUs, load {load:.1f}; median of {args.repeat} runs, "
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        _plot().write_bar_chart(args.plot, f"textbook encoder layer (d={D}, {H} heads, "
+                                f"ffn={FF}, fp32, batch 1): ms per call", panels,
+                                unit="ms", note=note)
+        print(f"chart: {args.plot}")
     return 0
+
+
+def _plot():
+    """benchmarks/plot.py, loaded from beside this file (it is not a package)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plot.py")
+    spec = importlib.util.spec_from_file_location("graphc_benchmarks_plot", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 if __name__ == "__main__":

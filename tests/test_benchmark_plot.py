@@ -1,0 +1,113 @@
+"""benchmarks/plot.py (the SVG bar charts of docs/benchmarks.md) and the --plot option of
+benchmarks/transformer_layer.py: the SVG parses as XML, holds every label, and its bars
+are as long as their values say."""
+import importlib.util
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = "{http://www.w3.org/2000/svg}"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}",
+                                                  ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+plot = load("plot")
+
+PANELS = [("S=512", [("gemm-floor", 51.5, 49.0), ("numpy", 132.1, 120.0),
+                     ("graphc", 62.9, 55.0), ("a<b & \"c\"", 10.0)]),
+          ("S=2048", [("graphc", 326.4, 300.0), ("torch", None, None)])]
+
+
+def parse(svg: str):
+    root = ET.fromstring(svg)
+    assert root.tag == NS + "svg"
+    texts = ["".join(t.itertext()) for t in root.iter(NS + "text")]
+    return root, texts
+
+
+def test_chart_parses_and_holds_every_label():
+    svg = plot.bar_chart("the layer: ms per call", PANELS, unit="ms", note="load 1.5")
+    root, texts = parse(svg)
+    for label in ["the layer: ms per call", "S=512", "S=2048", "gemm-floor", "numpy",
+                  "graphc", 'a<b & "c"', "torch", "failed", "load 1.5", "62.9 ms",
+                  "326 ms", "132 ms"]:
+        assert label in texts, (label, texts)
+    rects = [r for r in root.iter(NS + "rect") if r.find(NS + "title") is not None]
+    assert len(rects) == 5                                # the failed peer has no bar
+    width = {"".join(r.find(NS + "title").itertext()).split(":")[0] + str(k): float(
+        r.get("width")) for k, r in enumerate(rects)}
+    # the same panel, the same scale: bars in proportion to their values
+    assert width["numpy1"] / width["gemm-floor0"] == pytest.approx(132.1 / 51.5, rel=1e-3)
+    assert width["graphc2"] / width["numpy1"] == pytest.approx(62.9 / 132.1, rel=1e-3)
+    # graphc's bars stand out
+    fills = {r.get("fill") for r in rects if r.find(NS + "title").text.startswith("graphc")}
+    assert fills == {plot.HIGHLIGHT}
+
+
+def test_scale_is_round_and_covers_the_largest_value():
+    for v, top in [(51.5, 60), (132.1, 160), (2229.8, 2400), (100, 100), (0.7, 0.8)]:
+        assert plot._nice_max(v) == pytest.approx(top)
+
+
+@pytest.mark.parametrize("panels", [[], [("S=1", [])], [("S=1", [("x", float("nan"))])],
+                                    [("S=1", [("x", -1.0)])], [("S=1", [("x", "5")])]])
+def test_nothing_or_a_bad_value_to_draw_is_an_error(panels):
+    with pytest.raises(ValueError, match="bar_chart"):
+        plot.bar_chart("t", panels)
+
+
+def test_transformer_layer_plot_option(tmp_path, monkeypatch, capsys):
+    """--plot draws what the run measured (the peer processes faked: this checks the
+    wiring; test_transformer_layer_plot_end_to_end runs them)."""
+    bench = load("transformer_layer")
+    times = {"numpy": 120.0, "graphc": 60.0}
+
+    def spawn(peer, S, repeat, env=None):
+        if peer == "onnxruntime":
+            return {"peer": peer, "S": S, "error": "no onnxruntime"}
+        return {"peer": peer, "S": S, "median_ms": times[peer] * S / 512,
+                "min_ms": times[peer] * S / 600, "rel_err": 1e-7, "peak_mib": 10,
+                "compile_s": 1.0}
+
+    monkeypatch.setattr(bench, "spawn", spawn)
+    out = tmp_path / "chart.svg"
+    args = ["--seq", "512,1024", "--peers", "numpy,graphc,onnxruntime", "--plot", str(out)]
+    assert bench.main(args) == 0
+    assert f"chart: {out}" in capsys.readouterr().out
+    _, texts = parse(out.read_text())
+    for label in ["S=512", "S=1024", "numpy", "graphc", "onnxruntime", "failed",
+                  "120 ms", "60.0 ms", "240 ms"]:
+        assert label in texts, (label, texts)
+    note = " ".join(texts)                     # the note: the command, the machine's load
+    assert "python benchmarks/transformer_layer.py --seq 512,1024" in note, texts
+    assert re.search(r"\d+ CPUs, load \d+\.\d", note), texts
+
+
+def test_transformer_layer_plot_wants_an_svg_name(capsys):
+    bench = load("transformer_layer")
+    with pytest.raises(SystemExit):
+        bench.main(["--plot", "chart.png"])
+    assert "ending in .svg" in capsys.readouterr().err
+
+
+@pytest.mark.slow      # three peer processes (~3 s on 2 cores)
+def test_transformer_layer_plot_end_to_end(tmp_path):
+    out = tmp_path / "layer.svg"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transformer_layer.py"),
+                          "--seq", "16", "--peers", "gemm-floor,numpy", "--repeat", "1",
+                          "--plot", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    _, texts = parse(out.read_text())
+    assert {"S=16", "gemm-floor", "numpy"} <= set(texts)
+    assert sum(bool(re.fullmatch(r"[\d.]+ ms", t)) for t in texts) == 2
