@@ -111,3 +111,18 @@ def test_transformer_layer_plot_end_to_end(tmp_path):
     _, texts = parse(out.read_text())
     assert {"S=16", "gemm-floor", "numpy"} <= set(texts)
     assert sum(bool(re.fullmatch(r"[\d.]+ ms", t)) for t in texts) == 2
+
+
+def test_benchmarks_md_embeds_charts_the_scripts_made():
+    """docs/benchmarks.md shows each docs/benchmarks_*.svg with the command that drew it;
+    each parses, was made by plot.py (its note names the command) and has its peers."""
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    charts = sorted((ROOT / "docs").glob("benchmarks_*.svg"))
+    assert charts
+    for chart in charts:
+        assert f"]({chart.name})" in doc, chart.name
+        assert f"--plot docs/{chart.name}" in doc, chart.name
+        _, texts = parse(chart.read_text())
+        assert f"--plot docs/{chart.name}" in " ".join(texts)
+        assert "graphc" in texts and "bars: median ms (shorter is faster); dark mark: " \
+            "minimum" in texts
