@@ -245,8 +245,7 @@ def _load_key(path: Path) -> bytes:
     check_trusted(folder, folder, "the folder of the cache key", folder)
     for attempt in range(50):
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-                         | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(path, _OPEN_FLAGS)      # a FIFO there: no block (refused below)
         except FileNotFoundError:
             try:
                 _create_key(path)
@@ -338,10 +337,16 @@ def unseal(name: str, data) -> bytes | None:
     return None
 
 
+# Opening a FIFO for reading blocks until someone writes to it; O_NONBLOCK does not, and
+# changes nothing for a regular file (each open is checked to be one before it is read).
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+               | getattr(os, "O_NONBLOCK", 0))
+
+
 def read_bytes(path) -> bytes:
-    """The bytes of ``path`` (a regular file, not followed through a symlink), read once."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-                 | getattr(os, "O_CLOEXEC", 0))
+    """The bytes of ``path`` (a regular file, not followed through a symlink), read once;
+    anything else (a symlink, a FIFO, a device, a folder) is an OSError, never read."""
+    fd = os.open(path, _OPEN_FLAGS)
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise IsADirectoryError(f"{path} is not a regular file")
