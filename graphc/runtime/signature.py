@@ -32,8 +32,9 @@ def bind_inputs(graph, arrays: Sequence, loc=None,
             raise InputError(f"input {k} '{name}' must be a {kinds} array of {t}, got "
                              f"{type(a).__name__}", loc=loc)
         if a.dtype != t.np_dtype:
-            raise InputError(f"input {k} '{name}' expects {t} but got a {a.dtype} array of "
-                             f"shape {a.shape}; convert with .astype(np.{t.dtype})", loc=loc)
+            raise InputError(f"input {k} '{name}' expects {t} but got an array of dtype "
+                             f"{a.dtype} and shape {a.shape}; convert with "
+                             f".astype(np.{t.dtype})", loc=loc)
         if a.ndim != t.rank:
             raise InputError(f"input {k} '{name}' expects rank {t.rank} ({t}) but got shape "
                              f"{a.shape}", loc=loc)

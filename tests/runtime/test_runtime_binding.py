@@ -99,6 +99,16 @@ def test_wrong_dtype(rng, attention_exe):
     assert "float64" in str(err.value) and "'k'" in str(err.value)
 
 
+@pytest.mark.parametrize("dtype", ["int64", "object", "uint8", ">f4"])
+def test_wrong_dtype_message_reads_right(rng, attention_exe, dtype):
+    q = randn(rng, (3, 8))
+    with pytest.raises(graphc.InputError) as err:
+        attention_exe(q, q.astype(dtype), q)
+    msg = str(err.value)
+    assert (f"input 1 'k' expects f32[S,8] but got an array of dtype {np.dtype(dtype)} "
+            "and shape (3, 8); convert with .astype(np.float32)") in msg, msg
+
+
 def test_wrong_rank(rng, attention_exe):
     q = randn(rng, (3, 8))
     with pytest.raises(graphc.InputError) as err:
