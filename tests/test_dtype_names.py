@@ -27,3 +27,19 @@ def test_cast_with_an_ambiguous_dtype_name():
                                          (np.dtype("int32"), "int32"), ("bool", "bool")])
 def test_explicit_names_still_work(dtype, want):
     assert graphc.spec(("S",), dtype).type.dtype == want
+
+
+def test_spec_with_dtype_none_is_not_a_silent_float64():
+    # np.dtype(None) is float64, while spec's own default is float32
+    with pytest.raises(DTypeError) as e:
+        graphc.spec(("S", 4), None)
+    assert "dtype None" in str(e.value) and "'float32' or 'float64'" in str(e.value)
+    assert "test_dtype_names.py" in str(e.value)     # the user's line
+    assert graphc.spec(("S", 4)).type.dtype == "float32"
+
+
+def test_causal_mask_with_dtype_none_is_a_dtype_error():
+    def f(x):
+        return graphc.causal_mask(x.shape[0], x.shape[0], dtype=None)
+    with pytest.raises(DTypeError, match="dtype None"):
+        graphc.trace(f, graphc.spec(("S", 4)))

@@ -27,7 +27,12 @@ AMBIGUOUS_DTYPES = {"float": ("float32", "float64"), "int": ("int32", "int64")}
 def normalize_dtype(dtype) -> str:
     """Accept 'float32', np.float32, np.dtype('float32'), 'f32'; return the canonical name.
     'float' and 'int' are a DTypeError (NumPy reads 'float' as float64, torch as float32):
-    say float32 or float64, int32 or int64."""
+    say float32 or float64, int32 or int64. So is None (NumPy: float64)."""
+    if dtype is None:               # np.dtype(None) is float64; graphc's default, float32
+        from ..errors import DTypeError
+        from .node import capture_loc
+        raise DTypeError("dtype None: NumPy reads it as float64, graphc's default is float32: "
+                         "write 'float32' or 'float64'", loc=capture_loc())
     if isinstance(dtype, str):
         if dtype.strip().lower() in AMBIGUOUS_DTYPES:
             from ..errors import DTypeError
