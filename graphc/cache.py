@@ -54,6 +54,11 @@ class CacheTrustError(GraphcError):
     load code from it. The message names the path and the fix."""
 
 
+class CacheDirError(GraphcError):
+    """The cache directory cannot be made or used (a path through a file, a folder the
+    system will not create); the message names the path and the fix."""
+
+
 KEY_ENV = "GRAPHC_CACHE_KEY"
 # The seal: this line, the hex HMAC, a newline; at the end of the file (a comment to
 # Python, ignored by the dynamic loader, cut off before Numba unpickles anything).
@@ -96,8 +101,19 @@ def private_dir(path: Path, owned_from: Path | None = None) -> Path:
     existing = Path(os.path.abspath(path))
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
+    if not existing.is_dir():
+        raise CacheDirError(f"graphc: cannot use the cache directory {path}: {existing} is "
+                            "not a directory; set GRAPHC_CACHE_DIR to a folder of yours")
     check_trusted(existing, own, shown=path)     # before creating anything there
-    _makedirs(path)
+    try:
+        _makedirs(path)
+    except OSError as e:
+        raise CacheDirError(f"graphc: cannot create the cache directory {path}: "
+                            f"{e.strerror or e} ({e.filename or path}); set GRAPHC_CACHE_DIR "
+                            "to a folder you can write") from None
+    if not path.is_dir():
+        raise CacheDirError(f"graphc: cannot use the cache directory {path}: it is not a "
+                            "directory; set GRAPHC_CACHE_DIR to a folder of yours")
     check_trusted(path, own)
     sweep_temporaries(path)
     _CHECKED.add(key)
@@ -419,7 +435,7 @@ def write_atomic(path, data: bytes) -> None:
         raise
 
 
-__all__ = ["CacheTrustError", "cache_root", "cache_subdir", "private_dir", "check_trusted",
+__all__ = ["CacheTrustError", "CacheDirError", "cache_root", "cache_subdir", "private_dir", "check_trusted",
            "sweep_temporaries",
            "key_path", "cache_key", "seal", "unseal", "read_sealed", "write_sealed",
            "discard", "read_bytes"]

@@ -485,3 +485,29 @@ def test_a_fifo_in_the_cache_is_replaced_not_read(keyed, monkeypatch):
     assert done, "reading a cache key that is a FIFO hung"
     assert isinstance(out.get("error"), trust.CacheTrustError), out
     assert "not a file of yours" in str(out["error"])
+
+
+def test_a_cache_directory_that_cannot_be_made_is_a_clear_error(keyed, monkeypatch):
+    """A cache path through a file, or one the system will not create, is a CacheDirError
+    naming the path and the fix (was: a raw FileNotFoundError, or a 'writable by others'
+    refusal naming /dev/null)."""
+    afile = keyed / "afile"
+    afile.write_text("x")
+    afile.chmod(0o666)                  # (what /dev/null is: no reason to blame its mode)
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(afile / "cache"))
+    with pytest.raises(trust.CacheDirError) as e:
+        trust.cache_subdir("numba-test")
+    msg = str(e.value)
+    assert f"{afile} is not a directory" in msg and "GRAPHC_CACHE_DIR" in msg, msg
+
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(keyed / "denied" / "cache"))
+
+    def mkdir(path, mode=0o777):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(trust.os, "mkdir", mkdir)
+    with pytest.raises(trust.CacheDirError) as e:
+        trust.cache_subdir("numba-test")
+    msg = str(e.value)
+    assert "cannot create the cache directory" in msg and "Permission denied" in msg, msg
+    assert str(keyed / "denied") in msg and "GRAPHC_CACHE_DIR" in msg
+    assert isinstance(e.value, graphc.GraphcError)
