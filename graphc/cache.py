@@ -420,18 +420,24 @@ def write_atomic(path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename: a concurrent
     reader sees the old file or the new one, never half of one."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         if os.path.isdir(path) and not os.path.islink(path):
             remove(path)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(e, OSError):     # a full disk, a folder gone: say which file, and why
+            raise CacheDirError(f"graphc: cannot write the cache file {path}: "
+                                f"{e.strerror or e}; free space there or set "
+                                "GRAPHC_CACHE_DIR to another folder") from None
         raise
 
 

@@ -511,3 +511,33 @@ def test_a_cache_directory_that_cannot_be_made_is_a_clear_error(keyed, monkeypat
     assert "cannot create the cache directory" in msg and "Permission denied" in msg, msg
     assert str(keyed / "denied") in msg and "GRAPHC_CACHE_DIR" in msg
     assert isinstance(e.value, graphc.GraphcError)
+
+
+def test_a_cache_write_that_fails_is_a_clear_error(keyed, monkeypatch):
+    """A full disk (or any OSError) writing a cache file is a CacheDirError naming the
+    file and the reason, and leaves no temporary file behind."""
+    import errno
+    folder = trust.cache_subdir("numba-test")
+    trust.cache_key()                                  # made before the disk is "full"
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trust.os, "fdopen", lambda fd, *a, **k: Full(real_fdopen(fd, *a, **k)))
+    with pytest.raises(trust.CacheDirError) as e:
+        trust.write_sealed(folder / "k_x.nbi", b"payload")
+    msg = str(e.value)
+    assert f"cannot write the cache file {folder / 'k_x.nbi'}" in msg, msg
+    assert "No space left on device" in msg and "GRAPHC_CACHE_DIR" in msg
+    assert list(folder.iterdir()) == []
