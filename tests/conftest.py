@@ -12,13 +12,20 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def session_kernel_cache(tmp_path_factory):
-    """One kernel cache for the whole session (Numba modules and the CUDA emulation's
+    """One kernel cache for the whole run (Numba modules and the CUDA emulation's
     libraries), never the user's ``~/.cache``: a temporary folder, or
     ``$GRAPHC_TEST_CACHE_DIR`` when that is set (to share compiled kernels between runs:
-    .ci/run's quick and slow runs). tests/backends/conftest.py's fixture reads the same
-    variable, so every folder compiles into the same cache."""
-    path = (os.environ.get("GRAPHC_TEST_CACHE_DIR")
-            or str(tmp_path_factory.mktemp("graphc-kernel-cache")))
+    .ci/run's quick and slow runs). Under pytest-xdist the workers share the folder (the
+    cache is safe for concurrent writers), so a kernel that tests on two workers need is
+    compiled once, not once per worker."""
+    path = os.environ.get("GRAPHC_TEST_CACHE_DIR")
+    if not path:
+        base = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            base = base.parent            # this run's folder, shared by its workers
+        folder = base / "graphc-kernel-cache"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = str(folder)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRAPHC_TEST_CACHE_DIR", path)
         mp.setenv("GRAPHC_CACHE_DIR", path)

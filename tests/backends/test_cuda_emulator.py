@@ -237,7 +237,8 @@ MODES = {
 }
 
 
-@pytest.fixture(scope="module", params=list(MODES))
+@pytest.fixture(scope="module", params=[
+    pytest.param(m, marks=[] if m == "fibers" else [pytest.mark.slow]) for m in MODES])
 def main(request):
     return EmulatedModule(MAIN, cxx_options=MODES[request.param])
 

@@ -96,8 +96,8 @@ def _corrupt_byte(text: str) -> str:
     return head + sep + body.replace(op, " - ", 1)
 
 
-@pytest.mark.parametrize("corrupt", [_corrupt_append, _corrupt_byte],
-                         ids=["appended", "byte_changed"])
+@pytest.mark.parametrize("corrupt", [pytest.param(_corrupt_append, marks=pytest.mark.slow),
+                                     _corrupt_byte], ids=["appended", "byte_changed"])
 def test_corrupt_kernel_file_is_recompiled(cold, tmp_path, corrupt):
     root, _ = cold
     copy = tmp_path / "cache"
@@ -249,6 +249,7 @@ def test_backend_precompiles_every_module(tmp_path, monkeypatch, rng):
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
 
 
+@pytest.mark.slow       # a cold precompile of its own (test_backend_precompiles_every_module: quick)
 def test_precompile_survives_noisy_workers_and_a_failing_callback(tmp_path, monkeypatch):
     """Modules that print while compiling do not count as done; a done() that raises
     does not hang the compile (the workers are told there is no more work); a module
@@ -290,6 +291,7 @@ def test_precompile_without_processes_compiles_here(tmp_path, monkeypatch):
         assert fn(0) == k
 
 
+@pytest.mark.slow       # a cold precompile of its own
 def test_compile_many_batches_the_kernels(tmp_path, monkeypatch, rng):
     """graphc.compile_many: the numba backend lowers each graph once and gets every
     graph's modules in one precompile call (one batch of workers), then each executable

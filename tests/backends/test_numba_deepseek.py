@@ -41,7 +41,7 @@ def _moe_graph(rng, E, H, I, K, dtype):
     return g, gate_up, down
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_moe_native_matches_reference(dtype):
     rng = np.random.default_rng(0)
     E, H, I, K = 6, 16, 8, 2
@@ -104,7 +104,7 @@ def test_expert_parts_split_rows_evenly(workers, monkeypatch, rng):
     assert len(small) == 1 and len(small[0]) == 10      # one part, whole experts
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_rope_native_matches_reference(dtype):
     rng = np.random.default_rng(1)
     inv = (10000.0 ** -(np.arange(0, 8, 2) / 8)).astype(dtype)
@@ -161,6 +161,7 @@ def tiny():
     return dv.random(dv.preset("tiny"), seed=0)
 
 
+@pytest.mark.slow       # the whole tiny model on numba; tests/models checks it on reference
 def test_tiny_prefill_matches_float64_reference(tiny):
     ids = np.random.default_rng(3).integers(0, tiny.config.vocab_size, 37)
     with warnings.catch_warnings():

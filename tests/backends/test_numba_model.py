@@ -80,6 +80,7 @@ def test_per_size_state_is_bounded_least_recently_used_goes(rng):
     assert [k[0][1] for k in exe._sized] == [2, 5, 3]
 
 
+@pytest.mark.slow       # float64 numba kernels are checked op by op in the quick suite
 def test_model_float64(rng):
     model = transformer.random(config(dtype="float64", causal=True), seed=2)
     g = model.trace()

@@ -197,7 +197,7 @@ def _spy(exe, dtype, calls):
         for n in names})
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_one_row_gemms(dtype, rng):
     """A decode step's shapes, static: x [1, 70] @ W.T for W stored [45, 70] (a GEMV:
     rows_shared_t with one row),

@@ -129,8 +129,12 @@ def _run_cuda(kernel, a, b, n_out):
     return outs
 
 
-@pytest.mark.parametrize("dt", ["float32", "float64", "int64"])
-@pytest.mark.parametrize("run", [_run_numba, _run_cuda], ids=["numba", "cuda-emu"])
+# numba's float64 and int64 runs (a few seconds of compiles each) are in the slow run
+@pytest.mark.parametrize("run,dt", [
+    pytest.param(run, dt, id=f"{name}-{dt}",
+                 marks=[pytest.mark.slow] if name == "numba" and dt != "float32" else [])
+    for name, run in (("numba", _run_numba), ("cuda-emu", _run_cuda))
+    for dt in ("float32", "float64", "int64")])
 def test_vocabulary_matches_numpy(dt, run, rng):
     cases = _int_cases() if dt == "int64" else _float_cases(dt)
     names, kernel = _kernel(cases, dt)

@@ -253,14 +253,21 @@ def test_integer_floor_division_and_true_division(rng):
 
 # -- comparisons, logic, pow and bool promotion on traced tensors --------------------------
 
-BACKENDS = ("reference", "numba", "cupy-emu")
+@pytest.fixture(params=[pytest.param(("reference",), id="reference"),
+                        pytest.param(("numba", "cupy-emu"), id="compiled",
+                                     marks=pytest.mark.slow)])
+def backends(request):
+    """The CPU backends a test runs its graph on: the reference interpreter in the quick
+    suite, numba and cupy-emu in the slow run (a compile each; the op matrix runs every
+    comparison, logic op and pow on every backend in the quick suite)."""
+    return request.param
 
 
-def run_everywhere(fn, specs, *arrays):
-    """The traced graph's outputs on every CPU backend (each must agree with NumPy)."""
+def run_everywhere(fn, specs, *arrays, backends):
+    """The traced graph's outputs on each of ``backends`` (each must agree with NumPy)."""
     g = graphc.trace(fn, *specs)
     graphc.verify(g)
-    return g, [graphc.compile(g, backend=b)(*arrays) for b in BACKENDS]
+    return g, [graphc.compile(g, backend=b)(*arrays) for b in backends]
 
 
 def small_ints(rng, shape, dtype):
@@ -273,25 +280,16 @@ COMPARE_OPS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b,
                ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 
 
-def _compare_cases():
-    """(op, dtype) pairs: "<" on float32 and "==" on int64 in the quick suite, the other ten
-    slow (each case compiles on every CPU backend, ~10 CPU s; the op matrix runs every
-    comparison on every backend in the quick suite)."""
-    quick = {("<", "float32"), ("==", "int64")}
-    return [pytest.param(op, dtype, id=f"{op}-{dtype}",
-                         marks=[] if (op, dtype) in quick else [pytest.mark.slow])
-            for op in sorted(COMPARE_OPS) for dtype in ["float32", "int64"]]
-
-
-@pytest.mark.parametrize("op,dtype", _compare_cases())
-def test_comparison_operators_give_bool_tensors(rng, op, dtype):
+@pytest.mark.parametrize("op", sorted(COMPARE_OPS))
+@pytest.mark.parametrize("dtype", ["float32", "int64"])
+def test_comparison_operators_give_bool_tensors(rng, op, dtype, backends):
     f = COMPARE_OPS[op]
     row = small_ints(rng, (4,), dtype)
 
     def fn(x, y):
         return f(x, y), f(x, 1), f(2, x), f(row, x), f(x, row)
     x, y = small_ints(rng, (5, 4), dtype), small_ints(rng, (5, 4), dtype)
-    g, outs = run_everywhere(fn, [graphc.spec(("S", 4), dtype)] * 2, x, y)
+    g, outs = run_everywhere(fn, [graphc.spec(("S", 4), dtype)] * 2, x, y, backends=backends)
     assert [t.dtype for t in g.output_types] == ["bool"] * 5
     # NumPy's reflected forms: 2 < x is x > 2
     want = (f(x, y), f(x, 1), f(np.full(x.shape, 2, dtype), x), f(row, x), f(x, row))
@@ -301,7 +299,7 @@ def test_comparison_operators_give_bool_tensors(rng, op, dtype):
             np.testing.assert_array_equal(got, w)
 
 
-def test_bool_mask_times_tensor(rng):
+def test_bool_mask_times_tensor(rng, backends):
     """x * (ids == 0): the mask takes x's dtype (NumPy, torch), never a Python bool."""
     x = randn(rng, (3, 7))
     ids = rng.integers(0, 3, (3, 7))
@@ -311,7 +309,7 @@ def test_bool_mask_times_tensor(rng):
         assert isinstance(m, graphc.Tensor) and m.dtype == "bool"
         return x * m, m * x, x * (ids != 0) + 1.0, (ids == 1).astype("int64") * ids
     g, outs = run_everywhere(fn, [graphc.spec(("S", 7)), graphc.spec(("S", 7), "int64")],
-                             x, ids)
+                             x, ids, backends=backends)
     assert [t.dtype for t in g.output_types] == ["float32", "float32", "float32", "int64"]
     x64 = x.astype(np.float64)
     for out in outs:
@@ -347,14 +345,17 @@ def test_tensor_hash_none_and_membership():
 
 def test_int_tensor_compared_with_float_numbers(rng):
     """NumPy compares the values (int64 < 0.5 is int64 < 1), whatever the number's type:
-    not the number truncated to the tensor's dtype."""
+    not the number truncated to the tensor's dtype. On every backend in the quick suite:
+    the renderers' constants must compare by value too."""
+    backends = ("reference", "numba", "cupy-emu")
     ids = rng.integers(-4, 5, (4, 6))
 
     def fn(i, j):
         return (i < 0.5, i == 2.5, i != -1.5, i <= np.float32(1.5), i > np.float64(-0.5),
                 i >= 2.0, 0.5 > j, j == np.float32(3.0), j < 2**40)
     g, outs = run_everywhere(fn, [graphc.spec(("S", 6), "int64"),
-                                  graphc.spec(("S", 6), "int32")], ids, ids.astype(np.int32))
+                                  graphc.spec(("S", 6), "int32")], ids, ids.astype(np.int32),
+                             backends=backends)
     want = (ids < 0.5, ids == 2.5, ids != -1.5, ids <= 1.5, ids > -0.5, ids >= 2,
             0.5 > ids, ids == 3, ids < 2**40)
     for out in outs:
@@ -374,7 +375,7 @@ def test_int_tensor_with_float_number_arithmetic_is_an_error(expr):
     assert "<string>:1" in str(e.value)      # the user's line
 
 
-def test_bool_arithmetic_follows_numpy_and_torch(rng):
+def test_bool_arithmetic_follows_numpy_and_torch(rng, backends):
     """bool + bool is or, bool * bool is and (bool results, as in NumPy and torch);
     with a number or a numeric tensor the bool takes that dtype; bool / bool is float."""
     a, b = rng.random((5, 4)) < 0.5, rng.random((5, 4)) < 0.5
@@ -384,7 +385,7 @@ def test_bool_arithmetic_follows_numpy_and_torch(rng):
     def fn(a, b, x):
         return a + b, a * b, a + True, b * False, a + 1, a * 2.5, a / (b | True), x + a
     g, outs = run_everywhere(fn, [graphc.spec(("S", 4), "bool")] * 2 + [graphc.spec(("S", 4))],
-                             a, b, x)
+                             a, b, x, backends=backends)
     assert [t.dtype for t in g.output_types] == ["bool", "bool", "bool", "bool", "int64",
                                                  "float32", "float32", "float32"]
     want = (a | b, a & b, np.ones(a.shape, bool), np.zeros(a.shape, bool),
@@ -406,7 +407,7 @@ def test_bool_arithmetic_numpy_refuses_is_an_error(expr, match):
         graphc.trace(fn, graphc.spec((4,), "bool"), graphc.spec((4,), "bool"))
 
 
-def test_logic_operators_on_bool(rng):
+def test_logic_operators_on_bool(rng, backends):
     a, b = rng.random((6, 3)) < 0.5, rng.random((3,)) < 0.5
     x = randn(rng, (6, 3))
 
@@ -414,7 +415,7 @@ def test_logic_operators_on_bool(rng):
         return (a & b, a | b, a ^ b, ~a, b & a, a | False, True ^ a, b & (x > 0),
                 (x > 0) | (x < -1), ~(x < 0) & a)
     g, outs = run_everywhere(fn, [graphc.spec(("S", 3), "bool"), graphc.spec((3,), "bool"),
-                                  graphc.spec(("S", 3))], a, b, x)
+                                  graphc.spec(("S", 3))], a, b, x, backends=backends)
     assert all(t.dtype == "bool" for t in g.output_types)
     want = (a & b, a | b, a ^ b, ~a, b & a, a, ~a, b & (x > 0), (x > 0) | (x < -1),
             (x >= 0) & a)
@@ -446,7 +447,7 @@ def test_pow_operator_lowers_small_exponents(rng, p, op, dtype):
     assert_close(compile_traced(g)(x), (x.astype(np.float64) ** float(p)).astype(dtype))
 
 
-def test_pow_operator_forms(rng):
+def test_pow_operator_forms(rng, backends):
     """Tensor exponents, a number as the base, integer and bool tensors."""
     x = np.asarray(rng.uniform(0.5, 2.0, (3, 4)), np.float32)
     y = randn(rng, (3, 4))
@@ -458,7 +459,7 @@ def test_pow_operator_forms(rng):
         return x ** y, 2.0 ** y, x.pow(y), i ** 3, 2 ** j, (-1) ** i, m ** 2, m ** 0.5
     g, outs = run_everywhere(fn, [graphc.spec(("S", 4))] * 2
                              + [graphc.spec(("S", 4), "int64")] * 2
-                             + [graphc.spec(("S", 4), "bool")], x, y, i, j, m)
+                             + [graphc.spec(("S", 4), "bool")], x, y, i, j, m, backends=backends)
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     want = (np.exp(y64 * np.log(x64)), np.exp(y64 * np.log(2)), np.exp(y64 * np.log(x64)),
             i * i * i, np.array([[1 << int(k) for k in r] for r in j]),

@@ -229,8 +229,7 @@ def test_natural_port_right_padded_matches_transformers(family, backend):
     assert err < TOL, (family, backend, err)
 
 
-@pytest.mark.parametrize("family,backend", quick_on("numba", families=FAMILIES)
-                         + quick_on("cupy-emu", families=()))
+@pytest.mark.parametrize("family,backend", quick_on("numba") + quick_on("cupy-emu", families=()))
 def test_natural_port_attention_is_fused(family, backend):
     hf, g = port(family, padded=False)
     exe = graphc.compile(g, backend=backend)

@@ -405,7 +405,7 @@ def test_argmax_first_occurrence_and_nan():
     assert graphc.argmax(x) == 9 and graphc.argmin(x) == 9      # the first NaN
 
 
-@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_argmax_argmin_compiled_ties_and_nan(dtype, rng):
     """Ties, NaN rows, every axis and the flattened form on numba and cupy-emu."""
     def fn(x):
@@ -424,6 +424,7 @@ def test_argmax_argmin_compiled_ties_and_nan(dtype, rng):
     check_compiled(fn, [spec(("S", 9), dtype)], cases, want)
 
 
+@pytest.mark.slow       # the float32 ties-and-NaN test above compiles argmax too
 def test_argmax_int_compiled(rng):
     def fn(x, y):
         return graphc.argmax(x, axis=1), graphc.argmin(y, axis=0), graphc.min(x, axis=1)
@@ -476,7 +477,7 @@ def test_cumsum_int32_keeps_int32_and_wraps(rng):
                    lambda x: _cumsum(x, 1))
 
 
-@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_cumsum_compiled(dtype, rng):
     """The scan on numba and cupy-emu: along the last, a middle and the first axis, a 1-D
     tensor (a kernel with no parallel loop: one block runs it on the GPU), with a fused
