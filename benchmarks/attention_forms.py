@@ -5,6 +5,7 @@ its own process, medians of several calls, the ratio printed.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/attention_forms.py
     python benchmarks/attention_forms.py --batch 2 --seq 256 --repeat 5 --forms padding,gqa_hf
+    python benchmarks/attention_forms.py --plot docs/benchmarks_attention_forms.svg  # a chart
 
 Forms (q [B, H, S, D], k/v [B, KV, S, D] or [B, H, S, D]): ``padding`` (causal + an additive
 padding mask [B, 1, 1, S]), ``window`` (a sliding-window bool mask built from aranges,
@@ -19,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -142,8 +144,12 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--plot", metavar="FILE.svg",
+                   help="also draw the medians as an SVG bar chart into FILE.svg")
     p.add_argument("--child", nargs=2, metavar=("FORM", "VARIANT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.plot and not args.plot.endswith(".svg"):
+        p.error(f"--plot writes SVG: give a file name ending in .svg, got {args.plot!r}")
     if args.child:
         args.form, args.variant = args.child
         child(args)
@@ -156,6 +162,7 @@ def main(argv=None) -> int:
     base = [sys.executable, os.path.abspath(__file__)] + [
         f"--{k.replace('_', '-')}={getattr(args, k)}"
         for k in ("batch", "seq", "heads", "kv_heads", "dim", "window", "repeat")]
+    panels = []
     for form in args.forms.split(","):
         res = {}
         for variant in ("fused", "unfused"):
@@ -166,9 +173,31 @@ def main(argv=None) -> int:
                 return 1
             res[variant] = json.loads(out.stdout.strip().splitlines()[-1])
         f, u = res["fused"], res["unfused"]
+        panels.append((f"{form} ({u['ms'] / f['ms']:.1f}x)",
+                       [("fused", f["ms"]), ("unfused", u["ms"])]))
         print(f"{form:10} {f['ms']:9.2f} {u['ms']:11.2f} {u['ms'] / f['ms']:14.2f} "
               f"{f['fused']:>8} vs {u['fused']:<5} {max(f['err'], u['err']):9.1e}")
+    if args.plot:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        note = (f"python benchmarks/attention_forms.py {' '.join(argv or sys.argv[1:])}; "
+                f"{os.cpu_count()} CPUs, load {load:.1f}; median of {args.repeat} calls, "
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        _plot().write_bar_chart(
+            args.plot, f"attention forms on numba, fused into one step or not (B={args.batch}, "
+            f"S={args.seq}, H={args.heads}, KV={args.kv_heads}, D={args.dim}): ms per call",
+            panels, unit="ms", note=note, highlight=("fused",))
+        print(f"chart: {args.plot}")
     return 0
+
+
+def _plot():
+    """benchmarks/plot.py, loaded from beside this file (it is not a package)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plot.py")
+    spec = importlib.util.spec_from_file_location("graphc_benchmarks_plot", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 if __name__ == "__main__":

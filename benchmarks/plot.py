@@ -47,6 +47,7 @@ def bar_chart(title: str, panels, *, unit: str = "ms", note: str = "",
     panels = [(str(t), [tuple(r) for r in rows]) for t, rows in panels]
     if not panels or not any(rows for _, rows in panels):
         raise ValueError("bar_chart: nothing to draw (no panel has a row)")
+    minima = any(len(r) > 2 and r[2] is not None for _, rows in panels for r in rows)
     plot_w = WIDTH - LABEL_W - VALUE_W - 20
     out, y = [], TOP
     for ptitle, rows in panels:
@@ -93,7 +94,7 @@ def bar_chart(title: str, panels, *, unit: str = "ms", note: str = "",
             f'<rect width="{WIDTH}" height="{height}" fill="white"/>',
             f'<text x="10" y="22" font-size="15" font-weight="bold">{escape(title)}</text>',
             f'<text x="10" y="38" font-size="10" fill="#555555">bars: median {escape(unit)}'
-            ' (shorter is faster); dark mark: minimum</text>']
+            f' (shorter is faster){"; dark mark: minimum" if minima else ""}</text>']
     tail = [f'<text x="10" y="{y + 13 * k - 4}" font-size="10" fill="#555555">'
             f'{escape(line)}</text>' for k, line in enumerate(notes)] + ["</svg>"]
     return "\n".join(head + out + tail) + "\n"
