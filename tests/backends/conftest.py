@@ -2,19 +2,24 @@
 import pytest
 
 
-# The cupy-emu runs of the attention forms cost 10-40 s each (every emulated GPU thread an
-# OS thread, a g++ compile each): the quick suite keeps the first cupy-emu case of each
-# test function (the numba runs of every form stay quick), -m slow runs the rest.
-EMULATED_SWEEPS = ("test_attention_forms.py",)
+# The quick suite keeps the first case of these parametrised sweeps and leaves the rest to
+# -m slow (each case is a compile of its own; the op matrix runs every op on every
+# backend in the quick suite):
+# * the cupy-emu runs of the attention forms (the numba runs of every form stay quick);
+# * numba fusion groups: one reduction group, norm group, transposed store, operand view,
+#   GEMM epilogue and non-pointwise epilogue of each kind.
+FIRST_CASE_ONLY = {
+    "test_attention_forms.py": lambda params: params.get("backend") == "cupy-emu",
+    "test_numba_groups.py": lambda params: bool(params),
+}
 
 
 def pytest_collection_modifyitems(config, items):
     seen = set()
     for item in items:
-        if not item.nodeid.split("::")[0].endswith(EMULATED_SWEEPS):
-            continue
+        rule = FIRST_CASE_ONLY.get(item.nodeid.split("::")[0].rsplit("/", 1)[-1])
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if params.get("backend") != "cupy-emu":
+        if rule is None or not rule(params):
             continue
         fn = item.nodeid.split("[")[0]
         if fn in seen:

@@ -19,9 +19,14 @@ from numba_check import (body_ops, check_fn, check_graph, ints, kernel_sources,
 SIZES = (1, 5)          # values of S each executable runs with
 
 
+# The op matrix (tests/ops/test_op_matrix.py) runs every op on numba in the quick suite;
+# the per-op sweeps here (a Numba compile each, ~1 CPU s) are in the slow run. The quick
+# suite keeps what the matrix does not show: decompositions, epilogues, fused graphs,
+# the library kernels, attention.
+
+
 def slow(*values):
-    """A parametrisation in the slow suite only (each case here is a Numba compile of its
-    own, ~1 CPU s; the op matrix runs every op on numba in the quick suite as well)."""
+    """A parametrisation in the slow suite only."""
     return pytest.param(*values, marks=pytest.mark.slow)
 
 # -- elementwise: binary ---------------------------------------------------------------
@@ -39,6 +44,7 @@ def _binary_cases(rng, op, dtype):
     return [(lhs((S, 1, 4)), rhs((3, 4))) for S in SIZES]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op,dtype", [(op, "float32") if op in ("add", "div") else
                                      slow(op, "float32") for op in BINARY]
                          + [("add", "float64"), slow("div", "float64"), ("mul", "int64"),
@@ -51,6 +57,7 @@ def test_binary(op, dtype, rng):
     assert op in body_ops(exe)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op", ["div", "neg"])
 def test_int32(op, rng):
     """int32 arithmetic stays int32; div floors like NumPy (negative operands)."""
@@ -65,6 +72,7 @@ def test_int32(op, rng):
     assert op in body_ops(exe)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op,dtype", [("less", "float32"), ("greater", "int64")])
 def test_compare(op, dtype, rng):
     fn = getattr(graphc, op)
@@ -112,6 +120,7 @@ UNARY_F64 = ["exp", "erf", "gelu"]
 UNARY_QUICK = ["exp", "tanh", "sigmoid", "erf", "gelu", "gelu_tanh", "silu"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype,name", [("float32", n) if n in UNARY_QUICK else
                                         slow("float32", n) for n in UNARY]
                          + [slow("float64", n) for n in UNARY_F64])
@@ -136,6 +145,7 @@ CASTS = [("float32", "int64"), ("int32", "float32"), ("float32", "float64"),
          ("float32", "bool"), ("bool", "float32")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("src,dst", CASTS)
 def test_cast(src, dst, rng):
     """Float -> int truncates towards zero like NumPy (negative values included)."""
@@ -170,6 +180,7 @@ REDUCE_CASES = [  # (op, axis, keepdims): each op over the last axis, a leading 
     ("max", -1, False), slow("max", 0, False), ("max", 1, True), slow("max", None, True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op,axis,keepdims", REDUCE_CASES)
 def test_reduce(op, axis, keepdims, rng):
     fn = getattr(graphc, op)
@@ -178,6 +189,7 @@ def test_reduce(op, axis, keepdims, rng):
     assert op in body_ops(exe)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op,dtype", [("sum", "float64"), ("sum", "int64"), ("max", "int32")])
 def test_reduce_dtypes(op, dtype, rng):
     make = ints if dtype.startswith("int") else randn
@@ -186,6 +198,7 @@ def test_reduce_dtypes(op, dtype, rng):
     assert op in body_ops(exe)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axis,dtype", [(0, "float32"), (-1, "float32"), (-1, "float64")])
 def test_softmax(axis, dtype, rng):
     exe = check_fn(lambda x: graphc.softmax(x, axis=axis), [spec(("S", 3, 4), dtype)],
@@ -193,6 +206,7 @@ def test_softmax(axis, dtype, rng):
     assert "softmax" in body_ops(exe)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op,dtype", [("layernorm", "float32"), ("rmsnorm", "float32"),
                                       ("add_layernorm", "float32"), ("layernorm", "float64")])
 def test_norms(op, dtype, rng):
@@ -259,6 +273,7 @@ def test_attention_op(causal, dtype, rng):
 
 # -- movement --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_reshape(rng):
     exe = check_fn(lambda x: x.reshape(x.shape[0] * 2, 3) * 2.0, [spec(("S", 6))],
                    [(randn(rng, (S, 6)),) for S in SIZES])
@@ -272,6 +287,7 @@ def test_reshape_alone(rng):
     assert "reshape" in body_ops(exe)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axes", [(1, 0, 2), (2, 0, 1)])
 def test_transpose(axes, rng):
     exe = check_fn(lambda x: x.transpose(*axes), [spec(("S", 3, 4))],
@@ -279,6 +295,7 @@ def test_transpose(axes, rng):
     assert "transpose" in body_ops(exe)
 
 
+@pytest.mark.slow
 def test_slice_symbolic(rng):
     """Slices with symbolic and negative bounds: x[1:, :-1], x[-2:]."""
     exe = check_fn(lambda x: graphc.tanh(x[1:, :-1]) + x[:-1, 1:], [spec(("S", 5))],
@@ -286,12 +303,14 @@ def test_slice_symbolic(rng):
     assert "slice" in body_ops(exe)
 
 
+@pytest.mark.slow
 def test_slice_steps(rng):
     """Steps other than 1 (static shapes)."""
     exe = check_fn(lambda x: x[::2, 1::3] * 3.0, [spec((5, 7))], [(randn(rng, (5, 7)),)])
     assert "slice" in body_ops(exe)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axis", [0, -1])
 def test_concat(axis, rng):
     specs = [spec(("S", 4)), spec(("T", 4))] if axis == 0 else [spec(("S", 4)), spec(("S", 2))]
@@ -301,6 +320,7 @@ def test_concat(axis, rng):
     assert "concat" in body_ops(exe)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ids_dtype,ids_shape", [("int64", ("S",)), ("int32", (2, "S"))])
 def test_embedding(ids_dtype, ids_shape, rng):
     table = randn(rng, (10, 4))
