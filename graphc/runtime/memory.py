@@ -13,6 +13,7 @@ suffix) sets it instead.
 """
 from __future__ import annotations
 
+import math
 import os
 
 from ..errors import InputError
@@ -31,19 +32,28 @@ def fmt_bytes(n: float) -> str:
 
 
 def parse_bytes(text: str) -> int:
-    text = text.strip().upper().rstrip("B").rstrip("I")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1:], 1)
-    return int(float(text[:-1] if mult > 1 else text) * mult)
+    """'8G', '512M', '1.5KiB', '1000000' -> bytes (K, M, G, T are powers of 1024); a
+    ValueError for anything else (negative, not finite, no number)."""
+    t = text.strip().upper()
+    t = t[:-1] if t.endswith("B") and len(t) > 1 else t
+    t = t[:-1] if t.endswith("I") else t
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    v = float(t[:-1] if mult > 1 else t)             # ValueError when no number
+    if not math.isfinite(v) or v < 0 or v * mult >= 2 ** 63:
+        raise ValueError(f"{text!r} is not a byte count")
+    return int(v * mult)
 
 
 def available_bytes() -> int | None:
-    """Bytes of host memory a call may use (None when unknown: nothing is checked)."""
+    """Bytes of host memory a call may use (None when unknown: nothing is checked);
+    ``$GRAPHC_MEMORY_LIMIT`` when set (an InputError when it is not a byte count)."""
     limit = os.environ.get("GRAPHC_MEMORY_LIMIT")
     if limit:
         try:
             return parse_bytes(limit)
         except ValueError:
-            pass
+            raise InputError("GRAPHC_MEMORY_LIMIT must be a byte count such as 8G, 512M or "
+                             f"1000000, got {limit!r}") from None
     host = None
     try:
         with open("/proc/meminfo") as f:

@@ -138,6 +138,28 @@ def test_available_bytes_parses_the_override(monkeypatch):
     assert memory.available_bytes() is None or memory.available_bytes() > 0
 
 
+@pytest.mark.parametrize("bad", ["abc", "-5", "-1G", "1e400", "inf", "nan", "G", "12Q"])
+def test_a_memory_limit_that_is_no_byte_count_is_an_error(monkeypatch, bad):
+    """A GRAPHC_MEMORY_LIMIT that is not a byte count is an InputError naming it (was:
+    ignored silently, 'only -5 B is available', or a raw OverflowError)."""
+    monkeypatch.setenv("GRAPHC_MEMORY_LIMIT", bad)
+    with pytest.raises(InputError) as e:
+        memory.available_bytes()
+    assert f"GRAPHC_MEMORY_LIMIT must be a byte count such as 8G, 512M or 1000000, got " \
+        f"{bad!r}" in str(e.value)
+    exe = graphc.compile(graphc.trace(lambda x: x * 2.0, graphc.spec(("S",))),
+                         backend="reference")
+    with pytest.raises(InputError, match="GRAPHC_MEMORY_LIMIT"):
+        exe(np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("text, n", [("8G", 8 << 30), ("512M", 512 << 20), ("1.5KiB", 1536),
+                                     ("1000000", 10 ** 6), (" 2gb ", 2 << 30), ("0", 0)])
+def test_memory_limit_forms(monkeypatch, text, n):
+    monkeypatch.setenv("GRAPHC_MEMORY_LIMIT", text)
+    assert memory.available_bytes() == n
+
+
 def test_interpreter_out_of_memory_names_the_node(monkeypatch):
     """A MemoryError NumPy raises anyway (the estimate is below the truth) is an
     InputError naming the node."""
