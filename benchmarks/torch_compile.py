@@ -1,12 +1,19 @@
 """torch.compile(backend="graphc") vs eager torch vs torch.compile(backend="inductor") on
 this CPU: a GPT-2-small-shaped and a Llama-shaped model (random weights, 4 layers, hidden
 768, S=512, batch 1), each peer in its own subprocess (no peer warms another's caches),
-median of several runs, ratios printed, plus the BLAS each peer's process runs.
+median of several runs, ratios printed, plus the BLAS each peer's process runs. graphc's
+and inductor's first calls are cold (empty GRAPHC_CACHE_DIR and TORCHINDUCTOR_CACHE_DIR per process); "graphs compiled a -> b" counts
+the graphs the backend compiled by the first call and after the new length (a == b: no
+recompile).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/torch_compile.py
+    ... python benchmarks/torch_compile.py --profile gpt2   where graphc's call spends its
+                                                              time (exe.profile of each graph)
 """
 import json
+import os
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -55,9 +62,11 @@ def child(peer, family, S=512):
         t0 = time.perf_counter()
         run(ids)
         first = time.perf_counter() - t0
+        compiles_first = compiled_graphs(peer)
         t0 = time.perf_counter()
         run(torch.randint(0, 32000, (1, S // 2)))        # a new length: no recompile wanted
         new_len = time.perf_counter() - t0
+        compiles_new_len = compiled_graphs(peer)
         times = []
         for _ in range(RUNS):
             t0 = time.perf_counter()
@@ -65,17 +74,84 @@ def child(peer, family, S=512):
             times.append(time.perf_counter() - t0)
     times.sort()
     print(json.dumps({"median": times[len(times) // 2], "first": first, "new_len": new_len,
+                      "compiles": [compiles_first, compiles_new_len],
                       "blas": blas()}))
+
+
+def compiled_graphs(peer):
+    """Graphs the backend compiled so far (graphc: its own count; inductor: dynamo's)."""
+    if peer == "graphc":
+        from graphc.frontend.torch import dynamo
+        return dynamo._COUNT[0]
+    if peer == "inductor":
+        from torch._dynamo.utils import counters
+        return int(counters["stats"]["unique_graphs"])
+    return 0
+
+
+def profile(family, S=512, top=25):
+    """torch.compile(backend="graphc") once, then exe.profile of every graph it compiled on
+    the arrays of its last call, beside the whole compiled call and the eager one."""
+    import torch
+    from graphc.frontend.torch import dynamo
+    m = model(family)
+    runners = []
+    compile_fx = dynamo.compile_fx
+
+    class Kept:
+        """The Runner dynamo calls, remembering its last arguments."""
+
+        def __init__(self, runner):
+            self.runner, self.last = runner, None
+
+        def __call__(self, *args):
+            self.last = args
+            return self.runner(*args)
+
+    def keep(*a, **k):
+        runners.append(Kept(compile_fx(*a, **k)))
+        return runners[-1]
+    dynamo.compile_fx = keep
+
+    def fwd(ids):
+        return m(input_ids=ids, use_cache=False).last_hidden_state
+    run = torch.compile(fwd, backend="graphc", dynamic=True)
+    ids = torch.randint(0, 32000, (1, S))
+    with torch.no_grad():
+        run(ids)
+        for name, f in (("torch.compile(backend='graphc')", run), ("eager", fwd)):
+            ts = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                f(ids)
+                ts.append(time.perf_counter() - t0)
+            print(f"{family} S={S}: {name} median {sorted(ts)[1] * 1e3:.1f} ms")
+    for kept in runners:
+        r, args = kept.runner, kept.last
+        args = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+        arrays = [a.detach().numpy() for is_t, a in zip(r.tensor_args, args) if is_t]
+        t0 = time.perf_counter()
+        r.exe(*arrays)
+        print(f"\n{r.exe.graph.name}: exe call {1e3 * (time.perf_counter() - t0):.1f} ms, "
+              f"inputs {[list(a.shape) for a in arrays]}; BLAS {blas()}")
+        print(r.exe.profile(*arrays, repeat=3).table(top))
 
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(sys.argv[2], sys.argv[3])
+    if len(sys.argv) > 1 and sys.argv[1] == "--profile":
+        return profile(sys.argv[2] if len(sys.argv) > 2 else "gpt2")
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
+          f"(1/5/15 min) on {os.cpu_count()} CPUs", flush=True)
     for family in FAMILIES:
         res = {}
         for peer in PEERS:
-            out = subprocess.run([sys.executable, __file__, "--child", peer, family],
-                                 capture_output=True, text=True)
+            with tempfile.TemporaryDirectory() as cache:
+                env = dict(os.environ, GRAPHC_CACHE_DIR=cache,      # cold: empty caches
+                           TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"))
+                out = subprocess.run([sys.executable, __file__, "--child", peer, family],
+                                     capture_output=True, text=True, env=env)
             lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
             if out.returncode or not lines:
                 print(f"{family} {peer}: failed\n{out.stderr[-2000:]}")
@@ -83,7 +159,8 @@ def main():
             res[peer] = json.loads(lines[-1])
             r = res[peer]
             print(f"{family:6s} {peer:9s} median {r['median'] * 1e3:8.1f} ms  first call "
-                  f"{r['first']:6.1f} s  new length {r['new_len']:6.2f} s  BLAS {r['blas']}",
+                  f"{r['first']:6.1f} s  new length {r['new_len']:6.2f} s  graphs compiled "
+                  f"{r['compiles'][0]} -> {r['compiles'][1]}  BLAS {r['blas']}",
                   flush=True)
         if "graphc" in res:
             g = res["graphc"]["median"]

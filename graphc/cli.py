@@ -10,7 +10,10 @@
 
 An ONNX file in place of the model name (``graphc show model.onnx --explain``,
 ``graphc run model.onnx --shape input_ids=2,128``, ``graphc compare model.onnx``, with
-ONNX Runtime as a peer where it is installed) imports it with ``graphc.from_onnx``.
+ONNX Runtime as a peer where it is installed) imports it with ``graphc.from_onnx``; a
+PyTorch target ``module:callable`` or ``file.py:callable`` (the callable returns
+``(model, example_args[, dynamic_shapes])``) with ``graphc.from_torch``, eager torch its
+peer (``graphc compare mymodels.py:make``). Both are an ``ImportedModel`` below: one path.
 """
 from __future__ import annotations
 
@@ -28,28 +31,39 @@ from .timing import decode_rate, run_timed
 MODELS = ("transformer", "deepseek-v2")
 
 
-def is_onnx(model: str) -> bool:
+def is_imported(model: str) -> bool:
+    """An ONNX file or a PyTorch target, not a built-in model."""
     return model not in MODELS
 
 
 def _model_name(text: str) -> str:
-    """A built-in model's name, or the path of an ONNX file."""
+    """A built-in model's name, the path of an ONNX file, or a PyTorch target."""
+    from .frontend.torch.target import FORM, looks_like_target
     if text in MODELS:
         return text
+    if text.lower().endswith(".py") and os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a Python file: name the callable "
+                                         f"in it, {text}:CALLABLE ({FORM})")
     if text.lower().endswith(".onnx") or os.path.isfile(text):
         if not os.path.isfile(text):
             raise argparse.ArgumentTypeError(f"no such ONNX file {text!r}")
         return text
+    if looks_like_target(text):
+        return text
     raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from "
-                                     f"{', '.join(MODELS)}, or give a .onnx file)")
+                                     f"{', '.join(MODELS)}, give a .onnx file, or a PyTorch "
+                                     f"target {FORM})")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=_model_name, metavar="MODEL",
-                   help=f"which model to build ({', '.join(MODELS)}) or an ONNX file")
+                   help=f"which model to build ({', '.join(MODELS)}), an ONNX file, or a "
+                        "PyTorch target module:callable / file.py:callable returning "
+                        "(model, example_args[, dynamic_shapes])")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=D,D,...",
-                   help="ONNX: the shape of input NAME (repeatable); show pins it, run and "
-                        "compare draw random inputs of it")
+                   help="ONNX / PyTorch: the shape of input NAME (repeatable); show pins it, "
+                        "run and compare draw random inputs of it (a PyTorch target's "
+                        "default inputs: its example_args)")
     p.add_argument("--layers", type=int, default=2, help="number of layers (default 2)")
     p.add_argument("--d-model", type=int, default=64, help="model width (default 64)")
     p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
@@ -159,8 +173,8 @@ def cmd_show(args) -> int:
     import io
     from .passes import DumpIR, Explain, PassManager, TimePasses, VerifyIR
     from .passes.manager import resolve_pipeline
-    if is_onnx(args.model):
-        graph = onnx_graph(args, pin=True)
+    if is_imported(args.model):
+        graph = imported(args).graph(pin=True)
     else:
         _no_shape(args)
         model = _build(args)
@@ -371,8 +385,8 @@ def rel_error(out, ref) -> float:
 
 
 def cmd_run(args) -> int:
-    if is_onnx(args.model):
-        return cmd_run_onnx(args)
+    if is_imported(args.model):
+        return cmd_run_imported(args)
     _no_shape(args)
     if args.model == "deepseek-v2":
         return cmd_run_deepseek(args)
@@ -427,8 +441,8 @@ def resolve_backends(text: str) -> list[str]:
 
 
 def cmd_compare(args) -> int:
-    if is_onnx(args.model):
-        return cmd_compare_onnx(args)
+    if is_imported(args.model):
+        return cmd_compare_imported(args)
     _no_shape(args)
     if args.model == "deepseek-v2":
         return cmd_compare_deepseek(args)
@@ -489,12 +503,12 @@ def cmd_compare(args) -> int:
     return 1 if failed else 0
 
 
-# -- ONNX files ----------------------------------------------------------------------------
+# -- imported models: ONNX files and PyTorch targets ---------------------------------------
 
 def _no_shape(args) -> None:
     if getattr(args, "shape", None) or getattr(args, "inputs", None):
-        raise _UsageError("--shape and --inputs are for ONNX files; the built-in models "
-                          "take --seq")
+        raise _UsageError("--shape and --inputs are for ONNX files and PyTorch targets; "
+                          "the built-in models take --seq")
 
 
 def _parse_shapes(args) -> dict:
@@ -542,28 +556,118 @@ def shape_bindings(graph, shapes: dict) -> dict:
     return bindings
 
 
-def onnx_graph(args, pin: bool = False):
-    """The ONNX file as a Graph (symbolic dims), or with ``pin`` its dims fixed by --shape."""
-    import graphc
-    graph = graphc.from_onnx(args.model)
-    bindings = shape_bindings(graph, _parse_shapes(args))
-    if pin and bindings:
-        graph = graphc.from_onnx(args.model, dims=bindings)
-    return graph
+class ImportedModel:
+    """A model graphc imports rather than builds: its Graph, the inputs a run draws and
+    the peer runtime that runs the source itself (ONNX Runtime, eager torch). ``show``,
+    ``run`` and ``compare`` go through this one interface for every kind."""
+    peer = "peer"
+    peer_missing = ""
+
+    def __init__(self, args):
+        self.args = args
+        self.label = args.model
+        self._graph = None
+
+    def graph(self, pin: bool = False):
+        """The Graph (symbolic dims), or with ``pin`` its dims fixed by --shape."""
+        if self._graph is None:
+            self._graph = self.import_graph(None)
+        bindings = shape_bindings(self._graph, _parse_shapes(self.args))
+        if pin and bindings:
+            return self.import_graph(bindings)
+        return self._graph
+
+    def inputs(self, graph, rng):
+        return model_inputs(graph, self.args, rng)
+
+    def peer_call(self, arrays):
+        """A call running the model in its own runtime on ``arrays``, or None when the
+        runtime is not installed (``peer_missing`` says how to get it)."""
+        return None
+
+
+class OnnxModel(ImportedModel):
+    peer = "onnxruntime"
+    peer_missing = "onnxruntime is not installed: no ONNX Runtime peer (pip install onnxruntime)"
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.label = os.path.basename(args.model)
+
+    def import_graph(self, bindings):
+        import graphc
+        return graphc.from_onnx(self.args.model, dims=bindings)
+
+    def peer_call(self, arrays):
+        sess = ort_session(self.args.model)
+        return None if sess is None else _ort_call(sess, arrays)
+
+
+class TorchModel(ImportedModel):
+    """``module:callable`` / ``file.py:callable`` (graphc/frontend/torch/target.py):
+    imported with graphc.from_torch; its example_args are the default inputs; eager torch
+    (the module itself, under no_grad) is the peer."""
+    peer = "torch"
+
+    def __init__(self, args):
+        from .frontend.torch.target import load_target
+        super().__init__(args)
+        self.target = load_target(args.model)
+
+    def import_graph(self, bindings):
+        import graphc
+        t = self.target
+        if not bindings:
+            return graphc.from_torch(t.model, t.args, t.dynamic_shapes, t.kwargs or None)
+        # pinned sizes: export again, statically, on example inputs of those sizes
+        from .frontend.torch.target import with_tensors
+        import torch
+        arrays, _ = self.inputs(self._graph, np.random.default_rng(0))
+        args, kwargs = with_tensors(t, [torch.from_numpy(a) for a in arrays])
+        return graphc.from_torch(t.model, args, None, kwargs or None)
+
+    def inputs(self, graph, rng):
+        if self.args.shape or getattr(self.args, "inputs", None):
+            return model_inputs(graph, self.args, rng)
+        from .frontend.torch.target import tensor_leaves
+        from .frontend.torch.importer import tensor_array
+        arrays = [np.ascontiguousarray(tensor_array(a, f"example input {k}"))
+                  for k, a in enumerate(tensor_leaves(self.target))]
+        if len(arrays) != len(graph.input_names):
+            raise _UsageError(f"{self.label}: the example_args hold {len(arrays)} tensors but "
+                              f"the exported graph has {len(graph.input_names)} inputs "
+                              f"({_input_listing(graph)})")
+        return arrays, shape_bindings(graph, {n: a.shape for n, a in
+                                              zip(graph.input_names, arrays)})
+
+    def peer_call(self, arrays):
+        from .frontend.torch.target import eager_call
+        return eager_call(self.target, arrays)
+
+
+def imported(args) -> ImportedModel:
+    """The ImportedModel of MODEL, made once per command (a PyTorch target is imported and
+    exported once)."""
+    if getattr(args, "_imported", None) is None:
+        from .frontend.torch.target import looks_like_target
+        onnx = args.model.lower().endswith(".onnx") or os.path.isfile(args.model)
+        args._imported = OnnxModel(args) if onnx or not looks_like_target(args.model) \
+            else TorchModel(args)
+    return args._imported
 
 
 def _default_size(sym: str, seq: int) -> int:
     return 1 if "batch" in sym.lower() else seq
 
 
-def onnx_inputs(graph, args, rng):
+def model_inputs(graph, args, rng):
     """(arrays, bindings): from --inputs FILE.npz (keyed by input name, or arr_0, arr_1 ...
     in input order), else random ones of the --shape sizes (unnamed: batch 1, the rest
     --seq). Random ints index their tables in range (input_ids < the vocabulary); an int
     input indexing nothing is 0 / 1, a 2-D one named *mask* right-padded (row 0 full)."""
     from .runtime.inputs import random_inputs
     names = graph.input_names
-    if args.inputs:
+    if getattr(args, "inputs", None):
         try:
             data = np.load(args.inputs)
         except (OSError, ValueError) as e:
@@ -631,17 +735,18 @@ def _sizes_text(bindings) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(bindings.items())) or "static"
 
 
-def cmd_run_onnx(args) -> int:
+def cmd_run_imported(args) -> int:
     name = resolve_backends(args.backend)[0]
-    graph = onnx_graph(args)
+    source = imported(args)
+    graph = source.graph()
     rng = np.random.default_rng(args.seed + 1)
-    inputs, bindings = onnx_inputs(graph, args, rng)
+    inputs, bindings = source.inputs(graph, rng)
     oracle, skipped = float64_oracle(graph, bindings)
     t0 = time.perf_counter()
     exe, label = compile_for(graph, name)
     t_compile = time.perf_counter() - t0
     out, t_first, t_median = timed_calls(lambda: exe(*inputs), args.repeat, label, False)
-    print(f"{os.path.basename(args.model)}: {_sizes_text(bindings)}, backend={label}")
+    print(f"{source.label}: {_sizes_text(bindings)}, backend={label}")
     print(f"input  {', '.join(f'{n} {a.dtype}{list(a.shape)}' for n, a in zip(graph.input_names, inputs))}")
     print(f"output {', '.join(f'{o.dtype}{list(o.shape)}' for o in map(np.asarray, _as_tuple(out)))}")
     ok = True
@@ -659,13 +764,22 @@ def cmd_run_onnx(args) -> int:
     return 0 if ok else 1
 
 
-def cmd_compare_onnx(args) -> int:
+PEER_NAMES = {"onnxruntime": "onnxruntime", "ort": "onnxruntime", "torch": "torch",
+              "eager": "torch"}
+
+
+def cmd_compare_imported(args) -> int:
+    source = imported(args)
     names = [n.strip() for n in args.backends.split(",") if n.strip()]
-    want_ort = "onnxruntime" in names or "ort" in names
-    names = resolve_backends(",".join(n for n in names if n not in ("onnxruntime", "ort")))
-    graph = onnx_graph(args)
+    peers = {PEER_NAMES[n] for n in names if n in PEER_NAMES}
+    if peers - {source.peer}:
+        raise _UsageError(f"{', '.join(sorted(peers - {source.peer}))} is not the peer of "
+                          f"{source.label} (its peer: {source.peer})")
+    want_peer = bool(peers)
+    names = resolve_backends(",".join(n for n in names if n not in PEER_NAMES))
+    graph = source.graph()
     rng = np.random.default_rng(args.seed + 1)
-    inputs, bindings = onnx_inputs(graph, args, rng)
+    inputs, bindings = source.inputs(graph, rng)
     oracle, skipped = float64_oracle(graph, bindings)
     ref = oracle(*inputs) if oracle is not None else None
     rows, failed = [], False
@@ -678,33 +792,33 @@ def cmd_compare_onnx(args) -> int:
         failed |= ref is not None and not err < args.tol
         rows.append((label, err, t_median, t_compile))
     t0 = time.perf_counter()
-    sess = ort_session(args.model)
+    call = source.peer_call(inputs)
     note = None
-    if sess is None:
-        note = "onnxruntime is not installed: no ONNX Runtime peer (pip install onnxruntime)"
-        if want_ort:
+    if call is None:
+        note = source.peer_missing
+        if want_peer:
             print(f"graphc: error: {note}", file=sys.stderr)
             return 2
     else:
-        t_session = time.perf_counter() - t0
-        out, _, t_median = timed_calls(_ort_call(sess, inputs), args.repeat, "onnxruntime",
-                                       False)
+        t_session = time.perf_counter() - t0     # the peer's setup (ONNX Runtime's session)
+        out, _, t_median = timed_calls(call, args.repeat, source.peer, False)
         err = outputs_error(out, ref) if ref is not None else float("nan")
         failed |= ref is not None and not err < args.tol
-        rows.append(("onnxruntime", err, t_median, t_session))
-    print(f"{os.path.basename(args.model)}: {_sizes_text(bindings)}; relative error against "
+        rows.append((source.peer, err, t_median, t_session))
+    print(f"{source.label}: {_sizes_text(bindings)}; relative error against "
           f"graphc's float64 reference; median of {args.repeat} runs after a warm-up")
     if skipped:
         print(f"relative error vs float64 reference: {skipped}")
     if note:
         print(note)
-    ort_med = next((r[2] for r in rows if r[0] == "onnxruntime"), None)
+    peer_med = next((r[2] for r in rows if r[0] == source.peer), None)
+    vs_label = {"onnxruntime": "vs ORT", "torch": "vs torch"}.get(source.peer, "vs peer")
     print(f"{'backend':12s} {'rel. error':>11s} {'median ms':>10s} {'compile s':>10s} "
-          f"{'speed-up':>9s}" + (f" {'vs ORT':>7s}" if ort_med else ""))
+          f"{'speed-up':>9s}" + (f" {vs_label:>8s}" if peer_med else ""))
     base = rows[0][2] if rows else float("nan")
     for name, err, med, tc in rows:
         err_text = f"{err:11.2e}" if err == err else f"{'-':>11s}"
-        vs = f" {ort_med / med:6.2f}x" if ort_med else ""
+        vs = f" {peer_med / med:7.2f}x" if peer_med else ""
         print(f"{name:12s} {err_text} {med * 1e3:10.2f} {tc:10.2f} {base / med:8.2f}x{vs}"
               + ("" if err != err or err < args.tol else "  FAILED")
               + ("  (CPU emulation of the GPU kernels: not a GPU time)"
@@ -889,7 +1003,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol", type=float, default=1e-4,
                    help="max relative error vs float64 (default 1e-4)")
     p.add_argument("--inputs", metavar="FILE.npz",
-                   help="ONNX: the input arrays (keyed by input name) instead of random ones")
+                   help="ONNX / PyTorch: the input arrays (keyed by input name) instead of "
+                        "random ones")
     p.add_argument("--profile", type=_positive, nargs="?", const=20, default=0, metavar="N",
                    help="print where a call spends its time: the N (default 20) costliest "
                         "groups of steps (deepseek-v2: the forward on the prompt and one "
@@ -902,9 +1017,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq", type=int, default=128, help="sequence length (default 128)")
     p.add_argument("--backends", default="reference,numba",
                    help="comma-separated backends (default reference,numba); for an ONNX "
-                        "file ONNX Runtime runs as a peer too where it is installed")
+                        "file ONNX Runtime runs as a peer too where it is installed, for a "
+                        "PyTorch target eager torch (name onnxruntime / torch to require it)")
     p.add_argument("--inputs", metavar="FILE.npz",
-                   help="ONNX: the input arrays (keyed by input name) instead of random ones")
+                   help="ONNX / PyTorch: the input arrays (keyed by input name) instead of "
+                        "random ones")
     p.add_argument("--repeat", type=int, default=5, help="timed runs (default 5)")
     p.add_argument("--tol", type=float, default=1e-4,
                    help="max relative error vs float64 (default 1e-4)")

@@ -46,11 +46,16 @@ def decomposition_table():
 
 
 def export(module, example_args, dynamic_shapes=None, kwargs=None, strict=False):
+    import warnings
+
     import torch
     try:
-        ep = torch.export.export(module, tuple(example_args), kwargs=kwargs,
-                                 dynamic_shapes=dynamic_shapes, strict=strict)
-        return ep.run_decompositions(decomposition_table())
+        with warnings.catch_warnings():     # torch's own deprecation inside its deepcopy
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`",
+                                    category=FutureWarning)
+            ep = torch.export.export(module, tuple(example_args), kwargs=kwargs,
+                                     dynamic_shapes=dynamic_shapes, strict=strict)
+            return ep.run_decompositions(decomposition_table())
     except GraphcError:
         raise
     except Exception as e:    # torch's own message names the line and the constraint
