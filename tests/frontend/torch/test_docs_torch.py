@@ -12,6 +12,7 @@ pytestmark = pytest.mark.compare
 DOC = pathlib.Path(__file__).resolve().parents[3] / "docs" / "torch.md"
 
 
+@pytest.mark.slow   # two numba compiles (quick suite: the error examples below)
 def test_examples_run_and_match_eager():
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     assert len(blocks) == 3

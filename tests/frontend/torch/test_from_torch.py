@@ -93,6 +93,7 @@ def test_parameters_are_shared_not_copied():
     assert any(np.shares_memory(a, weight) for a in consts)
 
 
+@pytest.mark.slow   # a numba compile (fusion on the HF families: test_hf_models, slow)
 def test_sdpa_becomes_one_fused_attention_step(rng):
     m = _block()
     g = graphc.from_torch(m, (torch.randn(2, 7, 32),),

@@ -55,6 +55,7 @@ def attention_steps(exe):
     return [s for s in exe.program.steps if isinstance(s, AttentionStep)], body
 
 
+@pytest.mark.slow   # ~5 s a family (quick suite: tests/frontend/torch/test_from_torch.py)
 @pytest.mark.parametrize("name", FAMILIES)
 def test_from_torch_reference(name, rng):
     model, g = imported(name)

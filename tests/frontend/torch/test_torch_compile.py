@@ -54,6 +54,12 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+def test_registered_name_is_listed():
+    # the torch_dynamo_backends entry point (pyproject.toml), found without importing graphc
+    assert "graphc" in torch._dynamo.list_backends(exclude_tags=())
+
+
+@pytest.mark.slow   # a numba compile (quick suite: the reference backend below)
 def test_registered_name_matches_eager(rng):
     torch.manual_seed(0)
     m = MLP().eval()
