@@ -59,7 +59,7 @@ def test_moe_native_matches_reference(dtype):
         exe(x[:1], w[:1], bad)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_moe_few_rows_and_split_experts(dtype, rng):
     """The few-pairs path (decode: <= FEW_ROWS (token, expert) pairs, dot products over
     the expert weights in place), the sorted BLAS path just above it, and a size whose
