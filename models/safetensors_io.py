@@ -116,6 +116,26 @@ def safe_path(directory: str, name: str, what: str = "file") -> str:
     return path
 
 
+def open_regular(path: str, what: str = "file"):
+    """``path`` opened for reading (binary) if it is a regular file; a CheckpointError
+    otherwise. Opened without blocking (a FIFO would wait for a writer forever) and
+    checked on the opened descriptor, so a file swapped after the directory's check is
+    caught too."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f"{path}: {what} is not a regular file (a FIFO, device or "
+                                  "directory is never read)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 # -- JSON with limits --------------------------------------------------------------------------
 
 _BRACKETS = np.zeros(256, np.int8)
@@ -209,7 +229,7 @@ def loads_limited(raw: bytes, where: str, max_containers: int, max_values: int):
 def read_json_file(path: str, what: str = "JSON file"):
     """A small JSON file (config.json, an index), size- and depth-limited."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, what) as f:
             raw = f.read(MAX_JSON_FILE_BYTES + 1)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read: {e}") from None
@@ -228,8 +248,8 @@ def _int(v) -> bool:
 def read_header(path: str) -> dict[str, TensorInfo]:
     """Names, dtypes, shapes and offsets of the tensors in one safetensors file."""
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        with open_regular(path, "safetensors file") as f:
+            size = os.fstat(f.fileno()).st_size
             raw = f.read(8)
             if len(raw) < 8:
                 raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
@@ -310,6 +330,7 @@ def read_tensor(info: TensorInfo) -> np.ndarray:
     """The tensor's data as a NumPy array (bfloat16 widened to float32)."""
     if info.end == info.begin:
         return np.zeros(info.shape, np.float32 if info.dtype == "BF16" else _DTYPES[info.dtype])
+    open_regular(info.path, "safetensors file").close()   # not a FIFO swapped in since
     if info.dtype != "BF16":
         try:
             from safetensors import safe_open
@@ -323,8 +344,9 @@ def read_tensor(info: TensorInfo) -> np.ndarray:
                 raise CheckpointError(f"{info.path}: cannot read tensor {info.name!r}: {e}") \
                     from None
     try:
-        a = np.memmap(info.path, dtype=np.dtype(_DTYPES[info.dtype]).newbyteorder("<"),
-                      mode="r", offset=info.begin, shape=info.shape)
+        with open_regular(info.path, "safetensors file") as f:
+            a = np.memmap(f, dtype=np.dtype(_DTYPES[info.dtype]).newbyteorder("<"),
+                          mode="r", offset=info.begin, shape=info.shape)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{info.path}: cannot read tensor {info.name!r}: {e}") from None
     if info.dtype == "BF16":

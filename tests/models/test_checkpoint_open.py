@@ -1,0 +1,55 @@
+"""The checkpoint reader opens each file it reads without blocking and checks that what it
+opened is a regular file: a FIFO swapped in after the directory was checked (a race, or a
+caller passing a path directly) is a CheckpointError, never a hang."""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc.models import safetensors_io as sio
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+
+
+def _without_hanging(fn, path, seconds=10.0):
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:        # noqa: BLE001 (checked by the caller)
+            out["error"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():                      # release it, so the test fails instead of hanging
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(10)
+        pytest.fail(f"reading the FIFO {path} hung")
+    return out
+
+
+@pytest.mark.parametrize("reader", ["json", "header", "tensor"])
+def test_a_fifo_is_refused_not_read(tmp_path, reader):
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    info = sio.TensorInfo("w", "F32", (2,), 8, 16, str(fifo)) \
+        if reader == "tensor" else None
+    fn = {"json": lambda: sio.read_json_file(str(fifo), "config"),
+          "header": lambda: sio.read_header(str(fifo)),
+          "tensor": lambda: sio.read_tensor(info)}[reader]
+    out = _without_hanging(fn, fifo)
+    assert isinstance(out.get("error"), graphc.CheckpointError), out
+    assert "not a regular file" in str(out["error"]) and str(fifo) in str(out["error"])
+
+
+def test_regular_files_still_read(tmp_path):
+    a = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    path = tmp_path / "m.safetensors"
+    sio.write_file(str(path), a)
+    infos = sio.read_header(str(path))
+    np.testing.assert_array_equal(sio.read_tensor(infos["w"]), a["w"])
+    (tmp_path / "c.json").write_text('{"a": 1}')
+    assert sio.read_json_file(str(tmp_path / "c.json")) == {"a": 1}
