@@ -29,6 +29,12 @@ def session_kernel_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRAPHC_TEST_CACHE_DIR", path)
         mp.setenv("GRAPHC_CACHE_DIR", path)
+        if os.environ.get("PYTEST_XDIST_WORKER") and "GRAPHC_COMPILE_JOBS" not in os.environ:
+            # Every core already runs a test worker: compile worker processes (each ~2.5 s
+            # of start-up and Numba warm-up) would only compete with them (the textbook
+            # model's cold compile on a loaded 2-core machine: 12-15 s in the process,
+            # 18-20 s with two workers). tests/backends/test_numba_cache.py sets its own.
+            mp.setenv("GRAPHC_COMPILE_JOBS", "1")
         yield path
 
 
