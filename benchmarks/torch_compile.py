@@ -7,6 +7,7 @@ the graphs the backend compiled by the first call and after the new length (a ==
 recompile).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/torch_compile.py
+    ... python benchmarks/torch_compile.py --omp-default   without GOMP_SPINCOUNT=10000
     ... python benchmarks/torch_compile.py --profile gpt2   where graphc's call spends its
                                                               time (exe.profile of each graph)
 """
@@ -18,6 +19,13 @@ import sys
 import time
 
 PEERS = ["eager", "inductor", "graphc"]
+# `import torch` starts torch's GNU OpenMP (torch/lib/libgomp.so.1), which Numba's omp
+# layer then shares; it reads GOMP_SPINCOUNT once, at that import, before graphc's numba
+# backend can set it (backends/numba_cpu/__init__.py), so its workers would spin ~300k
+# iterations after every kernel and the next GEMM waits for the cores. Every peer gets the
+# same value at process start (--omp-default: none, to see the difference; docs/torch.md).
+OPENMP_ENV = {} if "--omp-default" in sys.argv or "OMP_WAIT_POLICY" in os.environ or \
+    "GOMP_SPINCOUNT" in os.environ else {"GOMP_SPINCOUNT": "10000"}
 FAMILIES = ["gpt2", "llama"]
 RUNS = 5
 
@@ -53,6 +61,7 @@ def child(peer, family, S=512):
     import torch
     import graphc  # noqa: F401  (registers nothing; the entry point names "graphc")
     m = model(family)
+    phases = time_phases() if peer == "graphc" else {}
 
     def fwd(ids):
         return m(input_ids=ids, use_cache=False).last_hidden_state
@@ -74,8 +83,32 @@ def child(peer, family, S=512):
             times.append(time.perf_counter() - t0)
     times.sort()
     print(json.dumps({"median": times[len(times) // 2], "first": first, "new_len": new_len,
-                      "compiles": [compiles_first, compiles_new_len],
+                      "compiles": [compiles_first, compiles_new_len], "phases": phases,
                       "blas": blas()}))
+
+
+def time_phases():
+    """Seconds of graphc's first compile by phase, filled as it runs: translate (ATen FX ->
+    Graph), passes (the O2 pipeline), build (lowering, rendering and Numba's compile) and
+    the rest of the first call (dynamo's trace, AOTAutograd, the call itself)."""
+    import graphc.api as api
+    from graphc.frontend.torch import importer
+    phases = {"translate": 0.0, "passes": 0.0, "compile": 0.0}
+
+    def timed(mod, name, key):
+        inner = getattr(mod, name)
+
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return inner(*a, **k)
+            finally:
+                phases[key] += time.perf_counter() - t0
+        setattr(mod, name, wrapper)
+    timed(importer, "translate_graph", "translate")
+    timed(api, "_optimized", "passes")
+    timed(api, "compile", "compile")
+    return phases
 
 
 def compiled_graphs(peer):
@@ -143,13 +176,15 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--profile":
         return profile(sys.argv[2] if len(sys.argv) > 2 else "gpt2")
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
-          f"(1/5/15 min) on {os.cpu_count()} CPUs", flush=True)
+          f"(1/5/15 min) on {os.cpu_count()} CPUs; every peer's environment adds "
+          f"{OPENMP_ENV or 'nothing'}", flush=True)
     for family in FAMILIES:
         res = {}
         for peer in PEERS:
             with tempfile.TemporaryDirectory() as cache:
                 env = dict(os.environ, GRAPHC_CACHE_DIR=cache,      # cold: empty caches
                            TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"))
+                env.update(OPENMP_ENV)
                 out = subprocess.run([sys.executable, __file__, "--child", peer, family],
                                      capture_output=True, text=True, env=env)
             lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
@@ -163,6 +198,11 @@ def main():
                   f"{r['compiles'][0]} -> {r['compiles'][1]}  BLAS {r['blas']}",
                   flush=True)
         if "graphc" in res:
+            ph = res["graphc"]["phases"]
+            print(f"{family:6s} graphc first call {res['graphc']['first']:.1f} s: translate "
+                  f"{ph['translate']:.1f} s, passes {ph['passes']:.1f} s, lowering + Numba "
+                  f"build {ph['compile'] - ph['passes']:.1f} s, dynamo + AOTAutograd + the "
+                  f"call {res['graphc']['first'] - ph['translate'] - ph['compile']:.1f} s")
             g = res["graphc"]["median"]
             for peer in ("eager", "inductor"):
                 if peer in res:

@@ -73,3 +73,17 @@ def test_cli_examples_run(tmp_path, monkeypatch, capsys):
             rows = {l.split()[0]: l.split() for l in out.splitlines() if l.split()}
             assert {"reference", "numba", "torch"} <= set(rows), out
             assert "B=4, S=128" in out and "FAILED" not in out, out
+
+
+def test_supported_ops_table_is_the_translation_table():
+    from graphc.frontend.torch import supported_ops
+    from graphc.frontend.torch.table import load_families
+    text = DOC.read_text()
+    section = text[text.index("### Supported ATen ops"):text.index("Not supported:")]
+    rows = re.findall(r"^\| (\w+) \| (.+) \|$", section, flags=re.M)
+    doc = {(fam, op.strip()) for fam, ops in rows if fam not in ("family",)
+           for op in ops.split(",")}
+    table = {(fn.__module__.rsplit(".", 1)[-1], op.replace("aten.", "").rsplit(".", 1)[0])
+             for op, fn in load_families().items()}
+    assert doc == table, (doc - table, table - doc)
+    assert len(supported_ops()) == len(load_families())
