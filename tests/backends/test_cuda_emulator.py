@@ -571,6 +571,27 @@ def test_cache_rebuilds_corrupt_or_foreign_files(tmp_path):
         assert EmulatedModule(src).cached  # the process keeps it
 
 
+def test_precompiled_header_from_the_second_module(monkeypatch):
+    """A process's second module (per compiler command) makes a precompiled header in a
+    private folder, and later modules compile against it: -Werror=invalid-pch makes a
+    .gch that g++ finds but cannot use an error, so these compiles prove it was used."""
+    from graphc.backends.cupy_gpu import emulate
+    monkeypatch.setattr(emulate, "_PCH", {})
+    monkeypatch.setattr(emulate, "_PCH_SEEN", {})
+    opts = ("-Winvalid-pch", "-Werror=invalid-pch")
+    tag = os.urandom(8).hex()         # sources of their own: compiled, not from the cache
+    mods = [EmulatedModule(TINY + f"// pch {tag} {i}\n", cxx_options=opts) for i in range(3)]
+    assert not any(m.cached for m in mods)
+    (copy,) = emulate._PCH.values()
+    assert copy is not None and copy.read_text() == emulate.HEADER.read_text()
+    assert (copy.parent / (copy.name + ".gch")).stat().st_size > 0
+    assert oct(copy.parent.stat().st_mode & 0o777) == "0o700"
+    for i, m in enumerate(mods):
+        y = np.zeros(70, np.float32)
+        m.get_function("k_fill")(3, 32, (y, np.float32(i + 0.5), np.int64(70)))
+        assert (y == i + 0.5).all()
+
+
 def test_concurrent_launches_from_threads(main, rng):
     """Launches from several Python threads (ctypes drops the GIL) take turns."""
     block, n = 64, 64 * 5 + 3
