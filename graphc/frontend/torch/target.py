@@ -38,7 +38,7 @@ def looks_like_target(text: str) -> bool:
     return bool(colon and head and attr.replace(".", "_").isidentifier())
 
 
-def _user_frame(e: BaseException, path: str | None) -> str:
+def _user_frame(e: BaseException) -> str:
     """' (at file.py:7: line)' for the innermost frame of the user's code, if any."""
     frames = traceback.extract_tb(e.__traceback__)
     mine = os.path.dirname(os.path.abspath(__file__))
@@ -61,14 +61,13 @@ def _import(text: str, head: str):
             raise TorchTargetError(f"{text}: {head!r} is not a Python file")
         mod = importlib.util.module_from_spec(spec)
         sys.modules[name] = mod
-        where = path
         try:
             spec.loader.exec_module(mod)
             return mod
         except Exception as e:
             sys.modules.pop(name, None)
             raise TorchTargetError(f"{text}: importing {head} failed: {type(e).__name__}: "
-                                   f"{e}{_user_frame(e, where)}") from None
+                                   f"{e}{_user_frame(e)}") from None
     if not all(p.isidentifier() for p in head.split(".")):
         raise TorchTargetError(f"{text}: {head!r} is neither a module name nor a .py file "
                                f"(expected {FORM})")
@@ -80,10 +79,10 @@ def _import(text: str, head: str):
                                    f"starts with the current directory; or give a file: "
                                    f"path/to/file.py:callable)") from None
         raise TorchTargetError(f"{text}: importing {head} failed: ModuleNotFoundError: "
-                               f"{e}{_user_frame(e, None)}") from None
+                               f"{e}{_user_frame(e)}") from None
     except Exception as e:
         raise TorchTargetError(f"{text}: importing {head} failed: {type(e).__name__}: "
-                               f"{e}{_user_frame(e, None)}") from None
+                               f"{e}{_user_frame(e)}") from None
 
 
 def load_target(text: str) -> TorchTarget:
@@ -113,7 +112,7 @@ def load_target(text: str) -> TorchTarget:
         got = obj()
     except Exception as e:
         raise TorchTargetError(f"{text}: calling {attr}() failed: {type(e).__name__}: "
-                               f"{e}{_user_frame(e, None)}") from None
+                               f"{e}{_user_frame(e)}") from None
     return check_result(text, attr, got)
 
 
