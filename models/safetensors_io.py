@@ -4,9 +4,10 @@ The format: 8 bytes little-endian header length N, N bytes of JSON header
 (``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``),
 then the raw little-endian data; offsets count from the end of the header. The header is
 parsed here (cheap, and it gives names and shapes for checking before any data is read).
-Data are read with the ``safetensors`` package's NumPy API when it is installed and knows
-the dtype, else memory-mapped here (also the path for bfloat16, which NumPy lacks: widened
-to float32 exactly).
+Data are memory-mapped here from the one descriptor that was opened and checked (never
+by path again, so a file swapped in after the check is not read) and copied out; bfloat16,
+which NumPy lacks, is widened to float32 exactly. The ``safetensors`` package is not
+needed to read.
 
 Nothing in a file can make this module crash, hang or run code: every problem is a
 :class:`graphc.CheckpointError` naming the file and the tensor or field. The header is
@@ -330,19 +331,9 @@ def read_tensor(info: TensorInfo) -> np.ndarray:
     """The tensor's data as a NumPy array (bfloat16 widened to float32)."""
     if info.end == info.begin:
         return np.zeros(info.shape, np.float32 if info.dtype == "BF16" else _DTYPES[info.dtype])
-    open_regular(info.path, "safetensors file").close()   # not a FIFO swapped in since
-    if info.dtype != "BF16":
-        try:
-            from safetensors import safe_open
-        except ImportError:
-            safe_open = None
-        if safe_open is not None:
-            try:
-                with safe_open(info.path, framework="numpy") as f:
-                    return f.get_tensor(info.name)
-            except Exception as e:  # the package refused the file: say which tensor
-                raise CheckpointError(f"{info.path}: cannot read tensor {info.name!r}: {e}") \
-                    from None
+    # One open, checked on its descriptor (a FIFO swapped in since the directory's check is
+    # refused, never waited on), and the data mapped from that descriptor: the bytes read
+    # are the checked file's. (The safetensors package would open the path again.)
     try:
         with open_regular(info.path, "safetensors file") as f:
             a = np.memmap(f, dtype=np.dtype(_DTYPES[info.dtype]).newbyteorder("<"),

@@ -53,3 +53,28 @@ def test_regular_files_still_read(tmp_path):
     np.testing.assert_array_equal(sio.read_tensor(infos["w"]), a["w"])
     (tmp_path / "c.json").write_text('{"a": 1}')
     assert sio.read_json_file(str(tmp_path / "c.json")) == {"a": 1}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64"])
+def test_a_file_swapped_after_the_open_is_not_read(tmp_path, monkeypatch, dtype):
+    """read_tensor opens the path once, checks that descriptor and reads through it: a FIFO
+    swapped in for the file right after that open changes nothing (the safetensors
+    package's own open of the path, used before for these dtypes, could block on it)."""
+    a = {"w": np.random.default_rng().standard_normal((3, 4)).astype(dtype)}
+    path = tmp_path / "m.safetensors"
+    sio.write_file(str(path), a)
+    info = sio.read_header(str(path))["w"]
+    opened = []
+    real = sio.open_regular
+
+    def open_then_swap(p, what="file"):
+        f = real(p, what)
+        opened.append(p)
+        os.replace(path, tmp_path / "moved")
+        os.mkfifo(path)               # the path now names a FIFO nobody writes to
+        return f
+    monkeypatch.setattr(sio, "open_regular", open_then_swap)
+    out = _without_hanging(lambda: sio.read_tensor(info), str(path))
+    assert "error" not in out, out.get("error")
+    np.testing.assert_array_equal(out["value"], a["w"])
+    assert opened == [str(path)]
