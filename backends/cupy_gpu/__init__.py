@@ -14,6 +14,8 @@ lowers the graph; this module renders the Program to CUDA C and runs it.
 """
 from __future__ import annotations
 
+import os
+import threading
 import time
 import warnings
 
@@ -114,11 +116,29 @@ class CupyBackend(ProgramBackend):
         return exe
 
 
+_IN_MEMORY_LOCK = threading.Lock()
+
+
 def _raw_module(source: str):
+    """The module compiled by NVRTC in this process. CuPy's own disk cache
+    (``~/.cupy/kernel_cache``) is kept out of it (``CUPY_CACHE_IN_MEMORY=1`` around the
+    compile): CuPy would load a cubin from there checked only by an md5 that anyone who
+    can write the folder can forge, and graphc loads no file it has not sealed
+    (graphc/cache.py). The price: each process compiles its GPU modules again (NVRTC,
+    ~0.1 s for a small module)."""
     import cupy
     try:
-        module = cupy.RawModule(code=source, options=nvrtc.OPTIONS)
-        module.compile()
+        with _IN_MEMORY_LOCK:
+            before = os.environ.get("CUPY_CACHE_IN_MEMORY")
+            os.environ["CUPY_CACHE_IN_MEMORY"] = "1"
+            try:
+                module = cupy.RawModule(code=source, options=nvrtc.OPTIONS)
+                module.compile()
+            finally:
+                if before is None:
+                    del os.environ["CUPY_CACHE_IN_MEMORY"]
+                else:
+                    os.environ["CUPY_CACHE_IN_MEMORY"] = before
     except cupy.cuda.compiler.CompileException as e:
         raise BackendError(f"cupy backend: the generated CUDA C does not compile:\n{e}\n"
                            f"--- source ---\n{nvrtc.numbered(source)}") from None

@@ -2,6 +2,7 @@
 CUDA kernels, the MoE's expert GEMMs on cuBLAS) against their NumPy references, under the
 CPU emulation of the CUDA C (every run) and on a GPU (``-m gpu``, skipped without one);
 their source compiles with NVRTC for sm_80 and sm_90. No fallback warning may fire."""
+import os
 import warnings
 
 import numpy as np
@@ -125,3 +126,30 @@ def test_moe(dtype, idx_dtype, rng, mode):
     with pytest.raises(graphc.InputError, match=f"expert index {E} is out of range"):
         exe(x[:1], w[:1], np.array([[0, 1, E]], idx_dtype))
     nvrtc_compiles(exe)
+
+
+def test_gpu_modules_bypass_cupys_disk_cache(monkeypatch):
+    """graphc's GPU modules compile with CUPY_CACHE_IN_MEMORY=1 (CuPy's disk cache of
+    cubins is checked only by md5; graphc loads no unsealed file), and the user's own
+    setting is back afterwards. (A stand-in RawModule records the variable at compile
+    time: no GPU is needed to check the wrapper.)"""
+    cupy = pytest.importorskip("cupy")
+    from graphc.backends import cupy_gpu
+    seen = []
+
+    class FakeModule:
+        def __init__(self, code, options):
+            self.code = code
+
+        def compile(self):
+            seen.append(os.environ.get("CUPY_CACHE_IN_MEMORY"))
+    monkeypatch.setattr(cupy, "RawModule", FakeModule)
+    for user in (None, "0"):
+        if user is None:
+            monkeypatch.delenv("CUPY_CACHE_IN_MEMORY", raising=False)
+        else:
+            monkeypatch.setenv("CUPY_CACHE_IN_MEMORY", user)
+        mod = cupy_gpu._raw_module('extern "C" __global__ void k() {}')
+        assert mod.code.startswith('extern "C"')
+        assert os.environ.get("CUPY_CACHE_IN_MEMORY") == user
+    assert seen == ["1", "1"]
