@@ -249,11 +249,6 @@ _PCH: dict[tuple, Path | None] = {}    # compile command (no files) -> header co
 _PCH_SEEN: dict[tuple, int] = {}       # modules compiled per command in this process
 
 
-def _pch_cleanup(folder: str) -> None:
-    import shutil
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def _with_pch(cmd: list[str]) -> list[str]:
     """``cmd`` with its ``-include`` of the header replaced by a precompiled copy, once
     this process has compiled a module with the same command before (see above)."""
@@ -269,7 +264,8 @@ def _with_pch(cmd: list[str]) -> list[str]:
         _PCH[key] = None
         folder = tempfile.mkdtemp(prefix="graphc-emu-pch-")          # mode 0700
         import atexit
-        atexit.register(_pch_cleanup, folder)
+        import shutil
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
         copy = Path(folder) / HEADER.name
         copy.write_text(HEADER.read_text())
         flags = [c for c in cmd[:at] if c != "-shared"]

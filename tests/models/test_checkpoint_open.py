@@ -2,33 +2,15 @@
 opened is a regular file: a FIFO swapped in after the directory was checked (a race, or a
 caller passing a path directly) is a CheckpointError, never a hang."""
 import os
-import threading
 
 import numpy as np
 import pytest
+from fifo import without_hanging
 
 import graphc
 from graphc.models import safetensors_io as sio
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
-
-
-def _without_hanging(fn, path, seconds=10.0):
-    out = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as e:        # noqa: BLE001 (checked by the caller)
-            out["error"] = e
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    if t.is_alive():                      # release it, so the test fails instead of hanging
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-        t.join(10)
-        pytest.fail(f"reading the FIFO {path} hung")
-    return out
 
 
 @pytest.mark.parametrize("reader", ["json", "header", "tensor"])
@@ -40,7 +22,7 @@ def test_a_fifo_is_refused_not_read(tmp_path, reader):
     fn = {"json": lambda: sio.read_json_file(str(fifo), "config"),
           "header": lambda: sio.read_header(str(fifo)),
           "tensor": lambda: sio.read_tensor(info)}[reader]
-    out = _without_hanging(fn, fifo)
+    out = without_hanging(fn, fifo)
     assert isinstance(out.get("error"), graphc.CheckpointError), out
     assert "not a regular file" in str(out["error"]) and str(fifo) in str(out["error"])
 
@@ -74,7 +56,7 @@ def test_a_file_swapped_after_the_open_is_not_read(tmp_path, monkeypatch, dtype)
         os.mkfifo(path)               # the path now names a FIFO nobody writes to
         return f
     monkeypatch.setattr(sio, "open_regular", open_then_swap)
-    out = _without_hanging(lambda: sio.read_tensor(info), str(path))
+    out = without_hanging(lambda: sio.read_tensor(info), str(path))
     assert "error" not in out, out.get("error")
     np.testing.assert_array_equal(out["value"], a["w"])
     assert opened == [str(path)]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numba
 import pytest
+from fifo import without_hanging
 
 import graphc
 from graphc import cache as trust
@@ -428,28 +429,6 @@ def test_temporaries_left_by_killed_writers_are_swept(keyed):
     assert all(p.exists() for p in kept)
 
 
-def _finishes(fn, path, seconds=10.0):
-    """Run ``fn`` in a thread; whether it returned in time. If it hangs opening the FIFO
-    ``path``, a writer is opened and closed to release it (so the test fails, not hangs)."""
-    import threading
-    out = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as e:          # noqa: BLE001  (reported by the caller)
-            out["error"] = e
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    hung = t.is_alive()
-    if hung:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        os.close(fd)
-        t.join(10)
-    return not hung, out
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 def test_a_fifo_in_the_cache_is_replaced_not_read(keyed, monkeypatch):
     """A FIFO where a cache file (or the key) should be would block the open forever:
@@ -462,8 +441,8 @@ def test_a_fifo_in_the_cache_is_replaced_not_read(keyed, monkeypatch):
     os.mkfifo(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        done, out = _finishes(lambda: cache.load_kernel(source), path)
-    assert done, "loading a kernel whose cache file is a FIFO hung"
+        out = without_hanging(lambda: cache.load_kernel(source), path,
+                              "loading a kernel whose cache file is a FIFO hung")
     assert "error" not in out, out.get("error")
     fn, cached = out["value"]
     assert fn(1) == 4 and not cached and path.read_text() == text
@@ -473,16 +452,15 @@ def test_a_fifo_in_the_cache_is_replaced_not_read(keyed, monkeypatch):
     os.mkfifo(other)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        done, out = _finishes(lambda: trust.read_sealed(other, "Numba index"), other)
-    assert done and out == {"value": None} and not other.exists()
+        out = without_hanging(lambda: trust.read_sealed(other, "Numba index"), other)
+    assert out == {"value": None} and not other.exists()
     assert len(caught) == 1 and str(other) in str(caught[0].message)
 
     key = keyed / "fifo-key" / "cache.key"
     key.parent.mkdir(mode=0o700)
     os.mkfifo(key, 0o600)
     monkeypatch.setenv("GRAPHC_CACHE_KEY", str(key))
-    done, out = _finishes(trust.cache_key, key)
-    assert done, "reading a cache key that is a FIFO hung"
+    out = without_hanging(trust.cache_key, key, "reading a cache key that is a FIFO hung")
     assert isinstance(out.get("error"), trust.CacheTrustError), out
     assert "not a file of yours" in str(out["error"])
 
