@@ -524,6 +524,30 @@ def mla_absorbed(x, P, pre: str, c: DeepseekV2Config, rope, scale: float, cache_
     return linear(o, P[pre + "o_proj.weight"]), c_kv, k_pe
 
 
+def mla_absorbed_batched(x, P, pre: str, c: DeepseekV2Config, rope, scale: float,
+                         cache_c, cache_pe, mask):
+    """Batched decode MLA (weight absorption as :func:`mla_absorbed`): one new token for
+    each of B sequences, each with its own cache and position. x: [B, H]; cache_c
+    [B, T, d_c], cache_pe [B, T, d_r]; ``mask`` [B, T] additive (0 for a slot that holds
+    a token of that sequence, -inf for padding). The projections run on the B rows at
+    once; the attention is a matmul batched over B with the heads.
+    Returns (output [B, H], c_kv [B, d_c], k_pe [B, d_r]) for the new tokens."""
+    nh, dv, dc, dr = c.num_attention_heads, c.v_head_dim, c.kv_lora_rank, c.qk_rope_head_dim
+    B = x.shape[0]
+    q_nope, q_pe, c_kv, k_pe = mla_qkv(x, P, pre, c, rope)                        # q: [nh,B,*]
+    q_lat = (q_nope @ P[pre + "w_uk"]).transpose(1, 0, 2)                         # [B,nh,dc]
+    q_pe = q_pe.transpose(1, 0, 2)                                                 # [B,nh,dr]
+    keys_c = graphc.concat([cache_c, c_kv.reshape(B, 1, dc)], axis=1)             # [B,T+1,dc]
+    keys_pe = graphc.concat([cache_pe, k_pe.reshape(B, 1, dr)], axis=1)           # [B,T+1,dr]
+    scores = graphc.scale(q_lat @ keys_c.transpose(0, 2, 1)
+                          + q_pe @ keys_pe.transpose(0, 2, 1), scale)             # [B,nh,T+1]
+    scores = scores + mask.reshape(B, 1, mask.shape[1])
+    p = graphc.softmax(scores, axis=-1)
+    o_lat = (p @ keys_c).transpose(1, 0, 2)                                        # [nh,B,dc]
+    o = (o_lat @ P[pre + "w_uv_t"]).transpose(1, 0, 2).reshape(B, nh * dv)       # [B,nh*dv]
+    return linear(o, P[pre + "o_proj.weight"]), c_kv, k_pe
+
+
 class DeepseekV2:
     """A DeepSeek-V2 model: config + parameters; traced graphs compiled once per backend."""
 
@@ -677,6 +701,36 @@ class DeepseekV2:
                                              eps=c.rms_norm_eps), P, l)
         return (self._head(h, P), *new)
 
+    def decode_batched(self, ids, *inputs):
+        """Traced body of one batched decode step: B sequences, each one new token.
+        ``ids`` int [B]; then per layer c_kv [B, T, d_c] and k_pe [B, T, d_r] (each
+        sequence's own cache, in a bucket of T slots); then ``pos`` int [B] (each new
+        token's own position) and ``mask`` [B, T] (0 for a slot that holds one of that
+        sequence's tokens, -inf for an empty one) -> (logits [B, vocab], then the new
+        tokens' c_kv [B, d_c] and k_pe [B, d_r] per layer). Every linear, norm and MoE
+        runs on the B rows at once; the attention is batched over B and the heads."""
+        c = self.config
+        P = self._constants(absorbed=True)
+        *cache, pos, mask = inputs
+        B = ids.shape[0]
+        # each new token's own slot (after the cache) is always visible
+        zero = graphc.constant(np.zeros((1, 1), c.dtype), name="zero")
+        mask = graphc.concat([mask, graphc.broadcast_to(zero, (B, 1))], axis=1)   # [B,T+1]
+        rope = self._rope(pos)
+        h = graphc.embedding(P["model.embed_tokens.weight"], ids)                  # [B, H]
+        new = []
+        for l in range(c.num_hidden_layers):
+            pre = f"model.layers.{l}."
+            a, c_kv, k_pe = mla_absorbed_batched(
+                graphc.rmsnorm(h, P[pre + "input_layernorm.weight"], eps=c.rms_norm_eps),
+                P, pre + "self_attn.", c, rope, self.softmax_scale,
+                cache[2 * l], cache[2 * l + 1], mask)
+            new += [c_kv, k_pe]
+            h = h + a
+            h = h + self._ffn(graphc.rmsnorm(h, P[pre + "post_attention_layernorm.weight"],
+                                             eps=c.rms_norm_eps), P, l)
+        return (self._head(h, P), *new)
+
     # -- graphs -----------------------------------------------------------------------------
     def trace(self, seq_len="S", with_cache: bool = False) -> graphc.Graph:
         """The prefill graph for ``seq_len`` tokens (a symbol or an int)."""
@@ -717,9 +771,26 @@ class DeepseekV2:
         return graphc.trace(lambda *a: self.decode(*a[:-2], pos=a[-2], mask=a[-1]), *specs,
                             name="deepseek_v2_decode_padded")
 
+    def trace_decode_batched(self, batch="B", cache_len="T") -> graphc.Graph:
+        """The batched decode-step graph (see :meth:`decode_batched`): inputs ``ids [B]``,
+        per layer ``c_kv{l} [B, T, d_c]`` and ``k_pe{l} [B, T, d_r]``, ``pos [B]``,
+        ``mask [B, T]``; B and T symbols by default, so one compile serves every batch
+        size and cache bucket."""
+        c = self.config
+        specs = [graphc.spec((batch,), "int64", name="ids")]
+        for l in range(c.num_hidden_layers):
+            specs.append(graphc.spec((batch, cache_len, c.kv_lora_rank), c.dtype,
+                                     name=f"c_kv{l}"))
+            specs.append(graphc.spec((batch, cache_len, c.qk_rope_head_dim), c.dtype,
+                                     name=f"k_pe{l}"))
+        specs += [graphc.spec((batch,), "int64", name="pos"),
+                  graphc.spec((batch, cache_len), c.dtype, name="mask")]
+        return graphc.trace(self.decode_batched, *specs, name="deepseek_v2_decode_batched")
+
     def compiled(self, which: str, backend: str = "reference", **options):
-        """The executable for 'forward', 'prefill' (with cache outputs) or 'decode' (the
-        padded decode step that ``generate`` runs)."""
+        """The executable for 'forward', 'prefill' (with cache outputs), 'decode' (the
+        padded decode step that ``generate`` runs for one prompt) or 'decode_batched' (the
+        batched step it runs for a list of prompts, :meth:`trace_decode_batched`)."""
         return self.compile(backend, (which,), **options)[0]
 
     def compile(self, backend: str = "reference",
@@ -734,11 +805,12 @@ class DeepseekV2:
         if todo:
             traces = {"forward": lambda: self.trace(),
                       "prefill": lambda: self.trace(with_cache=True),
-                      "decode": lambda: self.trace_decode(padded=True)}
+                      "decode": lambda: self.trace_decode(padded=True),
+                      "decode_batched": lambda: self.trace_decode_batched()}
             for w, *_ in todo:
                 if w not in traces:
-                    raise graphc.InputError(f"no executable {w!r}: forward, prefill or "
-                                            "decode")
+                    raise graphc.InputError(f"no executable {w!r}: forward, prefill, "
+                                            "decode or decode_batched")
             exes = graphc.compile_many([traces[w]() for w, *_ in todo], backend=backend,
                                        **options)
             self._compiled.update(zip(todo, exes))
@@ -763,7 +835,22 @@ class DeepseekV2:
         """Greedy decoding: prefill the prompt, then one compiled decode step per token with
         the compressed cache (post-norm c_kv and rotated k_pe per token and layer). Returns
         prompt + new ids (and, with return_logits, the logits [n_new, vocab] that chose each
-        new token). Stops early at ``eos_token_id`` when one is given."""
+        new token). Stops early at ``eos_token_id`` when one is given.
+
+        Batched: ``prompt_ids`` a list (or tuple) of 1-D prompts, of any lengths, decoded
+        together: each prompt is prefilled alone, then one batched decode step
+        (``compiled("decode_batched")``) makes the next token of every unfinished
+        sequence at once, each with its own cache, position and mask (padding is never
+        attended). Returns a list with one int64 array per prompt, in order (prompt + new
+        ids); with return_logits, a list of ``(ids, logits [n_new, vocab])`` pairs, one
+        per prompt (what a single prompt returns, per prompt). A sequence that makes
+        ``eos_token_id`` stops there (eos included), the others go on; generation ends
+        when every sequence has stopped or made ``max_new_tokens``. The tokens are those
+        of generating each prompt alone. (A 2-D array is not a batch: it is refused, as
+        before; a list of ints is one prompt.)"""
+        if _is_batch(prompt_ids):
+            return self._generate_batched(prompt_ids, max_new_tokens, backend, eos_token_id,
+                                          return_logits, **options)
         c = self.config
         if options.get("float64") and c.dtype != "float64":
             # The cache is fed back as graph inputs, which the oracle mode would take in
@@ -800,6 +887,90 @@ class DeepseekV2:
             n += 1
         out_ids = np.array(ids, np.int64)
         return (out_ids, np.stack(steps)) if return_logits else out_ids
+
+    def _generate_batched(self, prompts, max_new_tokens: int, backend: str,
+                          eos_token_id, return_logits: bool, **options) -> list:
+        """``generate`` for a list of prompts (see there)."""
+        c = self.config
+        if options.get("float64") and c.dtype != "float64":
+            return self._float64_twin()._generate_batched(prompts, max_new_tokens, backend,
+                                                          eos_token_id, return_logits,
+                                                          **options)
+        if len(prompts) == 0:
+            raise graphc.InputError("prompt_ids is an empty list: give one prompt (a 1-D "
+                                    "integer array) or a list of them")
+        prompts = [self._check_ids(p, f"prompt {i} of prompt_ids")
+                   for i, p in enumerate(prompts)]
+        for i, p in enumerate(prompts):
+            total = len(p) + max_new_tokens
+            if total > c.max_position_embeddings:
+                raise graphc.InputError(
+                    f"prompt {i} of prompt_ids ({len(p)} tokens) + max_new_tokens "
+                    f"{max_new_tokens} = {total} exceeds max_position_embeddings "
+                    f"{c.max_position_embeddings}")
+        ids = [list(p) for p in prompts]
+        steps = [[] for _ in prompts]
+
+        def result():
+            out = [np.array(x, np.int64) for x in ids]
+            if not return_logits:
+                return out
+            return [(o, np.stack(s) if s else np.zeros((0, c.vocab_size), c.dtype))
+                    for o, s in zip(out, steps)]
+        if max_new_tokens <= 0:
+            return result()
+        prefill, step = self.compile(backend, ("prefill", "decode_batched"), **options)
+        # Batch buffers, row r for sequence active[r]: the cache of every layer
+        # [B, T, d] and the mask [B, T] (zeros and -inf past each sequence's tokens: an
+        # empty slot must not hold NaN, see _prefill). T is the bucket of the longest
+        # sequence's tokens; the buffers grow (a copy) when it does.
+        dt = np.dtype(c.dtype)
+        n = np.array([len(p) for p in prompts], np.int64)        # tokens cached, per row
+        T = _bucket(int(n.max()))
+        widths = [c.kv_lora_rank, c.qk_rope_head_dim] * c.num_hidden_layers
+        cache = [np.zeros((len(prompts), T, w), dt) for w in widths]
+        mask = np.full((len(prompts), T), -np.inf, dt)
+        logits = np.empty((len(prompts), c.vocab_size), dt)
+        for i, p in enumerate(prompts):                 # prefill each prompt alone
+            out = prefill(p)
+            logits[i] = out[0][-1]
+            for buf, a in zip(cache, out[1:]):
+                buf[i, :len(p)] = a
+            mask[i, :len(p)] = 0
+        active = list(range(len(prompts)))
+        while True:
+            nxt = np.argmax(logits, axis=-1)
+            keep = []
+            for r, i in enumerate(active):
+                ids[i].append(int(nxt[r]))
+                steps[i].append(logits[r])
+                if not (len(steps[i]) == max_new_tokens
+                        or (eos_token_id is not None and nxt[r] == eos_token_id)):
+                    keep.append(r)
+            if not keep:
+                return result()
+            if len(keep) < len(active):          # drop the finished rows (one copy)
+                T = _bucket(int(n[keep].max()))
+                cache = [b[keep, :T] for b in cache]
+                mask, n, nxt = mask[keep, :T], n[keep], nxt[keep]
+                active = [active[r] for r in keep]
+            res = step(nxt.astype(np.int64), *cache, n, mask)
+            logits = res[0]
+            T = _bucket(int(n.max()) + 1)
+            if T > mask.shape[1]:                # the longest sequence left the bucket
+                grown = []
+                for b in cache:
+                    g = np.zeros((b.shape[0], T, b.shape[2]), dt)
+                    g[:, :b.shape[1]] = b
+                    grown.append(g)
+                g = np.full((mask.shape[0], T), -np.inf, dt)
+                g[:, :mask.shape[1]] = mask
+                cache, mask = grown, g
+            rows = np.arange(len(active))
+            for b, new in zip(cache, res[1:]):
+                b[rows, n] = new
+            mask[rows, n] = 0
+            n = n + 1
 
     def _prefill(self, ids, total: int, backend, **options):
         """Generation's first step on the prompt ``ids``: (the next token's logits, the
@@ -859,6 +1030,13 @@ class DeepseekV2:
 
     def __repr__(self) -> str:
         return f"DeepseekV2({self.config}, {self.num_params() / 1e6:.1f}M parameters)"
+
+
+def _is_batch(prompt_ids) -> bool:
+    """A list or tuple that is empty or holds a non-scalar is a batch of prompts (a list
+    of ints is one prompt)."""
+    return isinstance(prompt_ids, (list, tuple)) and (
+        len(prompt_ids) == 0 or any(np.ndim(p) != 0 for p in prompt_ids))
 
 
 def _bucket(n: int) -> int:
