@@ -48,6 +48,8 @@ def main(argv=None):
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=10)
     args = ap.parse_args(argv)
+    from graphc.timing import blas_report
+    print(blas_report())                # the host's (the GPU peers do not use it)
     from graphc.backends.cupy_gpu import gpu_available
     ok, why = gpu_available()
     if not ok:

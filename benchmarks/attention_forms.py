@@ -24,25 +24,9 @@ import time
 
 import numpy as np
 
+from graphc.timing import blas_report
+
 FORMS = ("padding", "window", "gqa_hf", "gqa_bcast")
-
-
-def blas_report() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "BLAS: threadpoolctl not installed"
-    import numpy  # noqa: F401  (loads NumPy's BLAS)
-    libs = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
-            f"{i.get('num_threads')} threads)" for i in threadpool_info()
-            if i.get("user_api") == "blas"]
-    forced = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-              if k in os.environ]
-    text = "BLAS: " + ("; ".join(libs) or "none found")
-    if forced:
-        text += ("\nWARNING: " + ", ".join(forced) + " forces OpenBLAS's kernel; run with "
-                 "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE")
-    return text
 
 
 def build(form: str, H: int, KV: int, D: int, window: int):

@@ -1,25 +1,29 @@
-"""The same ONNX file run by graphc (numba) and by ONNX Runtime, each peer in its own
-process (OpenMP and BLAS thread pools spin after work and would slow whoever runs
-next). Models, random weights, fp32, exported with torch.onnx.export(dynamo=True) with
-dynamic batch and sequence:
+"""The same ONNX file run by graphc (numba), ONNX Runtime and OpenVINO (CPU, f32
+precision hint; where installed: the `bench` extra), each peer in its own process (OpenMP
+and BLAS thread pools spin after work and would slow whoever runs next). Models, random
+weights, fp32, exported with torch.onnx.export(dynamo=True) with dynamic batch and
+sequence:
 
   layer   the textbook encoder layer of benchmarks/transformer_layer.py (its exporter)
   gpt2    GPT-2-small-shaped: 2 layers, hidden 768, 12 heads, vocab 8192
   llama   Llama-shaped: 2 layers, hidden 768, 12 heads, 4 KV heads (GQA), ffn 2048, rope,
           vocab 8192
 
-at batch 1 x S=512 and batch 4 x S=128, from one import and one compile per model.
+at batch 1 x S=512 and batch 4 x S=128, from one import and one compile per model (each
+peer compiles the dynamic model once).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/onnx_models.py
     python benchmarks/onnx_models.py --models gpt2 --sizes 1x512 --repeat 5
 
-Prints median ms per peer, the ratio ORT / graphc (above 1: graphc is faster), graphc's
-output against ORT's (relative norm error), graphc's cold import + compile (an empty
-kernel cache) and the BLAS library threadpoolctl finds.
+Prints the BLAS library and kernel first (graphc.timing.blas_report, loud when an
+environment variable forces the kernel), then median ms per peer, the ratios ORT / graphc
+and OV / graphc (above 1: graphc is faster), graphc's output against each peer's (relative
+norm error) and graphc's cold import + compile (an empty kernel cache).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -30,16 +34,14 @@ import warnings
 
 import numpy as np
 
+from graphc.timing import blas_report
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ("layer", "gpt2", "llama")
 SIZES = ((1, 512), (4, 128))
 VOCAB = 8192
-
-
-def blas_report() -> str:
-    sys.path.insert(0, HERE)
-    from attention_forms import blas_report as report     # the one BLAS report
-    return report()
+PEERS = ("graphc", "onnxruntime", "openvino")
+NAMES = {"graphc": "graphc", "onnxruntime": "ORT", "openvino": "OV"}
 
 
 def export(model: str, path: str) -> None:
@@ -101,6 +103,15 @@ def worker(peer: str, model: str, path: str, sizes, repeat: int, out_dir: str) -
 
         def call(xs):
             return exe(*xs)
+    elif peer == "openvino":
+        import openvino as ov
+        # the dynamic model compiled once, like graphc's one compile for every size
+        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        info["session_s"] = time.perf_counter() - t0
+        request = compiled.create_infer_request()
+
+        def call(xs):
+            return request.infer(xs)[0]
     else:
         import onnxruntime as ort
         so = ort.SessionOptions()
@@ -150,6 +161,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default=",".join(f"{b}x{s}" for b, s in SIZES),
                     help="BxS[,BxS] (default 1x512,4x128)")
     ap.add_argument("--repeat", type=int, default=10, help="timed runs per size (median)")
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help="graphc and its peers (default graphc,onnxruntime,openvino; "
+                         "openvino where installed)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--file", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -159,10 +173,17 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args.worker, args.models, args.file, sizes, args.repeat,
                                 args.out)))
         return 0
-    print(f"graphc (numba) vs ONNX Runtime on the same ONNX file, fp32, random weights; "
+    print(blas_report())
+    peers = args.peers.split(",")
+    if "graphc" not in peers:
+        ap.error("--peers must include graphc (the others are compared with it)")
+    if args.peers == ",".join(PEERS) and importlib.util.find_spec("openvino") is None:
+        peers.remove("openvino")
+        print("openvino is not installed (pip install -e '.[bench]'): ONNX Runtime only")
+    print(f"graphc (numba) vs {', '.join(p for p in peers if p != 'graphc')} on the same "
+          f"ONNX file, fp32, random weights; "
           f"{os.cpu_count()} CPUs; median of {args.repeat} runs per size after a warm-up, "
           "each peer in its own process")
-    print(blas_report())
     work = tempfile.mkdtemp(prefix="graphc-onnx-bench-")
     env = dict(os.environ)
     env["GRAPHC_CACHE_DIR"] = os.path.join(work, "cache")      # cold: an empty cache
@@ -179,27 +200,37 @@ def main(argv=None) -> int:
         t_export = time.perf_counter() - t0
         mb = sum(os.path.getsize(os.path.join(work, f)) for f in os.listdir(work)
                  if f.startswith(f"{model}.onnx")) / 2**20      # with external data
-        g = spawn("graphc", model, path, sizes, args.repeat, work, env)
-        o = spawn("onnxruntime", model, path, sizes, args.repeat, work, env)
+        rows = [spawn(p, model, path, sizes, args.repeat, work, env) for p in peers]
         print(f"\n{model}: {mb:.0f} MiB of ONNX (export {t_export:.0f} s)")
-        for r in (g, o):
+        for r in rows:
             if "error" in r:
                 print(f"  {r['peer']} failed: {r['error']}")
-        if "error" in g or "error" in o:
+        ok = [r for r in rows if "error" not in r]
+        g = next((r for r in ok if r["peer"] == "graphc"), None)
+        if g is None or len(ok) < 2:
             continue
         print(f"  graphc cold import {g['import_s']:.2f} s + compile {g['compile_s']:.2f} s "
-              f"= {g['import_s'] + g['compile_s']:.2f} s (empty kernel cache); ORT session "
-              f"{o['session_s']:.2f} s")
-        print(f"  {'B x S':>8s} {'graphc ms':>10s} {'ORT ms':>8s} {'ORT/graphc':>10s} "
-              f"{'rel. err':>9s}")
+              f"= {g['import_s'] + g['compile_s']:.2f} s (empty kernel cache); "
+              + ", ".join(f"{NAMES[r['peer']]} session {r['session_s']:.2f} s"
+                          for r in ok if r is not g))
+        others = [r for r in ok if r is not g]
+        print(f"  {'B x S':>8s} {'graphc ms':>10s} "
+              + " ".join(f"{NAMES[r['peer']] + ' ms':>8s} {NAMES[r['peer']] + '/graphc':>10s} "
+                         f"{'rel. err':>9s}" for r in others))
         for B, S in sizes:
             key = f"{B}x{S}"
             a = np.load(os.path.join(work, f"graphc-{model}-{key}.npy")).astype(np.float64)
-            b = np.load(os.path.join(work, f"onnxruntime-{model}-{key}.npy")).astype(np.float64)
-            err = np.linalg.norm(a - b) / np.linalg.norm(b)
-            gm, om = g["runs"][key]["median_ms"], o["runs"][key]["median_ms"]
-            print(f"  {key:>8s} {gm:10.1f} {om:8.1f} {om / gm:9.2f}x {err:9.1e}")
-    print("\nORT/graphc = ONNX Runtime time / graphc time (above 1: graphc is faster)")
+            gm = g["runs"][key]["median_ms"]
+            line = f"  {key:>8s} {gm:10.1f} "
+            for r in others:
+                b = np.load(os.path.join(work, f"{r['peer']}-{model}-{key}.npy")
+                            ).astype(np.float64)
+                err = np.linalg.norm(a - b) / np.linalg.norm(b)
+                om = r["runs"][key]["median_ms"]
+                line += f"{om:8.1f} {om / gm:9.2f}x {err:9.1e} "
+            print(line.rstrip())
+    print("\nORT/graphc = ONNX Runtime time / graphc time, OV/graphc the same for OpenVINO "
+          "(above 1: graphc is faster); rel. err: graphc's output against that peer's")
     return 0
 
 

@@ -31,13 +31,9 @@ RUNS = 5
 
 
 def blas():
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "threadpoolctl not installed"
-    return "; ".join(f"{i.get('internal_api')} {i.get('version')} "
-                     f"({i.get('architecture')}, {i.get('num_threads')} threads)"
-                     for i in threadpool_info() if i.get("user_api") == "blas")
+    """This process's BLAS and kernel in one line (each peer runs in its own process)."""
+    from graphc.timing import blas_report
+    return blas_report().splitlines()[0].removeprefix("BLAS: ")
 
 
 def model(family):
@@ -175,6 +171,8 @@ def main():
         return child(sys.argv[2], sys.argv[3])
     if len(sys.argv) > 1 and sys.argv[1] == "--profile":
         return profile(sys.argv[2] if len(sys.argv) > 2 else "gpt2")
+    from graphc.timing import blas_report
+    print(blas_report())
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
           f"(1/5/15 min) on {os.cpu_count()} CPUs; every peer's environment adds "
           f"{OPENMP_ENV or 'nothing'}", flush=True)

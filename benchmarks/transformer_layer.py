@@ -7,6 +7,8 @@ and would slow whoever runs next):
   graphc      graphc's numba backend
   torch       PyTorch eager, nn.TransformerEncoderLayer with the same weights
   onnxruntime the same torch layer exported with torch.onnx.export(dynamo=True)
+  openvino    OpenVINO on that ONNX file (CPU, INFERENCE_PRECISION_HINT=f32, reshaped to
+              the static [1, S, 768] it runs: its best case), where openvino is installed
 
 and, when CuPy sees a GPU (or when named in --peers):
 
@@ -26,6 +28,7 @@ FILE.svg it also draws the medians (and minima) as a bar chart, one panel per S
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -37,7 +40,7 @@ import time
 import numpy as np
 
 D, H, FF = 768, 12, 3072
-PEERS = ("gemm-floor", "numpy", "graphc", "torch", "onnxruntime")
+PEERS = ("gemm-floor", "numpy", "graphc", "torch", "onnxruntime", "openvino")
 GPU_PEERS = ("graphc-cupy", "torch-cuda")
 
 
@@ -154,6 +157,23 @@ def worker(peer: str, S: int, repeat: int) -> dict:
 
         def run():
             return sess.run(None, {name: x[None]})[0][0]
+    elif peer == "openvino":
+        import openvino as ov
+        core = ov.Core()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "layer.onnx")
+            export_onnx(path)
+            t0 = time.perf_counter()
+            model = core.read_model(path)
+            model.reshape({model.inputs[0].get_any_name(): [1, S, D]})
+            compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            info["compile_s"] = time.perf_counter() - t0
+        info["precision"] = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        request = compiled.create_infer_request()
+        xb = x[None]
+
+        def run():
+            return request.infer([xb])[0][0]
     elif peer == "graphc-cupy":
         import cupy
         import graphc
@@ -227,6 +247,11 @@ def main(argv=None):
         print(json.dumps(worker(args.worker, int(args.seq), args.repeat)))
         return 0
     peers = args.peers.split(",")
+    from graphc.timing import blas_report
+    print(blas_report())
+    if args.peers == ",".join(PEERS) and importlib.util.find_spec("openvino") is None:
+        peers.remove("openvino")
+        print("openvino is not installed (pip install -e '.[bench]'): no OpenVINO peer")
     if args.peers == ",".join(PEERS) and gpu_present():
         peers += list(GPU_PEERS)
     print(f"textbook encoder layer: d={D}, heads={H}, ffn={FF}, fp32, batch 1; "
