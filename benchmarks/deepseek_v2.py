@@ -8,12 +8,17 @@
             does the same for the head (generate passes logits_to_keep=1)
   decode    greedy tokens per second with the cache (graphc: the compressed MLA cache and
             absorbed weights) after a prompt of --prompt tokens
+  batched   with --batch N (N > 1): decode tokens per second (all sequences together) of N
+            sequences generated as one batch (graphc: ``generate`` with a list of prompts,
+            one batched decode step per token; transformers: ``generate`` on [N, prompt]),
+            each after its own --prompt random tokens, and the ratio to one sequence
 
 Peers: graphc backends (--backends, default numba) and, with the `compare` extra,
 transformers eager (DeepseekV2ForCausalLM with the same weights, torch on every core).
 
     python benchmarks/deepseek_v2.py                          # numba and transformers
     python benchmarks/deepseek_v2.py --backends reference,numba --seq 512 --new-tokens 32
+    python benchmarks/deepseek_v2.py --batch 8 --no-transformers    # batched decode vs 1
 
 Each peer is timed in its own process (thread pools of one would slow the next). Prints
 medians over --repeat runs, the ratio transformers / peer (above 1: faster than
@@ -33,7 +38,7 @@ import time
 
 import numpy as np
 
-from graphc.timing import decode_rate, run_timed
+from graphc.timing import blas_report, decode_rate, run_timed
 
 
 CONFIG = "mini"     # --config: a preset of graphc.models.deepseek_v2 ("tiny" for a smoke run)
@@ -48,10 +53,16 @@ def median_s(fn, repeat: int) -> float:
     return run_timed(fn, repeat)[2]
 
 
-def run_one(peer: str, seq: int, prompt: int, new_tokens: int, repeat: int) -> dict:
+def batch_prompts(vocab: int, batch: int, prompt: int) -> np.ndarray:
+    """--batch N: N different random prompts of --prompt tokens each ([N, prompt])."""
+    return np.random.default_rng(2).integers(0, vocab, (batch, prompt))
+
+
+def run_one(peer: str, seq: int, prompt: int, new_tokens: int, repeat: int,
+            batch: int = 1) -> dict:
     """Time one peer in this process; return a JSON-able row."""
     if peer == "transformers":
-        return run_transformers(seq, prompt, new_tokens, repeat)
+        return run_transformers(seq, prompt, new_tokens, repeat, batch)
     import graphc
     model = build()
     ids = np.random.default_rng(1).integers(0, model.config.vocab_size, seq)
@@ -70,12 +81,18 @@ def run_one(peer: str, seq: int, prompt: int, new_tokens: int, repeat: int) -> d
         p = ids[:prompt]
         row["decode_tok_s"] = decode_rate(lambda n: model.generate(p, n, backend=peer),
                                           new_tokens, repeat)
+        if batch > 1:
+            ps = list(batch_prompts(model.config.vocab_size, batch, prompt))
+            # decode_rate: rounds of one generate call; N tokens a step
+            row["batch_tok_s"] = batch * decode_rate(
+                lambda n: model.generate(ps, n, backend=peer), new_tokens, repeat)
     except graphc.GraphcError as e:
         row["error"] = str(e).splitlines()[0]
     return row
 
 
-def run_transformers(seq: int, prompt: int, new_tokens: int, repeat: int) -> dict:
+def run_transformers(seq: int, prompt: int, new_tokens: int, repeat: int,
+                     batch: int = 1) -> dict:
     """transformers eager with graphc's mini weights (their names are the HF names)."""
     row = {"peer": "transformers"}
     try:
@@ -98,6 +115,12 @@ def run_transformers(seq: int, prompt: int, new_tokens: int, repeat: int) -> dic
         row["decode_tok_s"] = decode_rate(
             lambda n: hf.generate(p, max_new_tokens=n, min_new_tokens=n, do_sample=False),
             new_tokens, repeat)
+        if batch > 1:
+            pb = torch.from_numpy(batch_prompts(cfg.vocab_size, batch, prompt))
+            row["batch_tok_s"] = batch * decode_rate(
+                lambda n: hf.generate(pb, attention_mask=torch.ones_like(pb),
+                                      max_new_tokens=n, min_new_tokens=n, do_sample=False),
+                new_tokens, repeat)
     ref = model.forward(ids[0].numpy(), backend="reference", float64=True)
     row["rel_err"] = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
     row["compile_s"] = 0.0
@@ -115,6 +138,9 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=32, help="decoded tokens (32)")
     ap.add_argument("--repeat", type=int, default=5,
                     help="timed runs and decode rounds, medians reported (5)")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="also decode N sequences as one batch and report tokens/s against "
+                         "one sequence (default 1: not measured)")
     ap.add_argument("--config", default="mini",
                     help="model preset (default mini; tiny runs in seconds, for a smoke test)")
     ap.add_argument("--one", help=argparse.SUPPRESS)     # child process: one peer
@@ -122,8 +148,9 @@ def main(argv=None) -> int:
     global CONFIG
     CONFIG = a.config
     if a.one:
-        print(json.dumps(run_one(a.one, a.seq, a.prompt, a.new_tokens, a.repeat)))
+        print(json.dumps(run_one(a.one, a.seq, a.prompt, a.new_tokens, a.repeat, a.batch)))
         return 0
+    print(blas_report())
     from graphc.models import deepseek_v2 as dv
     cfg = dv.preset(a.config)
     cb = dv.cache_bytes_per_token(cfg)
@@ -139,7 +166,7 @@ def main(argv=None) -> int:
     for b in peers:
         cmd = [sys.executable, __file__, "--one", b, "--seq", str(a.seq), "--prompt",
                str(a.prompt), "--new-tokens", str(a.new_tokens), "--repeat", str(a.repeat),
-               "--config", a.config]
+               "--config", a.config, "--batch", str(a.batch)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         try:
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
@@ -167,6 +194,15 @@ def main(argv=None) -> int:
               f"{vs(r, 'decode_tok_s', True):>6s} {r['rel_err']:10.2e} {r['compile_s']:9.2f}")
     print("'vs hf' = how many times faster than transformers eager (above 1: faster); "
           "rel. error: forward logits vs graphc's float64 reference")
+    if a.batch > 1:
+        print(f"batched decode, {a.batch} sequences of {a.prompt}-token prompts, "
+              f"{a.new_tokens} new tokens each (tokens/s of all sequences together):")
+        for r in rows:
+            if "batch_tok_s" in r:
+                print(f"  {r['peer']:13s} batch {a.batch}: {r['batch_tok_s']:8.1f} tok/s   "
+                      f"batch 1: {r['decode_tok_s']:8.1f} tok/s   ratio "
+                      f"{r['batch_tok_s'] / r['decode_tok_s']:.2f}x")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 1 if any("crashed" in r for r in rows) else 0
 
 
