@@ -111,6 +111,17 @@ def test_batched_step_graph_is_symbolic_and_fuses_like_the_one_sequence_step():
         + [("B",), ("B", "T")]
     out = [tuple(str(d) for d in g.nodes[o].type.shape) for o in g.outputs]
     assert out[0] == ("B", str(cfg.vocab_size))
+    # absorbed weights: no per-head key or value over the cache, kv_b_proj unused
+    nh, dn, dv_ = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim
+    for node in g.nodes.values():
+        shape = node.type.shape
+        over_cache = any("T" in str(d) for d in shape)
+        assert not (over_cache and nh in shape and shape[-1] in (dn, dv_, dn + dv_)), \
+            f"{node.name} {node.op} {node.type} looks like per-head keys or values"
+    used = {i for n in g.nodes.values() for i in n.inputs}
+    kv_b = [n.id for n in g.nodes.values() if n.op == "constant"
+            and "kv_b_proj" in (n.attrs.get("name") or "")]
+    assert kv_b and not used & set(kv_b)
     # one row per sequence through every linear, norm and the MoE (not a loop over B)
     assert all(str(n.type.shape[0]) == "B" for n in g.nodes.values() if n.op == "moe")
     kinds = [[n.attrs.get("kind") for n in graphc.optimize(t, "O2").nodes.values()
