@@ -32,7 +32,7 @@ from graphc.runtime.backends import ProgramBackend
 from .cache import digest, load_module, precompile
 from .library import bind_program
 from .library import sources as library_sources
-from .render import render_kernel
+from .render import render_kernel, static_work
 from .runtime import NumbaExecutable
 from .templates import attention_softmax, rows_gemm
 from .threads import find_blas
@@ -130,24 +130,8 @@ def _plan(program, fastmath: bool) -> _Plan:
 SERIAL_MAX_WORK = 1 << 15
 
 
-def _static_work(body):
-    """Statements executed by ``body``, or None when a loop extent is symbolic."""
-    total = 0
-    for s in body:
-        if isinstance(s, L.Loop):
-            if not isinstance(s.extent, L.Const):
-                return None
-            inner = _static_work(s.body)
-            if inner is None:
-                return None
-            total += int(s.extent.value) * max(inner, 1)
-        else:
-            total += 1
-    return total
-
-
 def _serial_if_tiny(kernel) -> None:
-    work = _static_work(kernel.body)
+    work = static_work(kernel.body)
     if work is not None and work <= SERIAL_MAX_WORK:
         for n in L.walk(kernel.body):
             if isinstance(n, L.Loop):

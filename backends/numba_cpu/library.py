@@ -41,15 +41,12 @@ from graphc.errors import InputError
 from graphc.ir.node import user_stacklevel
 
 from . import threads
-from .templates import variants
+from .templates import fill
 from .vmath import VMATH, sigmoid_fn
 
 
 from graphc.errors import LibraryFallbackWarning  # noqa: E402,F401 (one class for all backends)
 
-
-# Below this many elements a kernel runs its serial variant.
-PARALLEL_MIN = 1 << 15
 
 # moe with at most this many (token, expert) pairs (a decode step: one token, K pairs)
 # skips the sort, gather and per-expert GEMMs: two parallel Numba kernels compute the
@@ -76,12 +73,12 @@ _ROPE = '''import math
 import numpy as np
 import numba as nb
 
-# BODY
 
 @nb.njit("void(__FT__[:, :, :, ::1], __PT__[:, ::1], __FT__[::1], float64, int64, int64, "
-         "__FT__[:, :, :, ::1])", parallel=__PARALLEL__, cache=True, nogil=True)
-def __NAME__(x, pos, inv, scale, r, half, out):
-    """x, out [B, M, S, D], pos [P, S] (P = 1 or B). Pair i < r/2 of out[b, m, s]
+         "__FT__[:, :, :, ::1], int64, int64)", cache=True, nogil=True)
+def rope(x, pos, inv, scale, r, half, out, lo, hi):
+    """x, out [B, M, S, D], pos [P, S] (P = 1 or B); the (b, s) of flat index lo..hi
+    of B * S. Pair i < r/2 of out[b, m, s]
     (x[i], x[i + r/2]) when half, else (x[2i], x[2i+1]) is that pair of x rotated by
     pos[b % P, s] * inv[i], cos and sin times scale (all in __FT__ like the reference);
     dims r..D are copied."""
@@ -91,7 +88,7 @@ def __NAME__(x, pos, inv, scale, r, half, out):
     st = 1 if half else 2           # pair i is (st * i, st * i + off)
     off = h if half else 1
     sc = nb.__FT__(scale)
-    for bs in __PRANGE__(B * S):
+    for bs in range(lo, hi):
         b = bs // S
         s = bs - b * S
         ps = nb.__FT__(pos[b % P, s])
@@ -117,11 +114,11 @@ def _rope_source(node, body):
     x_t, pos_t, _ = (body.nodes[i].type for i in node.inputs)
     if x_t.dtype not in ("float32", "float64") or pos_t.dtype not in _NB:
         return None
-    return variants(_ROPE, "_par", FT=_NB[x_t.dtype], PT=_NB[pos_t.dtype])
+    return fill(_ROPE, "rope", FT=_NB[x_t.dtype], PT=_NB[pos_t.dtype])
 
 
 def _rope(node, body, shared, mod):
-    par, ser = mod._par, mod._ser
+    rope = mod.rope
     scale = float(node.attrs["scale"])
     half = int(node.attrs.get("layout", "interleaved") == "half")
     rotary_dim = node.attrs.get("rotary_dim")
@@ -138,8 +135,8 @@ def _rope(node, body, shared, mod):
         x4 = np.ascontiguousarray(x).reshape(B, -1, S, D)
         o = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
         o4 = o.reshape(x4.shape)
-        (par if x.size >= PARALLEL_MIN else ser)(x4, pos2, np.ascontiguousarray(inv),
-                                                 scale, r, half, o4)
+        threads.split(rope, x4.shape[0] * S, x.size, x4, pos2, np.ascontiguousarray(inv),
+                      scale, r, half, o4)
         if o is not out:
             out[...] = o
     return run
@@ -309,35 +306,34 @@ def few_down(h, indices, w, down, out):
             out[n, c] = total
 
 
-# BODY
 
-@nb.njit("void(__FT__[:, ::1], int64[::1], int64, __FT__[:, ::1])",
-         parallel=__PARALLEL__, cache=True, nogil=True)
-def __NAME___gather(x, order, K, xs):
-    for p in __PRANGE__(order.shape[0]):
+@nb.njit("void(__FT__[:, ::1], int64[::1], int64, __FT__[:, ::1], int64, int64)",
+         cache=True, nogil=True)
+def gather(x, order, K, xs, lo, hi):
+    for p in range(lo, hi):
         n = order[p] // K
         for j in range(x.shape[1]):
             xs[p, j] = x[n, j]
 
 
-@nb.njit("void(__FT__[:, ::1], __FT__[:, ::1])", parallel=__PARALLEL__, cache=True,
-         nogil=True)
-def __NAME___swiglu(gu, h):
+@nb.njit("void(__FT__[:, ::1], __FT__[:, ::1], int64, int64)", cache=True, nogil=True)
+def swiglu(gu, h, lo, hi):
     I = h.shape[1]
-    for p in __PRANGE__(gu.shape[0]):
+    for p in range(lo, hi):
         for j in range(I):
             g = gu[p, j]
             h[p, j] = g * __SIGMOID__(g) * gu[p, I + j]
 
 
-@nb.njit("void(__FT__[:, ::1], int64[::1], __FT__[:, ::1], __FT__[:, ::1])",
-         parallel=__PARALLEL__, cache=True, nogil=True)
-def __NAME___combine(ys, slot, w, out):
-    """out[n] = sum_k w[n, k] * ys[slot[n*K + k]], summed in increasing expert order (the
-    sorted positions of a token's pairs increase with the expert)."""
+@nb.njit("void(__FT__[:, ::1], int64[::1], __FT__[:, ::1], __FT__[:, ::1], int64, int64)",
+         cache=True, nogil=True)
+def combine(ys, slot, w, out, lo, hi):
+    """out[n] = sum_k w[n, k] * ys[slot[n*K + k]] for tokens n in lo..hi, summed in
+    increasing expert order (the sorted positions of a token's pairs increase with the
+    expert)."""
     N, K = w.shape
     H = out.shape[1]
-    for n in __PRANGE__(N):
+    for n in range(lo, hi):
         ps = np.empty(K, np.int64)
         ks = np.empty(K, np.int64)
         for k in range(K):          # insertion sort of the K positions
@@ -361,8 +357,8 @@ def __NAME___combine(ys, slot, w, out):
 
 def _moe_source(node, body):
     x_t, _, idx_t = (body.nodes[i].type for i in node.inputs[:3])
-    return variants(_MOE, "route", FT=_NB[x_t.dtype], IT=_NB[idx_t.dtype],
-                     SIGMOID=sigmoid_fn(x_t.dtype))
+    return fill(_MOE, "route", FT=_NB[x_t.dtype], IT=_NB[idx_t.dtype],
+                SIGMOID=sigmoid_fn(x_t.dtype))
 
 
 def _moe(node, body, shared, mod):
@@ -398,16 +394,15 @@ def _moe(node, body, shared, mod):
             raise InputError(f"moe(): expert index {int(indices.ravel()[bad])} is out of "
                              f"range for {E} experts")
         if M <= FEW_ROWS and gate_up.flags.writeable and down.flags.writeable:
-            mod.few_gate_up(x, indices, gate_up, h)
+            mod.few_gate_up(x, indices, gate_up, h)      # OpenMP, like templates.rows_gemm
             mod.few_down(h, indices, w, down, out)
             return
-        big = M * H >= PARALLEL_MIN
-        (mod._par_gather if big else mod._ser_gather)(x, order, K, xs)
+        threads.split(mod.gather, M, M * H, x, order, K, xs)
         parts = _expert_groups(offsets, M * H * I)
         _expert_gemms(parts, xs, gate_up, gu)
-        (mod._par_swiglu if M * I >= PARALLEL_MIN else mod._ser_swiglu)(gu, h)
+        threads.split(mod.swiglu, M, M * I * 8, gu, h)          # ~8 operations each
         _expert_gemms(parts, h, down, ys)
-        (mod._par_combine if big else mod._ser_combine)(ys, slot, w, out)
+        threads.split(mod.combine, N, M * H, ys, slot, w, out)
     return run
 
 

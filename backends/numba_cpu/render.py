@@ -1,8 +1,16 @@
 """Render a loop-IR kernel as Python source for ``numba.njit``.
 
-Parallel loops become ``numba.prange``; the function is compiled eagerly for an explicit
-signature (C-contiguous arrays, int64 sizes) so compilation happens when the module is
-imported, and ``cache=True`` lets a second process load the machine code from disk.
+A kernel whose body is one parallel loop (every kernel lowering makes: a loop over the
+output's rows) is rendered serial over a range of that loop, ``lo .. hi``, the function's
+last two arguments: the runtime splits the loop over the backend's own threads
+(threads.py) when the work is large enough, and calls it once with the whole range
+otherwise. Numba compiles such a serial function ~3x faster than the same loop as
+``numba.prange`` (0.15 vs 0.45 s of CPU for a row kernel; the parfor passes and the
+OpenMP outlining are the difference), and the cores then have one thread pool, not two.
+Any other parallel loop becomes ``numba.prange``. The function is compiled eagerly for an
+explicit signature (C-contiguous arrays, int64 sizes) so compilation happens when the
+module is imported, and ``cache=True`` lets a second process load the machine code from
+disk.
 """
 from __future__ import annotations
 
@@ -74,6 +82,7 @@ class _Renderer(Renderer):
     def __init__(self, kernel: L.Kernel, fastmath: bool = False):
         super().__init__(kernel)
         self.fastmath = fastmath
+        self.split = split_loop(kernel)
 
     def literal(self, value, dtype: str) -> str:
         if dtype in ("int64", "int32"):
@@ -104,9 +113,13 @@ class _Renderer(Renderer):
         out = []
         for s in stmts:
             if isinstance(s, L.Loop):
-                rng = "nb.prange" if s.parallel else "range"
                 self.vars[s.var] = "int64"
-                out.append(f"{indent}for {s.var} in {rng}({self.expr(s.extent)}):")
+                if s is self.split:
+                    out.append(f"{indent}for {s.var} in range({RANGE_ARGS[0]}, "
+                               f"{RANGE_ARGS[1]}):")
+                else:
+                    rng = "nb.prange" if s.parallel else "range"
+                    out.append(f"{indent}for {s.var} in {rng}({self.expr(s.extent)}):")
                 out += self.stmts(s.body, indent + "    ") or [indent + "    pass"]
             elif isinstance(s, L.Assign):
                 value = s.value
@@ -139,12 +152,57 @@ PRELUDE = VMATH      # imports, _exp32 and the sigmoids
 DEFAULT_FLAGS = '{"contract", "reassoc"}'     # source text: a set's repr is not stable
 
 
+# The range of the split loop (see the module's docstring): the function's last two
+# parameters, named so that no buffer (in0.., out, acc) or size symbol can clash.
+RANGE_ARGS = ("_graphc_lo", "_graphc_hi")
+
+
+def split_loop(kernel: L.Kernel) -> L.Loop | None:
+    """The loop the runtime splits over its threads: the kernel's body when that is one
+    parallel loop with no parallel loop inside; None otherwise (the kernel runs as is)."""
+    body = kernel.body
+    if len(body) == 1 and isinstance(body[0], L.Loop) and body[0].parallel \
+            and not any(isinstance(n, L.Loop) and n.parallel for n in L.walk(body[0].body)):
+        return body[0]
+    return None
+
+
+def work(body, env: dict | None = None):
+    """Statements executed by ``body`` with its loop extents evaluated for the sizes
+    ``env`` (symbol -> int); None when an extent cannot be (symbolic without ``env``, or
+    depending on an outer loop's variable)."""
+    total = 0
+    for s in body:
+        if isinstance(s, L.Loop):
+            if isinstance(s.extent, L.Const):
+                n = int(s.extent.value)
+            elif env is None:
+                return None
+            else:
+                try:
+                    n = int(L.evaluate(s.extent, env))
+                except (KeyError, TypeError, ValueError):
+                    return None
+            inner = work(s.body, env)
+            if inner is None:
+                return None
+            total += n * max(inner, 1)
+        else:
+            total += 1
+    return total
+
+
+def static_work(body):
+    """Statements executed by ``body``, or None when a loop extent is symbolic."""
+    return work(body)
+
+
 def signature(kernel: L.Kernel) -> str:
     args = []
     for b in kernel.buffers:
         dims = ", ".join([":"] * (max(b.rank, 1) - 1) + ["::1"])
         args.append(f"{_NB[b.dtype]}[{dims}]")
-    args += ["int64"] * len(kernel.sizes)
+    args += ["int64"] * (len(kernel.sizes) + (2 if split_loop(kernel) else 0))
     return f"void({', '.join(args)})"
 
 
@@ -154,8 +212,10 @@ def render_kernel(kernel: L.Kernel, fastmath: bool = False) -> str:
     not Python's ZeroDivisionError."""
     r = _Renderer(kernel, fastmath)
     body = r.stmts(kernel.body, "    ")
-    parallel = any(isinstance(n, L.Loop) and n.parallel for n in L.walk(kernel.body))
-    params = [b.name for b in kernel.buffers] + list(kernel.sizes)
+    parallel = r.split is None and any(isinstance(n, L.Loop) and n.parallel
+                                       for n in L.walk(kernel.body))
+    params = [b.name for b in kernel.buffers] + list(kernel.sizes) + \
+        (list(RANGE_ARGS) if r.split is not None else [])
     comment = "\n".join("# " + line for line in L.format_kernel(kernel).splitlines())
     flags = "True" if fastmath else DEFAULT_FLAGS
     return (f"{PRELUDE}\n{comment}\n"

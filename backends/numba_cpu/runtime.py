@@ -5,20 +5,31 @@ blockwise attention with a score block per 128 query rows (a large one's heads s
 the threads)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from graphc.ir.dims import evaluate
+from graphc.lower import loopir as L
 from graphc.runtime.interpreter import run_graph
 from graphc.lower.program import AttentionStep
 from graphc.runtime.program import ProgramExecutable, attention_operands
 
 from .cache import load_module
+from .render import split_loop, work
 
 from . import threads
 from . import templates
 from .templates import SOFTMAX_PARALLEL_MIN
 
 ATTENTION_BLOCK = 128   # query rows per block: the score block is [heads, 128, T]
+
+# ``x @ W.T`` with at most this many rows of x runs templates.rows_shared_t (each weight
+# row read once for all rows) instead of BLAS, which packs the weight on every call: the
+# lm_head of DeepSeek-V2 mini at 8 rows 20.0 -> 13.5 ms on one thread, 2-16 rows cost
+# BLAS nearly what 16 do (docs/deepseek_v2.md, batched generation).
+FEW_ROWS = 8
+
 
 
 class NumbaExecutable(ProgramExecutable):
@@ -29,6 +40,10 @@ class NumbaExecutable(ProgramExecutable):
         self.functions = functions        # name -> compiled function
         self.attention_softmax = attention_softmax  # scores dtype -> softmax module
         self.rows = rows or {}            # dtype -> module of the one-row GEMMs
+        # name -> the loop split over the threads, for the kernels rendered over a range
+        # of it (render.split_loop)
+        self.splits = {name: loop for name, k in kernels.items()
+                       if (loop := split_loop(k)) is not None}
         # (scores dtype, mask kind) -> the masked score softmax (library.sources lists
         # these modules for the parallel compile, so loading them is a cache hit)
         self.masked_softmax = {
@@ -46,19 +61,24 @@ class NumbaExecutable(ProgramExecutable):
             threads.blas_exit()
 
     def matmul(self, a, b, out):
-        """One row per batch entry (a decode step) against contiguous weights or cache:
-        the Numba kernels of templates.rows_gemm; anything else: BLAS, split over the
-        threads when large (threads.py)."""
+        """One row per batch entry (a decode step) against contiguous weights or cache,
+        or up to FEW_ROWS rows against a weight (``x @ W.T``: a batched decode step): the
+        Numba kernels of templates.rows_gemm (OpenMP); anything else: BLAS, split over
+        the threads when large (threads.py)."""
         rows = self.rows.get(str(out.dtype))
-        if (rows is not None and a.ndim >= 2 and a.shape[-2] == 1
+        if (rows is not None and a.ndim >= 2 and a.shape[-2] <= FEW_ROWS
                 and a.dtype == b.dtype == out.dtype and b.flags.writeable
                 and a.flags.c_contiguous and out.flags.c_contiguous):
-            if a.ndim == 2 and b.ndim == 2 and b.flags.f_contiguous:     # x @ W.T
-                rows.rows_shared_t(a, b.T, out)
+            K, N = a.shape[-1], b.shape[-1]
+            if b.ndim == 2 and b.flags.f_contiguous and all(d == 1 for d in a.shape[:-2]):
+                # x @ W.T, few rows x [.., m, K] (a decode step, a batch of them)
+                rows.rows_shared_t(a.reshape(a.shape[-2], K), b.T,
+                                   out.reshape(a.shape[-2], N))
                 return
-            if a.ndim == 3 and out.ndim == 3 and a.shape[0] == out.shape[0]:
+            if a.shape[-2] == 1 and a.ndim == 3 and out.ndim == 3 \
+                    and a.shape[0] == out.shape[0]:
                 B = a.shape[0]
-                a2, o2 = a.reshape(B, a.shape[2]), out.reshape(B, out.shape[2])
+                a2, o2 = a.reshape(B, K), out.reshape(B, N)
                 if b.ndim == 2 and b.flags.c_contiguous:
                     rows.rows_shared(a2, b, o2)
                     return
@@ -87,8 +107,33 @@ class NumbaExecutable(ProgramExecutable):
             out[...] = run_graph(step.body, ops, bindings)[0]
 
     def kernel(self, kernel, ops, out, acc, sz):
-        self.functions[kernel.name](*self.kernel_args(kernel, ops, out, acc),
-                                    *sz.size_args[kernel.name])
+        fn = self.functions[kernel.name]
+        args = (*self.kernel_args(kernel, ops, out, acc), *sz.size_args[kernel.name])
+        split = self.splits.get(kernel.name)
+        if split is None:                     # a kernel that runs as it is
+            fn(*args)
+            return
+        n = threads.workers()
+        ranges = sz.memo.get((kernel.name, n))
+        if ranges is None:
+            ranges = self._ranges(kernel, split, sz, n)
+        if len(ranges) == 1:
+            fn(*args, *ranges[0])
+        else:
+            threads.run_parallel([functools.partial(fn, *args, lo, hi) for lo, hi in ranges])
+
+    def _ranges(self, kernel, split, sz, n):
+        """The parts of a split kernel's loop for these sizes and ``n`` threads (one part
+        when the work is under threads.SPLIT_MIN_WORK loop-IR statements), kept with the
+        per-size state."""
+        env = dict(zip(kernel.sizes, sz.size_args[kernel.name]))
+        extent = int(L.evaluate(split.extent, env))
+        per_row = work(split.body, env)          # None: not known, taken as large
+        total = extent * (per_row if per_row is not None else threads.SPLIT_MIN_WORK)
+        k = min(n, extent) if total >= threads.SPLIT_MIN_WORK else 1
+        ranges = threads.parts(extent, k) if extent > 0 and k > 1 else [(0, max(extent, 0))]
+        sz.memo[(kernel.name, n)] = ranges
+        return ranges
 
     def attention(self, step, ops, out, sz):
         bindings = sz.bindings
@@ -152,13 +197,44 @@ class NumbaExecutable(ProgramExecutable):
             for lo, hi in threads.parts(E, n_thr):
                 tasks.append(lambda lo=lo, hi=hi, off=off: blocks(
                     part(q, lo, hi), part(kT, lo, hi), part(v, lo, hi), part(o, lo, hi),
-                    part(mask, lo, hi), off, one_thread, lambda blk: mod._ser))
+                    part(mask, lo, hi), off, one_thread, lambda blk: mod.softmax))
                 off += N // E * (hi - lo)
             threads.run_parallel(tasks)
         else:   # every head at once, each block's GEMMs and softmax split in turn
-            blocks(q, kT, v, o, mask, 0, threads.matmul,
-                   lambda blk: mod._par if blk.size >= SOFTMAX_PARALLEL_MIN else mod._ser)
+            blocks(q, kT, v, o, mask, 0, threads.matmul, lambda blk: functools.partial(
+                split_softmax, mod.softmax, mask is not None)
+                if blk.size >= SOFTMAX_PARALLEL_MIN else mod.softmax)
         self.finish_attention(step, ops, out, o_step, sz)
+
+
+def split_softmax(fn, masked, s, inv, scale, causal, row0, diag, *mask):
+    """The score-block softmax ``fn`` (templates.attention_softmax) on s [B, R, T] split
+    over the threads: by whole score rows b (of the mask's leading dim, when masked) where
+    there are enough, else by query rows (the part lo..hi starts at query row
+    ``row0 + lo``), each call on C-contiguous views (the kernel's signature)."""
+    B, R = s.shape[:2]
+    k = threads.workers()
+    M1, M2 = mask[0].shape[:2] if masked else (B, 1)
+    if k < 2 or max(M1, R) < 2:
+        fn(s, inv, scale, causal, row0, diag, *mask)
+        return
+    if M1 >= k:
+        def part(lo, hi):
+            extra = (mask[0][lo:hi], mask[1]) if masked else ()
+            return lambda: fn(s[lo * M2:hi * M2], inv[lo * M2:hi * M2], scale, causal, row0,
+                              diag, *extra)
+        threads.run_parallel([part(lo, hi) for lo, hi in threads.parts(M1, k)])
+        return
+
+    def rows(lo, hi):
+        def run():
+            for b in range(B):
+                extra = (mask[0][b // M2:b // M2 + 1, b % M2:b % M2 + 1, lo:hi], mask[1]) \
+                    if masked else ()
+                fn(s[b:b + 1, lo:hi], inv[b:b + 1, lo:hi], scale, causal, row0 + lo, diag,
+                   *extra)
+        return run
+    threads.run_parallel([rows(lo, hi) for lo, hi in threads.parts(R, min(k, R))])
 
 
 def _blas_writable(o) -> bool:

@@ -2,16 +2,13 @@
 from .vmath import VMATH, exp_fn
 
 
-def variants(template: str, kernel: str, **subs) -> str:
-    """The source with a parallel (``_par``) and a serial (``_ser``) copy of the
-    functions after ``# BODY``; ``__X__`` placeholders replaced by ``subs[X]``;
-    ``kernel`` (what the cache returns) names one of its functions."""
-    head, _, body = template.partition("# BODY\n")
-    out = head
-    for name, par, rng in (("_par", "True", "nb.prange"), ("_ser", "False", "range")):
-        out += (body.replace("__NAME__", name).replace("__PARALLEL__", par)
-                .replace("__PRANGE__", rng))
-    out += f"\nkernel = {kernel}\n"
+def fill(template: str, kernel: str, **subs) -> str:
+    """The template's source with its ``__X__`` placeholders replaced by ``subs[X]`` and
+    ``kernel`` (what the cache returns) naming one of its functions. Templates are
+    serial Numba functions; the runtime splits their calls over its own threads
+    (threads.split), most over a range lo..hi of their outer loop that they take as
+    their last two arguments."""
+    out = template + f"\nkernel = {kernel}\n"
     for k, v in subs.items():
         out = out.replace(f"__{k}__", v)
     return out
@@ -22,17 +19,18 @@ def variants(template: str, kernel: str, **subs) -> str:
 # causal block), with ``reassoc`` so the row max and sum vectorise too; no flag assumes
 # away NaN or infinities (a NaN score makes its row's sum NaN; masked keys come out
 # exactly 0). float64: libm's exp and no fast-math flags (the oracle's precision).
-# ``kernel`` (= ``_par``) runs the rows in the OpenMP pool, ``_ser`` on the calling
-# thread (a block under SOFTMAX_PARALLEL_MIN scores: waking the pool costs more than the
-# work).
+# One serial function (``softmax``, the module's ``kernel``): the runtime splits a block
+# of at least SOFTMAX_PARALLEL_MIN scores by score rows or query rows over its threads
+# (runtime.split_softmax; a smaller one runs on the calling thread: handing a part over
+# costs more than the work). A prange copy beside it cost 1.3 s more of Numba compile per
+# module (2.1 vs 0.8 s of CPU).
 SOFTMAX_PARALLEL_MIN = 1 << 15
 
 _ATTENTION_SOFTMAX = VMATH + '''
-# BODY
 
 @nb.njit("void(__FT__[:, :, ::1], __FT__[:, ::1], float64, boolean, int64, int64)",
-         parallel=__PARALLEL__, cache=True, nogil=True, fastmath=__FLAGS__)
-def __NAME__(s, inv_sum, scale, causal, row0, diag):
+         cache=True, nogil=True, fastmath=__FLAGS__)
+def softmax(s, inv_sum, scale, causal, row0, diag):
     """In place on a block of scores s [B, R, T] (query rows row0 .. row0+R): scale, mask
     keys j > row + diag when causal, exp(x - row max). Masked entries become 0. The row
     normalisation 1/sum goes to inv_sum [B, R]: it is applied to the [R, dv] output of
@@ -42,7 +40,7 @@ def __NAME__(s, inv_sum, scale, causal, row0, diag):
     float64, so long rows keep their precision."""
     B, R, T = s.shape
     sc = nb.__FT__(scale)
-    for p in __PRANGE__(B * R):
+    for p in range(B * R):
         b = p // R
         r = p % R
         limit = T
@@ -109,12 +107,10 @@ def _exp_sum(row, limit, m):
     row[limit:] = 0
     return total
 
-# BODY
-
 @nb.njit(nb.void(nb.__FT__[:, :, ::1], nb.__FT__[:, ::1], nb.float64, nb.boolean, nb.int64,
                  nb.int64, _MASK, nb.float64),
-         parallel=__PARALLEL__, cache=True, nogil=True, fastmath=__FLAGS__)
-def __NAME__(s, inv_sum, scale, causal, row0, diag, mask, fill):
+         cache=True, nogil=True, fastmath=__FLAGS__)
+def softmax(s, inv_sum, scale, causal, row0, diag, mask, fill):
     """In place on a block of scores s [B, R, T] (query rows row0 .. row0+R): scale,
     mask (mask [M1, M2, R, T], B = M1 * M2), causal mask, exp(x - row max); 1/sum to
     inv_sum [B, R]."""
@@ -122,7 +118,7 @@ def __NAME__(s, inv_sum, scale, causal, row0, diag, mask, fill):
     M2 = mask.shape[1]
     sc = nb.__FT__(scale)
     fl = nb.__FT__(fill)
-    for p in __PRANGE__(B * R):
+    for p in range(B * R):
         b = p // R
         r = p % R
         limit = T
@@ -151,17 +147,22 @@ def attention_softmax(dtype: str = "float32", mask: str | None = None) -> str:
     if dtype not in _FLAGS or mask not in (None, *_MASKED):
         raise ValueError(f"attention softmax for {dtype!r}, mask {mask!r}")
     if mask is None:
-        return variants(_ATTENTION_SOFTMAX, "_par", FT=dtype, FLAGS=_FLAGS[dtype],
-                        EXP=exp_fn(dtype))
+        return fill(_ATTENTION_SOFTMAX, "softmax", FT=dtype, FLAGS=_FLAGS[dtype],
+                    EXP=exp_fn(dtype))
     expr, mt = _MASKED[mask]
-    return variants(_ATTENTION_SOFTMAX_MASKED, "_par", FT=dtype, FLAGS=_FLAGS[dtype],
-                    EXP=exp_fn(dtype), MT=mt or dtype, MASKED=expr)
+    return fill(_ATTENTION_SOFTMAX_MASKED, "softmax", FT=dtype, FLAGS=_FLAGS[dtype],
+                EXP=exp_fn(dtype), MT=mt or dtype, MASKED=expr)
 
 
 # GEMMs with one row per batch entry (a decode step: a token's query or attention output
-# against per-head weights or the cache, [B, 1, K] @ ...), in the OpenMP pool with the
-# other kernels: the weights are read once from memory with every thread (one-thread BLAS
-# per call would stream them on one core). Dot products and row updates the compiler
+# against per-head weights or the cache, [B, 1, K] @ ...) and few rows against a weight
+# (``x @ W.T``, a batched decode step): the weights are read once from memory with every
+# thread (one-thread BLAS per call would stream them on one core, and re-pack them on
+# every call). These stay ``numba.prange`` loops in Numba's OpenMP pool, the one use of
+# it: a decode step makes ~40 such calls of 50-800 us, and waking OpenMP's spinning
+# workers costs a few us where a hand-off to the backend's Python helper threads costs
+# ~70 (threads.split: decode 75.9 -> 64.3 tokens/s on DeepSeek-V2 mini when these went
+# through it). Dot products and row updates the compiler
 # vectorises (``reassoc``). ``x @ W.T`` with W stored [out, in] and one row is
 # ``rows_shared_t`` with one row.
 _ROWS = '''import numpy as np

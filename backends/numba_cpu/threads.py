@@ -196,6 +196,27 @@ def run_parallel(tasks) -> None:
         _POOL.run(list(tasks))
 
 
+# A kernel runs over the threads (:func:`split`) only when its work is at least this
+# many element operations (loop-IR statements): handing a part to a helper thread and
+# waiting for it costs ~70 us here (2 cores: two no-op tasks through
+# run_parallel, median 68-83 us), the time of ~2^18-2^20 operations of a row kernel; a
+# smaller one runs on the calling thread (at 2^16 the small softmax and score kernels of
+# a decode step went 20 -> 80-110 us each).
+SPLIT_MIN_WORK = 1 << 20
+
+
+def split(fn, n: int, work: int, *args, align: int = 1) -> None:
+    """``fn(*args, lo, hi)`` for contiguous ranges lo..hi covering 0..n: one per thread
+    (boundaries on multiples of ``align``) when ``work`` is at least SPLIT_MIN_WORK, else
+    a single call ``fn(*args, 0, n)`` on this thread. The backend's kernels are serial
+    Numba functions over such a range, run by the same threads as the GEMM splits."""
+    k = min(workers(), n) if work >= SPLIT_MIN_WORK else 1
+    if k <= 1:
+        fn(*args, 0, n)
+        return
+    run_parallel([functools.partial(fn, *args, lo, hi) for lo, hi in parts(n, k, align)])
+
+
 def parts(n: int, k: int, align: int = 1) -> list[tuple[int, int]]:
     """``k`` contiguous ranges covering 0..n, boundaries on multiples of ``align``."""
     step = -(-n // k)

@@ -317,6 +317,37 @@ def format_kernel(k: Kernel) -> str:
     return "\n".join([f"kernel {k.name}({params}{sizes}):"] + format_stmts(k.body))
 
 
+def rename_buffer(node, old: str, new: str):
+    """``node`` (an Expr, Stmt or list of them) with every load and store of buffer
+    ``old`` made one of ``new`` (a new tree; the original is left as it is)."""
+    def r(n):
+        if isinstance(n, list):
+            return [r(x) for x in n]
+        if isinstance(n, (Const, Var)):
+            return n
+        if isinstance(n, Load):
+            return Load(new if n.buf == old else n.buf, tuple(r(i) for i in n.index))
+        if isinstance(n, Bin):
+            return Bin(n.op, r(n.a), r(n.b))
+        if isinstance(n, Call):
+            return Call(n.fn, tuple(r(a) for a in n.args))
+        if isinstance(n, Select):
+            return Select(r(n.cond), r(n.a), r(n.b))
+        if isinstance(n, Cast):
+            return Cast(r(n.a), n.dtype)
+        if isinstance(n, Loop):
+            return Loop(n.var, r(n.extent), r(n.body), n.parallel)
+        if isinstance(n, Assign):
+            return Assign(n.var, r(n.value), n.dtype)
+        if isinstance(n, Store):
+            return Store(new if n.buf == old else n.buf, tuple(r(i) for i in n.index),
+                         r(n.value))
+        if isinstance(n, Reduce):
+            return Reduce(n.var, n.op, r(n.value))
+        raise TypeError(n)
+    return r(node)
+
+
 def walk(node):
     """Every expression and statement under ``node`` (a Stmt, Expr or list)."""
     if isinstance(node, list):

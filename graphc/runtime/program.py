@@ -75,6 +75,7 @@ class Sized:
                 if step.epilogue is not None:
                     self.scratch[step.node] = exe.empty(acc_shape, step.acc_dtype)
                 self.scratch.update(exe.attention_scratch(step, acc_shape, bindings))
+        self.memo = {}            # what a backend works out once per size (its own keys)
         self.size_args = {}
         for k in exe.kernels.values():
             self.size_args[k.name] = tuple(int(bindings[s]) for s in k.sizes)

@@ -394,8 +394,11 @@ def test_op_is_covered(op):
 
 
 def test_kernel_source_is_numba():
-    """The rendered module is an eager, cached, parallel njit function."""
+    """The rendered module is an eager, cached, serial njit function over a range of its
+    row loop, which the runtime splits over its threads (render.split_loop): no prange."""
     exe = graphc.compile(graphc.trace(lambda x: graphc.exp(x), spec(("S", 4))),
                          backend="numba")
     src = kernel_sources(exe)
-    assert "@nb.njit(" in src and "cache=True" in src and "nb.prange" in src
+    assert "@nb.njit(" in src and "cache=True" in src and "parallel=False" in src
+    assert "in range(_graphc_lo, _graphc_hi):" in src and "nb.prange" not in src
+    assert "int64, int64, int64)'" in src        # S, then the range

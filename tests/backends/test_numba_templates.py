@@ -31,6 +31,16 @@ def qkv(rng, S, T, dtype="float32", dv=D):
             randn(rng, (H, T, dv), dtype))
 
 
+def softmax_kernel(mod, fn):
+    """The score softmax as the runtime calls it: on the calling thread ("one"), or
+    "split": its rows split over the backend's threads (runtime.split_softmax)."""
+    if fn == "one":
+        return mod.softmax
+    from functools import partial
+    from graphc.backends.numba_cpu.runtime import split_softmax
+    return partial(split_softmax, mod.softmax, False)
+
+
 SELF = [(1, 1), (7, 7), (130, 130), (257, 257)]          # prefill: S == T
 DECODE = [(1, 9), (7, 130), (3, 257), (130, 300)]         # fewer queries than keys
 
@@ -52,7 +62,7 @@ def test_attention_rule(causal, rng):
     assert exe.program.steps[0].causal is causal
 
 
-@pytest.mark.parametrize("fn", ["_par", "_ser"])
+@pytest.mark.parametrize("fn", ["split", "one"])
 def test_float32_score_softmax_wide_range_masks_nan(fn, rng):
     """The float32 score-block softmax (vmath's _exp32, which the compiler vectorises):
     scores over +-300 after scaling, causal rows of every length, against float64; masked
@@ -60,7 +70,7 @@ def test_float32_score_softmax_wide_range_masks_nan(fn, rng):
     NaN score makes its row NaN (as the reference softmax does), no other row."""
     from graphc.backends.numba_cpu.cache import load_module
     from graphc.backends.numba_cpu.templates import attention_softmax
-    kernel = getattr(load_module(attention_softmax("float32"))[0], fn)
+    kernel = softmax_kernel(load_module(attention_softmax("float32"))[0], fn)
     B, R, T, row0, scale = 3, 37, 300, 200, 0.37
     base = (randn(rng, (B, R, T)) * 800).astype(np.float32)
     base[1, 4, :5] = -np.inf
@@ -84,13 +94,13 @@ def test_float32_score_softmax_wide_range_masks_nan(fn, rng):
     assert np.linalg.norm(got[ok] - want[ok]) / np.linalg.norm(want[ok]) < 1e-6
 
 
-@pytest.mark.parametrize("fn", ["_par", "_ser"])
+@pytest.mark.parametrize("fn", ["split", "one"])
 def test_float32_score_softmax_long_rows(fn, rng):
     """Rows of 20k keys and causal rows ending at and around the 256-key chunks the sum
     is taken in (float32 within a chunk, float64 across): within 1e-6 of float64."""
     from graphc.backends.numba_cpu.cache import load_module
     from graphc.backends.numba_cpu.templates import attention_softmax
-    kernel = getattr(load_module(attention_softmax("float32"))[0], fn)
+    kernel = softmax_kernel(load_module(attention_softmax("float32"))[0], fn)
     for B, R, T, row0, causal in [(2, 3, 20000, 0, False), (1, 6, 600, 253, True),
                                   (1, 3, 600, 510, True)]:
         base = randn(rng, (B, R, T)) * 4
@@ -256,3 +266,39 @@ def test_gemm_weight_views_are_not_copied(rng):
     assert np.shares_memory(by_name["w^T"], w)          # the GEMM's weight: no copy
     assert not np.shares_memory(by_name["u"], u)      # read by the epilogue kernel
     assert by_name["u"].flags.c_contiguous
+
+
+@pytest.mark.parametrize("kind", ["add", "bool"])
+@pytest.mark.parametrize("M1,M2", [(1, 1), (1, 3), (3, 1), (2, 3), (5, 1)])
+def test_masked_score_softmax_split_over_threads(kind, M1, M2, rng):
+    """The masked score softmax split over the threads (runtime.split_softmax: by the
+    mask's leading dim when it has a part per thread, else by query rows, each score row
+    b reading mask[b // M2, b % M2]), causal from query row 40 on: equal to one serial
+    call, and within 1e-6 of float64. The mask broadcasts over its query rows (stride 0),
+    as a padding mask does."""
+    from functools import partial
+    from graphc.backends.numba_cpu.cache import load_module
+    from graphc.backends.numba_cpu.runtime import split_softmax
+    from graphc.backends.numba_cpu.templates import attention_softmax
+    mod = load_module(attention_softmax("float32", kind))[0]
+    B, R, T, row0, scale, fill = M1 * M2, 9, 300, 40, 0.4, -np.inf
+    base = randn(rng, (B, R, T)) * 3
+    if kind == "add":
+        rowmask = np.where(rng.random((M1, M2, 1, T)) < 0.3, -np.inf, 0).astype(np.float32)
+    else:
+        rowmask = rng.random((M1, M2, 1, T)) >= 0.3
+    rowmask[..., 0] = 0 if kind == "add" else True         # no row masked whole
+    mask = np.broadcast_to(rowmask, (M1, M2, R, T))
+    outs = []
+    for fn in (mod.softmax, partial(split_softmax, mod.softmax, True)):
+        s, inv = base.copy(), np.empty((B, R), np.float32)
+        fn(s, inv, scale, True, row0, 0, mask, fill)
+        outs.append(s * inv[..., None])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    x = base.astype(np.float64) * np.float32(scale)
+    keep = (mask.reshape(B, R, T) == 0) if kind == "add" else mask.reshape(B, R, T)
+    x = np.where(keep, x, -np.inf)
+    x[:, np.arange(T)[None, :] > (row0 + np.arange(R))[:, None]] = -np.inf
+    e = np.exp(x - x.max(-1, keepdims=True))
+    want = e / e.sum(-1, keepdims=True)
+    assert np.linalg.norm(outs[1] - want) / np.linalg.norm(want) < 1e-6

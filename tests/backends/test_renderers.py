@@ -114,7 +114,7 @@ def _inputs(dt, rng):
 def _run_numba(kernel, a, b, n_out):
     fn, _ = load_kernel(numba_render.render_kernel(kernel))
     outs = [np.empty(N, a.dtype) for _ in range(n_out)]
-    fn(a, b, *outs, np.int64(N))
+    fn(a, b, *outs, np.int64(N), *((0, N) if numba_render.split_loop(kernel) else ()))
     return outs
 
 
