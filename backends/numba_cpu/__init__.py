@@ -1,5 +1,6 @@
-"""The Numba CPU backend: loop-IR kernels rendered for ``numba.njit(parallel=True)``,
-GEMMs on BLAS with fused epilogues, blockwise attention, one preallocated arena.
+"""The Numba CPU backend: loop-IR kernels rendered as serial ``numba.njit`` functions
+over a range of their row loop (split over the backend's threads at run time), GEMMs on
+BLAS with fused epilogues, blockwise attention, one preallocated arena.
 
     exe = graphc.compile(graph, backend="numba")
 
@@ -12,15 +13,15 @@ import os
 import time
 from typing import NamedTuple
 
-# BLAS runs on one thread per call and the backend splits large GEMMs over its own
-# helper threads (threads.py), so OpenMP workers are the only pool that wakes between
-# the steps of a call: with GNU OpenMP (Numba's omp layer on Linux) they spin for a
-# short while after a kernel (GOMP_SPINCOUNT iterations, tens of microseconds) and then
-# sleep, so the next kernel of a decode step finds them awake and a long GEMM on the
-# helper threads loses little. (With OpenBLAS's own pool the backend had to make them
-# sleep at once: spinning workers then slowed the GEMMs.) Other OpenMP runtimes ignore
-# it. Set before Numba starts its thread pool; a user's OMP_WAIT_POLICY or
-# GOMP_SPINCOUNT wins.
+# BLAS runs on one thread per call, and the backend splits large GEMMs and its kernels
+# over its own helper threads (threads.py). Numba's OpenMP pool is used only by the
+# decode step's one-row GEMMs and few-pair MoE kernels (templates.rows_gemm, library.py):
+# with GNU OpenMP (Numba's omp layer on Linux) its workers spin for a short while after
+# a kernel (GOMP_SPINCOUNT iterations, tens of microseconds) and then sleep, so the next
+# GEMV of a decode step finds them awake and a GEMM split after it loses little. Other
+# OpenMP runtimes ignore it. Set before Numba starts its thread pool; a user's
+# OMP_WAIT_POLICY or GOMP_SPINCOUNT wins (and a libgomp that torch loaded first has read
+# the environment already).
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "10000"
 
@@ -125,8 +126,9 @@ def _plan(program, fastmath: bool) -> _Plan:
 
 
 # A kernel whose loops all have static extents and whose work (statements executed) is at
-# most this runs serially: waking the OpenMP pool costs 30-80 us on 2 cores with passive
-# waiting, more than such a kernel's work (a decode step is ~80 of them on one token).
+# most this is rendered as a plain serial loop (no range arguments): a hand-off to a
+# helper thread would cost more than its work (a decode step is ~80 of them on one
+# token). Larger or symbolic ones take a range the runtime splits (threads.split).
 SERIAL_MAX_WORK = 1 << 15
 
 

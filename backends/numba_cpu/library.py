@@ -10,9 +10,11 @@ An implementation is ``source(node, body)``, the source of its Numba kernel modu
 node's dtypes (None: not supported here), and ``prepare(node, body, shared, module) ->
 run(out, ops)``: ``prepare`` runs at compile time on the module loaded through the kernel
 cache, ``run`` runs per call. ``sources(program)`` lists the modules a program needs, so
-the backend can compile them beside its kernels in parallel (cache.precompile). Kernels come in a serial and a parallel variant: a decode step calls them
-on one token, where waking the thread pool would cost more than the work (~30-80 us per
-parallel region on 2 cores with passive OpenMP waiting).
+the backend can compile them beside its kernels in parallel (cache.precompile). Kernels
+are serial Numba functions over a range of their outer loop that ``threads.split`` cuts
+over the backend's threads when the work pays for the hand-off (a decode step calls them
+on one token: one call on the calling thread); the few-pair MoE kernels of a decode step
+stay ``numba.prange`` in the OpenMP pool (see templates.rows_gemm).
 
 - ``rope``: cos/sin of ``positions[b, s] * inv_freq`` once per (sequence, position) (in
   the dtype of x, like the reference), then the rotation of the pairs (interleaved or

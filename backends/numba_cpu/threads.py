@@ -1,12 +1,13 @@
 """The Numba backend's CPU threads: one set of workers for BLAS and the kernels.
 
 Two thread pools on the same cores fight: OpenBLAS's workers keep spinning for a while
-after each multi-threaded call, and Numba's OpenMP workers that wake meanwhile (a kernel
-between two GEMVs of a decode step) wait for a core. So the backend runs BLAS on one
-thread per call and splits a large GEMM itself, over the calling thread and
-``workers()`` - 1 helper threads (halves of the output columns, rows or batch). Numba
-kernels keep their OpenMP pool, whose workers spin briefly after a kernel (``GOMP_SPINCOUNT``,
-set in ``__init__.py``) instead of sleeping, because nothing else then wants the cores.
+after each multi-threaded call, and Numba's OpenMP workers spin after each parallel
+kernel, each taking a core the other wants. So the backend runs BLAS on one thread per
+call and splits a large GEMM itself, over the calling thread and ``workers()`` - 1
+helper threads (halves of the output columns, rows or batch), and its kernels are serial
+Numba functions over a range of rows that :func:`split` cuts over the same threads.
+Numba's OpenMP pool is left to the decode step's one-row GEMMs (templates.rows_gemm),
+whose ~40 calls a step cannot pay the ~70 us hand-off to a Python helper.
 
 While a numba executable runs, NumPy's BLAS runs on one thread (through threadpoolctl,
 :func:`blas_enter` / :func:`blas_exit` around each call, counted across threads); between
