@@ -28,6 +28,29 @@ SOFTMAX_PARALLEL_MIN = 1 << 15
 
 _ATTENTION_SOFTMAX = VMATH + '''
 
+@nb.njit(inline="always", fastmath=__FLAGS__)
+def _row_max(row, limit, sc, lanes):
+    """max over j < limit of row[j] * sc, NaN ignored (v > m is false for a NaN; the row
+    sum makes that row NaN later), 16 lanes at a time into ``lanes`` [16]: a running max
+    through a select is not vectorised as a reduction without the no-NaN flag, a
+    lane-wise max is (a 128 x 2048 block's softmax 245 -> 170 us)."""
+    for l in range(16):
+        lanes[l] = -np.inf
+    n16 = limit // 16
+    for c in range(n16):
+        ch = row[c * 16:(c + 1) * 16]
+        for l in range(16):
+            v = ch[l] * sc
+            lanes[l] = v if v > lanes[l] else lanes[l]
+    m = lanes[0]
+    for l in range(1, 16):
+        m = lanes[l] if lanes[l] > m else m
+    for j in range(n16 * 16, limit):
+        v = row[j] * sc
+        m = v if v > m else m
+    return m
+
+
 @nb.njit("void(__FT__[:, :, ::1], __FT__[:, ::1], float64, boolean, int64, int64)",
          cache=True, nogil=True, fastmath=__FLAGS__)
 def softmax(s, inv_sum, scale, causal, row0, diag):
@@ -40,6 +63,7 @@ def softmax(s, inv_sum, scale, causal, row0, diag):
     float64, so long rows keep their precision."""
     B, R, T = s.shape
     sc = nb.__FT__(scale)
+    lanes = np.empty(16, nb.__FT__)
     for p in range(B * R):
         b = p // R
         r = p % R
@@ -47,10 +71,7 @@ def softmax(s, inv_sum, scale, causal, row0, diag):
         if causal:        # >= 1: the runtime checks T >= S (diag >= 0) before any call
             limit = min(T, row0 + r + diag + 1)
         row = s[b, r]
-        m = nb.__FT__(-np.inf)
-        for j in range(limit):
-            v = row[j] * sc
-            m = v if v > m else m
+        m = _row_max(row, limit, sc, lanes)
         total = 0.0
         full = limit // 256
         for c in range(full):         # loops from 0 over a slice vectorise (a range(a, b)
@@ -80,6 +101,29 @@ def softmax(s, inv_sum, scale, causal, row0, diag):
 # finite value a model fills with) where it is False. A row masked whole comes out NaN,
 # as the reference's softmax gives (0/0); with a finite fill, uniform.
 _ATTENTION_SOFTMAX_MASKED = VMATH + '''
+
+@nb.njit(inline="always", fastmath=__FLAGS__)
+def _row_max(row, limit, sc, lanes):
+    """max over j < limit of row[j] * sc, NaN ignored (v > m is false for a NaN; the row
+    sum makes that row NaN later), 16 lanes at a time into ``lanes`` [16]: a running max
+    through a select is not vectorised as a reduction without the no-NaN flag, a
+    lane-wise max is (a 128 x 2048 block's softmax 245 -> 170 us)."""
+    for l in range(16):
+        lanes[l] = -np.inf
+    n16 = limit // 16
+    for c in range(n16):
+        ch = row[c * 16:(c + 1) * 16]
+        for l in range(16):
+            v = ch[l] * sc
+            lanes[l] = v if v > lanes[l] else lanes[l]
+    m = lanes[0]
+    for l in range(1, 16):
+        m = lanes[l] if lanes[l] > m else m
+    for j in range(n16 * 16, limit):
+        v = row[j] * sc
+        m = v if v > m else m
+    return m
+
 _MASK = nb.types.Array(nb.__MT__, 4, "A", readonly=True)
 
 
@@ -118,6 +162,8 @@ def softmax(s, inv_sum, scale, causal, row0, diag, mask, fill):
     M2 = mask.shape[1]
     sc = nb.__FT__(scale)
     fl = nb.__FT__(fill)
+    lanes = np.empty(16, nb.__FT__)
+    one = nb.__FT__(1)
     for p in range(B * R):
         b = p // R
         r = p % R
@@ -126,11 +172,9 @@ def softmax(s, inv_sum, scale, causal, row0, diag, mask, fill):
             limit = min(T, row0 + r + diag + 1)
         row = s[b, r]
         mrow = mask[b // M2, b % M2, r]
-        m = nb.__FT__(-np.inf)
         for j in range(limit):
-            x = __MASKED__
-            row[j] = x
-            m = x if x > m else m
+            row[j] = __MASKED__
+        m = _row_max(row, limit, one, lanes)
         inv_sum[b, r] = nb.__FT__(1.0 / _exp_sum(row, limit, m))
 '''
 
