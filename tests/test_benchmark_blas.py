@@ -12,8 +12,8 @@ import pytest
 from graphc import timing
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["transformer_layer", "attention_forms", "onnx_models", "torch_compile",
-           "attention"]     # deepseek_v2.py: added with its report
+# every benchmark script (plot.py draws charts; it times nothing)
+SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "plot")
 
 
 def this_process_kernel():
@@ -43,6 +43,10 @@ def test_a_benchmark_run_prints_the_kernel_first():
     assert re.fullmatch(r"BLAS: .*\(kernel \S+, \d+ threads, .*\)", first), first
     assert f"kernel {lib['architecture']}" in first
     assert "gemm-floor" in res.stdout
+
+
+def test_the_scripts_are_found():
+    assert {"transformer_layer", "deepseek_v2", "threads", "onnx_models"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
