@@ -78,12 +78,12 @@ def cpu_isa() -> str | None:
 def blas_libraries() -> list[dict]:
     """The BLAS libraries loaded in this process (NumPy's, and any other that threadpoolctl
     finds), as threadpoolctl describes them: internal_api, version, architecture (the
-    kernel), num_threads, filepath. Empty without threadpoolctl."""
+    kernel), num_threads, filepath (NumPy, imported above, has loaded its own). Empty
+    without threadpoolctl."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
-    import numpy  # noqa: F401  (loads NumPy's BLAS)
     return [i for i in threadpool_info() if i.get("user_api") == "blas"]
 
 
