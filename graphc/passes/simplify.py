@@ -7,7 +7,8 @@ pattern language of the fusion rules (patterns.py) and applied by the same engin
   transpose/reshape;
 * ``transpose(transpose(x))`` -> one transpose; ``reshape(reshape(x))`` -> one reshape;
 * ``scale(scale(x, a), b)`` -> ``scale(x, a*b)``; ``x * c`` (c a scalar constant) ->
-  ``scale(x, c)``;
+  ``scale(x, c)``; ``pow(x, 2)`` / ``pow(x, 3)`` (a constant exponent) -> ``x*x`` /
+  ``(x*x)*x``;
 * a constant scale folded into the constant weight it can reach through single-use
   reshapes, transposes, bias adds and matmuls: ``scale(q @ k^T, 1/sqrt(d))`` with
   ``q = (x @ W_Q + b_Q)`` viewed as heads becomes ``q' @ k^T`` with ``W_Q, b_Q`` scaled.
@@ -119,6 +120,17 @@ def _fold_into_weight(m):
     return m["x"]
 
 
+def _small_power(graph, node):
+    v = _scalar_of(graph, node.id)
+    return None if v in (2.0, 3.0) else "not the constant 2 or 3"
+
+
+def _power_as_products(m):
+    x = m["x"]
+    return F.mul(x, x) if _scalar_of(m.graph, m.captures["p"]) == 2.0 else \
+        F.mul(F.mul(x, x), x)
+
+
 MERGES = RuleSet([
     _rule("transpose(transpose(x)) => transpose(x)",
           Op("transpose", Op("transpose", _x, name="inner")), _compose_transposes),
@@ -132,6 +144,11 @@ MERGES = RuleSet([
           _keeps_type("x")),
     _rule("scalar * x => scale(x, scalar)", Op("mul", _c, _x), _scale_of_scalar,
           _keeps_type("x")),
+    # pow with a constant exponent of 2 or 3 (GPT-2's tanh-GELU writes pow(x, 3.0)) as
+    # products: a kernel's pow is a libm call per element that a loop does not
+    # vectorise; x*x is what pow(x, 2) rounds to, (x*x)*x within an ulp of pow(x, 3)
+    _rule("pow(x, 2 or 3) => x*x or x*x*x", Op("pow", _x, Var("p", _small_power)),
+          _power_as_products, _keeps_type("x")),
 ], "simplify merges")
 
 # Identities first: at a node, an identity wins over a merge (as x * 1 before x * c).

@@ -182,3 +182,16 @@ def test_simplify_explain_reports_only_weight_folds():
     ex = Explain()
     optimize(g, ["simplify"], instruments=[ex])
     assert [e["kind"] for e in ex.events] == ["fold_scale"]
+
+
+def test_small_constant_powers_become_products(same_result):
+    """pow(x, 2) and pow(x, 3) with a constant exponent are products (a kernel's pow is
+    a libm call per element); another exponent, or a computed one, stays a pow."""
+    def fn(x, y):
+        a = graphc.abs(x) + 0.5                      # a positive base for 2.5 and y
+        return graphc.pow(x, 2.0) + graphc.pow(x, 3.0) + graphc.pow(a, 2.5) + \
+            graphc.pow(a, y)
+    g = graphc.trace(fn, graphc.spec((4, 6), "float64"), graphc.spec((4, 6), "float64"))
+    out = optimize(g, ["simplify", "dce"])
+    assert ops_of(out).count("pow") == 2 and ops_of(out).count("mul") == 3
+    same_result(g, out)
