@@ -686,20 +686,7 @@ class DeepseekV2:
         else:   # the new token's own slot (after the cache) is always visible
             zero = graphc.constant(np.zeros(1, c.dtype), name="zero")
             mask = graphc.concat([mask, zero], axis=0)                             # [T+1]
-        rope = self._rope(pos)
-        h = graphc.embedding(P["model.embed_tokens.weight"], ids)
-        new = []
-        for l in range(c.num_hidden_layers):
-            pre = f"model.layers.{l}."
-            a, c_kv, k_pe = mla_absorbed(
-                graphc.rmsnorm(h, P[pre + "input_layernorm.weight"], eps=c.rms_norm_eps),
-                P, pre + "self_attn.", c, rope, self.softmax_scale,
-                cache[2 * l], cache[2 * l + 1], mask)
-            new += [c_kv, k_pe]
-            h = h + a
-            h = h + self._ffn(graphc.rmsnorm(h, P[pre + "post_attention_layernorm.weight"],
-                                             eps=c.rms_norm_eps), P, l)
-        return (self._head(h, P), *new)
+        return self._decode_layers(mla_absorbed, ids, cache, pos, mask, P)
 
     def decode_batched(self, ids, *inputs):
         """Traced body of one batched decode step: B sequences, each one new token.
@@ -716,12 +703,19 @@ class DeepseekV2:
         # each new token's own slot (after the cache) is always visible
         zero = graphc.constant(np.zeros((1, 1), c.dtype), name="zero")
         mask = graphc.concat([mask, graphc.broadcast_to(zero, (B, 1))], axis=1)   # [B,T+1]
+        return self._decode_layers(mla_absorbed_batched, ids, cache, pos, mask, P)
+
+    def _decode_layers(self, attention, ids, cache, pos, mask, P):
+        """The layers of a decode step (one sequence or a batch: ``attention`` is
+        mla_absorbed or mla_absorbed_batched) -> (logits, then each layer's new c_kv and
+        k_pe)."""
+        c = self.config
         rope = self._rope(pos)
-        h = graphc.embedding(P["model.embed_tokens.weight"], ids)                  # [B, H]
+        h = graphc.embedding(P["model.embed_tokens.weight"], ids)
         new = []
         for l in range(c.num_hidden_layers):
             pre = f"model.layers.{l}."
-            a, c_kv, k_pe = mla_absorbed_batched(
+            a, c_kv, k_pe = attention(
                 graphc.rmsnorm(h, P[pre + "input_layernorm.weight"], eps=c.rms_norm_eps),
                 P, pre + "self_attn.", c, rope, self.softmax_scale,
                 cache[2 * l], cache[2 * l + 1], mask)

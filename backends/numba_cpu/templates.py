@@ -14,20 +14,8 @@ def fill(template: str, kernel: str, **subs) -> str:
     return out
 
 
-# The score-block softmax, for __FT__ scores. float32: vmath's _exp32, which the compiler
-# vectorises (libm's expf per element it does not: 2.67 -> 0.7-0.9 ms on a 16 x 128 x 512
-# causal block), with ``reassoc`` so the row max and sum vectorise too; no flag assumes
-# away NaN or infinities (a NaN score makes its row's sum NaN; masked keys come out
-# exactly 0). float64: libm's exp and no fast-math flags (the oracle's precision).
-# One serial function (``softmax``, the module's ``kernel``): the runtime splits a block
-# of at least SOFTMAX_PARALLEL_MIN scores by score rows or query rows over its threads
-# (runtime.split_softmax; a smaller one runs on the calling thread: handing a part over
-# costs more than the work). A prange copy beside it cost 1.3 s more of Numba compile per
-# module (2.1 vs 0.8 s of CPU).
-SOFTMAX_PARALLEL_MIN = 1 << 15
-
-_ATTENTION_SOFTMAX = VMATH + '''
-
+# The row max of both score softmaxes (part of their modules' source).
+_ROW_MAX = '''
 @nb.njit(inline="always", fastmath=__FLAGS__)
 def _row_max(row, limit, sc, lanes):
     """max over j < limit of row[j] * sc, NaN ignored (v > m is false for a NaN; the row
@@ -49,6 +37,21 @@ def _row_max(row, limit, sc, lanes):
         v = row[j] * sc
         m = v if v > m else m
     return m
+'''
+
+# The score-block softmax, for __FT__ scores. float32: vmath's _exp32, which the compiler
+# vectorises (libm's expf per element it does not: 2.67 -> 0.7-0.9 ms on a 16 x 128 x 512
+# causal block), with ``reassoc`` so the row max and sum vectorise too; no flag assumes
+# away NaN or infinities (a NaN score makes its row's sum NaN; masked keys come out
+# exactly 0). float64: libm's exp and no fast-math flags (the oracle's precision).
+# One serial function (``softmax``, the module's ``kernel``): the runtime splits a block
+# of at least SOFTMAX_PARALLEL_MIN scores by score rows or query rows over its threads
+# (runtime.split_softmax; a smaller one runs on the calling thread: handing a part over
+# costs more than the work). A prange copy beside it cost 1.3 s more of Numba compile per
+# module (2.1 vs 0.8 s of CPU).
+SOFTMAX_PARALLEL_MIN = 1 << 15
+
+_ATTENTION_SOFTMAX = VMATH + _ROW_MAX + '''
 
 
 @nb.njit("void(__FT__[:, :, ::1], __FT__[:, ::1], float64, boolean, int64, int64)",
@@ -100,29 +103,7 @@ def softmax(s, inv_sum, scale, causal, row0, diag):
 # scores; a bool mask keeps a score where it is True and puts ``fill`` (-inf, or the
 # finite value a model fills with) where it is False. A row masked whole comes out NaN,
 # as the reference's softmax gives (0/0); with a finite fill, uniform.
-_ATTENTION_SOFTMAX_MASKED = VMATH + '''
-
-@nb.njit(inline="always", fastmath=__FLAGS__)
-def _row_max(row, limit, sc, lanes):
-    """max over j < limit of row[j] * sc, NaN ignored (v > m is false for a NaN; the row
-    sum makes that row NaN later), 16 lanes at a time into ``lanes`` [16]: a running max
-    through a select is not vectorised as a reduction without the no-NaN flag, a
-    lane-wise max is (a 128 x 2048 block's softmax 245 -> 170 us)."""
-    for l in range(16):
-        lanes[l] = -np.inf
-    n16 = limit // 16
-    for c in range(n16):
-        ch = row[c * 16:(c + 1) * 16]
-        for l in range(16):
-            v = ch[l] * sc
-            lanes[l] = v if v > lanes[l] else lanes[l]
-    m = lanes[0]
-    for l in range(1, 16):
-        m = lanes[l] if lanes[l] > m else m
-    for j in range(n16 * 16, limit):
-        v = row[j] * sc
-        m = v if v > m else m
-    return m
+_ATTENTION_SOFTMAX_MASKED = VMATH + _ROW_MAX + '''
 
 _MASK = nb.types.Array(nb.__MT__, 4, "A", readonly=True)
 
