@@ -65,16 +65,26 @@ class NumbaExecutable(ProgramExecutable):
         or up to FEW_ROWS rows against a weight (``x @ W.T``: a batched decode step): the
         Numba kernels of templates.rows_gemm (OpenMP); anything else: BLAS, split over
         the threads when large (threads.py)."""
-        rows = self.rows.get(str(out.dtype))
-        if (rows is not None and a.ndim >= 2 and a.shape[-2] <= FEW_ROWS
+        dt = str(out.dtype)
+        rows = self.rows.get(dt)
+        if (a.ndim >= 2 and a.shape[-2] <= FEW_ROWS and dt in ("float32", "float64")
                 and a.dtype == b.dtype == out.dtype and b.flags.writeable
                 and a.flags.c_contiguous and out.flags.c_contiguous):
             K, N = a.shape[-1], b.shape[-1]
             if b.ndim == 2 and b.flags.f_contiguous and all(d == 1 for d in a.shape[:-2]):
-                # x @ W.T, few rows x [.., m, K] (a decode step, a batch of them)
+                # x @ W.T, few rows x [.., m, K] (a decode step, a batch of them). A graph
+                # whose row count is symbolic has no rows module compiled with it (most
+                # such graphs never see few rows): loaded at the first few-row call (a
+                # cache hit after the first process that compiled it)
+                if rows is None:
+                    rows = self.rows[dt] = load_module(templates.rows_gemm(dt))[0]
                 rows.rows_shared_t(a.reshape(a.shape[-2], K), b.T,
                                    out.reshape(a.shape[-2], N))
                 return
+        if (rows is not None and a.ndim >= 2 and a.shape[-2] == 1
+                and a.dtype == b.dtype == out.dtype and b.flags.writeable
+                and a.flags.c_contiguous and out.flags.c_contiguous):
+            K, N = a.shape[-1], b.shape[-1]
             if a.shape[-2] == 1 and a.ndim == 3 and out.ndim == 3 \
                     and a.shape[0] == out.shape[0]:
                 B = a.shape[0]

@@ -74,3 +74,34 @@ def test_float32_tanh_vectorisable_and_accurate(rng):
     special = exe(np.array([np.inf, -np.inf, -0.0, np.nan], np.float32))
     assert special[0] == 1 and special[1] == -1 and np.signbit(special[2])
     assert special[2] == 0 and np.isnan(special[3])
+
+
+def test_few_rows_against_a_weight_take_the_rows_kernel(rng, monkeypatch):
+    """x @ W.T with 1 to FEW_ROWS rows (a batched decode step) runs rows_shared_t, more
+    rows BLAS, in a graph whose row count is symbolic (the module loaded at the first
+    few-row call); odd sizes (K 37, N 53) against float64 either way."""
+    from graphc.backends.numba_cpu import runtime
+    w = randn(rng, (53, 37))
+    exe = graphc.compile(graphc.trace(lambda x: x @ graphc.constant(w, name="W").T,
+                                      spec(("M", 37))), backend="numba")
+    assert not exe.rows                # symbolic rows: no rows module compiled with it
+    exe(randn(rng, (2, 37)))
+    mod = exe.rows["float32"]          # loaded at the first few-row call
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(mod, name)
+
+        @staticmethod
+        def rows_shared_t(a, bt, out):
+            calls.append(a.shape[0])
+            mod.rows_shared_t(a, bt, out)
+    monkeypatch.setitem(exe.rows, "float32", Spy())
+    for m in (1, 2, 3, 5, 8, 9, 20):
+        x = randn(rng, (m, 37))
+        got = exe(x)
+        want = x.astype(np.float64) @ w.astype(np.float64).T
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-6, m
+    assert calls == [1, 2, 3, 5, 8]
+    assert runtime.FEW_ROWS == 8
