@@ -32,8 +32,8 @@ RUNS = 5
 
 def blas():
     """This process's BLAS and kernel in one line (each peer runs in its own process)."""
-    from graphc.timing import blas_report
-    return blas_report().splitlines()[0].removeprefix("BLAS: ")
+    from graphc.timing import blas_summary
+    return blas_summary()
 
 
 def model(family):

@@ -168,7 +168,6 @@ def worker(peer: str, S: int, repeat: int) -> dict:
             model.reshape({model.inputs[0].get_any_name(): [1, S, D]})
             compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
             info["compile_s"] = time.perf_counter() - t0
-        info["precision"] = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
         request = compiled.create_infer_request()
         xb = x[None]
 

@@ -105,17 +105,23 @@ def blas_warnings(libs: list[dict] | None = None) -> list[str]:
     return out
 
 
+def blas_summary(libs: list[dict] | None = None) -> str:
+    """The BLAS libraries and their kernels in one line, e.g. ``openblas 0.3.31 (kernel
+    SkylakeX, 2 threads, pthreads)``."""
+    libs = blas_libraries() if libs is None else libs
+    if not libs:
+        return "none found (threadpoolctl missing, or NumPy without a BLAS)"
+    return "; ".join(f"{i.get('internal_api')} {i.get('version')} (kernel "
+                     f"{i.get('architecture')}, {i.get('num_threads')} threads, "
+                     f"{i.get('threading_layer')})" for i in libs)
+
+
 def blas_report() -> str:
     """One line naming each BLAS library and its kernel (e.g. ``BLAS: openblas 0.3.31
     (kernel SkylakeX, 2 threads)``), then a loud warning block for each reason it may be
     handicapped (:func:`blas_warnings`). Every benchmark prints it first."""
     libs = blas_libraries()
-    if not libs:
-        text = "BLAS: none found (threadpoolctl missing, or NumPy without a BLAS)"
-    else:
-        text = "BLAS: " + "; ".join(
-            f"{i.get('internal_api')} {i.get('version')} (kernel {i.get('architecture')}, "
-            f"{i.get('num_threads')} threads, {i.get('threading_layer')})" for i in libs)
+    text = "BLAS: " + blas_summary(libs)
     warnings = blas_warnings(libs)
     if warnings:
         bar = "!" * 78

@@ -33,7 +33,7 @@ from graphc.runtime.backends import ProgramBackend
 from .cache import digest, load_module, precompile
 from .library import bind_program
 from .library import sources as library_sources
-from .render import render_kernel, static_work
+from .render import render_kernel, work
 from .runtime import NumbaExecutable
 from .templates import attention_softmax, rows_gemm
 from .threads import find_blas
@@ -133,8 +133,8 @@ SERIAL_MAX_WORK = 1 << 15
 
 
 def _serial_if_tiny(kernel) -> None:
-    work = static_work(kernel.body)
-    if work is not None and work <= SERIAL_MAX_WORK:
+    statements = work(kernel.body)           # None: a symbolic extent
+    if statements is not None and statements <= SERIAL_MAX_WORK:
         for n in L.walk(kernel.body):
             if isinstance(n, L.Loop):
                 n.parallel = False

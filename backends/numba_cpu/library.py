@@ -308,7 +308,6 @@ def few_down(h, indices, w, down, out):
             out[n, c] = total
 
 
-
 @nb.njit("void(__FT__[:, ::1], int64[::1], int64, __FT__[:, ::1], int64, int64)",
          cache=True, nogil=True)
 def gather(x, order, K, xs, lo, hi):

@@ -202,11 +202,6 @@ def work(body, env: dict | None = None):
     return total
 
 
-def static_work(body):
-    """Statements executed by ``body``, or None when a loop extent is symbolic."""
-    return work(body)
-
-
 def signature(kernel: L.Kernel) -> str:
     args = []
     for b in kernel.buffers:

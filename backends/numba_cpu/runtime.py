@@ -66,11 +66,11 @@ class NumbaExecutable(ProgramExecutable):
         Numba kernels of templates.rows_gemm (OpenMP); anything else: BLAS, split over
         the threads when large (threads.py)."""
         dt = str(out.dtype)
-        rows = self.rows.get(dt)
-        if (a.ndim >= 2 and a.shape[-2] <= FEW_ROWS and dt in ("float32", "float64")
+        if (dt in ("float32", "float64") and a.ndim >= 2 and a.shape[-2] <= FEW_ROWS
                 and a.dtype == b.dtype == out.dtype and b.flags.writeable
                 and a.flags.c_contiguous and out.flags.c_contiguous):
-            K, N = a.shape[-1], b.shape[-1]
+            m, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+            rows = self.rows.get(dt)
             if b.ndim == 2 and b.flags.f_contiguous and all(d == 1 for d in a.shape[:-2]):
                 # x @ W.T, few rows x [.., m, K] (a decode step, a batch of them). A graph
                 # whose row count is symbolic has no rows module compiled with it (most
@@ -78,14 +78,9 @@ class NumbaExecutable(ProgramExecutable):
                 # cache hit after the first process that compiled it)
                 if rows is None:
                     rows = self.rows[dt] = load_module(templates.rows_gemm(dt))[0]
-                rows.rows_shared_t(a.reshape(a.shape[-2], K), b.T,
-                                   out.reshape(a.shape[-2], N))
+                rows.rows_shared_t(a.reshape(m, K), b.T, out.reshape(m, N))
                 return
-        if (rows is not None and a.ndim >= 2 and a.shape[-2] == 1
-                and a.dtype == b.dtype == out.dtype and b.flags.writeable
-                and a.flags.c_contiguous and out.flags.c_contiguous):
-            K, N = a.shape[-1], b.shape[-1]
-            if a.shape[-2] == 1 and a.ndim == 3 and out.ndim == 3 \
+            if rows is not None and m == 1 and a.ndim == 3 and out.ndim == 3 \
                     and a.shape[0] == out.shape[0]:
                 B = a.shape[0]
                 a2, o2 = a.reshape(B, K), out.reshape(B, N)
@@ -124,26 +119,14 @@ class NumbaExecutable(ProgramExecutable):
             fn(*args)
             return
         n = threads.workers()
-        ranges = sz.memo.get((kernel.name, n))
-        if ranges is None:
-            ranges = self._ranges(kernel, split, sz, n)
-        if len(ranges) == 1:
-            fn(*args, *ranges[0])
-        else:
-            threads.run_parallel([functools.partial(fn, *args, lo, hi) for lo, hi in ranges])
-
-    def _ranges(self, kernel, split, sz, n):
-        """The parts of a split kernel's loop for these sizes and ``n`` threads (one part
-        when the work is under threads.SPLIT_MIN_WORK loop-IR statements), kept with the
-        per-size state."""
-        env = dict(zip(kernel.sizes, sz.size_args[kernel.name]))
-        extent = int(L.evaluate(split.extent, env))
-        per_row = work(split.body, env)          # None: not known, taken as large
-        total = extent * (per_row if per_row is not None else threads.SPLIT_MIN_WORK)
-        k = min(n, extent) if total >= threads.SPLIT_MIN_WORK else 1
-        ranges = threads.parts(extent, k) if extent > 0 and k > 1 else [(0, max(extent, 0))]
-        sz.memo[(kernel.name, n)] = ranges
-        return ranges
+        rs = sz.memo.get((kernel.name, n))
+        if rs is None:   # the split loop's ranges for these sizes, worked out once
+            env = dict(zip(kernel.sizes, sz.size_args[kernel.name]))
+            extent = int(L.evaluate(split.extent, env))
+            per_row = work(split.body, env)          # None: not known, taken as large
+            total = extent * (per_row if per_row is not None else threads.SPLIT_MIN_WORK)
+            rs = sz.memo[(kernel.name, n)] = threads.ranges(extent, total, n)
+        threads.run_ranges(fn, rs, *args)
 
     def attention(self, step, ops, out, sz):
         bindings = sz.bindings

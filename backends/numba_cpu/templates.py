@@ -4,10 +4,11 @@ from .vmath import VMATH, exp_fn
 
 def fill(template: str, kernel: str, **subs) -> str:
     """The template's source with its ``__X__`` placeholders replaced by ``subs[X]`` and
-    ``kernel`` (what the cache returns) naming one of its functions. Templates are
-    serial Numba functions; the runtime splits their calls over its own threads
-    (threads.split), most over a range lo..hi of their outer loop that they take as
-    their last two arguments."""
+    ``kernel`` (what the cache returns) naming one of its functions. Most templates are
+    serial Numba functions whose calls the runtime splits over its own threads
+    (threads.split), by a range lo..hi of their outer loop that they take as their last
+    two arguments; the one-row GEMMs (rows_gemm) and the decode step's few-pair MoE
+    kernels stay ``numba.prange``."""
     out = template + f"\nkernel = {kernel}\n"
     for k, v in subs.items():
         out = out.replace(f"__{k}__", v)
@@ -52,7 +53,6 @@ def _row_max(row, limit, sc, lanes):
 SOFTMAX_PARALLEL_MIN = 1 << 15
 
 _ATTENTION_SOFTMAX = VMATH + _ROW_MAX + '''
-
 
 @nb.njit("void(__FT__[:, :, ::1], __FT__[:, ::1], float64, boolean, int64, int64)",
          cache=True, nogil=True, fastmath=__FLAGS__)

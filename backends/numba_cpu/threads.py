@@ -206,16 +206,28 @@ def run_parallel(tasks) -> None:
 SPLIT_MIN_WORK = 1 << 20
 
 
+def ranges(n: int, work: int, k: int | None = None, align: int = 1) -> list:
+    """How :func:`split` cuts 0..n: one contiguous range per thread (``k``, default
+    :func:`workers`; boundaries on multiples of ``align``) when ``work`` is at least
+    SPLIT_MIN_WORK, else the whole range [(0, n)]."""
+    k = min(workers() if k is None else k, n) if work >= SPLIT_MIN_WORK else 1
+    return parts(n, k, align) if k > 1 else [(0, max(n, 0))]
+
+
 def split(fn, n: int, work: int, *args, align: int = 1) -> None:
-    """``fn(*args, lo, hi)`` for contiguous ranges lo..hi covering 0..n: one per thread
-    (boundaries on multiples of ``align``) when ``work`` is at least SPLIT_MIN_WORK, else
-    a single call ``fn(*args, 0, n)`` on this thread. The backend's kernels are serial
-    Numba functions over such a range, run by the same threads as the GEMM splits."""
-    k = min(workers(), n) if work >= SPLIT_MIN_WORK else 1
-    if k <= 1:
-        fn(*args, 0, n)
-        return
-    run_parallel([functools.partial(fn, *args, lo, hi) for lo, hi in parts(n, k, align)])
+    """``fn(*args, lo, hi)`` for the :func:`ranges` of 0..n: over the threads when
+    ``work`` is at least SPLIT_MIN_WORK, else a single call ``fn(*args, 0, n)`` on this
+    thread. The backend's kernels are serial Numba functions over such a range, run by
+    the same threads as the GEMM splits."""
+    run_ranges(fn, ranges(n, work, align=align), *args)
+
+
+def run_ranges(fn, rs, *args) -> None:
+    """``fn(*args, lo, hi)`` for each range of ``rs``, on this thread when there is one."""
+    if len(rs) == 1:
+        fn(*args, *rs[0])
+    else:
+        run_parallel([functools.partial(fn, *args, lo, hi) for lo, hi in rs])
 
 
 def parts(n: int, k: int, align: int = 1) -> list[tuple[int, int]]:

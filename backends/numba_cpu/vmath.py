@@ -94,7 +94,15 @@ def _min(a, b):
 def _tanh32(x):
     a = abs(x)
     x2 = x * x
-    small = x * (np.float32(1.0) + x2 * (np.float32(-0.3333333333333333) + x2 * (np.float32(0.13333333333333333) + x2 * (np.float32(-0.05396825396825397) + x2 * (np.float32(0.021869488536155203) + x2 * (np.float32(-0.008863235529902197) + x2 * (np.float32(0.003592128036572481) + x2 * (np.float32(-0.0014558343870513183) + x2 * (np.float32(0.000590027440945586))))))))))
+    p = np.float32(0.000590027440945586)     # tanh's odd Taylor series to x^17, Horner
+    p = np.float32(-0.0014558343870513183) + x2 * p
+    p = np.float32(0.003592128036572481) + x2 * p
+    p = np.float32(-0.008863235529902197) + x2 * p
+    p = np.float32(0.021869488536155203) + x2 * p
+    p = np.float32(-0.05396825396825397) + x2 * p
+    p = np.float32(0.13333333333333333) + x2 * p
+    p = np.float32(-0.3333333333333333) + x2 * p
+    small = x * (np.float32(1.0) + x2 * p)
     e = _exp32(a + a)
     big = np.float32(1) - np.float32(2) / (e + np.float32(1))
     big = big if x >= 0 else -big
