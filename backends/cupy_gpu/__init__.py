@@ -22,6 +22,7 @@ import warnings
 from graphc.errors import BackendError
 from graphc.ir.node import user_stacklevel
 from graphc.lower.program import AttentionStep, LibraryStep
+from graphc.passes.views import chain_shape
 from graphc.runtime.backends import ProgramBackend
 
 from . import library, nvrtc, render, templates
@@ -69,10 +70,7 @@ def program_source(program, lib_plans=None):
 
 
 def _last_dim(view, node) -> int:
-    shape = node.type.shape
-    for op, arg in view.chain:
-        shape = arg if op == "reshape" else tuple(shape[a] for a in arg)
-    d = shape[-1]
+    d = chain_shape(node.type.shape, view.chain)[-1]
     if not isinstance(d, int):
         raise BackendError("cupy backend: an attention head dim must be a fixed size, "
                            f"not {d}", node=node.name)

@@ -12,7 +12,7 @@ import numpy as np
 
 from graphc.lower import loopir as L
 from graphc.runtime.interpreter import run_graph
-from graphc.runtime.program import ProgramExecutable, attention_operands
+from graphc.runtime.program import ProgramExecutable
 
 from . import templates
 
@@ -234,7 +234,7 @@ class CupyExecutable(ProgramExecutable):
 
     def attention(self, step, ops, out, sz):
         xp = self.xp
-        q, k, v, mask = attention_operands(step, ops, sz.bindings)
+        q, k, v, mask = self.attention_operands(step, ops, sz)
         S, T, D, DV = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
         # the flash kernel reads rows with a unit-stride last dim; others are copied
         q, k, v = (x if _unit_rows(x) else xp.ascontiguousarray(x) for x in (q, k, v))

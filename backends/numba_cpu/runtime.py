@@ -13,7 +13,7 @@ from graphc.ir.dims import evaluate
 from graphc.lower import loopir as L
 from graphc.runtime.interpreter import run_graph
 from graphc.lower.program import AttentionStep
-from graphc.runtime.program import ProgramExecutable, attention_operands
+from graphc.runtime.program import ProgramExecutable
 
 from .cache import load_module
 from .render import split_loop, work
@@ -130,7 +130,7 @@ class NumbaExecutable(ProgramExecutable):
 
     def attention(self, step, ops, out, sz):
         bindings = sz.bindings
-        q, k, v, mask = attention_operands(step, ops, bindings)
+        q, k, v, mask = self.attention_operands(step, ops, sz)
         # the output view when BLAS can write it (unit-stride rows), else scratch + a copy
         o = self.attention_output(step, out, sz, _blas_writable)
         if o.size == 0:               # no query rows (or heads, or value dims): nothing to

@@ -21,7 +21,9 @@ import hashlib
 from dataclasses import dataclass, field
 
 from ..errors import BackendError
+from ..passes.views import VIEW_CHAIN_OPS, chain_entry
 from . import loopir as L
+from .simplify import simplify_indices
 from .kernels import (NotPointwise, anchor_of, elementwise_kernel, gemm_value, load_acc,
                       pointwise_store, pull_epilogue_kernel, reduction_kernel,
                       template_epilogue_kernel)
@@ -29,10 +31,11 @@ from .kernels import (NotPointwise, anchor_of, elementwise_kernel, gemm_value, l
 
 @dataclass
 class View:
-    """How a template operand is read: body input ``operand`` through reshapes and
-    transposes (a strided view, no copy for the GEMM)."""
+    """How a template operand is read: body input ``operand`` through reshapes,
+    transposes and slices (a strided view, no copy: passes/views.py)."""
     operand: int
-    chain: list            # [("reshape", shape) | ("transpose", axes)]
+    chain: list            # [("reshape", shape) | ("transpose", axes) | ("slice", (starts,
+    #                         stops, steps))]
 
 
 @dataclass
@@ -157,6 +160,7 @@ def kernel_name(kernel: L.Kernel) -> str:
 
 
 def _named(kernel: L.Kernel, label: str) -> L.Kernel:
+    kernel = simplify_indices(kernel)
     kernel.name = kernel_name(kernel)
     kernel.meta["group"] = label
     return kernel
@@ -165,9 +169,8 @@ def _named(kernel: L.Kernel, label: str) -> L.Kernel:
 def _view(body, nid: int) -> View:
     chain = []
     node = body.nodes[nid]
-    while node.op in ("reshape", "transpose"):
-        chain.append(("reshape", node.type.shape) if node.op == "reshape"
-                     else ("transpose", node.attrs["axes"]))
+    while node.op in VIEW_CHAIN_OPS:
+        chain.append(chain_entry(node))
         node = body.nodes[node.inputs[0]]
     if node.id not in body.inputs:
         raise BackendError(f"template operand {body.nodes[nid].name} is computed in the "
@@ -185,8 +188,7 @@ def _store_chain(body, anchor: int):
         node = body.nodes[users[0]]
         if node.op not in ("reshape", "transpose"):
             return None
-        chain.append(("reshape", node.type.shape) if node.op == "reshape"
-                     else ("transpose", node.attrs["axes"]))
+        chain.append(chain_entry(node))
         nid = node.id
     return chain
 

@@ -35,10 +35,11 @@ from ..ir.dims import prod
 from ..ir.graph import Graph
 from ..ops.registry import get_op
 from .manager import note, register_pass
+from .views import VIEW_CHAIN_OPS, chain_entry, chain_layout
 
 ANCHOR_ROLES = ("contraction", "reduction", "attention", "opaque")
 STORE_REMAPS = ("reshape", "transpose")       # movement ops allowed in an epilogue
-STRIDED = ("reshape", "transpose")            # movement ops a GEMM / attention can absorb
+STRIDED = VIEW_CHAIN_OPS                      # movement ops a GEMM / attention can absorb
 # Operands of an anchor a strided prologue may feed (the others take no prologue).
 DATA_OPERANDS = {"matmul": (0, 1), "gemm": (0, 1), "attention": (0, 1, 2)}
 INLINE_CONSTANT_SIZE = 1                      # constants this small are copied into a body
@@ -188,11 +189,11 @@ class _Checker:
             while o in members:
                 node = g.nodes[o]
                 if node.op not in STRIDED:
-                    return (f"{anode.op} takes no {node.op} prologue (only reshape/transpose "
-                            "chains it reads through strides)")
+                    return (f"{anode.op} takes no {node.op} prologue (only "
+                            f"{'/'.join(STRIDED)} chains it reads through strides)")
                 chain.append(node)
                 o = node.inputs[0]
-            reason = _strided_view(list(reversed(chain)))
+            reason = _strided_view(g.nodes[o].type.shape, list(reversed(chain)))
             if reason:
                 return f"{anode.op} operand {k}: {reason}"
             covered |= {n.id for n in chain}
@@ -202,24 +203,14 @@ class _Checker:
         return None
 
 
-def _strided_view(chain) -> str | None:
-    """``chain`` (source first) of reshapes then transposes reads a contiguous buffer as a
-    strided view; a GEMM needs the unit-stride axis among the last two."""
-    inner = None  # position of the source's unit-stride axis in the current view
-    seen_transpose = False
-    for node in chain:
-        rank = node.type.rank
-        if node.op == "reshape":
-            if seen_transpose:
-                return "a reshape after a transpose is not a strided view"
-            inner = rank - 1
-        else:
-            axes = node.attrs["axes"]
-            seen_transpose = True
-            if inner is None:
-                inner = len(axes) - 1
-            inner = list(axes).index(inner)
-    if inner is not None and chain and inner < chain[-1].type.rank - 2:
+def _strided_view(source_shape, chain) -> str | None:
+    """``chain`` (movement nodes, source first) reads a contiguous ``source_shape`` as a
+    strided view (views.py); a GEMM needs the unit-stride axis among the last two."""
+    layout = chain_layout(source_shape, [chain_entry(n) for n in chain])
+    if layout is None:
+        return "its " + "/".join(dict.fromkeys(n.op for n in chain)) + \
+            " chain is not a strided view (reading it would copy)"
+    if chain and not any(size == 1 or stride == 1 for size, stride in layout[1][-2:]):
         return "the unit-stride axis is not one of the last two (not a GEMM operand)"
     return None
 

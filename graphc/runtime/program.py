@@ -18,18 +18,43 @@ import numpy as np
 from ..errors import BackendError, InputError
 from ..ir.dims import evaluate
 from ..lower.program import AttentionStep, GemmStep, KernelStep, LibraryStep
+from ..passes.views import chain_layout
 from .executable import Executable
 from .memory import available_bytes, check_fits, largest_tensor
 
 
 def apply_chain(arr, chain, bindings):
-    """``arr`` through a View's movement chain (reshape / transpose)."""
+    """``arr`` through a View's movement chain (reshape / transpose / slice)."""
     for op, arg in chain:
         if op == "reshape":
             arr = arr.reshape(tuple(evaluate(d, bindings) for d in arg))
-        else:
+        elif op == "transpose":
             arr = arr.transpose(arg)
+        else:
+            arr = arr[tuple(slice(evaluate(s, bindings), evaluate(e, bindings), st)
+                            for s, e, st in zip(*arg))]
     return arr
+
+
+def strided_layout(chain, shape, bindings):
+    """(offset, shape, strides) in elements of a C-contiguous array of ``shape`` read
+    through ``chain`` at these sizes (passes/views.py), or None when it is not one
+    strided view (or the array is empty)."""
+    if not chain or 0 in shape:
+        return None
+    ev = []
+    for op, arg in chain:
+        if op == "reshape":
+            arg = tuple(evaluate(d, bindings) for d in arg)
+        elif op == "slice":
+            arg = tuple(tuple(evaluate(d, bindings) for d in row) if i < 2 else row
+                        for i, row in enumerate(arg))
+        ev.append((op, arg))
+    layout = chain_layout(shape, ev)
+    if layout is None:
+        return None
+    offset, axes = layout
+    return offset, tuple(n for n, _ in axes), tuple(s for _, s in axes)
 
 
 def invert_chain(arr, chain, anchor_shape, bindings, shares_memory=np.shares_memory):
@@ -128,6 +153,35 @@ class ProgramExecutable(Executable):
 
     def shares_memory(self, a, b) -> bool:
         return np.shares_memory(a, b)
+
+    def view(self, arr, view, sz):
+        """``arr`` (a step operand) read through ``view``'s chain: as one strided view
+        where the chain is one (passes/views.py; its layout worked out once per size),
+        else step by step (NumPy copies where a step is not a view)."""
+        chain = view.chain
+        if not chain or all(op == "transpose" for op, _ in chain):
+            return apply_chain(arr, chain, sz.bindings)
+        key = ("view", id(view))
+        layout = sz.memo.get(key, False)
+        if layout is False:
+            layout = sz.memo[key] = strided_layout(chain, arr.shape, sz.bindings)
+        if layout is None or not arr.flags.c_contiguous:
+            return apply_chain(arr, chain, sz.bindings)
+        offset, shape, strides = layout
+        flat = arr.reshape(-1)
+        return self.xp.lib.stride_tricks.as_strided(
+            flat[offset:] if offset else flat, shape, tuple(s * arr.itemsize for s in strides))
+
+    def attention_operands(self, step, ops, sz):
+        """q, k, v and the mask (None without one) of an AttentionStep, as the views its
+        movement chains make of the step's operands."""
+        q, k, v = (self.view(ops[v.operand], v, sz) for v in (step.q, step.k, step.v))
+        mask = None
+        if step.mask is not None:
+            mask = self.view(ops[step.mask.operand], step.mask, sz)
+            if mask.ndim < 2:                        # a mask over the keys only: [T]
+                mask = mask.reshape((1,) * (2 - mask.ndim) + mask.shape)
+        return q, k, v, mask
 
     def attention_scratch(self, step, acc_shape, bindings) -> dict:
         return {}
@@ -259,8 +313,8 @@ class ProgramExecutable(Executable):
                 if step.epilogue is not None:
                     self.kernel(step.epilogue, ops, out, acc, sz)
             elif isinstance(step, GemmStep):
-                a = apply_chain(ops[step.a.operand], step.a.chain, bindings)
-                b = apply_chain(ops[step.b.operand], step.b.chain, bindings)
+                a = self.view(ops[step.a.operand], step.a, sz)
+                b = self.view(ops[step.b.operand], step.b, sz)
                 if step.epilogue is None:
                     self.matmul(a, b, out)
                 else:
@@ -327,19 +381,6 @@ class ProgramExecutable(Executable):
 
     def attention(self, step, ops, out, sz):
         raise NotImplementedError
-
-
-def attention_operands(step, ops, bindings):
-    """q, k, v and the mask (None without one) of an AttentionStep, as the views its
-    movement chains make of the step's operands."""
-    q, k, v = (apply_chain(ops[view.operand], view.chain, bindings)
-               for view in (step.q, step.k, step.v))
-    mask = None
-    if step.mask is not None:
-        mask = apply_chain(ops[step.mask.operand], step.mask.chain, bindings)
-        if mask.ndim < 2:                        # a mask over the keys only: [T]
-            mask = mask.reshape((1,) * (2 - mask.ndim) + mask.shape)
-    return q, k, v, mask
 
 
 def operand_index(buffer_name: str) -> int:
