@@ -246,6 +246,17 @@ def _along(x: np.ndarray, out_ndim: int, d: int, lo: int, hi: int, size: int):
     return x[(slice(None),) * xd + (slice(lo, hi),)]
 
 
+def _rows(x: np.ndarray):
+    """``x`` [..., m, K] as a [rows, K] view when its leading dims and rows merge
+    without a copy, else None."""
+    dims = [(n, s) for n, s in zip(x.shape[:-1], x.strides[:-1]) if n != 1]
+    if not x.size or any(s1 != s2 * n2 for (_, s1), (n2, s2) in zip(dims, dims[1:])):
+        return None
+    return np.lib.stride_tricks.as_strided(
+        x, (math.prod(x.shape[:-1]), x.shape[-1]),
+        (dims[-1][1] if dims else x.strides[-2], x.strides[-1]))
+
+
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``np.matmul(a, b, out=out)`` with large products split over :func:`workers`
     threads, each a one-thread BLAS call on its part: a batch dim when one has at least
@@ -261,6 +272,13 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     if k == 1:
         np.matmul(a, b, out=out)
         return
+    if a.ndim > 2 and b.ndim == 2:
+        # [.., m, K] @ [K, n]: one GEMM over all the rows when they are one strided
+        # block in a and in out (NumPy would run a GEMM per batch entry, packing b for
+        # each, and the split below would take the batch dim)
+        a2, o2 = _rows(a), _rows(out)
+        if a2 is not None and o2 is not None:
+            a, out, batch, m = a2, o2, (), a2.shape[0]
     for d, size in enumerate(batch):
         if size >= k:
             def part(lo, hi, d=d, size=size):

@@ -15,6 +15,9 @@ symbols (graphc/ir/dims.py) and rewrites, bottom-up:
   bind), comparisons the ranges decide, and selects on a decided condition;
 * a variable assigned an integer constant (``i1 = 0``) to that constant.
 
+Then the integer divisions and remainders that do not change inside a sequential loop
+are computed once before it.
+
 A bound is proved when the difference of two polynomials, written in ``size - 1`` for
 each size, has no negative coefficient: it holds for every binding of the sizes to
 values >= 1. (A size of 0 empties every loop whose extent it divides, so no rewritten
@@ -254,8 +257,91 @@ class _Simplifier:
         return out
 
 
+def _defined(stmts) -> set:
+    """Variables a statement list assigns or loops over (at any depth)."""
+    return {n.var for n in L.walk(stmts) if isinstance(n, (L.Loop, L.Assign, L.Reduce))}
+
+
+class _Hoist:
+    """Integer divisions and remainders that do not change inside a sequential loop,
+    computed once before it (``out[i0 // seq, i0 % seq, i1]`` in a loop over i1: the
+    division per element kept the compiler from vectorising the loop)."""
+
+    def __init__(self, kernel):
+        self.ints = set(kernel.sizes) | {n.var for n in L.walk(kernel.body)
+                                         if isinstance(n, L.Loop)
+                                         or isinstance(n, L.Assign) and n.dtype == _INT}
+        self.taken = _defined(kernel.body) | set(kernel.sizes)
+        self.count = 0
+
+    def invariant(self, e, inside) -> bool:
+        """An int expression over variables not set inside the loop, no loads."""
+        if isinstance(e, L.Const):
+            return e.dtype == _INT
+        if isinstance(e, L.Var):
+            return e.name in self.ints and e.name not in inside
+        if isinstance(e, L.Bin) and e.op in ("+", "-", "*", "//", "%", "max", "min"):
+            return self.invariant(e.a, inside) and self.invariant(e.b, inside)
+        return False
+
+    def lift(self, e, inside, pre, names):
+        if isinstance(e, L.Bin) and e.op in ("//", "%") and self.invariant(e, inside):
+            if e not in names:
+                name = f"h{self.count}"
+                while name in self.taken:
+                    self.count += 1
+                    name = f"h{self.count}"
+                self.count += 1
+                names[e] = name
+                pre.append(L.Assign(name, e, _INT))
+            return L.Var(names[e])
+        r = lambda x: self.lift(x, inside, pre, names)      # noqa: E731
+        if isinstance(e, L.Load):
+            return L.Load(e.buf, tuple(r(i) for i in e.index))
+        if isinstance(e, L.Bin):
+            return L.Bin(e.op, r(e.a), r(e.b))
+        if isinstance(e, L.Call):
+            return L.Call(e.fn, tuple(r(a) for a in e.args))
+        if isinstance(e, L.Select):
+            return L.Select(r(e.cond), r(e.a), r(e.b))
+        if isinstance(e, L.Cast):
+            return L.Cast(r(e.a), e.dtype)
+        return e
+
+    def lift_stmts(self, stmts, inside, pre, names):
+        out = []
+        for s in stmts:
+            r = lambda x: self.lift(x, inside, pre, names)      # noqa: E731
+            if isinstance(s, L.Loop):
+                out.append(L.Loop(s.var, r(s.extent),
+                                  self.lift_stmts(s.body, inside, pre, names), s.parallel))
+            elif isinstance(s, L.Assign):
+                out.append(L.Assign(s.var, r(s.value), s.dtype))
+            elif isinstance(s, L.Store):
+                out.append(L.Store(s.buf, tuple(r(i) for i in s.index), r(s.value)))
+            else:
+                out.append(L.Reduce(s.var, s.op, r(s.value)))
+        return out
+
+    def stmts(self, stmts):
+        out = []
+        for s in stmts:
+            if not isinstance(s, L.Loop):
+                out.append(s)
+                continue
+            body = self.stmts(s.body)
+            if not s.parallel:       # a parallel loop's iterations are the kernel's split
+                pre: list = []
+                body = self.lift_stmts(body, _defined([s]), pre, {})
+                out += pre
+            out.append(L.Loop(s.var, s.extent, body, s.parallel))
+        return out
+
+
 def simplify_indices(kernel: L.Kernel) -> L.Kernel:
-    """``kernel`` with its index arithmetic simplified by value ranges (a new kernel)."""
-    s = _Simplifier(kernel)
-    return L.Kernel(kernel.name, kernel.buffers, kernel.sizes, s.stmts(kernel.body),
-                    dict(kernel.meta))
+    """``kernel`` with its index arithmetic simplified by value ranges, and the integer
+    divisions that do not change in a sequential loop hoisted out of it (a new kernel)."""
+    body = _Simplifier(kernel).stmts(kernel.body)
+    k = L.Kernel(kernel.name, kernel.buffers, kernel.sizes, body, dict(kernel.meta))
+    k.body = _Hoist(k).stmts(k.body)
+    return k

@@ -47,8 +47,10 @@ def stores(kernel, env):
     return out
 
 
-def divisions(kernel):
-    return sum(1 for n in L.walk(kernel.body) if isinstance(n, L.Bin) and n.op in ("//", "%"))
+def divisions(code):
+    """How many // and % a kernel (or a statement list) holds."""
+    body = code.body if isinstance(code, L.Kernel) else code
+    return sum(1 for n in L.walk(body) if isinstance(n, L.Bin) and n.op in ("//", "%"))
 
 
 def random_shapes(rng):
@@ -110,3 +112,21 @@ def test_clamps_and_selects(expr, want):
         assert store.value == expr
     else:
         assert L.format_expr(store.value) == want
+
+
+def test_invariant_divisions_leave_the_inner_loop():
+    """out[i0 // S, i0 % S, i1] in a loop over i1: the division is made once per i0,
+    before the loop; the indices stay the same."""
+    i0, i1 = L.Var("i0"), L.Var("i1")
+    store = L.Store("out", (L.Bin("//", i0, L.Var("S")), L.Bin("%", i0, L.Var("S")), i1),
+                    L.Load("acc", (i0, i1)))
+    k = L.Kernel("k", [L.BufferParam("out", "float32", 3, "out"),
+                       L.BufferParam("acc", "float32", 2)], ["B", "S"],
+                 [L.Loop("i0", dim_expr(B * S), [L.Loop("i1", L.c(8), [store])], True)])
+    simple = simplify_indices(k)
+    (outer,) = simple.body
+    inner = outer.body[-1]
+    assert isinstance(inner, L.Loop) and inner.var == "i1"
+    assert divisions(inner.body) == 0 and divisions(outer.body[:-1]) == 2
+    for b, s in ((1, 1), (2, 3)):
+        assert stores(simple, {"B": b, "S": s}) == stores(k, {"B": b, "S": s})
