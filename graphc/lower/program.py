@@ -7,8 +7,9 @@ Each ``fused`` node becomes one step, in schedule order:
   then the epilogue pulled from it;
 * ``GemmStep``: the group's matmul/gemm goes to the backend's GEMM (BLAS, cuBLAS) on
   strided views of its operands, then an epilogue kernel applies bias, activation and the
-  group's elementwise tail in one pass (in place on the output when the store is not
-  remapped);
+  group's elementwise tail in one pass (in place on the output, read in the anchor's
+  shape, when the store is at most reshaped; no epilogue for a matmul that is only
+  reshaped);
 * ``AttentionStep``: the backend's blockwise attention template, then the epilogue;
 * ``LibraryStep``: an opaque op (``topk``) that runs its NumPy implementation.
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+
+import networkx as nx
 
 from ..errors import BackendError
 from ..passes.views import VIEW_CHAIN_OPS, chain_entry
@@ -193,15 +196,54 @@ def _store_chain(body, anchor: int):
     return chain
 
 
-def _reading_output(kernel: L.Kernel) -> L.Kernel:
+def _reading_output(kernel: L.Kernel) -> L.Kernel | None:
     """An in-place epilogue that reads the GEMM's result from ``out`` itself instead of
     an ``acc`` parameter that would be the same memory: a compiler vectorises ``out[i] =
     f(out[i])`` but falls back to scalar code when two parameters overlap (its run-time
-    alias check fails), ~10x slower for a SwiGLU epilogue on the numba backend."""
+    alias check fails), ~10x slower for a SwiGLU epilogue on the numba backend. Each
+    load of ``acc`` becomes a load of ``out`` at the index the loop stores (the same
+    element: a reshape after the anchor only renames it). None when the kernel is not
+    one store per element with its loads beside it."""
+    inner, loops = kernel.body, 0          # down the loop nest (index decodes beside it)
+    while inner and isinstance(inner[-1], L.Loop) and \
+            all(isinstance(s, L.Assign) and s.dtype == "int64" for s in inner[:-1]):
+        inner, loops = inner[-1].body, loops + 1
+    stores = [s for s in inner if isinstance(s, L.Store)]
+    if not loops or len(stores) != 1 or stores[-1] is not inner[-1] or \
+            any(isinstance(s, (L.Loop, L.Reduce)) for s in inner):
+        return None
+    (store,) = stores
+    ours = {id(n) for s in inner for n in L.walk(s)}
+    if any(isinstance(n, L.Load) and n.buf == "acc" and id(n) not in ours
+           for n in L.walk(kernel.body)):
+        return None
+
+    def remap(n):
+        if isinstance(n, list):
+            return [remap(x) for x in n]
+        if isinstance(n, L.Load) and n.buf == "acc":
+            return L.Load("out", store.index)
+        if isinstance(n, L.Load):
+            return L.Load(n.buf, tuple(remap(i) for i in n.index))
+        if isinstance(n, L.Bin):
+            return L.Bin(n.op, remap(n.a), remap(n.b))
+        if isinstance(n, L.Call):
+            return L.Call(n.fn, tuple(remap(a) for a in n.args))
+        if isinstance(n, L.Select):
+            return L.Select(remap(n.cond), remap(n.a), remap(n.b))
+        if isinstance(n, L.Cast):
+            return L.Cast(remap(n.a), n.dtype)
+        if isinstance(n, L.Loop):
+            return L.Loop(n.var, n.extent, remap(n.body), n.parallel)
+        if isinstance(n, L.Assign):
+            return L.Assign(n.var, remap(n.value), n.dtype)
+        if isinstance(n, L.Store):
+            return L.Store(n.buf, n.index, remap(n.value))
+        return n
     bufs = [L.BufferParam(b.name, b.dtype, b.rank, "inout") if b.name == "out" else b
             for b in kernel.buffers if b.name != "acc"]
-    out = L.Kernel(kernel.name, bufs, list(kernel.sizes),
-                   L.rename_buffer(kernel.body, "acc", "out"), dict(kernel.meta))
+    out = L.Kernel(kernel.name, bufs, list(kernel.sizes), remap(kernel.body),
+                   dict(kernel.meta))
     out.name = kernel_name(out)
     return out
 
@@ -235,7 +277,10 @@ def lower(graph) -> Program:
         elif kind == "contraction":
             aid = anchor_of(body)
             a = body.nodes[aid]
-            direct = a.op == "matmul" and body.outputs[0] == aid
+            # a matmul whose result only goes through reshapes: the GEMM writes the
+            # output buffer, read in the anchor's shape (row-major order kept)
+            direct = a.op == "matmul" and all(body.nodes[n].op == "reshape"
+                                              for n in nx.descendants(body.nx, aid))
             epi, pointwise = None, True
             if not direct:
                 try:
@@ -248,7 +293,9 @@ def lower(graph) -> Program:
             in_place = (not direct and pointwise and pointwise_store(body, aid) and
                         body.nodes[body.outputs[0]].type.dtype == a.type.dtype)
             if in_place:
-                epi = _reading_output(epi)
+                reading = _reading_output(epi)
+                in_place = reading is not None
+                epi = reading or epi
             prog.steps.append(GemmStep(node.id, ops, _view(body, a.inputs[0]),
                                        _view(body, a.inputs[1]), epi, a.type.shape,
                                        a.type.dtype, in_place))

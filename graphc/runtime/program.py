@@ -100,6 +100,8 @@ class Sized:
                 if step.epilogue is not None:
                     self.scratch[step.node] = exe.empty(acc_shape, step.acc_dtype)
                 self.scratch.update(exe.attention_scratch(step, acc_shape, bindings))
+        self.acc_shapes = {s.node: tuple(evaluate(d, bindings) for d in s.acc_shape)
+                           for s in exe.program.steps if isinstance(s, GemmStep)}
         self.memo = {}            # what a backend works out once per size (its own keys)
         self.size_args = {}
         for k in exe.kernels.values():
@@ -316,9 +318,10 @@ class ProgramExecutable(Executable):
                 a = self.view(ops[step.a.operand], step.a, sz)
                 b = self.view(ops[step.b.operand], step.b, sz)
                 if step.epilogue is None:
-                    self.matmul(a, b, out)
+                    self.matmul(a, b, out.reshape(sz.acc_shapes[nid]))
                 else:
-                    acc = out if step.in_place else sz.scratch[nid]
+                    acc = out.reshape(sz.acc_shapes[nid]) if step.in_place \
+                        else sz.scratch[nid]
                     self.matmul(a, b, acc)
                     self.kernel(step.epilogue, ops, out, acc, sz)
             elif isinstance(step, AttentionStep):
