@@ -1,6 +1,8 @@
 """The same ONNX file run by graphc (numba), ONNX Runtime and OpenVINO (CPU, f32
 precision hint; where installed: the `bench` extra), each peer in its own process (OpenMP
-and BLAS thread pools spin after work and would slow whoever runs next). Models, random
+and BLAS thread pools spin after work and would slow whoever runs next), the peers
+taking turns over several rounds with a pause between turns (a slow spell of a shared
+machine falls on all of them alike). Models, random
 weights, fp32, exported with torch.onnx.export(dynamo=True) with dynamic batch and
 sequence:
 
@@ -88,10 +90,13 @@ def inputs(model: str, B: int, S: int) -> list:
     return [rng.integers(0, VOCAB, (B, S)).astype(np.int64)]
 
 
-def worker(peer: str, model: str, path: str, sizes, repeat: int, out_dir: str) -> dict:
-    """Runs in its own process: load the file once, then every size: warm-up, ``repeat``
-    timed runs; the outputs saved for the parent to compare."""
-    info: dict = {"peer": peer, "model": model, "runs": {}}
+def worker(peer: str, model: str, path: str, out_dir: str) -> None:
+    """Runs in its own process: load the file once (one line of JSON: the load times),
+    then answer the parent's requests, one per line on stdin: ``B S n`` runs n timed
+    calls at that size (the first request of a size starts with a warm-up call, whose
+    output is saved for the parent to compare) and answers the times in ms; ``quit``
+    ends."""
+    info: dict = {"peer": peer, "model": model}
     t0 = time.perf_counter()
     if peer == "graphc":
         import graphc
@@ -122,29 +127,83 @@ def worker(peer: str, model: str, path: str, sizes, repeat: int, out_dir: str) -
 
         def call(xs):
             return sess.run(None, dict(zip(names, xs)))[0]
-    for B, S in sizes:
-        xs = inputs(model, B, S)
-        out = call(xs)                  # warm-up (first-call costs: per-size plans)
+    print(json.dumps(info), flush=True)
+    seen: dict = {}
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        B, S, n = (int(v) for v in line.split())
+        xs = seen.get((B, S))
+        if xs is None:
+            xs = seen[(B, S)] = inputs(model, B, S)
+            out = call(xs)                  # warm-up (first-call costs: per-size plans)
+            np.save(os.path.join(out_dir, f"{peer}-{model}-{B}x{S}.npy"), np.asarray(out))
         times = []
-        for _ in range(repeat):
+        for _ in range(n):
             t = time.perf_counter()
             call(xs)
-            times.append(time.perf_counter() - t)
-        key = f"{B}x{S}"
-        np.save(os.path.join(out_dir, f"{peer}-{model}-{key}.npy"), np.asarray(out))
-        info["runs"][key] = {"median_ms": float(np.median(times) * 1e3),
-                             "min_ms": float(np.min(times) * 1e3)}
-    return info
+            times.append((time.perf_counter() - t) * 1e3)
+        print(json.dumps(times), flush=True)
 
 
-def spawn(peer, model, path, sizes, repeat, out_dir, env) -> dict:
-    cmd = [sys.executable, __file__, "--worker", peer, "--models", model, "--file", path,
-           "--sizes", ",".join(f"{b}x{s}" for b, s in sizes), "--repeat", str(repeat),
-           "--out", out_dir]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        return {"peer": peer, "error": (r.stderr.strip().splitlines() or ["?"])[-1]}
-    return json.loads(r.stdout.strip().splitlines()[-1])
+class Peer:
+    """A worker process (:func:`worker`) the parent asks for timed runs."""
+
+    def __init__(self, peer, model, path, out_dir, env):
+        self.peer = peer
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", peer, "--models", model, "--file", path,
+             "--out", out_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=env)
+        self.info = self._answer()
+        self.times: dict = {}
+
+    def _answer(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.proc.stderr.read().strip().splitlines() or ["?"]
+            raise RuntimeError(f"{self.peer} failed: {err[-1]}")
+        return json.loads(line)
+
+    def run(self, B, S, n):
+        self.proc.stdin.write(f"{B} {S} {n}\n")
+        self.proc.stdin.flush()
+        self.times.setdefault(f"{B}x{S}", []).extend(self._answer())
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+def measure(peers, model, path, sizes, repeat, rounds, out_dir, env, pause=0.3):
+    """Every peer loaded (one after another: each compile timed alone), then ``rounds``
+    rounds in which every peer in turn runs ``repeat / rounds`` calls of each size (the
+    order rotating), ``pause`` s apart (a pool that spins after its work settles): a
+    slow spell of a shared machine falls on every peer alike. Returns the Peers and the
+    errors."""
+    ok, errors = [], []
+    for p in peers:
+        try:
+            ok.append(Peer(p, model, path, out_dir, env))
+        except RuntimeError as e:
+            errors.append(str(e))
+    per_round = max(1, -(-repeat // rounds))
+    try:
+        for r in range(rounds if ok else 0):
+            turn = ok[r % len(ok):] + ok[:r % len(ok)]
+            for B, S in sizes:
+                for peer in turn:
+                    time.sleep(pause)
+                    peer.run(B, S, per_round)
+    finally:
+        for peer in ok:
+            peer.close()
+    return ok, errors
 
 
 def _sizes(text: str):
@@ -160,7 +219,11 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--sizes", default=",".join(f"{b}x{s}" for b, s in SIZES),
                     help="BxS[,BxS] (default 1x512,4x128)")
-    ap.add_argument("--repeat", type=int, default=10, help="timed runs per size (median)")
+    ap.add_argument("--repeat", type=int, default=20,
+                    help="timed runs per size and peer (median; default 20)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="rounds the runs are spread over, the peers taking turns "
+                         "(default 5)")
     ap.add_argument("--peers", default=",".join(PEERS),
                     help="graphc and its peers (default graphc,onnxruntime,openvino; "
                          "openvino where installed)")
@@ -170,8 +233,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sizes = _sizes(args.sizes)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.models, args.file, sizes, args.repeat,
-                                args.out)))
+        worker(args.worker, args.models, args.file, args.out)
         return 0
     print(blas_report())
     peers = args.peers.split(",")
@@ -183,7 +245,7 @@ def main(argv=None) -> int:
     print(f"graphc (numba) vs {', '.join(p for p in peers if p != 'graphc')} on the same "
           f"ONNX file, fp32, random weights; "
           f"{os.cpu_count()} CPUs; median of {args.repeat} runs per size after a warm-up, "
-          "each peer in its own process")
+          f"each peer in its own process, the peers taking turns over {args.rounds} rounds")
     work = tempfile.mkdtemp(prefix="graphc-onnx-bench-")
     env = dict(os.environ)
     env["GRAPHC_CACHE_DIR"] = os.path.join(work, "cache")      # cold: an empty cache
@@ -200,12 +262,12 @@ def main(argv=None) -> int:
         t_export = time.perf_counter() - t0
         mb = sum(os.path.getsize(os.path.join(work, f)) for f in os.listdir(work)
                  if f.startswith(f"{model}.onnx")) / 2**20      # with external data
-        rows = [spawn(p, model, path, sizes, args.repeat, work, env) for p in peers]
+        done, errors = measure(peers, model, path, sizes, args.repeat, args.rounds, work, env)
         print(f"\n{model}: {mb:.0f} MiB of ONNX (export {t_export:.0f} s)")
-        for r in rows:
-            if "error" in r:
-                print(f"  {r['peer']} failed: {r['error']}")
-        ok = [r for r in rows if "error" not in r]
+        for e in errors:
+            print(f"  {e}")
+        ok = [dict(p.info, runs={k: {"median_ms": float(np.median(v))}
+                                 for k, v in p.times.items()}) for p in done]
         g = next((r for r in ok if r["peer"] == "graphc"), None)
         if g is None or len(ok) < 2:
             continue
