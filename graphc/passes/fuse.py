@@ -8,9 +8,10 @@ elementwise or movement ops around it:
   elementwise/movement prologue. A contraction (``matmul``, ``gemm``) and ``attention`` take
   only what a GEMM / flash kernel reads through strides: on each data operand (``a``, ``b``
   of matmul; ``x``, ``w`` of gemm; ``q``, ``k``, ``v`` of attention) a chain of reshapes of
-  the contiguous source followed by transposes, such that the source's unit-stride (last)
-  axis ends up as one of the operand's last two axes (BLAS ``trans`` flag / leading
-  dimension, batch dims as strides). Never anything on the gemm ``bias`` operand.
+  any reshape / transpose / slice chain that is one strided view of the contiguous source
+  (passes/views.py decides, for every binding of the sizes), such that the source's
+  unit-stride axis ends up as one of the operand's last two axes (BLAS ``trans`` flag /
+  leading dimension, batch dims as strides). Never anything on the gemm ``bias`` operand.
 * **epilogue**: members reading the anchor (its in-group descendants) plus their side
   inputs. Elementwise ops, and ``reshape`` / ``transpose`` (a remapped store). An epilogue
   op never computes more elements than the anchor produces ("no broadcast to a bigger
@@ -21,8 +22,10 @@ Rules that keep fusion safe: a group has exactly one output (a producer fuses on
 its users are in the group and it is not a graph output, so no work is duplicated), and
 merging two groups must not create a cycle in the group graph (networkx reachability).
 
-Greedy order: (A) movement ops join their single consumer (an index remap is cheapest on
-the load side), consumers first; (B) every consumer tries to join the group of each of its
+Greedy order: first a reshape / transpose / slice read by several elementwise or movement
+ops is copied once per reader (an index remap repeated costs nothing, and a shared one
+could join none of them); (A) movement ops join their single consumer (an index remap is
+cheapest on the load side), consumers first; (B) every consumer tries to join the group of each of its
 producers, in topological order, repeated until nothing changes. Constants stay outside the
 groups as operands (weights are kernel arguments), except one-element constants, which are
 copied into the body as literals.
@@ -259,8 +262,38 @@ def _build_body(graph: Graph, members: list[int], out: int, name: str):
     return body, operands
 
 
+# Index remaps cheap enough to repeat in every consumer (no data of their own read).
+CLONED_VIEWS = ("reshape", "transpose", "slice")
+
+
+def _unshare_views(graph: Graph) -> None:
+    """A reshape / transpose / slice read by several elementwise or movement ops is made
+    once per reader, so each joins its reader's kernel as an index remap (consumers
+    first, so a chain of them is copied whole): otherwise it could join none of them and
+    would join its producer as a remapped store, a GEMM's or attention's output then
+    going through a copy (Llama's q / k heads, read three times by the rope). A
+    transpose that moves the last axis is left shared (its readers' loads would be
+    strided)."""
+    outputs = set(graph.outputs)
+    for n in reversed(graph.topo_order()):
+        node = graph.nodes[n]
+        if node.op not in CLONED_VIEWS or n in outputs:
+            continue
+        if node.op == "transpose" and node.attrs["axes"][-1] != node.type.rank - 1:
+            continue
+        users = graph.users(n)
+        if len(users) < 2 or any(role(graph.nodes[u]) not in ("elementwise", "movement")
+                                 for u in users):
+            continue
+        for u in users[1:]:
+            clone = graph.add_node(node.op, list(node.inputs), dict(node.attrs), node.type,
+                                   node.loc)
+            graph.set_inputs(u, [clone.id if i == n else i for i in graph.nodes[u].inputs])
+
+
 @register_pass("fuse")
 def fuse(graph: Graph) -> Graph:
+    _unshare_views(graph)
     order = graph.topo_order()
     pos = {n: k for k, n in enumerate(order)}
     comp = [n for n in order if graph.nodes[n].op not in NOT_COMPUTING]
