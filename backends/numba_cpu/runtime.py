@@ -23,6 +23,13 @@ from . import templates
 from .templates import SOFTMAX_PARALLEL_MIN
 
 ATTENTION_BLOCK = 128   # query rows per block: the score block is [heads, 128, T]
+# A mask value at or below this (-inf, or the float32 minimum that Hugging Face's and the
+# exporters' masks use) gives its key a softmax weight of exactly 0 in every row that has
+# one key above it (exp underflows to 0 unless the scores themselves are ~1e29): such
+# trailing keys of a block of rows are not computed at all (a causal mask written as a
+# tensor costs half). Masks this small, or of one block of rows, are not looked at.
+MASKED = -1e30
+KEY_LIMITS_MIN = 1 << 16
 
 # ``x @ W.T`` with at most this many rows of x runs templates.rows_shared_t (each weight
 # row read once for all rows) instead of BLAS, which packs the weight on every call: the
@@ -131,6 +138,7 @@ class NumbaExecutable(ProgramExecutable):
     def attention(self, step, ops, out, sz):
         bindings = sz.bindings
         q, k, v, mask = self.attention_operands(step, ops, sz)
+        mask_in = mask
         # the output view when BLAS can write it (unit-stride rows), else scratch + a copy
         o = self.attention_output(step, out, sz, _blas_writable)
         if o.size == 0:               # no query rows (or heads, or value dims): nothing to
@@ -149,6 +157,10 @@ class NumbaExecutable(ProgramExecutable):
         diag = T - S
         rows = min(ATTENTION_BLOCK, S)
         scale, causal, fill = float(step.scale), bool(step.causal), float(step.mask_fill)
+        limits = None
+        if mask_in is not None and S > rows and S * T >= KEY_LIMITS_MIN and \
+                (not step.mask_bool or fill <= MASKED):
+            limits = key_limits(mask_in, step.mask_bool, S, T)
 
         def blocks(qp, kTp, vp, op, mp, off, matmul, softmax_for):
             """The heads of the views qp .. op (a part of the batch, or all of it), 128
@@ -159,6 +171,8 @@ class NumbaExecutable(ProgramExecutable):
             for r0 in range(0, S, rows):
                 r1 = min(S, r0 + rows)
                 kend = T if not causal else max(0, min(T, r1 + diag))
+                if limits is not None:
+                    kend = min(kend, int(limits[r0:r1].max(initial=0)))
                 blk = np.ndarray(bs + (r1 - r0, kend), scores.dtype, buffer=scores,
                                  offset=off * rows * T * scores.itemsize)
                 inv_blk = np.ndarray(bs + (r1 - r0,), inv.dtype, buffer=inv,
@@ -228,6 +242,20 @@ def split_softmax(fn, masked, s, inv, scale, causal, row0, diag, *mask):
                    *extra)
         return run
     threads.run_parallel([rows(lo, hi) for lo, hi in threads.parts(R, min(k, R))])
+
+
+def key_limits(mask, is_bool: bool, S: int, T: int):
+    """For each of the S query rows, from the mask [..., R, T] (R = S, or 1 for a mask
+    over the keys only): one past the last key any batch entry lets the row see, or T
+    where some batch entry masks the whole row (its softmax is then not over the kept
+    keys: uniform over all of them, or NaN). A key past the limit has weight exactly 0
+    for that row in every batch entry (MASKED)."""
+    allowed = mask if is_bool else mask > MASKED
+    R = allowed.shape[-2]
+    a = allowed.reshape((-1, R, T))
+    # argmax of a row with no key allowed is 0: its limit is T, as it must be
+    lim = (T - np.argmax(a[..., ::-1], axis=-1)).max(axis=0)
+    return lim if R == S else np.broadcast_to(lim, (S,))
 
 
 def _blas_writable(o) -> bool:
