@@ -1,4 +1,4 @@
-"""The numba attention skips, per block of query rows, the trailing keys a mask gives
+"""The numba attention: per block of query rows it skips the trailing keys a mask gives
 weight exactly 0 (runtime.key_limits): masks written as tensors (a causal mask, padding,
 Hugging Face's float32-minimum masks) must give what the float64 reference gives, rows
 that some batch entry masks entirely included."""
@@ -81,3 +81,19 @@ def test_bool_mask_with_an_empty_row(rng):
     ok = ~np.isnan(want)
     err = np.linalg.norm(got[ok] - want[ok]) / np.linalg.norm(want[ok])
     assert err < 1e-5
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_long_keys_one_head_at_a_time(causal, rng):
+    """T >= 1024: each thread takes its heads one at a time (HEAD_BLOCK_BYTES), here
+    with grouped kv heads (4 query heads over 2) and a padding mask over the keys."""
+    T, Sq = 1100, 130
+    g = graphc.trace(lambda q, k, v, m: graphc.ops.attention(q, k, v, m, scale=0.3,
+                                                              causal=causal),
+                     spec((2, 4, "S", 8)), spec((2, 2, "T", 8)), spec((2, 2, "T", 8)),
+                     spec((2, 1, 1, "T"), "bool"))
+    m = np.ones((2, 1, 1, T), bool)
+    m[1, ..., 900:] = False
+    q = rng.standard_normal((2, 4, Sq, 8)).astype(np.float32)
+    k, v = (rng.standard_normal((2, 2, T, 8)).astype(np.float32) for _ in range(2))
+    check_graph(g, [(q, k, v, m)])
