@@ -157,17 +157,24 @@ class ProgramExecutable(Executable):
         return np.shares_memory(a, b)
 
     def view(self, arr, view, sz):
-        """``arr`` (a step operand) read through ``view``'s chain: as one strided view
-        where the chain is one (passes/views.py; its layout worked out once per size),
-        else step by step (NumPy copies where a step is not a view)."""
+        """``arr`` (a step operand) read through ``view``'s chain without a copy: step
+        by step (NumPy's reshape / transpose / slice) where each step is a view, else
+        as the one strided view the whole chain is (passes/views.py); which of the two,
+        worked out once per size. A chain that is neither is applied step by step
+        (NumPy copies where it must)."""
         chain = view.chain
         if not chain or all(op == "transpose" for op, _ in chain):
             return apply_chain(arr, chain, sz.bindings)
         key = ("view", id(view))
         layout = sz.memo.get(key, False)
         if layout is False:
-            layout = sz.memo[key] = strided_layout(chain, arr.shape, sz.bindings)
-        if layout is None or not arr.flags.c_contiguous:
+            plain = apply_chain(arr, chain, sz.bindings)
+            layout = sz.memo[key] = (
+                "steps" if not arr.size or self.xp.may_share_memory(plain, arr)
+                else strided_layout(chain, arr.shape, sz.bindings))
+            if layout == "steps":
+                return plain
+        if layout == "steps" or layout is None or not arr.flags.c_contiguous:
             return apply_chain(arr, chain, sz.bindings)
         offset, shape, strides = layout
         flat = arr.reshape(-1)
