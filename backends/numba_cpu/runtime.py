@@ -141,7 +141,6 @@ class NumbaExecutable(ProgramExecutable):
         threads.run_ranges(fn, rs, *args)
 
     def attention(self, step, ops, out, sz):
-        bindings = sz.bindings
         q, k, v, mask = self.attention_operands(step, ops, sz)
         mask_in = mask
         # the output view when BLAS can write it (unit-stride rows), else scratch + a copy

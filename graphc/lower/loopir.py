@@ -317,16 +317,20 @@ def format_kernel(k: Kernel) -> str:
     return "\n".join([f"kernel {k.name}({params}{sizes}):"] + format_stmts(k.body))
 
 
-def rename_buffer(node, old: str, new: str):
-    """``node`` (an Expr, Stmt or list of them) with every load and store of buffer
-    ``old`` made one of ``new`` (a new tree; the original is left as it is)."""
+def rewrite(node, fn):
+    """``node`` (an Expr, Stmt or list of them) rebuilt top-down: where ``fn(n)`` returns
+    a node, it replaces ``n`` (and is not descended into); where it returns None, ``n``
+    is rebuilt from its rewritten parts. A new tree; the original is left as it is."""
     def r(n):
         if isinstance(n, list):
             return [r(x) for x in n]
+        out = fn(n)
+        if out is not None:
+            return out
         if isinstance(n, (Const, Var)):
             return n
         if isinstance(n, Load):
-            return Load(new if n.buf == old else n.buf, tuple(r(i) for i in n.index))
+            return Load(n.buf, tuple(r(i) for i in n.index))
         if isinstance(n, Bin):
             return Bin(n.op, r(n.a), r(n.b))
         if isinstance(n, Call):
@@ -340,12 +344,23 @@ def rename_buffer(node, old: str, new: str):
         if isinstance(n, Assign):
             return Assign(n.var, r(n.value), n.dtype)
         if isinstance(n, Store):
-            return Store(new if n.buf == old else n.buf, tuple(r(i) for i in n.index),
-                         r(n.value))
+            return Store(n.buf, tuple(r(i) for i in n.index), r(n.value))
         if isinstance(n, Reduce):
             return Reduce(n.var, n.op, r(n.value))
         raise TypeError(n)
     return r(node)
+
+
+def rename_buffer(node, old: str, new: str):
+    """``node`` (an Expr, Stmt or list of them) with every load and store of buffer
+    ``old`` made one of ``new`` (a new tree; the original is left as it is)."""
+    def fn(n):
+        if isinstance(n, Load) and n.buf == old:
+            return Load(new, tuple(rewrite(i, fn) for i in n.index))
+        if isinstance(n, Store) and n.buf == old:
+            return Store(new, tuple(rewrite(i, fn) for i in n.index), rewrite(n.value, fn))
+        return None
+    return rewrite(node, fn)
 
 
 def walk(node):

@@ -219,30 +219,10 @@ def _reading_output(kernel: L.Kernel) -> L.Kernel | None:
         return None
 
     def remap(n):
-        if isinstance(n, list):
-            return [remap(x) for x in n]
-        if isinstance(n, L.Load) and n.buf == "acc":
-            return L.Load("out", store.index)
-        if isinstance(n, L.Load):
-            return L.Load(n.buf, tuple(remap(i) for i in n.index))
-        if isinstance(n, L.Bin):
-            return L.Bin(n.op, remap(n.a), remap(n.b))
-        if isinstance(n, L.Call):
-            return L.Call(n.fn, tuple(remap(a) for a in n.args))
-        if isinstance(n, L.Select):
-            return L.Select(remap(n.cond), remap(n.a), remap(n.b))
-        if isinstance(n, L.Cast):
-            return L.Cast(remap(n.a), n.dtype)
-        if isinstance(n, L.Loop):
-            return L.Loop(n.var, n.extent, remap(n.body), n.parallel)
-        if isinstance(n, L.Assign):
-            return L.Assign(n.var, remap(n.value), n.dtype)
-        if isinstance(n, L.Store):
-            return L.Store(n.buf, n.index, remap(n.value))
-        return n
+        return L.Load("out", store.index) if isinstance(n, L.Load) and n.buf == "acc" else None
     bufs = [L.BufferParam(b.name, b.dtype, b.rank, "inout") if b.name == "out" else b
             for b in kernel.buffers if b.name != "acc"]
-    out = L.Kernel(kernel.name, bufs, list(kernel.sizes), remap(kernel.body),
+    out = L.Kernel(kernel.name, bufs, list(kernel.sizes), L.rewrite(kernel.body, remap),
                    dict(kernel.meta))
     out.name = kernel_name(out)
     return out

@@ -284,8 +284,14 @@ class _Hoist:
             return self.invariant(e.a, inside) and self.invariant(e.b, inside)
         return False
 
-    def lift(self, e, inside, pre, names):
-        if isinstance(e, L.Bin) and e.op in ("//", "%") and self.invariant(e, inside):
+    def lift(self, stmts, inside, pre):
+        """``stmts`` with each invariant division or remainder a variable assigned in
+        ``pre`` (one per distinct expression)."""
+        names: dict = {}
+
+        def fn(e):
+            if not (isinstance(e, L.Bin) and e.op in ("//", "%") and self.invariant(e, inside)):
+                return None
             if e not in names:
                 name = f"h{self.count}"
                 while name in self.taken:
@@ -295,33 +301,7 @@ class _Hoist:
                 names[e] = name
                 pre.append(L.Assign(name, e, _INT))
             return L.Var(names[e])
-        r = lambda x: self.lift(x, inside, pre, names)      # noqa: E731
-        if isinstance(e, L.Load):
-            return L.Load(e.buf, tuple(r(i) for i in e.index))
-        if isinstance(e, L.Bin):
-            return L.Bin(e.op, r(e.a), r(e.b))
-        if isinstance(e, L.Call):
-            return L.Call(e.fn, tuple(r(a) for a in e.args))
-        if isinstance(e, L.Select):
-            return L.Select(r(e.cond), r(e.a), r(e.b))
-        if isinstance(e, L.Cast):
-            return L.Cast(r(e.a), e.dtype)
-        return e
-
-    def lift_stmts(self, stmts, inside, pre, names):
-        out = []
-        for s in stmts:
-            r = lambda x: self.lift(x, inside, pre, names)      # noqa: E731
-            if isinstance(s, L.Loop):
-                out.append(L.Loop(s.var, r(s.extent),
-                                  self.lift_stmts(s.body, inside, pre, names), s.parallel))
-            elif isinstance(s, L.Assign):
-                out.append(L.Assign(s.var, r(s.value), s.dtype))
-            elif isinstance(s, L.Store):
-                out.append(L.Store(s.buf, tuple(r(i) for i in s.index), r(s.value)))
-            else:
-                out.append(L.Reduce(s.var, s.op, r(s.value)))
-        return out
+        return L.rewrite(stmts, fn)
 
     def stmts(self, stmts):
         out = []
@@ -332,7 +312,7 @@ class _Hoist:
             body = self.stmts(s.body)
             if not s.parallel:       # a parallel loop's iterations are the kernel's split
                 pre: list = []
-                body = self.lift_stmts(body, _defined([s]), pre, {})
+                body = self.lift(body, _defined([s]), pre)
                 out += pre
             out.append(L.Loop(s.var, s.extent, body, s.parallel))
         return out
