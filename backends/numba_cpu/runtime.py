@@ -43,7 +43,6 @@ KEY_LIMITS_MIN = 1 << 16
 FEW_ROWS = 8
 
 
-
 class NumbaExecutable(ProgramExecutable):
     backend = "numba"
 
@@ -142,13 +141,18 @@ class NumbaExecutable(ProgramExecutable):
 
     def attention(self, step, ops, out, sz):
         q, k, v, mask = self.attention_operands(step, ops, sz)
-        mask_in = mask
         # the output view when BLAS can write it (unit-stride rows), else scratch + a copy
         o = self.attention_output(step, out, sz, _blas_writable)
         if o.size == 0:               # no query rows (or heads, or value dims): nothing to
             self.finish_attention(step, ops, out, o, sz)         # compute (and no memory
             return                                               # for a view to share)
         S, T, D = q.shape[-2], k.shape[-2], q.shape[-1]
+        rows = min(ATTENTION_BLOCK, S)
+        scale, causal, fill = float(step.scale), bool(step.causal), float(step.mask_fill)
+        limits = None           # from the mask as given, before grouped() broadcasts it
+        if mask is not None and S > rows and S * T >= KEY_LIMITS_MIN and \
+                (not step.mask_bool or fill <= MASKED):
+            limits = key_limits(mask, step.mask_bool, S, T)
         o_step = o
         q, k, v, o, mask = grouped(q, k, v, o, mask)
         kT = np.swapaxes(k, -1, -2)
@@ -159,12 +163,6 @@ class NumbaExecutable(ProgramExecutable):
         mod = (self.attention_softmax[str(scores.dtype)] if mask is None
                else self.masked_softmax[masked_key(step)])
         diag = T - S
-        rows = min(ATTENTION_BLOCK, S)
-        scale, causal, fill = float(step.scale), bool(step.causal), float(step.mask_fill)
-        limits = None
-        if mask_in is not None and S > rows and S * T >= KEY_LIMITS_MIN and \
-                (not step.mask_bool or fill <= MASKED):
-            limits = key_limits(mask_in, step.mask_bool, S, T)
 
         def blocks(qp, kTp, vp, op, mp, off, matmul, softmax_for):
             """The heads of the views qp .. op (a part of the batch, or all of it), 128
@@ -203,13 +201,12 @@ class NumbaExecutable(ProgramExecutable):
             if n == 1 or rows * T * scores.itemsize < HEAD_BLOCK_BYTES:
                 blocks(qp, kTp, vp, op, mp, off, one_thread, lambda blk: mod.softmax)
                 return
+            def pick(x, idx):       # entry idx of the batch (dims of 1 broadcast)
+                if x is None:
+                    return None
+                return x[tuple(0 if x.shape[d] == 1 else i for d, i in enumerate(idx))][None]
             for idx in np.ndindex(*bs):
-                def pick(x):
-                    if x is None:
-                        return None
-                    return x[tuple(0 if x.shape[d] == 1 else i
-                                   for d, i in enumerate(idx))][None]
-                blocks(pick(qp), pick(kTp), pick(vp), pick(op), pick(mp), off, one_thread,
+                blocks(*(pick(x, idx) for x in (qp, kTp, vp, op, mp)), off, one_thread,
                        lambda blk: mod.softmax)
         n_thr = threads.workers() if N * S * T * D >= threads.SPLIT_MIN_MACS else 1
         # the batch dim the heads are split along: the longest

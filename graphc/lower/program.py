@@ -26,7 +26,7 @@ import networkx as nx
 from ..errors import BackendError
 from ..passes.views import VIEW_CHAIN_OPS, chain_entry
 from . import loopir as L
-from .simplify import simplify_indices
+from .indices import simplify_indices
 from .kernels import (NotPointwise, anchor_of, elementwise_kernel, gemm_value, load_acc,
                       pointwise_store, pull_epilogue_kernel, reduction_kernel,
                       template_epilogue_kernel)

@@ -7,8 +7,8 @@ elementwise or movement ops around it:
 * **prologue**: members the anchor reads (its in-group ancestors). A reduction takes any
   elementwise/movement prologue. A contraction (``matmul``, ``gemm``) and ``attention`` take
   only what a GEMM / flash kernel reads through strides: on each data operand (``a``, ``b``
-  of matmul; ``x``, ``w`` of gemm; ``q``, ``k``, ``v`` of attention) a chain of reshapes of
-  any reshape / transpose / slice chain that is one strided view of the contiguous source
+  of matmul; ``x``, ``w`` of gemm; ``q``, ``k``, ``v`` of attention) any reshape /
+  transpose / slice chain that is one strided view of the contiguous source
   (passes/views.py decides, for every binding of the sizes), such that the source's
   unit-stride axis ends up as one of the operand's last two axes (BLAS ``trans`` flag /
   leading dimension, batch dims as strides). Never anything on the gemm ``bias`` operand.
@@ -25,10 +25,10 @@ merging two groups must not create a cycle in the group graph (networkx reachabi
 Greedy order: first a reshape / transpose / slice read by several elementwise or movement
 ops is copied once per reader (an index remap repeated costs nothing, and a shared one
 could join none of them); (A) movement ops join their single consumer (an index remap is
-cheapest on the load side), consumers first; (B) every consumer tries to join the group of each of its
-producers, in topological order, repeated until nothing changes. Constants stay outside the
-groups as operands (weights are kernel arguments), except one-element constants, which are
-copied into the body as literals.
+cheapest on the load side), consumers first; (B) every consumer tries to join the group of
+each of its producers, in topological order, repeated until nothing changes. Constants
+stay outside the groups as operands (weights are kernel arguments), except one-element
+constants, which are copied into the body as literals.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""lower/simplify.py: the range-based index simplification must not change a single
+"""lower/indices.py: the range-based index simplification must not change a single
 index, for any binding of the sizes (1 included), and must remove the divisions a
 reshape of a flattened axis leaves in the inner loop."""
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from graphc.ir.dims import Sym, prod
 from graphc.lower import loopir as L
 from graphc.lower.exprs import delinearize, dim_expr, reshape_index
-from graphc.lower.simplify import simplify_indices
+from graphc.lower.indices import simplify_indices
 
 B, S = Sym.of("B"), Sym.of("S")
 
