@@ -155,7 +155,6 @@ class NumbaExecutable(ProgramExecutable):
             limits = key_limits(mask, step.mask_bool, S, T)
         o_step = o
         q, k, v, o, mask = grouped(q, k, v, o, mask)
-        kT = np.swapaxes(k, -1, -2)
         batch = q.shape[:-2]
         N = int(np.prod(batch)) if batch else 1
         scores = sz.scratch[("scores", step.node)]
@@ -164,50 +163,63 @@ class NumbaExecutable(ProgramExecutable):
                else self.masked_softmax[masked_key(step)])
         diag = T - S
 
-        def blocks(qp, kTp, vp, op, mp, off, matmul, softmax_for):
+        def pick(x, idx):       # entry idx of the batch (dims of 1 broadcast)
+            return x[tuple(0 if x.shape[d] == 1 else i for d, i in enumerate(idx))][None]
+
+        def blocks(qp, kp, vp, op, mp, off, matmul, softmax_for, one_head=False):
             """The heads of the views qp .. op (a part of the batch, or all of it), 128
-            query rows at a time, in scratch from head ``off`` on."""
+            query rows at a time, in scratch from head ``off`` on: the key-major score
+            block k @ q^T [.., keys, rows] (templates.attention_softmax), its softmax
+            over each column, then P @ V with P^T read as a transposed operand. With
+            ``one_head``, a block's heads one after another in the same scratch (the
+            mask block made key-major once for all of them)."""
             bs = qp.shape[:-2]
             n = int(np.prod(bs)) if bs else 1
             m4 = mask4(mp) if mp is not None else None
+            heads = list(np.ndindex(*bs)) if one_head else [None]
             for r0 in range(0, S, rows):
                 r1 = min(S, r0 + rows)
                 kend = T if not causal else max(0, min(T, r1 + diag))
                 if limits is not None:
                     kend = min(kend, int(limits[r0:r1].max(initial=0)))
-                blk = np.ndarray(bs + (r1 - r0, kend), scores.dtype, buffer=scores,
-                                 offset=off * rows * T * scores.itemsize)
-                inv_blk = np.ndarray(bs + (r1 - r0,), inv.dtype, buffer=inv,
-                                     offset=off * rows * inv.itemsize)
-                matmul(qp[..., r0:r1, :], kTp[..., :kend], blk)
-                b3, i2 = blk.reshape(n, r1 - r0, kend), inv_blk.reshape(n, r1 - r0)
-                if m4 is None:
-                    softmax_for(b3)(b3, i2, scale, causal, r0, diag)
-                else:
-                    softmax_for(b3)(b3, i2, scale, causal, r0, diag,
-                                    m4[:, :, r0:r1, :kend], fill)
-                matmul(blk, vp[..., :kend, :], op[..., r0:r1, :])
-                op[..., r0:r1, :] *= inv_blk[..., None]
+                if m4 is not None:
+                    mk, M2 = _key_major(m4[:, :, r0:r1, :kend], mod.key_major)
+                for h, idx in enumerate(heads):
+                    if idx is None:
+                        qh, kh, vh, oh, hs, nh = qp, kp, vp, op, bs, n
+                    else:
+                        qh, kh, vh, oh = (pick(x, idx) for x in (qp, kp, vp, op))
+                        hs, nh = (1,), 1
+                    blk = np.ndarray(hs + (kend, r1 - r0), scores.dtype, buffer=scores,
+                                     offset=off * rows * T * scores.itemsize)
+                    inv_blk = np.ndarray(hs + (r1 - r0,), inv.dtype, buffer=inv,
+                                         offset=off * rows * inv.itemsize)
+                    matmul(kh[..., :kend, :], np.swapaxes(qh[..., r0:r1, :], -1, -2), blk)
+                    b3, i2 = blk.reshape(nh, kend, r1 - r0), inv_blk.reshape(nh, r1 - r0)
+                    if m4 is None:
+                        extra = ()
+                    elif idx is None:
+                        extra = (mk, M2, fill)
+                    else:         # head h's mask block (its entry of the M1 x M2 grid)
+                        e1 = h // M2 if mk.shape[0] > 1 else 0
+                        e2 = h % M2 if mk.shape[1] > 1 else 0
+                        extra = (mk[e1:e1 + 1, e2:e2 + 1], 1, fill)
+                    softmax_for(b3)(b3, i2, scale, causal, r0, diag, *extra, 0, r1 - r0)
+                    matmul(np.swapaxes(blk, -1, -2), vh[..., :kend, :], oh[..., r0:r1, :])
+                    oh[..., r0:r1, :] *= inv_blk[..., None]
 
         def one_thread(a, b, c):
             np.matmul(a, b, out=c)
 
-        def each_head(qp, kTp, vp, op, mp, off):
+        def each_head(qp, kp, vp, op, mp, off):
             """blocks() on one thread; one head (batch entry) at a time when a head's
             score block is large (HEAD_BLOCK_BYTES), so it stays in cache between its
             three passes (written, normalised, read back)."""
             bs = qp.shape[:-2]
             n = int(np.prod(bs)) if bs else 1
-            if n == 1 or rows * T * scores.itemsize < HEAD_BLOCK_BYTES:
-                blocks(qp, kTp, vp, op, mp, off, one_thread, lambda blk: mod.softmax)
-                return
-            def pick(x, idx):       # entry idx of the batch (dims of 1 broadcast)
-                if x is None:
-                    return None
-                return x[tuple(0 if x.shape[d] == 1 else i for d, i in enumerate(idx))][None]
-            for idx in np.ndindex(*bs):
-                blocks(*(pick(x, idx) for x in (qp, kTp, vp, op, mp)), off, one_thread,
-                       lambda blk: mod.softmax)
+            blocks(qp, kp, vp, op, mp, off, one_thread, lambda blk: mod.softmax,
+                   one_head=n > 1 and rows * T * scores.itemsize >= HEAD_BLOCK_BYTES)
+
         n_thr = threads.workers() if N * S * T * D >= threads.SPLIT_MIN_MACS else 1
         # the batch dim the heads are split along: the longest
         ax = int(np.argmax(batch)) if batch else None
@@ -222,45 +234,42 @@ class NumbaExecutable(ProgramExecutable):
             tasks, off = [], 0
             for lo, hi in threads.parts(E, n_thr):
                 tasks.append(lambda lo=lo, hi=hi, off=off: each_head(
-                    part(q, lo, hi), part(kT, lo, hi), part(v, lo, hi), part(o, lo, hi),
+                    part(q, lo, hi), part(k, lo, hi), part(v, lo, hi), part(o, lo, hi),
                     part(mask, lo, hi), off))
                 off += N // E * (hi - lo)
             threads.run_parallel(tasks)
         else:   # every head at once, each block's GEMMs and softmax split in turn
-            blocks(q, kT, v, o, mask, 0, threads.matmul, lambda blk: functools.partial(
+            blocks(q, k, v, o, mask, 0, threads.matmul, lambda blk: functools.partial(
                 split_softmax, mod.softmax, mask is not None)
                 if blk.size >= SOFTMAX_PARALLEL_MIN else mod.softmax)
         self.finish_attention(step, ops, out, o_step, sz)
 
 
-def split_softmax(fn, masked, s, inv, scale, causal, row0, diag, *mask):
-    """The score-block softmax ``fn`` (templates.attention_softmax) on s [B, R, T] split
-    over the threads: by whole score rows b (of the mask's leading dim, when masked) where
-    there are enough, else by query rows (the part lo..hi starts at query row
-    ``row0 + lo``), each call on C-contiguous views (the kernel's signature)."""
-    B, R = s.shape[:2]
+def split_softmax(fn, masked, s, inv, scale, causal, row0, diag, *args):
+    """The score-block softmax ``fn`` (templates.attention_softmax) on the key-major
+    block s [B, T, R] split over the threads: by whole block entries (rows of the
+    entries' M1 x M2 grid, when masked) where there are enough, else by query rows (the
+    kernel's lo..hi). ``args``: (mask, M2, fill) when masked, then the query rows lo, hi."""
+    B = s.shape[0]
+    mask, (lo, hi) = args[:-2], args[-2:]
     k = threads.workers()
-    M1, M2 = mask[0].shape[:2] if masked else (B, 1)
-    if k < 2 or max(M1, R) < 2:
-        fn(s, inv, scale, causal, row0, diag, *mask)
+    M2 = mask[1] if masked else 1
+    M1 = B // M2
+    if k < 2 or max(M1, hi - lo) < 2:
+        fn(s, inv, scale, causal, row0, diag, *args)
         return
     if M1 >= k:
-        def part(lo, hi):
-            extra = (mask[0][lo:hi], mask[1]) if masked else ()
-            return lambda: fn(s[lo * M2:hi * M2], inv[lo * M2:hi * M2], scale, causal, row0,
-                              diag, *extra)
-        threads.run_parallel([part(lo, hi) for lo, hi in threads.parts(M1, k)])
+        def part(a, b):
+            extra = ((mask[0][a:b] if mask[0].shape[0] > 1 else mask[0]), *mask[1:]) \
+                if masked else ()
+            return lambda: fn(s[a * M2:b * M2], inv[a * M2:b * M2], scale, causal, row0,
+                              diag, *extra, lo, hi)
+        threads.run_parallel([part(a, b) for a, b in threads.parts(M1, k)])
         return
-
-    def rows(lo, hi):
-        def run():
-            for b in range(B):
-                extra = (mask[0][b // M2:b // M2 + 1, b % M2:b % M2 + 1, lo:hi], mask[1]) \
-                    if masked else ()
-                fn(s[b:b + 1, lo:hi], inv[b:b + 1, lo:hi], scale, causal, row0 + lo, diag,
-                   *extra)
-        return run
-    threads.run_parallel([rows(lo, hi) for lo, hi in threads.parts(R, min(k, R))])
+    # parts of whole cache lines of the score rows (16 float32s), which both threads write
+    threads.run_parallel([
+        functools.partial(fn, s, inv, scale, causal, row0, diag, *mask, lo + a, lo + b)
+        for a, b in threads.parts(hi - lo, min(k, hi - lo), 16)])
 
 
 def key_limits(mask, is_bool: bool, S: int, T: int):
@@ -275,6 +284,21 @@ def key_limits(mask, is_bool: bool, S: int, T: int):
     # argmax of a row with no key allowed is 0: its limit is T, as it must be
     lim = (T - np.argmax(a[..., ::-1], axis=-1)).max(axis=0)
     return lim if R == S else np.broadcast_to(lim, (S,))
+
+
+def _key_major(m, transpose):
+    """The mask block m [M1, M2, R, T] (mask4's view: stride 0 along what it broadcasts
+    over) as the masked softmax reads it (templates.attention_softmax): its distinct
+    blocks, key-major and C-contiguous, [U1, U2, T, R] (U1 = 1 where m broadcasts over
+    M1, U2 likewise), with R = 1 where m broadcasts over the query rows (a padding
+    mask); and M2. A causal mask tensor's block is transposed (``transpose``: the
+    module's key_major) once for all the heads it applies to."""
+    u = m[tuple(slice(None) if st else slice(0, 1) for st in m.strides[:2])]
+    if m.strides[2] == 0 or m.shape[2] == 1:
+        return np.ascontiguousarray(np.swapaxes(u[:, :, :1, :], -1, -2)), m.shape[1]
+    c = np.empty(u.shape[:2] + (m.shape[3], m.shape[2]), m.dtype)
+    transpose(u, c)
+    return c, m.shape[1]
 
 
 def _blas_writable(o) -> bool:

@@ -15,14 +15,39 @@ def fill(template: str, kernel: str, **subs) -> str:
     return out
 
 
-# The row max of both score softmaxes (part of their modules' source).
-_ROW_MAX = '''
+# The score-block softmax. Its block is key-major: s [B, T, R], score s[b, j, r] of key j
+# and query row r, written by the GEMM k @ q^T (M = keys, N = query rows, K = head dim),
+# which OpenBLAS runs at 93-96 GFLOP/s on one core where q @ k^T (M = 128 query rows,
+# N = keys) ran at 60-66 ([128, 64] x [64, 2048]; P^T read back as a transposed operand
+# of P @ V runs as fast as P did: 92 GFLOP/s). The softmax is then over each column of
+# the block, and every pass goes along the query rows of one key: a lane-wise max, exp
+# and sum that vectorise with no horizontal reduction (R = 128: 168 us against the
+# row-major kernel's 174 us on a 2048-key block; R = 256: 250 against 360). A block of
+# one query row (a decode step) is one contiguous row and takes the row-wise loops.
+# float32: vmath's _exp32, which the compiler vectorises (libm's expf per element it
+# does not), with ``reassoc`` so the max and sums vectorise too; no flag assumes away
+# NaN or infinities (a NaN score makes its row's sum NaN; masked keys come out exactly 0).
+# float64: libm's exp and no fast-math flags (the oracle's precision). The sum of each
+# query row is accumulated per chunk of 256 keys in the scores' dtype (a float32 sum
+# vectorises; a float64 one, converting every element, made the pass 2x slower) and the
+# chunks in float64, so long rows keep their precision. Masked entries become 0; the row
+# normalisation 1/sum goes to inv_sum [B, R] and is applied to the [R, dv] output of
+# P @ V instead of the [T, R] scores (one pass over the scores less). One serial function
+# (``softmax``, the module's ``kernel``) over the query rows lo..hi of every block
+# entry: the runtime splits a block of at least SOFTMAX_PARALLEL_MIN scores by entries
+# or by query rows over its threads (runtime.split_softmax; a smaller one runs on the
+# calling thread: handing a part over costs more than the work). A prange copy beside it
+# cost 1.3 s more of Numba compile per module (2.1 vs 0.8 s of CPU).
+SOFTMAX_PARALLEL_MIN = 1 << 15
+
+_SOFTMAX_COMMON = '''
+
 @nb.njit(inline="always", fastmath=__FLAGS__)
 def _row_max(row, limit, sc, lanes):
     """max over j < limit of row[j] * sc, NaN ignored (v > m is false for a NaN; the row
     sum makes that row NaN later), 16 lanes at a time into ``lanes`` [16]: a running max
     through a select is not vectorised as a reduction without the no-NaN flag, a
-    lane-wise max is (a 128 x 2048 block's softmax 245 -> 170 us)."""
+    lane-wise max is."""
     for l in range(16):
         lanes[l] = -np.inf
     n16 = limit // 16
@@ -38,145 +63,221 @@ def _row_max(row, limit, sc, lanes):
         v = row[j] * sc
         m = v if v > m else m
     return m
-'''
-
-# The score-block softmax, for __FT__ scores. float32: vmath's _exp32, which the compiler
-# vectorises (libm's expf per element it does not: 2.67 -> 0.7-0.9 ms on a 16 x 128 x 512
-# causal block), with ``reassoc`` so the row max and sum vectorise too; no flag assumes
-# away NaN or infinities (a NaN score makes its row's sum NaN; masked keys come out
-# exactly 0). float64: libm's exp and no fast-math flags (the oracle's precision).
-# One serial function (``softmax``, the module's ``kernel``): the runtime splits a block
-# of at least SOFTMAX_PARALLEL_MIN scores by score rows or query rows over its threads
-# (runtime.split_softmax; a smaller one runs on the calling thread: handing a part over
-# costs more than the work). A prange copy beside it cost 1.3 s more of Numba compile per
-# module (2.1 vs 0.8 s of CPU).
-SOFTMAX_PARALLEL_MIN = 1 << 15
-
-_ATTENTION_SOFTMAX = VMATH + _ROW_MAX + '''
-
-@nb.njit("void(__FT__[:, :, ::1], __FT__[:, ::1], float64, boolean, int64, int64)",
-         cache=True, nogil=True, fastmath=__FLAGS__)
-def softmax(s, inv_sum, scale, causal, row0, diag):
-    """In place on a block of scores s [B, R, T] (query rows row0 .. row0+R): scale, mask
-    keys j > row + diag when causal, exp(x - row max). Masked entries become 0. The row
-    normalisation 1/sum goes to inv_sum [B, R]: it is applied to the [R, dv] output of
-    P @ V instead of to the [R, T] scores (one pass over the scores less). The row sum
-    is accumulated per chunk of 256 keys in the scores' dtype (a float32 sum vectorises:
-    a float64 one, converting every element, made the pass 2x slower) and the chunks in
-    float64, so long rows keep their precision."""
-    B, R, T = s.shape
-    sc = nb.__FT__(scale)
-    lanes = np.empty(16, nb.__FT__)
-    for p in range(B * R):
-        b = p // R
-        r = p % R
-        limit = T
-        if causal:        # >= 1: the runtime checks T >= S (diag >= 0) before any call
-            limit = min(T, row0 + r + diag + 1)
-        row = s[b, r]
-        m = _row_max(row, limit, sc, lanes)
-        total = 0.0
-        full = limit // 256
-        for c in range(full):         # loops from 0 over a slice vectorise (a range(a, b)
-            ch = row[c * 256:(c + 1) * 256]     # loop here was 4-8x slower)
-            part = nb.__FT__(0)
-            for j in range(256):
-                e = __EXP__(ch[j] * sc - m)
-                ch[j] = e
-                part += e
-            total += part
-        tail = row[full * 256:limit]
-        part = nb.__FT__(0)
-        for j in range(tail.shape[0]):
-            e = __EXP__(tail[j] * sc - m)
-            tail[j] = e
-            part += e
-        total += part
-        inv_sum[b, r] = nb.__FT__(1.0 / total)
-        row[limit:] = 0
-'''
-
-# The same softmax for a masked attention (a module of its own, loaded only by programs
-# whose attention has a mask): the mask block is a 4-D view [M1, M2, R, T] of any
-# strides (0 where the mask broadcasts: a padding mask [B, 1, 1, T] over B x H heads),
-# score row b reading mask[b // M2, b % M2]. An additive mask is added to the scaled
-# scores; a bool mask keeps a score where it is True and puts ``fill`` (-inf, or the
-# finite value a model fills with) where it is False. A row masked whole comes out NaN,
-# as the reference's softmax gives (0/0); with a finite fill, uniform.
-_ATTENTION_SOFTMAX_MASKED = VMATH + _ROW_MAX + '''
-
-_MASK = nb.types.Array(nb.__MT__, 4, "A", readonly=True)
 
 
 @nb.njit(inline="always", fastmath=__FLAGS__)
-def _exp_sum(row, limit, m):
-    """row[j] = exp(row[j] - m) for j < limit, 0 after it; the sum (as above: per chunk
-    of 256 keys in the row's dtype, the chunks in float64)."""
+def _row_exp_sum(row, limit, sc, m):
+    """One query row's scores: row[j] = exp(row[j] * sc - m) for j < limit, 0 after it;
+    the sum (per chunk of 256 keys in the row's dtype, the chunks in float64; loops from
+    0 over a slice vectorise, a range(a, b) loop here was 4-8x slower)."""
     total = 0.0
     full = limit // 256
     for c in range(full):
         ch = row[c * 256:(c + 1) * 256]
         part = nb.__FT__(0)
         for j in range(256):
-            e = __EXP__(ch[j] - m)
+            e = __EXP__(ch[j] * sc - m)
             ch[j] = e
             part += e
         total += part
     tail = row[full * 256:limit]
     part = nb.__FT__(0)
     for j in range(tail.shape[0]):
-        e = __EXP__(tail[j] - m)
+        e = __EXP__(tail[j] * sc - m)
         tail[j] = e
         part += e
     total += part
     row[limit:] = 0
     return total
 
-@nb.njit(nb.void(nb.__FT__[:, :, ::1], nb.__FT__[:, ::1], nb.float64, nb.boolean, nb.int64,
-                 nb.int64, _MASK, nb.float64),
-         cache=True, nogil=True, fastmath=__FLAGS__)
-def softmax(s, inv_sum, scale, causal, row0, diag, mask, fill):
-    """In place on a block of scores s [B, R, T] (query rows row0 .. row0+R): scale,
-    mask (mask [M1, M2, R, T], B = M1 * M2), causal mask, exp(x - row max); 1/sum to
-    inv_sum [B, R]."""
-    B, R, T = s.shape
-    M2 = mask.shape[1]
-    sc = nb.__FT__(scale)
-    fl = nb.__FT__(fill)
-    lanes = np.empty(16, nb.__FT__)
-    one = nb.__FT__(1)
-    for p in range(B * R):
-        b = p // R
-        r = p % R
-        limit = T
-        if causal:
-            limit = min(T, row0 + r + diag + 1)
-        row = s[b, r]
-        mrow = mask[b // M2, b % M2, r]
-        for j in range(limit):
-            row[j] = __MASKED__
-        m = _row_max(row, limit, one, lanes)
-        inv_sum[b, r] = nb.__FT__(1.0 / _exp_sum(row, limit, m))
+
+@nb.njit(inline="always")
+def _first_row(j, lo, causal, row0, diag):
+    """The first of the query rows lo.. (block rows; row r is query row row0 + r) that
+    sees key j: all of them, or under the causal mask those with row0 + r + diag >= j."""
+    if causal:
+        return max(lo, j - row0 - diag)
+    return lo
+
+
+@nb.njit(inline="always", fastmath=__FLAGS__)
+def _columns_exp_sum(sb, m, part, total, sc, causal, row0, diag, lo, hi):
+    """One block entry's key-major scores sb [T, R], query rows lo..hi, their max over
+    the keys each sees in m [R]: sb = exp(sb * sc - m) where row r sees key j, 0 where
+    it does not; each row's sum into total [R] (float64), per chunk of 256 keys in
+    part [R] (the scores' dtype)."""
+    T = sb.shape[0]
+    total[lo:hi] = 0
+    for c0 in range(0, T, 256):
+        part[lo:hi] = 0
+        for j in range(c0, min(T, c0 + 256)):
+            a = _first_row(j, lo, causal, row0, diag)
+            row = sb[j]
+            row[lo:a] = 0
+            if a >= hi:
+                continue
+            rp, mp, pp = row[a:hi], m[a:hi], part[a:hi]
+            for i in range(hi - a):
+                e = __EXP__(rp[i] * sc - mp[i])
+                rp[i] = e
+                pp[i] += e
+        for r in range(lo, hi):
+            total[r] += part[r]
 '''
 
-_MASKED = {"add": ("row[j] * sc + mrow[j]", None), "bool": ("row[j] * sc if mrow[j] else fl",
-                                                            "boolean")}
+_ATTENTION_SOFTMAX = VMATH + _SOFTMAX_COMMON + '''
+
+@nb.njit("void(__FT__[:, :, ::1], __FT__[:, ::1], float64, boolean, int64, int64, int64, "
+         "int64)", cache=True, nogil=True, fastmath=__FLAGS__)
+def softmax(s, inv_sum, scale, causal, row0, diag, lo, hi):
+    """In place on the key-major block of scores s [B, T, R] (query rows row0 .. row0+R),
+    query rows lo..hi of every entry: scale, mask keys j > row + diag when causal,
+    exp(x - the row's max); 1/sum to inv_sum [B, R]."""
+    B, T, R = s.shape
+    sc = nb.__FT__(scale)
+    lanes = np.empty(16, nb.__FT__)
+    m = np.empty(R, nb.__FT__)
+    part = np.empty(R, nb.__FT__)
+    total = np.empty(R, np.float64)
+    for b in range(B):
+        if R == 1:                    # one query row: a contiguous row of T keys
+            if hi <= lo:
+                continue
+            row = s[b].reshape(T)
+            limit = T
+            if causal:    # >= 1: the runtime checks T >= S (diag >= 0) before any call
+                limit = min(T, row0 + diag + 1)
+            mx = _row_max(row, limit, sc, lanes)
+            inv_sum[b, 0] = nb.__FT__(1.0 / _row_exp_sum(row, limit, sc, mx))
+            continue
+        sb = s[b]
+        m[lo:hi] = -np.inf
+        for j in range(T):
+            a = _first_row(j, lo, causal, row0, diag)
+            if a >= hi:
+                continue
+            rp, mp = sb[j, a:hi], m[a:hi]
+            for i in range(hi - a):
+                v = rp[i] * sc
+                mp[i] = v if v > mp[i] else mp[i]
+        _columns_exp_sum(sb, m, part, total, sc, causal, row0, diag, lo, hi)
+        for r in range(lo, hi):
+            inv_sum[b, r] = nb.__FT__(1.0 / total[r])
+'''
+
+# The same softmax for a masked attention (a module of its own, loaded only by programs
+# whose attention has a mask). Its mask block is key-major and C-contiguous, the
+# distinct blocks only: mask [U1, U2, T, RR], score entry b (of B = M1 * M2, entry b is
+# (b // M2, b % M2)) reading mask[b // M2 if U1 > 1 else 0, b % M2 if U2 > 1 else 0], and
+# RR = 1 for a mask that broadcasts over the query rows (a padding mask [B, 1, 1, T] over
+# B x H heads: one value per key), else R. The runtime makes it (runtime._key_major: a
+# causal mask tensor's block is transposed once, by ``key_major`` below, for every head
+# it applies to). Read through a strided view instead (Numba's "A" layout), the mask
+# pass did not vectorise: 1.2 ns a score against 0.54 without a mask. An additive mask
+# is added to the scaled scores; a bool mask keeps a score where it is True and puts
+# ``fill`` (-inf, or the finite value a model fills with) where it is False. A row
+# masked whole comes out NaN, as the reference's softmax gives (0/0); with a finite
+# fill, uniform.
+_ATTENTION_SOFTMAX_MASKED = VMATH + _SOFTMAX_COMMON + '''
+
+_MASK = nb.types.Array(nb.__MT__, 4, "C", readonly=True)
+
+
+@nb.njit(nb.void(nb.__FT__[:, :, ::1], nb.__FT__[:, ::1], nb.float64, nb.boolean, nb.int64,
+                 nb.int64, _MASK, nb.int64, nb.float64, nb.int64, nb.int64),
+         cache=True, nogil=True, fastmath=__FLAGS__)
+def softmax(s, inv_sum, scale, causal, row0, diag, mask, M2, fill, lo, hi):
+    """In place on the key-major block of scores s [B, T, R] (query rows row0 .. row0+R),
+    query rows lo..hi of every entry: scale, mask (above), causal mask, exp(x - the
+    row's max); 1/sum to inv_sum [B, R]."""
+    B, T, R = s.shape
+    U1, U2, _, RR = mask.shape
+    sc = nb.__FT__(scale)
+    fl = nb.__FT__(fill)
+    one = nb.__FT__(1)
+    lanes = np.empty(16, nb.__FT__)
+    m = np.empty(R, nb.__FT__)
+    part = np.empty(R, nb.__FT__)
+    total = np.empty(R, np.float64)
+    for b in range(B):
+        mb = mask[b // M2 if U1 > 1 else 0, b % M2 if U2 > 1 else 0]
+        if R == 1:                    # one query row: a contiguous row of T keys
+            if hi <= lo:
+                continue
+            row = s[b].reshape(T)
+            mrow = mb.reshape(T)
+            limit = T
+            if causal:
+                limit = min(T, row0 + diag + 1)
+            for j in range(limit):
+                row[j] = __MASKED_ROW__
+            mx = _row_max(row, limit, one, lanes)
+            inv_sum[b, 0] = nb.__FT__(1.0 / _row_exp_sum(row, limit, one, mx))
+            continue
+        sb = s[b]
+        m[lo:hi] = -np.inf
+        for j in range(T):
+            a = _first_row(j, lo, causal, row0, diag)
+            if a >= hi:
+                continue
+            rp, mp = sb[j, a:hi], m[a:hi]
+            if RR == 1:               # one mask value for every query row
+                mcol = mb[j]
+                for i in range(hi - a):
+                    v = __MASKED_ONE__
+                    rp[i] = v
+                    mp[i] = v if v > mp[i] else mp[i]
+            else:
+                mcol = mb[j, a:hi]
+                for i in range(hi - a):
+                    v = __MASKED_COL__
+                    rp[i] = v
+                    mp[i] = v if v > mp[i] else mp[i]
+        _columns_exp_sum(sb, m, part, total, one, causal, row0, diag, lo, hi)
+        for r in range(lo, hi):
+            inv_sum[b, r] = nb.__FT__(1.0 / total[r])
+
+
+@nb.njit(nb.void(nb.types.Array(nb.__MT__, 4, "A", readonly=True),
+                 nb.types.Array(nb.__MT__, 4, "C")), cache=True, nogil=True)
+def key_major(src, dst):
+    """dst [U1, U2, T, R] = src [U1, U2, R, T] (any strides) transposed, in tiles of
+    16 query rows x 16 keys."""
+    U1, U2, R, T = src.shape
+    for a in range(U1):
+        for b in range(U2):
+            sm, dm = src[a, b], dst[a, b]
+            for r0 in range(0, R, 16):
+                r1 = min(R, r0 + 16)
+                for j0 in range(0, T, 16):
+                    for j in range(j0, min(T, j0 + 16)):
+                        dj = dm[j]
+                        for r in range(r0, r1):
+                            dj[r] = sm[r, j]
+'''
+
+# (a row's score j, a key's score i: its own mask value, the key's one value) -> masked
+_MASKED = {"add": ("row[j] * sc + mrow[j]", "rp[i] * sc + mcol[i]", "rp[i] * sc + mcol[0]",
+                   None),
+           "bool": ("row[j] * sc if mrow[j] else fl", "rp[i] * sc if mcol[i] else fl",
+                    "rp[i] * sc if mcol[0] else fl", "boolean")}
 
 _FLAGS = {"float32": '{"reassoc", "contract"}', "float64": "False"}
 
 
 def attention_softmax(dtype: str = "float32", mask: str | None = None) -> str:
-    """The source of the score-block softmax for ``dtype`` scores (the attention's dtype:
-    a float64 graph keeps float64 scores); ``mask``: None, "add" (an additive mask of
-    the scores' dtype) or "bool"."""
+    """The source of the key-major score-block softmax for ``dtype`` scores (the
+    attention's dtype: a float64 graph keeps float64 scores); ``mask``: None, "add" (an
+    additive mask of the scores' dtype) or "bool"."""
     if dtype not in _FLAGS or mask not in (None, *_MASKED):
         raise ValueError(f"attention softmax for {dtype!r}, mask {mask!r}")
     if mask is None:
         return fill(_ATTENTION_SOFTMAX, "softmax", FT=dtype, FLAGS=_FLAGS[dtype],
                     EXP=exp_fn(dtype))
-    expr, mt = _MASKED[mask]
+    row, col, one, mt = _MASKED[mask]
     return fill(_ATTENTION_SOFTMAX_MASKED, "softmax", FT=dtype, FLAGS=_FLAGS[dtype],
-                EXP=exp_fn(dtype), MT=mt or dtype, MASKED=expr)
+                EXP=exp_fn(dtype), MT=mt or dtype, MASKED_ROW=row, MASKED_COL=col,
+                MASKED_ONE=one)
 
 
 # GEMMs with one row per batch entry (a decode step: a token's query or attention output

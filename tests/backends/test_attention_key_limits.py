@@ -84,16 +84,27 @@ def test_bool_mask_with_an_empty_row(rng):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_long_keys_one_head_at_a_time(causal, rng):
+@pytest.mark.parametrize("rows", ["padding", "own rows"])
+def test_long_keys_one_head_at_a_time(causal, rows, rng):
     """T >= 1024: each thread takes its heads one at a time (HEAD_BLOCK_BYTES), here
-    with grouped kv heads (4 query heads over 2) and a padding mask over the keys."""
+    with grouped kv heads (4 query heads over 2) and a mask per batch entry shared by
+    the heads: a padding mask over the keys, or one with its own query rows (an additive
+    mask with float32's minimum past a random limit per row; its block is made key-major
+    once for the heads, each head reading its batch entry's)."""
     T, Sq = 1100, 130
+    R = 1 if rows == "padding" else "S"
+    dtype = "bool" if rows == "padding" else "float32"
     g = graphc.trace(lambda q, k, v, m: graphc.ops.attention(q, k, v, m, scale=0.3,
                                                               causal=causal),
                      spec((2, 4, "S", 8)), spec((2, 2, "T", 8)), spec((2, 2, "T", 8)),
-                     spec((2, 1, 1, "T"), "bool"))
-    m = np.ones((2, 1, 1, T), bool)
-    m[1, ..., 900:] = False
+                     spec((2, 1, R, "T"), dtype))
+    if rows == "padding":
+        m = np.ones((2, 1, 1, T), bool)
+        m[1, ..., 900:] = False
+    else:
+        ends = rng.integers(1, T, (2, 1, Sq, 1))
+        m = np.where(np.arange(T) < ends, 0.0, NEG).astype(np.float32)
+        m += rng.standard_normal(m.shape).astype(np.float32) * (m == 0)
     q = rng.standard_normal((2, 4, Sq, 8)).astype(np.float32)
     k, v = (rng.standard_normal((2, 2, T, 8)).astype(np.float32) for _ in range(2))
     check_graph(g, [(q, k, v, m)])

@@ -31,14 +31,23 @@ def qkv(rng, S, T, dtype="float32", dv=D):
             randn(rng, (H, T, dv), dtype))
 
 
-def softmax_kernel(mod, fn):
-    """The score softmax as the runtime calls it: on the calling thread ("one"), or
-    "split": its rows split over the backend's threads (runtime.split_softmax)."""
-    if fn == "one":
-        return mod.softmax
+def softmax_kernel(mod, fn, masked=False):
+    """The score softmax as the runtime calls it, on a row-major block s [B, R, T] (the
+    test's view; the kernel's block is key-major [B, T, R]: a transposed copy in, the
+    result transposed back into s): on the calling thread ("one"), or "split": its rows
+    split over the backend's threads (runtime.split_softmax)."""
     from functools import partial
     from graphc.backends.numba_cpu.runtime import split_softmax
-    return partial(split_softmax, mod.softmax, False)
+    kernel = mod.softmax if fn == "one" else partial(split_softmax, mod.softmax, masked)
+
+    def run(s, inv, scale, causal, row0, diag, *mask):
+        t = np.ascontiguousarray(np.swapaxes(s, 1, 2))
+        if mask:   # [M1, M2, R, T] -> its distinct blocks key-major, M2 (as the runtime)
+            from graphc.backends.numba_cpu.runtime import _key_major
+            mask = (*_key_major(mask[0], mod.key_major), mask[1])
+        kernel(t, inv, scale, causal, row0, diag, *mask, 0, s.shape[1])
+        s[...] = np.swapaxes(t, 1, 2)
+    return run
 
 
 SELF = [(1, 1), (7, 7), (130, 130), (257, 257)]          # prefill: S == T
@@ -102,7 +111,8 @@ def test_float32_score_softmax_long_rows(fn, rng):
     from graphc.backends.numba_cpu.templates import attention_softmax
     kernel = softmax_kernel(load_module(attention_softmax("float32"))[0], fn)
     for B, R, T, row0, causal in [(2, 3, 20000, 0, False), (1, 6, 600, 253, True),
-                                  (1, 3, 600, 510, True)]:
+                                  (1, 3, 600, 510, True), (2, 1, 20000, 0, False),
+                                  (2, 1, 600, 255, True), (1, 40, 700, 240, True)]:
         base = randn(rng, (B, R, T)) * 4
         s, inv = base.copy(), np.empty((B, R), np.float32)
         kernel(s, inv, 0.5, causal, row0, 0)
@@ -270,27 +280,31 @@ def test_gemm_weight_views_are_not_copied(rng):
 
 @pytest.mark.parametrize("kind", ["add", "bool"])
 @pytest.mark.parametrize("M1,M2", [(1, 1), (1, 3), (3, 1), (2, 3), (5, 1)])
-def test_masked_score_softmax_split_over_threads(kind, M1, M2, rng):
+@pytest.mark.parametrize("R", [37, 1])
+@pytest.mark.parametrize("rows", ["broadcast", "own", "shared"])
+def test_masked_score_softmax_split_over_threads(kind, M1, M2, R, rows, rng):
     """The masked score softmax split over the threads (runtime.split_softmax: by the
     mask's leading dim when it has a part per thread, else by query rows, each score row
     b reading mask[b // M2, b % M2]), causal from query row 40 on: equal to one serial
     call, and within 1e-6 of float64. The mask broadcasts over its query rows (stride 0),
-    as a padding mask does."""
-    from functools import partial
+    as a padding mask does, or has its own per row, for every entry or shared by the
+    entries of each M1 (a causal mask tensor over the heads: transposed once). 37 rows: split by rows, two parts of whole cache lines
+    (32 and 5); one: a decode step's row."""
     from graphc.backends.numba_cpu.cache import load_module
-    from graphc.backends.numba_cpu.runtime import split_softmax
     from graphc.backends.numba_cpu.templates import attention_softmax
     mod = load_module(attention_softmax("float32", kind))[0]
-    B, R, T, row0, scale, fill = M1 * M2, 9, 300, 40, 0.4, -np.inf
+    B, T, row0, scale, fill = M1 * M2, 300, 40, 0.4, -np.inf
     base = randn(rng, (B, R, T)) * 3
+    shape = (M1, 1 if rows == "shared" else M2, 1 if rows == "broadcast" else R, T)
     if kind == "add":
-        rowmask = np.where(rng.random((M1, M2, 1, T)) < 0.3, -np.inf, 0).astype(np.float32)
+        rowmask = np.where(rng.random(shape) < 0.3, -np.inf, 0).astype(np.float32)
     else:
-        rowmask = rng.random((M1, M2, 1, T)) >= 0.3
+        rowmask = rng.random(shape) >= 0.3
     rowmask[..., 0] = 0 if kind == "add" else True         # no row masked whole
     mask = np.broadcast_to(rowmask, (M1, M2, R, T))
     outs = []
-    for fn in (mod.softmax, partial(split_softmax, mod.softmax, True)):
+    for fn in ("one", "split"):
+        fn = softmax_kernel(mod, fn, masked=True)
         s, inv = base.copy(), np.empty((B, R), np.float32)
         fn(s, inv, scale, True, row0, 0, mask, fill)
         outs.append(s * inv[..., None])
