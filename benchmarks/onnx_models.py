@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -37,6 +36,9 @@ import warnings
 import numpy as np
 
 from graphc.timing import blas_report
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import turns  # noqa: E402  (benchmarks/turns.py: the peers' shared protocol)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ("layer", "gpt2", "llama")
@@ -91,11 +93,9 @@ def inputs(model: str, B: int, S: int) -> list:
 
 
 def worker(peer: str, model: str, path: str, out_dir: str) -> None:
-    """Runs in its own process: load the file once (one line of JSON: the load times),
-    then answer the parent's requests, one per line on stdin: ``B S n`` runs n timed
-    calls at that size (the first request of a size starts with a warm-up call, whose
-    output is saved for the parent to compare) and answers the times in ms; ``quit``
-    ends."""
+    """Runs in its own process: load the file once (the load times), then time calls
+    for the parent (turns.serve; keys ``BxS``); the first call of a size saves its output
+    for the parent to compare."""
     info: dict = {"peer": peer, "model": model}
     t0 = time.perf_counter()
     if peer == "graphc":
@@ -127,83 +127,28 @@ def worker(peer: str, model: str, path: str, out_dir: str) -> None:
 
         def call(xs):
             return sess.run(None, dict(zip(names, xs)))[0]
-    print(json.dumps(info), flush=True)
-    seen: dict = {}
-    for line in sys.stdin:
-        if line.strip() == "quit":
-            break
-        B, S, n = (int(v) for v in line.split())
-        xs = seen.get((B, S))
-        if xs is None:
-            xs = seen[(B, S)] = inputs(model, B, S)
-            out = call(xs)                  # warm-up (first-call costs: per-size plans)
-            np.save(os.path.join(out_dir, f"{peer}-{model}-{B}x{S}.npy"), np.asarray(out))
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            call(xs)
-            times.append((time.perf_counter() - t) * 1e3)
-        print(json.dumps(times), flush=True)
+
+    def prepare(key):
+        B, S = _sizes(key)[0]
+        xs = inputs(model, B, S)
+
+        def check(out):
+            np.save(os.path.join(out_dir, f"{peer}-{model}-{key}.npy"), np.asarray(out))
+            return {}
+        return (lambda: call(xs)), check
+    turns.serve(info, prepare)
 
 
-class Peer:
-    """A worker process (:func:`worker`) the parent asks for timed runs."""
-
-    def __init__(self, peer, model, path, out_dir, env):
-        self.peer = peer
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", peer, "--models", model, "--file", path,
-             "--out", out_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env)
-        self.info = self._answer()
-        self.times: dict = {}
-
-    def _answer(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            err = self.proc.stderr.read().strip().splitlines() or ["?"]
-            raise RuntimeError(f"{self.peer} failed: {err[-1]}")
-        return json.loads(line)
-
-    def run(self, B, S, n):
-        self.proc.stdin.write(f"{B} {S} {n}\n")
-        self.proc.stdin.flush()
-        self.times.setdefault(f"{B}x{S}", []).extend(self._answer())
-
-    def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-
-
-def measure(peers, model, path, sizes, repeat, rounds, out_dir, env, pause=0.3):
-    """Every peer loaded (one after another: each compile timed alone), then ``rounds``
-    rounds in which every peer in turn runs ``repeat / rounds`` calls of each size (the
-    order rotating), ``pause`` s apart (a pool that spins after its work settles): a
-    slow spell of a shared machine falls on every peer alike. Returns the Peers and the
+def measure(peers, model, path, sizes, repeat, rounds, out_dir, env):
+    """Every peer loaded (one after another: each compile timed alone), then the peers
+    take turns (turns.take_turns) over ``rounds`` rounds. Returns the Peers and the
     errors."""
-    ok, errors = [], []
-    for p in peers:
-        try:
-            ok.append(Peer(p, model, path, out_dir, env))
-        except RuntimeError as e:
-            errors.append(str(e))
-    per_round = max(1, -(-repeat // rounds))
-    try:
-        for r in range(rounds if ok else 0):
-            turn = ok[r % len(ok):] + ok[:r % len(ok)]
-            for B, S in sizes:
-                for peer in turn:
-                    time.sleep(pause)
-                    peer.run(B, S, per_round)
-    finally:
-        for peer in ok:
-            peer.close()
-    return ok, errors
+    ok, errors = turns.start(
+        [(p, [sys.executable, __file__, "--worker", p, "--models", model, "--file", path,
+              "--out", out_dir], env) for p in peers])
+    turns.take_turns(ok, [f"{B}x{S}" for B, S in sizes], repeat, rounds)
+    errors += [p.error for p in ok if p.error]
+    return [p for p in ok if p.error is None], errors
 
 
 def _sizes(text: str):
@@ -244,7 +189,7 @@ def main(argv=None) -> int:
         print("openvino is not installed (pip install -e '.[bench]'): ONNX Runtime only")
     print(f"graphc (numba) vs {', '.join(p for p in peers if p != 'graphc')} on the same "
           f"ONNX file, fp32, random weights; "
-          f"{os.cpu_count()} CPUs; median of {args.repeat} runs per size after a warm-up, "
+          f"{os.cpu_count()} CPUs; median of {turns.calls(args.repeat, args.rounds)} runs per size after a warm-up, "
           f"each peer in its own process, the peers taking turns over {args.rounds} rounds")
     work = tempfile.mkdtemp(prefix="graphc-onnx-bench-")
     env = dict(os.environ)

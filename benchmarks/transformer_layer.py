@@ -1,6 +1,7 @@
 """The textbook encoder layer (post-LN, ReLU, 12 heads, d=768, ffn=3072, fp32, batch 1)
 through its peers, each in its own process (OpenMP and BLAS thread pools spin after work
-and would slow whoever runs next):
+and would slow whoever runs next), kept up for the whole run, the peers taking turns over
+several rounds (benchmarks/turns.py: a slow spell of a shared machine falls on all alike):
 
   gemm-floor  the layer's GEMMs alone in NumPy (what BLAS alone costs)
   numpy       the layer hand-written in NumPy (eager)
@@ -29,15 +30,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import turns  # noqa: E402  (benchmarks/turns.py: the peers' shared protocol)
 
 D, H, FF = 768, 12, 3072
 PEERS = ("gemm-floor", "numpy", "graphc", "torch", "onnxruntime", "openvino")
@@ -117,17 +119,19 @@ def rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def worker(peer: str, S: int, repeat: int) -> dict:
-    """Runs in its own process: set up the peer, warm up, time ``repeat`` runs."""
+def worker(peer: str) -> None:
+    """Runs in its own process: set up the peer once (graphc compiles one executable for
+    every S), then time calls for the parent (turns.serve; keys: S). The first call of
+    an S is checked against a float64 NumPy run of the layer, with the peak memory so
+    far."""
     cfg, P = params()
-    x = np.random.default_rng(1).standard_normal((S, D)).astype(np.float32)
-    info: dict = {"peer": peer, "S": S}
+    info: dict = {"peer": peer}
     base_rss = rss_mib()
     if peer == "gemm-floor":
-        def run():
+        def call(x):
             return gemm_floor(P, x)
     elif peer == "numpy":
-        def run():
+        def call(x):
             return numpy_layer(P, x)
     elif peer == "graphc":
         import graphc
@@ -137,16 +141,15 @@ def worker(peer: str, S: int, repeat: int) -> dict:
         exe = graphc.compile(g, backend="numba", progress=False)
         info["compile_s"] = time.perf_counter() - t0
 
-        def run():
+        def call(x):
             return exe(x)
     elif peer == "torch":
         import torch
         m = torch_module(P)
-        xt = torch.from_numpy(x)[None]
 
-        def run():
+        def call(x):
             with torch.inference_mode():
-                return m(xt)[0].numpy()
+                return m(torch.from_numpy(x)[None])[0].numpy()
     elif peer == "onnxruntime":
         import onnxruntime as ort
         t0 = time.perf_counter()
@@ -155,24 +158,26 @@ def worker(peer: str, S: int, repeat: int) -> dict:
         info["compile_s"] = time.perf_counter() - t0
         name = sess.get_inputs()[0].name
 
-        def run():
+        def call(x):
             return sess.run(None, {name: x[None]})[0][0]
     elif peer == "openvino":
         import openvino as ov
         core = ov.Core()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "layer.onnx")
-            export_onnx(path)
-            t0 = time.perf_counter()
-            model = core.read_model(path)
-            model.reshape({model.inputs[0].get_any_name(): [1, S, D]})
-            compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-            info["compile_s"] = time.perf_counter() - t0
-        request = compiled.create_infer_request()
-        xb = x[None]
+        tmp = tempfile.mkdtemp(prefix="graphc-bench-ov-")
+        path = os.path.join(tmp, "layer.onnx")
+        export_onnx(path)
+        compiled: dict = {}
 
-        def run():
-            return request.infer([xb])[0][0]
+        def call(x):
+            S = x.shape[0]
+            if S not in compiled:   # reshaped to the static [1, S, 768]: its best case
+                t0 = time.perf_counter()
+                model = core.read_model(path)
+                model.reshape({model.inputs[0].get_any_name(): [1, S, D]})
+                compiled[S] = core.compile_model(
+                    model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+                info.setdefault("compile_s", time.perf_counter() - t0)
+            return compiled[S].infer([x[None]])[0][0]
     elif peer == "graphc-cupy":
         import cupy
         import graphc
@@ -181,10 +186,9 @@ def worker(peer: str, S: int, repeat: int) -> dict:
         t0 = time.perf_counter()
         exe = graphc.compile(g, backend="cupy", device_outputs=True)
         info["compile_s"] = time.perf_counter() - t0
-        xd = cupy.asarray(x)
 
-        def run():
-            y = exe(xd)
+        def call(x):
+            y = exe(x)
             cupy.cuda.Device().synchronize()
             return y
     elif peer == "torch-cuda":
@@ -192,50 +196,62 @@ def worker(peer: str, S: int, repeat: int) -> dict:
         if not torch.cuda.is_available():
             raise SystemExit("torch has no CUDA device (a CPU build of torch?)")
         m = torch_module(P).cuda()
-        xt = torch.from_numpy(x)[None].cuda()
 
-        def run():
+        def call(x):
             with torch.inference_mode():
-                y = m(xt)
+                y = m(x)
             torch.cuda.synchronize()
             return y
     else:
         raise SystemExit(f"unknown peer {peer}")
-    out = run()                   # warm-up (and first-call costs)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    info["median_ms"] = float(np.median(times) * 1e3)
-    info["min_ms"] = float(np.min(times) * 1e3)
-    info["peak_mib"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                             - base_rss)
-    if hasattr(out, "get"):
-        out = out.get()                      # CuPy
-    elif hasattr(out, "cpu"):
-        out = out[0].cpu().numpy()           # torch CUDA
-    if peer != "gemm-floor":
-        ref = numpy_layer(P, x.astype(np.float64), np.float64)
-        info["rel_err"] = float(np.linalg.norm(np.asarray(out, np.float64) - ref)
-                                / np.linalg.norm(ref))
-    return info
+
+    def prepare(key):
+        S = int(key)
+        x = np.random.default_rng(1).standard_normal((S, D)).astype(np.float32)
+        xin = x
+        if peer == "graphc-cupy":
+            import cupy
+            xin = cupy.asarray(x)
+        elif peer == "torch-cuda":
+            import torch
+            xin = torch.from_numpy(x)[None].cuda()
+
+        def check(out):
+            got = {"peak_mib": float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                     / 1024 - base_rss)}
+            if hasattr(out, "get"):
+                out = out.get()                      # CuPy
+            elif hasattr(out, "cpu"):
+                out = out[0].cpu().numpy()           # torch CUDA
+            if peer != "gemm-floor":
+                ref = numpy_layer(P, x.astype(np.float64), np.float64)
+                got["rel_err"] = float(np.linalg.norm(np.asarray(out, np.float64) - ref)
+                                       / np.linalg.norm(ref))
+            return got
+        return (lambda: call(xin)), check
+    turns.serve(info, prepare)
 
 
-def spawn(peer: str, S: int, repeat: int, env=None) -> dict:
-    cmd = [sys.executable, __file__, "--worker", peer, "--seq", str(S), "--repeat",
-           str(repeat)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        return {"peer": peer, "S": S, "error": (r.stderr.strip().splitlines() or ["?"])[-1]}
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def command(peer: str) -> list:
+    return [sys.executable, __file__, "--worker", peer]
+
+
+def compile_time(env) -> float:
+    """graphc's compile of the layer in a process of its own (``env``: its cache)."""
+    peers, errors = turns.start([("graphc", command("graphc"), env)])
+    for p in peers:
+        p.close()
+    return peers[0].info["compile_s"] if peers else float("nan")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seq", default="512,2048", help="sequence lengths (default 512,2048)")
     ap.add_argument("--peers", default=",".join(PEERS))
-    ap.add_argument("--repeat", type=int, default=7, help="timed runs per peer (median)")
+    ap.add_argument("--repeat", type=int, default=10, help="timed runs per peer (median)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="rounds the runs are spread over, the peers taking turns "
+                         "(default 5)")
     ap.add_argument("--plot", metavar="FILE.svg",
                     help="also draw the medians as an SVG bar chart into FILE.svg")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -243,7 +259,7 @@ def main(argv=None):
     if args.plot and not args.plot.endswith(".svg"):
         ap.error(f"--plot writes SVG: give a file name ending in .svg, got {args.plot!r}")
     if args.worker:
-        print(json.dumps(worker(args.worker, int(args.seq), args.repeat)))
+        worker(args.worker)
         return 0
     peers = args.peers.split(",")
     from graphc.timing import blas_report
@@ -254,26 +270,36 @@ def main(argv=None):
     if args.peers == ",".join(PEERS) and gpu_present():
         peers += list(GPU_PEERS)
     print(f"textbook encoder layer: d={D}, heads={H}, ffn={FF}, fp32, batch 1; "
-          f"{os.cpu_count()} CPUs; median of {args.repeat} runs, each peer in its own "
-          "process")
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; median of {turns.calls(args.repeat, args.rounds)} "
+          f"runs, each peer in its own process, the peers taking turns over {args.rounds} "
+          "rounds")
     env = dict(os.environ)
     if "graphc" in peers:
         # Cold and warm compile: a fresh cache directory, then a second process.
-        cache = tempfile.mkdtemp(prefix="graphc-bench-cache-")
-        env["GRAPHC_CACHE_DIR"] = cache
-        cold = spawn("graphc", 64, 1, env)
-        warm = spawn("graphc", 64, 1, env)
-        print(f"graphc compile of the layer: cold {cold.get('compile_s', float('nan')):.2f} s "
-              f"(empty cache), warm {warm.get('compile_s', float('nan')):.2f} s "
-              "(second process)")
+        env["GRAPHC_CACHE_DIR"] = tempfile.mkdtemp(prefix="graphc-bench-cache-")
+        cold, warm = compile_time(env), compile_time(env)
+        print(f"graphc compile of the layer: cold {cold:.2f} s (empty cache), warm "
+              f"{warm:.2f} s (second process)")
+    seqs = [s for s in args.seq.split(",")]
+    running, errors = turns.start([(p, command(p), env) for p in peers])
+    turns.take_turns(running, seqs, args.repeat, args.rounds)
+    for e in errors:
+        print(f"failed: {e}")
     panels = []
-    for S in (int(s) for s in args.seq.split(",")):
-        rows = [spawn(p, S, args.repeat, env) for p in peers]
-        panels.append((f"S={S}", [(r["peer"], r.get("median_ms"), r.get("min_ms"))
-                                  for r in rows]))
+    for key in seqs:
+        rows = []
+        for p in running:
+            if p.error is not None:
+                rows.append({"peer": p.name, "error": p.error})
+            elif key in p.times:
+                rows.append(dict(p.checks.get(key, {}), peer=p.name,
+                                 median_ms=float(np.median(p.times[key])),
+                                 min_ms=float(np.min(p.times[key]))))
+        panels.append((f"S={key}", [(r["peer"], r.get("median_ms"), r.get("min_ms"))
+                                    for r in rows]))
         g = next((r for r in rows if r["peer"] == "graphc" and "median_ms" in r), None)
         gpu = next((r for r in rows if r["peer"] == "graphc-cupy" and "median_ms" in r), None)
-        print(f"\nS={S}")
+        print(f"\nS={key}")
         print(f"{'peer':12s} {'median ms':>10s} {'min ms':>8s} {'graphc is':>10s} "
               f"{'rel. error':>10s} {'peak MiB':>9s}")
         for r in rows:
@@ -287,11 +313,12 @@ def main(argv=None):
             print(f"{r['peer']:12s} {r['median_ms']:10.1f} {r['min_ms']:8.1f} {ratio:>10s} "
                   f"{err:>10s} {r['peak_mib']:9.0f}")
     print("\n'graphc is' = peer time / graphc time (above 1: graphc is faster); GPU peers "
-          "against graphc-cupy, CPU peers against graphc (numba)")
+          "against graphc-cupy, CPU peers against graphc (numba); peak MiB: the peer's "
+          "memory growth by its first call of that S")
     if args.plot:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         note = (f"python benchmarks/transformer_layer.py {' '.join(argv or sys.argv[1:])}; "
-                f"{os.cpu_count()} CPUs, load {load:.1f}; median of {args.repeat} runs, "
+                f"{os.cpu_count()} CPUs, load {load:.1f}; median of {turns.calls(args.repeat, args.rounds)} runs, "
                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         _plot().write_bar_chart(args.plot, f"textbook encoder layer (d={D}, {H} heads, "
                                 f"ffn={FF}, fp32, batch 1): ms per call", panels,

@@ -13,7 +13,8 @@ from graphc import timing
 
 ROOT = Path(__file__).resolve().parents[1]
 # every benchmark script (plot.py draws charts; it times nothing)
-SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "plot")
+SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py")
+                 if p.stem not in ("plot", "turns"))     # helpers, not benchmarks
 
 
 def this_process_kernel():
