@@ -73,21 +73,36 @@ def test_transformer_layer_plot_option(tmp_path, monkeypatch, capsys):
     bench = load("transformer_layer")
     times = {"numpy": 120.0, "graphc": 60.0}
 
-    def spawn(peer, S, repeat, env=None):
-        if peer == "onnxruntime":
-            return {"peer": peer, "S": S, "error": "no onnxruntime"}
-        return {"peer": peer, "S": S, "median_ms": times[peer] * S / 512,
-                "min_ms": times[peer] * S / 600, "rel_err": 1e-7, "peak_mib": 10,
-                "compile_s": 1.0}
+    class FakePeer:                   # what turns.Peer holds after its turns
+        def __init__(self, name):
+            self.name, self.info, self.checks = name, {"peer": name, "compile_s": 1.0}, {}
+            self.error = "no onnxruntime" if name == "onnxruntime" else None
+            self.times = {}
 
-    monkeypatch.setattr(bench, "spawn", spawn)
+        def close(self):
+            pass
+
+    def start(specs):
+        return [FakePeer(name) for name, _, _ in specs], []
+
+    def take_turns(peers, keys, repeat, rounds, pause=0.3):
+        for p in peers:
+            for key in keys:
+                if p.error is None:
+                    S = int(key)
+                    p.times[key] = [times[p.name] * S / 512, times[p.name] * S / 600]
+                    p.checks[key] = {"rel_err": 1e-7, "peak_mib": 10}
+
+    monkeypatch.setattr(bench.turns, "start", start)
+    monkeypatch.setattr(bench.turns, "take_turns", take_turns)
     out = tmp_path / "chart.svg"
     args = ["--seq", "512,1024", "--peers", "numpy,graphc,onnxruntime", "--plot", str(out)]
     assert bench.main(args) == 0
     assert f"chart: {out}" in capsys.readouterr().out
     _, texts = parse(out.read_text())
+    # medians of (t * S / 512, t * S / 600)
     for label in ["S=512", "S=1024", "numpy", "graphc", "onnxruntime", "failed",
-                  "120 ms", "60.0 ms", "240 ms"]:
+                  "111 ms", "55.6 ms", "222 ms"]:
         assert label in texts, (label, texts)
     note = " ".join(texts)                     # the note: the command, the machine's load
     assert "python benchmarks/transformer_layer.py --seq 512,1024" in note, texts
