@@ -106,6 +106,38 @@ class NumbaExecutable(ProgramExecutable):
                     return
         threads.matmul(a, b, out)
 
+    def gemm_run(self, steps, vals, sz, outputs) -> bool:
+        """Sibling GEMMs (program.gemm_runs: q, k and v of one input; gate and up) at
+        once, each on one thread, the threads' loads balanced by multiply-adds, then
+        their epilogues in order: one hand-off for the run instead of one or two per
+        GEMM, and no GEMM cut in halves that each pack the whole of the other operand
+        ([256, 512] x [512, 256] split in two ran no faster than on one thread). Where
+        the loads do not balance (within GEMM_RUN_BALANCE), a GEMM has few rows (the
+        decode kernels), or a product's memory overlaps another's operands (the memory
+        plan reuses a buffer once its last reader ran: that order is gone when they run
+        at once), each runs as its own step (False). Decided once per size."""
+        n = threads.workers()
+        if n < 2:
+            return False
+        parts = [self.gemm_operands(st, vals, sz, outputs) for st in steps]
+        key = ("gemm run", steps[0].node)
+        plan = sz.memo.get(key)
+        if plan is None:
+            plan = sz.memo[key] = _gemm_run_plan(parts, n)
+
+        def task(idx):
+            return lambda: [threads.matmul(parts[i][2], parts[i][3], parts[i][4], False)
+                            for i in idx]
+        if plan:
+            threads.run_parallel([task(idx) for idx in plan])
+        for st, (out, _, a, b, acc) in zip(steps, parts):
+            if not plan:                      # one by one (each split on its own)
+                self.matmul(a, b, acc)
+            if st.epilogue is not None:   # its operands now all computed
+                self.kernel(st.epilogue, [vals[o] for o in st.operands], out, acc, sz)
+            vals[st.node] = out
+        return True
+
     def attention_scratch(self, step, shape, bindings):
         batch = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
         T = evaluate(step.keys, bindings)
@@ -243,6 +275,39 @@ class NumbaExecutable(ProgramExecutable):
                 split_softmax, mod.softmax, mask is not None)
                 if blk.size >= SOFTMAX_PARALLEL_MIN else mod.softmax)
         self.finish_attention(step, ops, out, o_step, sz)
+
+
+# A run of sibling GEMMs goes over the threads at once only when the busiest thread's
+# multiply-adds are at most this much above an even share (else each is split on its own).
+GEMM_RUN_BALANCE = 1.25
+
+
+def _gemm_run_plan(parts, n: int):
+    """The GEMMs of ``parts`` ((out, ops, a, b, acc) each) dealt to ``n`` threads (the
+    largest first, each to the least loaded thread): a list of index lists, or () when
+    they should run one by one (see NumbaExecutable.gemm_run)."""
+    if any(a.ndim < 2 or b.ndim < 2 or a.shape[-2] <= FEW_ROWS for _, _, a, b, _ in parts):
+        return ()
+    for i, (out, ops, a, b, acc) in enumerate(parts):
+        written = [x for x in (out, acc) if isinstance(x, np.ndarray)]
+        for j, other in enumerate(parts):
+            if i == j:
+                continue
+            read = [x for x in (*other[1], other[2], other[3], other[0], other[4])
+                    if isinstance(x, np.ndarray)]
+            if any(np.may_share_memory(w, r) for w in written for r in read):
+                return ()
+    work = [threads.macs(a, b, acc) for _, _, a, b, acc in parts]
+    if sum(work) < threads.SPLIT_MIN_MACS:
+        return ()
+    loads, plan = [0] * n, [[] for _ in range(n)]
+    for i in sorted(range(len(parts)), key=lambda i: -work[i]):
+        t = loads.index(min(loads))
+        loads[t] += work[i]
+        plan[t].append(i)
+    if max(loads) > GEMM_RUN_BALANCE * sum(work) / n:
+        return ()
+    return [sorted(p) for p in plan if p]
 
 
 def split_softmax(fn, masked, s, inv, scale, causal, row0, diag, *args):

@@ -257,21 +257,22 @@ def _rows(x: np.ndarray):
         (dims[-1][1] if dims else x.strides[-2], x.strides[-1]))
 
 
-def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+def macs(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> int:
+    """The multiply-adds of ``np.matmul(a, b, out=out)`` (a and b at least 2-D)."""
+    return math.prod(out.shape[:-2]) * a.shape[-2] * b.shape[-1] * a.shape[-1]
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, split: bool = True) -> None:
     """``np.matmul(a, b, out=out)`` with large products split over :func:`workers`
     threads, each a one-thread BLAS call on its part: a batch dim when one has at least
     as many entries as threads, else the output columns, or the rows when the columns
-    are few."""
+    are few. ``split=False``: on this thread (one of several running sibling GEMMs)."""
     if a.ndim < 2 or b.ndim < 2:          # a vector: small, and NumPy's own semantics
         np.matmul(a, b, out=out)
         return
-    m, kk, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    m = a.shape[-2]
     batch = out.shape[:-2]
-    macs = math.prod(batch) * m * n * kk
-    k = workers() if macs >= SPLIT_MIN_MACS else 1
-    if k == 1:
-        np.matmul(a, b, out=out)
-        return
+    k = workers() if split and macs(a, b, out) >= SPLIT_MIN_MACS else 1
     if a.ndim > 2 and b.ndim == 2:
         # [.., m, K] @ [K, n]: one GEMM over all the rows when they are one strided
         # block in a and in out (NumPy would run a GEMM per batch entry, packing b for
@@ -279,6 +280,10 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         a2, o2 = _rows(a), _rows(out)
         if a2 is not None and o2 is not None:
             a, out, batch, m = a2, o2, (), a2.shape[0]
+    n = b.shape[-1]
+    if k == 1:
+        np.matmul(a, b, out=out)
+        return
     for d, size in enumerate(batch):
         if size >= k:
             def part(lo, hi, d=d, size=size):

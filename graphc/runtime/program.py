@@ -139,6 +139,7 @@ class ProgramExecutable(Executable):
             else:
                 self.constants[nid] = self.to_input(v)
         self._index_checks = index_checks(graph)
+        self._gemm_runs = gemm_runs(program.steps)
         self.library = {}                 # LibraryStep node -> native run(out, ops)
         self._lock = threading.Lock()     # one call at a time (see the class docstring)
 
@@ -301,44 +302,81 @@ class ProgramExecutable(Executable):
         for check in self._index_checks.get(None, ()):     # on graph inputs: before any work
             check.run(g, vals, bindings)
         outputs = set(g.outputs)
-        for step in self.program.steps:
-            nid = step.node
-            node = g.nodes[nid]
-            for check in self._index_checks.get(nid, ()):  # on computed ids: before the step
-                check.run(g, vals, bindings)
-            if nid in sz.plan.views and nid not in outputs and nid not in sz.views:
-                vals[nid] = vals[sz.plan.views[nid]].reshape(
-                    node.type.concrete_shape(bindings))
+        steps = self.program.steps
+        i = 0
+        while i < len(steps):
+            end = self._gemm_runs.get(i)
+            if end is not None and timer is None and self.gemm_run(steps[i:end], vals, sz,
+                                                                   outputs):
+                i = end
                 continue
-            if timer is not None:
-                t0 = timer.start()
-            out = sz.views.get(nid)
-            if out is None:
-                out = self.empty(node.type.concrete_shape(bindings), node.type.np_dtype)
+            self._step(steps[i], vals, sz, outputs, timer)
+            i += 1
+        return self.results([vals[o] for o in g.outputs])
+
+    def _step(self, step, vals, sz, outputs, timer=None) -> None:
+        """Run one step: its output into ``vals``."""
+        g = self.graph
+        bindings = sz.bindings
+        nid = step.node
+        node = g.nodes[nid]
+        if not isinstance(step, GemmStep):             # (gemm_operands runs a GEMM's)
+            for check in self._index_checks.get(nid, ()):  # on computed ids: before it
+                check.run(g, vals, bindings)
+        if nid in sz.plan.views and nid not in outputs and nid not in sz.views:
+            vals[nid] = vals[sz.plan.views[nid]].reshape(node.type.concrete_shape(bindings))
+            return
+        if timer is not None:
+            t0 = timer.start()
+        if isinstance(step, GemmStep):
+            out, ops, a, b, acc = self.gemm_operands(step, vals, sz, outputs)
+            self.matmul(a, b, acc)
+            if step.epilogue is not None:
+                self.kernel(step.epilogue, ops, out, acc, sz)
+        else:
+            out = self._out(step, sz)
             ops = [vals[o] for o in step.operands]
             if isinstance(step, KernelStep):
                 acc = sz.scratch.get(nid) if step.epilogue is not None else None
                 self.kernel(step.kernel, ops, out, acc, sz)
                 if step.epilogue is not None:
                     self.kernel(step.epilogue, ops, out, acc, sz)
-            elif isinstance(step, GemmStep):
-                a = self.view(ops[step.a.operand], step.a, sz)
-                b = self.view(ops[step.b.operand], step.b, sz)
-                if step.epilogue is None:
-                    self.matmul(a, b, out.reshape(sz.acc_shapes[nid]))
-                else:
-                    acc = out.reshape(sz.acc_shapes[nid]) if step.in_place \
-                        else sz.scratch[nid]
-                    self.matmul(a, b, acc)
-                    self.kernel(step.epilogue, ops, out, acc, sz)
             elif isinstance(step, AttentionStep):
                 self.attention(step, ops, out, sz)
             elif isinstance(step, LibraryStep):
                 self.library_step(step, ops, out, bindings)
-            if timer is not None:
-                timer.stop(nid, t0)
-            vals[nid] = out
-        return self.results([vals[o] for o in g.outputs])
+        if timer is not None:
+            timer.stop(nid, t0)
+        vals[nid] = out
+
+    def _out(self, step, sz):
+        out = sz.views.get(step.node)
+        if out is None:
+            t = self.graph.nodes[step.node].type
+            out = self.empty(t.concrete_shape(sz.bindings), t.np_dtype)
+        return out
+
+    def gemm_operands(self, step, vals, sz, outputs):
+        """A GemmStep's (out, operands, a, b, the array its product goes to: out in its
+        accumulator's shape, or the epilogue's scratch), its index checks run. An operand
+        only its epilogue reads may not be computed yet (a sibling's product, in a
+        :meth:`gemm_run`): None."""
+        for check in self._index_checks.get(step.node, ()):
+            check.run(self.graph, vals, sz.bindings)
+        out = self._out(step, sz)
+        ops = [vals.get(o) for o in step.operands]
+        a = self.view(ops[step.a.operand], step.a, sz)
+        b = self.view(ops[step.b.operand], step.b, sz)
+        acc = out.reshape(sz.acc_shapes[step.node]) \
+            if step.epilogue is None or step.in_place else sz.scratch[step.node]
+        return out, ops, a, b, acc
+
+    def gemm_run(self, steps, vals, sz, outputs) -> bool:
+        """Run ``steps``, consecutive GemmSteps none of which reads another's product as
+        its a or b (:func:`gemm_runs`), together where the backend can (their products at
+        once over its threads, then their epilogues in order) and return True; False:
+        each is run as a step of its own."""
+        return False
 
     def results(self, arrays):
         return arrays
@@ -397,6 +435,25 @@ def operand_index(buffer_name: str) -> int:
     """The step operand a kernel's input buffer ``in<k>`` reads (lower/kernels.py names
     them; ``out`` and ``acc`` are the output and the scratch)."""
     return int(buffer_name[2:])
+
+
+def gemm_runs(steps) -> dict:
+    """Runs of consecutive GemmSteps (index of the first -> one past the last, two or
+    more) in which no step reads another's product as its a or b operand: sibling
+    projections of one input (q, k and v; gate and up). An epilogue may read an earlier
+    one's output (SwiGLU's up reading gate): epilogues run after all the products."""
+    runs, i = {}, 0
+    while i < len(steps):
+        j, made = i, set()
+        while j < len(steps) and isinstance(steps[j], GemmStep) and not (
+                {steps[j].operands[steps[j].a.operand],
+                 steps[j].operands[steps[j].b.operand]} & made):
+            made.add(steps[j].node)
+            j += 1
+        if j - i >= 2:
+            runs[i] = j
+        i = max(j, i + 1)
+    return runs
 
 
 def gemm_only_constants(graph, program) -> set:
