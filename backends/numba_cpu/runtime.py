@@ -208,6 +208,9 @@ class NumbaExecutable(ProgramExecutable):
             bs = qp.shape[:-2]
             n = int(np.prod(bs)) if bs else 1
             m4 = mask4(mp) if mp is not None else None
+            if S == 1 and n > 1 and not one_head:
+                one_row(qp, kp, vp, op, m4, off, matmul, softmax_for, bs, n)
+                return
             heads = list(np.ndindex(*bs)) if one_head else [None]
             for r0 in range(0, S, rows):
                 r1 = min(S, r0 + rows)
@@ -239,6 +242,30 @@ class NumbaExecutable(ProgramExecutable):
                     softmax_for(b3)(b3, i2, scale, causal, r0, diag, *extra, 0, r1 - r0)
                     matmul(np.swapaxes(blk, -1, -2), vh[..., :kend, :], oh[..., r0:r1, :])
                     oh[..., r0:r1, :] *= inv_blk[..., None]
+
+        def one_row(qp, kp, vp, op, m4, off, matmul, softmax_for, bs, n):
+            """blocks() for one query row (a decode step): the n heads' scores in one
+            key-major block [keys, heads], head b's down column b (its GEMM writes that
+            strided view), so the softmax's column loops run along the heads (one row's
+            own column would be one element wide). Every key is visible to the row: a
+            causal mask, with T >= S, hides none."""
+            kend = T if limits is None else min(T, int(limits[:1].max(initial=0)))
+            buf = np.ndarray((kend, n), scores.dtype, buffer=scores,
+                             offset=off * rows * T * scores.itemsize)
+            blk = buf.T.reshape(bs + (kend, 1))                 # a view: strides (.., 1, n)
+            inv_blk = np.ndarray((1, n), inv.dtype, buffer=inv,
+                                 offset=off * rows * inv.itemsize)
+            matmul(kp[..., :kend, :], np.swapaxes(qp, -1, -2), blk)
+            extra = ()
+            if m4 is not None:   # [M1, M2, 1, keys] of the n heads -> [1, 1, keys, heads]
+                mk = np.ascontiguousarray(
+                    np.broadcast_to(m4[:, :, 0, :kend], m4.shape[:2] + (kend,))
+                    .reshape(n, kend).T)[None, None]
+                extra = (mk, 1, fill)
+            s3 = buf.reshape(1, kend, n)
+            softmax_for(s3)(s3, inv_blk, scale, False, 0, 0, *extra, 0, n)
+            matmul(np.swapaxes(blk, -1, -2), vp[..., :kend, :], op)
+            op *= inv_blk.reshape(bs + (1, 1))
 
         def one_thread(a, b, c):
             np.matmul(a, b, out=c)

@@ -22,8 +22,10 @@ def fill(template: str, kernel: str, **subs) -> str:
 # of P @ V runs as fast as P did: 92 GFLOP/s). The softmax is then over each column of
 # the block, and every pass goes along the query rows of one key: a lane-wise max, exp
 # and sum that vectorise with no horizontal reduction (R = 128: 168 us against the
-# row-major kernel's 174 us on a 2048-key block; R = 256: 250 against 360). A block of
-# one query row (a decode step) is one contiguous row and takes the row-wise loops.
+# row-major kernel's 174 us on a 2048-key block; R = 256: 250 against 360). A decode
+# step's one query row is not a block of its own: the runtime puts its heads side by side
+# as the columns (runtime.one_row), so the same loops run along the heads (a row-wise
+# path beside them cost ~1 s more of Numba compile per module).
 # float32: vmath's _exp32, which the compiler vectorises (libm's expf per element it
 # does not), with ``reassoc`` so the max and sums vectorise too; no flag assumes away
 # NaN or infinities (a NaN score makes its row's sum NaN; masked keys come out exactly 0).
@@ -41,55 +43,6 @@ def fill(template: str, kernel: str, **subs) -> str:
 SOFTMAX_PARALLEL_MIN = 1 << 15
 
 _SOFTMAX_COMMON = '''
-
-@nb.njit(inline="always", fastmath=__FLAGS__)
-def _row_max(row, limit, sc, lanes):
-    """max over j < limit of row[j] * sc, NaN ignored (v > m is false for a NaN; the row
-    sum makes that row NaN later), 16 lanes at a time into ``lanes`` [16]: a running max
-    through a select is not vectorised as a reduction without the no-NaN flag, a
-    lane-wise max is."""
-    for l in range(16):
-        lanes[l] = -np.inf
-    n16 = limit // 16
-    for c in range(n16):
-        ch = row[c * 16:(c + 1) * 16]
-        for l in range(16):
-            v = ch[l] * sc
-            lanes[l] = v if v > lanes[l] else lanes[l]
-    m = lanes[0]
-    for l in range(1, 16):
-        m = lanes[l] if lanes[l] > m else m
-    for j in range(n16 * 16, limit):
-        v = row[j] * sc
-        m = v if v > m else m
-    return m
-
-
-@nb.njit(inline="always", fastmath=__FLAGS__)
-def _row_exp_sum(row, limit, sc, m):
-    """One query row's scores: row[j] = exp(row[j] * sc - m) for j < limit, 0 after it;
-    the sum (per chunk of 256 keys in the row's dtype, the chunks in float64; loops from
-    0 over a slice vectorise, a range(a, b) loop here was 4-8x slower)."""
-    total = 0.0
-    full = limit // 256
-    for c in range(full):
-        ch = row[c * 256:(c + 1) * 256]
-        part = nb.__FT__(0)
-        for j in range(256):
-            e = __EXP__(ch[j] * sc - m)
-            ch[j] = e
-            part += e
-        total += part
-    tail = row[full * 256:limit]
-    part = nb.__FT__(0)
-    for j in range(tail.shape[0]):
-        e = __EXP__(tail[j] * sc - m)
-        tail[j] = e
-        part += e
-    total += part
-    row[limit:] = 0
-    return total
-
 
 @nb.njit(inline="always")
 def _first_row(j, lo, causal, row0, diag):
@@ -135,21 +88,10 @@ def softmax(s, inv_sum, scale, causal, row0, diag, lo, hi):
     exp(x - the row's max); 1/sum to inv_sum [B, R]."""
     B, T, R = s.shape
     sc = nb.__FT__(scale)
-    lanes = np.empty(16, nb.__FT__)
     m = np.empty(R, nb.__FT__)
     part = np.empty(R, nb.__FT__)
     total = np.empty(R, np.float64)
     for b in range(B):
-        if R == 1:                    # one query row: a contiguous row of T keys
-            if hi <= lo:
-                continue
-            row = s[b].reshape(T)
-            limit = T
-            if causal:    # >= 1: the runtime checks T >= S (diag >= 0) before any call
-                limit = min(T, row0 + diag + 1)
-            mx = _row_max(row, limit, sc, lanes)
-            inv_sum[b, 0] = nb.__FT__(1.0 / _row_exp_sum(row, limit, sc, mx))
-            continue
         sb = s[b]
         m[lo:hi] = -np.inf
         for j in range(T):
@@ -195,25 +137,11 @@ def softmax(s, inv_sum, scale, causal, row0, diag, mask, M2, fill, lo, hi):
     sc = nb.__FT__(scale)
     fl = nb.__FT__(fill)
     one = nb.__FT__(1)
-    lanes = np.empty(16, nb.__FT__)
     m = np.empty(R, nb.__FT__)
     part = np.empty(R, nb.__FT__)
     total = np.empty(R, np.float64)
     for b in range(B):
         mb = mask[b // M2 if U1 > 1 else 0, b % M2 if U2 > 1 else 0]
-        if R == 1:                    # one query row: a contiguous row of T keys
-            if hi <= lo:
-                continue
-            row = s[b].reshape(T)
-            mrow = mb.reshape(T)
-            limit = T
-            if causal:
-                limit = min(T, row0 + diag + 1)
-            for j in range(limit):
-                row[j] = __MASKED_ROW__
-            mx = _row_max(row, limit, one, lanes)
-            inv_sum[b, 0] = nb.__FT__(1.0 / _row_exp_sum(row, limit, one, mx))
-            continue
         sb = s[b]
         m[lo:hi] = -np.inf
         for j in range(T):
@@ -256,11 +184,10 @@ def key_major(src, dst):
                             dj[r] = sm[r, j]
 '''
 
-# (a row's score j, a key's score i: its own mask value, the key's one value) -> masked
-_MASKED = {"add": ("row[j] * sc + mrow[j]", "rp[i] * sc + mcol[i]", "rp[i] * sc + mcol[0]",
-                   None),
-           "bool": ("row[j] * sc if mrow[j] else fl", "rp[i] * sc if mcol[i] else fl",
-                    "rp[i] * sc if mcol[0] else fl", "boolean")}
+# (a key's score i: its own mask value, the key's one value) -> masked
+_MASKED = {"add": ("rp[i] * sc + mcol[i]", "rp[i] * sc + mcol[0]", None),
+           "bool": ("rp[i] * sc if mcol[i] else fl", "rp[i] * sc if mcol[0] else fl",
+                    "boolean")}
 
 _FLAGS = {"float32": '{"reassoc", "contract"}', "float64": "False"}
 
@@ -274,10 +201,9 @@ def attention_softmax(dtype: str = "float32", mask: str | None = None) -> str:
     if mask is None:
         return fill(_ATTENTION_SOFTMAX, "softmax", FT=dtype, FLAGS=_FLAGS[dtype],
                     EXP=exp_fn(dtype))
-    row, col, one, mt = _MASKED[mask]
+    col, one, mt = _MASKED[mask]
     return fill(_ATTENTION_SOFTMAX_MASKED, "softmax", FT=dtype, FLAGS=_FLAGS[dtype],
-                EXP=exp_fn(dtype), MT=mt or dtype, MASKED_ROW=row, MASKED_COL=col,
-                MASKED_ONE=one)
+                EXP=exp_fn(dtype), MT=mt or dtype, MASKED_COL=col, MASKED_ONE=one)
 
 
 # GEMMs with one row per batch entry (a decode step: a token's query or attention output
