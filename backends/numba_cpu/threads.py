@@ -272,8 +272,9 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, split: bool = True) ->
         return
     m = a.shape[-2]
     batch = out.shape[:-2]
-    k = workers() if split and macs(a, b, out) >= SPLIT_MIN_MACS else 1
-    if a.ndim > 2 and b.ndim == 2:
+    big = macs(a, b, out) >= SPLIT_MIN_MACS      # (a small one: not worth the views)
+    k = workers() if split and big else 1
+    if big and a.ndim > 2 and b.ndim == 2:
         # [.., m, K] @ [K, n]: one GEMM over all the rows when they are one strided
         # block in a and in out (NumPy would run a GEMM per batch entry, packing b for
         # each, and the split below would take the batch dim)
