@@ -78,34 +78,42 @@ def _columns_exp_sum(sb, m, part, total, sc, causal, row0, diag, lo, hi):
             total[r] += part[r]
 '''
 
-_ATTENTION_SOFTMAX = VMATH + _SOFTMAX_COMMON + '''
+# The body both softmax modules share; attention_softmax fills in the mask's parts
+# (__SIG__ .. __MAX_PASS__), then the dtype's (__FT__, __EXP__, ...).
+_SOFTMAX_BODY = '''
 
-@nb.njit("void(__FT__[:, :, ::1], __FT__[:, ::1], float64, boolean, int64, int64, int64, "
-         "int64)", cache=True, nogil=True, fastmath=__FLAGS__)
-def softmax(s, inv_sum, scale, causal, row0, diag, lo, hi):
+@nb.njit(__SIG__,
+         cache=True, nogil=True, fastmath=__FLAGS__)
+def softmax(s, inv_sum, scale, causal, row0, diag, __MASK_ARGS__lo, hi):
     """In place on the key-major block of scores s [B, T, R] (query rows row0 .. row0+R),
-    query rows lo..hi of every entry: scale, mask keys j > row + diag when causal,
-    exp(x - the row's max); 1/sum to inv_sum [B, R]."""
+    query rows lo..hi of every entry: scale, __DOC__the causal mask
+    (keys j > row + diag), exp(x - the row's max); 1/sum to inv_sum [B, R]."""
     B, T, R = s.shape
     sc = nb.__FT__(scale)
     m = np.empty(R, nb.__FT__)
     part = np.empty(R, nb.__FT__)
-    total = np.empty(R, np.float64)
-    for b in range(B):
+    total = np.empty(R, np.float64)__SETUP__
+    for b in range(B):__ENTRY__
         sb = s[b]
         m[lo:hi] = -np.inf
         for j in range(T):
             a = _first_row(j, lo, causal, row0, diag)
             if a >= hi:
                 continue
-            rp, mp = sb[j, a:hi], m[a:hi]
-            for i in range(hi - a):
-                v = rp[i] * sc
-                mp[i] = v if v > mp[i] else mp[i]
-        _columns_exp_sum(sb, m, part, total, sc, causal, row0, diag, lo, hi)
+            rp, mp = sb[j, a:hi], m[a:hi]__MAX_PASS__
+        _columns_exp_sum(sb, m, part, total, __EXP_SCALE__, causal, row0, diag, lo, hi)
         for r in range(lo, hi):
             inv_sum[b, r] = nb.__FT__(1.0 / total[r])
 '''
+
+_UNMASKED_PARTS = {
+    "SIG": '"void(__FT__[:, :, ::1], __FT__[:, ::1], float64, boolean, int64, int64, int64, "'
+           '\n         "int64)"',
+    "MASK_ARGS": "", "DOC": "", "SETUP": "", "ENTRY": "", "EXP_SCALE": "sc",
+    "MAX_PASS": '''
+            for i in range(hi - a):
+                v = rp[i] * sc
+                mp[i] = v if v > mp[i] else mp[i]'''}
 
 # The same softmax for a masked attention (a module of its own, loaded only by programs
 # whose attention has a mask). Its mask block is key-major and C-contiguous, the
@@ -120,35 +128,18 @@ def softmax(s, inv_sum, scale, causal, row0, diag, lo, hi):
 # ``fill`` (-inf, or the finite value a model fills with) where it is False. A row
 # masked whole comes out NaN, as the reference's softmax gives (0/0); with a finite
 # fill, uniform.
-_ATTENTION_SOFTMAX_MASKED = VMATH + _SOFTMAX_COMMON + '''
-
-_MASK = nb.types.Array(nb.__MT__, 4, "C", readonly=True)
-
-
-@nb.njit(nb.void(nb.__FT__[:, :, ::1], nb.__FT__[:, ::1], nb.float64, nb.boolean, nb.int64,
-                 nb.int64, _MASK, nb.int64, nb.float64, nb.int64, nb.int64),
-         cache=True, nogil=True, fastmath=__FLAGS__)
-def softmax(s, inv_sum, scale, causal, row0, diag, mask, M2, fill, lo, hi):
-    """In place on the key-major block of scores s [B, T, R] (query rows row0 .. row0+R),
-    query rows lo..hi of every entry: scale, mask (above), causal mask, exp(x - the
-    row's max); 1/sum to inv_sum [B, R]."""
-    B, T, R = s.shape
+_MASKED_PARTS = {
+    "SIG": "nb.void(nb.__FT__[:, :, ::1], nb.__FT__[:, ::1], nb.float64, nb.boolean, "
+           "nb.int64,\n                 nb.int64, _MASK, nb.int64, nb.float64, nb.int64, "
+           "nb.int64)",
+    "MASK_ARGS": "mask, M2, fill, ", "DOC": "mask (above), ", "EXP_SCALE": "one",
+    "SETUP": '''
     U1, U2, _, RR = mask.shape
-    sc = nb.__FT__(scale)
     fl = nb.__FT__(fill)
-    one = nb.__FT__(1)
-    m = np.empty(R, nb.__FT__)
-    part = np.empty(R, nb.__FT__)
-    total = np.empty(R, np.float64)
-    for b in range(B):
-        mb = mask[b // M2 if U1 > 1 else 0, b % M2 if U2 > 1 else 0]
-        sb = s[b]
-        m[lo:hi] = -np.inf
-        for j in range(T):
-            a = _first_row(j, lo, causal, row0, diag)
-            if a >= hi:
-                continue
-            rp, mp = sb[j, a:hi], m[a:hi]
+    one = nb.__FT__(1)''',
+    "ENTRY": '''
+        mb = mask[b // M2 if U1 > 1 else 0, b % M2 if U2 > 1 else 0]''',
+    "MAX_PASS": '''
             if RR == 1:               # one mask value for every query row
                 mcol = mb[j]
                 for i in range(hi - a):
@@ -160,11 +151,15 @@ def softmax(s, inv_sum, scale, causal, row0, diag, mask, M2, fill, lo, hi):
                 for i in range(hi - a):
                     v = __MASKED_COL__
                     rp[i] = v
-                    mp[i] = v if v > mp[i] else mp[i]
-        _columns_exp_sum(sb, m, part, total, one, causal, row0, diag, lo, hi)
-        for r in range(lo, hi):
-            inv_sum[b, r] = nb.__FT__(1.0 / total[r])
+                    mp[i] = v if v > mp[i] else mp[i]'''}
 
+# The masked module's mask type and its key-major transpose (runtime._key_major).
+_MASK_TYPES = '''
+
+_MASK = nb.types.Array(nb.__MT__, 4, "C", readonly=True)
+'''
+
+_KEY_MAJOR = '''
 
 @nb.njit(nb.void(nb.types.Array(nb.__MT__, 4, "A", readonly=True),
                  nb.types.Array(nb.__MT__, 4, "C")), cache=True, nogil=True)
@@ -192,6 +187,13 @@ _MASKED = {"add": ("rp[i] * sc + mcol[i]", "rp[i] * sc + mcol[0]", None),
 _FLAGS = {"float32": '{"reassoc", "contract"}', "float64": "False"}
 
 
+def _softmax_body(parts: dict) -> str:
+    out = _SOFTMAX_BODY
+    for k, v in parts.items():
+        out = out.replace(f"__{k}__", v)
+    return out
+
+
 def attention_softmax(dtype: str = "float32", mask: str | None = None) -> str:
     """The source of the key-major score-block softmax for ``dtype`` scores (the
     attention's dtype: a float64 graph keeps float64 scores); ``mask``: None, "add" (an
@@ -199,11 +201,12 @@ def attention_softmax(dtype: str = "float32", mask: str | None = None) -> str:
     if dtype not in _FLAGS or mask not in (None, *_MASKED):
         raise ValueError(f"attention softmax for {dtype!r}, mask {mask!r}")
     if mask is None:
-        return fill(_ATTENTION_SOFTMAX, "softmax", FT=dtype, FLAGS=_FLAGS[dtype],
-                    EXP=exp_fn(dtype))
+        return fill(VMATH + _SOFTMAX_COMMON + _softmax_body(_UNMASKED_PARTS), "softmax",
+                    FT=dtype, FLAGS=_FLAGS[dtype], EXP=exp_fn(dtype))
     col, one, mt = _MASKED[mask]
-    return fill(_ATTENTION_SOFTMAX_MASKED, "softmax", FT=dtype, FLAGS=_FLAGS[dtype],
-                EXP=exp_fn(dtype), MT=mt or dtype, MASKED_COL=col, MASKED_ONE=one)
+    src = VMATH + _SOFTMAX_COMMON + _MASK_TYPES + _softmax_body(_MASKED_PARTS) + _KEY_MAJOR
+    return fill(src, "softmax", FT=dtype, FLAGS=_FLAGS[dtype], EXP=exp_fn(dtype),
+                MT=mt or dtype, MASKED_COL=col, MASKED_ONE=one)
 
 
 # GEMMs with one row per batch entry (a decode step: a token's query or attention output
