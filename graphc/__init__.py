@@ -19,7 +19,7 @@ from .ops import (abs, ceil, clip, cos, equal, expm1, floor,  # noqa: F401
                   logical_not, logical_or, logical_xor, not_equal, pow, reciprocal,
                   sign, sin, softplus)
 from .ops import *  # noqa: F401,F403  (every public op: graphc.ops.__all__)
-from .frontend import Spec, Tensor, constant, spec, split, topk, trace  # noqa: F401
+from .frontend import Spec, Tensor, constant, sort, spec, split, topk, trace  # noqa: F401
 from .api import compile, compile_many  # noqa: F401
 from .passes import PassManager, optimize, register_pass  # noqa: F401
 from .passes.patterns import Rule, register_rule  # noqa: F401

@@ -20,6 +20,12 @@ An opaque op not handled here runs its NumPy reference on the host, with a
   multiply-adds, so a GPU rounds them differently from NumPy, the emulation does not).
 - ``topk`` makes k passes over a row in one thread: meant for router rows (the number of
   experts), not for a vocabulary.
+- ``grouped_matmul``: the offsets come back to the host (E integers, checked), then one
+  GEMM per non-empty group on its contiguous rows (``xp.matmul``), the rows past the last
+  offset zeroed.
+- ``sort`` (stable, torch's NaN order) and ``index_put``: the reference's NumPy code on the
+  host, copied back; they serve the bookkeeping of MoE code that sorts tokens by expert
+  (a few thousand integers), not bulk data.
 """
 from __future__ import annotations
 
@@ -177,6 +183,12 @@ def plan(step):
         src = _MOE.replace("__NAME__", name).replace("__T__", CTYPES[x_t.dtype])
         return ([f"{name}_{k}" for k in ("gather", "swiglu", "combine")], src,
                 lambda exe: _moe(exe, name))
+    if node.op == "grouped_matmul":
+        if types[0].dtype not in FLOATS:
+            return None
+        return [], "", lambda exe: _grouped_matmul(exe, bool(node.attrs["transpose_w"]))
+    if node.op in ("sort", "index_put"):
+        return [], "", lambda exe: _on_host(exe, node.op, dict(node.attrs))
     return None
 
 
@@ -190,7 +202,7 @@ def sources(plans: dict) -> tuple[list[str], str]:
     """(the names of the library kernels the :func:`plans` need, their CUDA source)."""
     names, texts = [], {}
     for p in plans.values():
-        if p is not None:
+        if p is not None and p[0]:
             names += [n for n in p[0] if n not in names]
             texts.setdefault(p[0][0], p[1])
     return names, (PRELUDE + "".join(texts.values())) if texts else ""
@@ -315,4 +327,26 @@ def _moe(exe, name):
                     [ys, pos_d, ws, o, np.int64(N), np.int64(K), np.int64(H)])
         if o is not out:
             out[...] = o
+    return run
+
+
+def _grouped_matmul(exe, transposed):
+    from graphc.ops.moe import grouped_bounds
+
+    def run(out, ops):
+        x, w, offsets = ops
+        bounds = grouped_bounds(_host(offsets), x.shape[0])
+        end = bounds[-1][2] if bounds else 0
+        out[end:] = 0
+        for e, a, b in bounds:
+            exe.xp.matmul(x[a:b], w[e].T if transposed else w[e], out=out[a:b])
+    return run
+
+
+def _on_host(exe, op, attrs):
+    from graphc.ops.registry import get_op
+    reference = get_op(op).reference
+
+    def run(out, ops):
+        out[...] = exe.xp.asarray(reference(*[_host(a) for a in ops], **attrs))
     return run

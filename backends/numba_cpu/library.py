@@ -32,6 +32,13 @@ stay ``numba.prange`` in the OpenMP pool (see templates.rows_gemm).
   (decode, short prompts) two parallel Numba kernels replace the sort, gather and
   GEMMs: SwiGLU of every pair, then the weighted
   down projections summed in increasing expert order.
+- ``grouped_matmul``: one one-thread BLAS GEMM per non-empty group on its contiguous rows,
+  the rows cut into one part per thread as ``moe``'s expert GEMMs are; rows past the last
+  offset zeroed.
+- ``sort`` and ``index_put``: NumPy's stable argsort / fancy assignment (``np.add.at``
+  with ``accumulate``) straight on the runtime's arrays, into the step's output (no Numba
+  module: their source is ``""``). They serve the bookkeeping of MoE code that sorts
+  tokens by expert (a few thousand integers), not bulk data.
 """
 from __future__ import annotations
 
@@ -428,21 +435,81 @@ def _expert_groups(offsets, macs: int) -> list:
     return parts
 
 
-def _expert_gemms(parts, rows, weights, out) -> None:
-    """out[r0:r1] = rows[r0:r1] @ weights[e].T for every (e, r0, r1) of the parts (one
-    one-thread BLAS call each), the parts on parallel threads."""
+def _expert_gemms(parts, rows, weights, out, transposed=True) -> None:
+    """out[r0:r1] = rows[r0:r1] @ weights[e].T (weights[e] when not ``transposed``) for
+    every (e, r0, r1) of the parts (one one-thread BLAS call each), the parts on parallel
+    threads."""
     def task(part):
         def run():
             for e, a, b in part:
-                np.matmul(rows[a:b], weights[e].T, out=out[a:b])
+                np.matmul(rows[a:b], weights[e].T if transposed else weights[e],
+                          out=out[a:b])
         return run
     threads.run_parallel([task(p) for p in parts])
 
 
-# op -> (source(node, body): the kernel module's source, None when the node is not
-# supported; prepare(node, body, shared, module) -> run(out, ops))
+# ---------------------------------------------------------------------------------------
+# grouped_matmul, sort, index_put: NumPy and BLAS on the runtime's arrays (no module)
+
+def _no_module(node, body):
+    return ""
+
+
+def _grouped_matmul(node, body, shared, mod):
+    from graphc.ops.moe import grouped_bounds
+    transposed = bool(node.attrs["transpose_w"])
+
+    def run(out, ops):
+        x, w, offsets = ops
+        S = x.shape[0]
+        bounds = grouped_bounds(offsets, S)           # checks the offsets
+        end = bounds[-1][2] if bounds else 0
+        if end < S:
+            out[end:] = 0
+        if not bounds:
+            return
+        starts = np.zeros(w.shape[0] + 1, np.int64)
+        starts[1:] = offsets
+        parts = _expert_groups(starts, end * x.shape[1] * out.shape[1])
+        _expert_gemms(parts, x, w, out, transposed)
+    return run
+
+
+def _sort(node, body, shared, mod):
+    from graphc.ops.selection import sort_order
+    a = node.attrs
+    axis, desc, values = a["axis"], a["descending"], a["output"] == "values"
+
+    def run(out, ops):
+        (x,) = ops
+        order = sort_order(x, axis, desc)
+        if values:
+            out[...] = np.take_along_axis(x, order, axis=axis)
+        else:
+            out[...] = order
+    return run
+
+
+def _index_put(node, body, shared, mod):
+    from graphc.ops.selection import index_put_checked
+    accumulate = node.attrs["accumulate"]
+
+    def run(out, ops):
+        x, values, *indices = ops
+        idx = index_put_checked(x, indices)
+        out[...] = x
+        if accumulate:
+            np.add.at(out, idx, values)
+        else:
+            out[idx] = values
+    return run
+
+
+# op -> (source(node, body): the kernel module's source, "" for none, None when the node
+# is not supported; prepare(node, body, shared, module or None) -> run(out, ops))
 LIBRARY = {"rope": (_rope_source, _rope), "topk": (_topk_source, _topk),
-           "moe": (_moe_source, _moe)}
+           "moe": (_moe_source, _moe), "grouped_matmul": (_no_module, _grouped_matmul),
+           "sort": (_no_module, _sort), "index_put": (_no_module, _index_put)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -467,7 +534,7 @@ def sources(program) -> list[str]:
     found = [_native(s) for s in program.steps if isinstance(s, LibraryStep)]
     masked = [attention_softmax(*masked_key(s)) for s in program.steps
               if isinstance(s, AttentionStep) and s.mask is not None]
-    return list(dict.fromkeys([f[1] for f in found if f is not None] + masked))
+    return list(dict.fromkeys([f[1] for f in found if f is not None and f[1]] + masked))
 
 
 def bind(step, shared: dict | None = None):
@@ -477,7 +544,8 @@ def bind(step, shared: dict | None = None):
     if native is None:
         return None
     node, source, prepare = native
-    run = prepare(node, step.body, {} if shared is None else shared, _load(source))
+    run = prepare(node, step.body, {} if shared is None else shared,
+                  _load(source) if source else None)
 
     def run_contiguous(out, ops):
         run(out, [o if o.flags.c_contiguous else np.ascontiguousarray(o) for o in ops])

@@ -29,6 +29,12 @@ def topk(x, k: int, axis: int = -1):
             ops.topk(x, k=k, axis=axis, output="indices"))
 
 
+def sort(x, axis: int = -1, descending: bool = False):
+    """(values, indices) of ``x`` sorted along ``axis`` (stable; torch.sort's NaN order)."""
+    return (ops.sort(x, axis=axis, descending=descending, output="values"),
+            ops.sort(x, axis=axis, descending=descending, output="indices"))
+
+
 def split(x, sections, axis: int = 0):
     """Split along ``axis`` into ``sections`` equal parts (an int) or parts of the given
     sizes (a list), like ``torch.split`` with sizes / ``numpy.split`` with a count."""

@@ -15,7 +15,7 @@ from .movement import slice_ as slice  # noqa: F401
 from .selection import causal_mask, topk  # noqa: F401
 from .fused import add_layernorm, attention, fused, gemm  # noqa: F401
 from .rope import rope  # noqa: F401,E402
-from .moe import moe  # noqa: F401,E402
+from .moe import grouped_matmul, moe  # noqa: F401,E402
 
 # Each module's ``__all__`` lists its public ops; graphc re-exports everything here.
 from . import movement as _movement, reduction as _reduction, selection as _selection  # noqa: E402
@@ -28,4 +28,4 @@ __all__ = sorted(set(_movement.__all__ + _reduction.__all__ + _selection.__all__
     "log", "log1p", "logical_and", "logical_not", "logical_or", "logical_xor", "matmul",
     "maximum", "minimum", "mul", "neg", "not_equal", "pow", "reciprocal", "relu", "rsqrt",
     "scale", "sigmoid", "sign", "silu", "sin", "slice", "softplus", "sqrt", "sub", "tanh",
-    "where", "moe", "rope", "OpDef", "all_ops", "get_op", "register_op"})
+    "where", "grouped_matmul", "moe", "rope", "OpDef", "all_ops", "get_op", "register_op"})

@@ -1,20 +1,20 @@
 """Index-dependent ops: the generators (causal_mask, arange), the triangles (triu,
-tril) and top-k selection."""
+tril), top-k selection, sorting and writes at indices (index_put)."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from ..errors import AttrError, InputError, ShapeError
+from ..errors import AttrError, DTypeError, InputError, ShapeError
 from ..ir.dims import Sym, SymbolicSizeError, as_dim, exact_div
-from ..ir.types import TensorType, normalize_dtype
+from ..ir.types import INT_DTYPES, TensorType, normalize_dtype
 from ..lower import loopir as L
 from ..lower.exprs import dim_expr
 from .registry import norm_axis, register_op, require_float
 
 # The names graphc.ops (and graphc) export from this module; a new op adds its name.
-__all__ = ['arange', 'causal_mask', 'topk', 'tril', 'triu']
+__all__ = ['arange', 'causal_mask', 'index_put', 'sort', 'topk', 'tril', 'triu']
 
 
 def _causal_mask_infer(types, attrs):
@@ -91,6 +91,114 @@ def topk(x, *, k, axis=-1, output="values"):
     if output == "indices":
         return idx.astype(np.int64)
     return np.take_along_axis(x, idx, axis=axis)
+
+
+# -- sort ------------------------------------------------------------------------------
+
+def _sort_infer(types, attrs):
+    (x,) = types
+    attrs["axis"] = norm_axis(attrs["axis"], x.rank)
+    if not isinstance(attrs["descending"], (bool, np.bool_)):
+        raise AttrError(f"sort(): descending must be True or False, got "
+                        f"{attrs['descending']!r}")
+    attrs["descending"] = bool(attrs["descending"])
+    if attrs["output"] not in ("values", "indices"):
+        raise AttrError("sort(): output must be 'values' or 'indices'")
+    return x if attrs["output"] == "values" else TensorType(x.shape, "int64")
+
+
+def sort_order(x, axis, descending):
+    """The stable sorting permutation of ``x`` along ``axis``: ascending with NaN last, or
+    descending with NaN first (torch.sort's orders); equal entries keep their order."""
+    if not descending:
+        return np.argsort(x, axis=axis, kind="stable")
+    if x.dtype == np.bool_:
+        key = ~x
+    elif x.dtype.kind in "iu":
+        key = ~x                        # -x - 1: order-reversing, no overflow
+    else:
+        key = np.where(np.isnan(x), -np.inf, -x)
+        nan = np.isnan(x)
+        if nan.any():                   # NaN first: ahead of -inf (itself -(+inf))
+            order = np.argsort(key, axis=axis, kind="stable")
+            first = np.take_along_axis(nan, order, axis=axis)
+            # stable partition of each row: the NaNs' positions first, in their order
+            return np.take_along_axis(order, np.argsort(~first, axis=axis, kind="stable"),
+                                      axis=axis)
+    return np.argsort(key, axis=axis, kind="stable")
+
+
+@register_op("sort", kind="opaque", infer=_sort_infer)
+def sort(x, *, axis=-1, descending=False, output="values"):
+    """x sorted along ``axis`` (stable: equal entries keep their order; NaN last ascending,
+    first descending, as torch.sort); one node yields the values or the indices
+    (``graphc.sort`` returns both)."""
+    order = sort_order(x, axis, descending)
+    if output == "indices":
+        return order.astype(np.int64)
+    return np.take_along_axis(x, order, axis=axis)
+
+
+# -- index_put -------------------------------------------------------------------------
+
+def _index_put_infer(types, attrs):
+    x, values, *indices = types
+    if not indices:
+        raise ShapeError("index_put() needs at least one index tensor")
+    if len(indices) > x.rank:
+        raise ShapeError(f"index_put(): {len(indices)} index tensors for {x}")
+    for t in indices:
+        if t.dtype not in INT_DTYPES:
+            raise DTypeError(f"index_put(): index tensors must be int32 or int64, got "
+                             f"{t.dtype}")
+    if values.dtype != x.dtype:
+        raise DTypeError(f"index_put(): values ({values.dtype}) and x ({x.dtype}) differ; "
+                         f"cast one explicitly")
+    from .registry import broadcast_shapes
+    try:
+        where = broadcast_shapes(*[t.shape for t in indices])
+        target = tuple(where) + tuple(x.shape[len(indices):])
+        if broadcast_shapes(values.shape, target) != target:
+            raise ShapeError("")
+    except ShapeError:
+        raise ShapeError(f"index_put(): index tensors {', '.join(map(str, indices))} and "
+                         f"values {values} do not broadcast to the indexed part of "
+                         f"{x}") from None
+    if not isinstance(attrs["accumulate"], (bool, np.bool_)):
+        raise AttrError(f"index_put(): accumulate must be True or False, got "
+                        f"{attrs['accumulate']!r}")
+    attrs["accumulate"] = bool(attrs["accumulate"])
+    return x
+
+
+def index_put_checked(x, indices):
+    """The index tensors with negative entries counted from the end; an entry out of range
+    is an InputError."""
+    out = []
+    for k, idx in enumerate(indices):
+        n = x.shape[k]
+        idx = np.asarray(idx, np.int64)
+        bad = (idx < -n) | (idx >= n)
+        if bad.any():
+            raise InputError(f"index_put(): index {int(idx[bad].ravel()[0])} is out of "
+                             f"range for axis {k} of size {n}")
+        out.append(np.where(idx < 0, idx + n, idx))
+    return tuple(out)
+
+
+@register_op("index_put", kind="opaque", infer=_index_put_infer)
+def index_put(x, values, *indices, accumulate=False):
+    """A copy of x with ``x[indices] = values`` (the index tensors broadcast together and
+    select along the leading axes; values broadcast to that part), or ``+=`` with
+    ``accumulate`` (repeated indices add up). Without it a repeated index keeps the last
+    write. torch's ``index_put`` / ``x[idx] = v``."""
+    out = x.copy()
+    idx = index_put_checked(x, indices)
+    if accumulate:
+        np.add.at(out, idx, values)
+    else:
+        out[idx] = values
+    return out
 
 
 # -- arange ----------------------------------------------------------------------------

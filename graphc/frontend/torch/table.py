@@ -14,7 +14,8 @@ OPS: dict[str, Callable] = {}
 def aten_op(*names: str):
     def deco(fn):
         for n in names:
-            key = n if n.startswith(("aten.", "operator.", "prims.")) else "aten." + n
+            key = n if n.startswith(("aten.", "operator.", "prims.", "transformers.")) \
+                else "aten." + n
             if key in OPS:
                 raise ValueError(f"ATen op {key} translated twice")
             OPS[key] = fn
@@ -25,5 +26,5 @@ def aten_op(*names: str):
 def load_families() -> dict[str, Callable]:
     """Import every family module (each registers its ops) and return the table."""
     from . import (creation, elementwise, indexing, linalg, movement, nn,  # noqa: F401
-                   reduction)
+                   reduction, selection)
     return OPS

@@ -44,6 +44,21 @@ def make(name: str):
                                        intermediate_size=128, max_position_embeddings=64,
                                        **common)
         m = transformers.Qwen2Model(cfg)
+    elif name == "mixtral":     # MoE: experts through transformers' grouped GEMM
+        cfg = transformers.MixtralConfig(hidden_size=64, num_hidden_layers=N_LAYERS,
+                                         num_attention_heads=4, num_key_value_heads=2,
+                                         intermediate_size=48, max_position_embeddings=64,
+                                         num_local_experts=4, num_experts_per_tok=2,
+                                         **common)
+        m = transformers.MixtralModel(cfg)
+    elif name == "qwen2_moe":   # MoE with a gated shared expert, qkv bias
+        cfg = transformers.Qwen2MoeConfig(hidden_size=64, num_hidden_layers=N_LAYERS,
+                                          num_attention_heads=4, num_key_value_heads=2,
+                                          intermediate_size=128, moe_intermediate_size=32,
+                                          shared_expert_intermediate_size=64, num_experts=4,
+                                          num_experts_per_tok=2, max_position_embeddings=64,
+                                          **common)
+        m = transformers.Qwen2MoeModel(cfg)
     else:
         raise ValueError(name)
     return well_scaled(m)
