@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import ops as F
 from ..ir.types import TensorType
 from .manager import note
@@ -34,6 +36,12 @@ def _swap_last2(t):
 # [..., Hkv * G, S, D] with Hkv kv heads. Only the score chain (the matmul, the scale,
 # the adds, the where) must be used by nothing else; the masks and the kv sources are
 # read, not replaced.
+# A where(keep, scores, fill) beside additive masks joins them as where(keep, 0, fill)
+# when the fill is at most this (torch.finfo(float32).min, -inf): adding a score to it
+# rounds back to it for any score below ~1e31 in magnitude.
+BOOL_AS_ADDITIVE = -1e30
+
+
 def _one_element(graph, node):
     if node.op == "constant" and graph.constants[node.id].size == 1:
         return None
@@ -86,6 +94,44 @@ def _causal_of(graph, nid, scores) -> bool:
         node = inner
     return (node.op == "causal_mask" and node.type.dtype == scores.dtype
             and node.type.shape == scores.shape[-2:])
+
+
+def _tril_keep(graph, nid, scores, keep=True, depth=4):
+    """``nid`` (bool) marks the keys a causal attention keeps (``keep``) or drops, as
+    models build it from a constant lower-triangular buffer: a slice of rows T-S..T and
+    columns 0..T of tril(ones(N, N)) (GPT-Neo's and nanoGPT's ``bias`` buffer), compared
+    ``== 0`` or negated to mark the dropped keys, leading dims of size 1."""
+    node = graph.nodes[nid]
+    if depth == 0 or node.type.shape[-2:] != scores.shape[-2:] \
+            or any(d != 1 for d in node.type.shape[:-2]):
+        return False
+    if node.op == "logical_not":
+        return _tril_keep(graph, node.inputs[0], scores, not keep, depth - 1)
+    if node.op == "cast" and node.type.dtype == "bool":
+        return _tril_keep(graph, node.inputs[0], scores, keep, depth - 1)
+    if node.op == "equal":
+        a, b = node.inputs
+        for x, zero in ((a, b), (b, a)):
+            if graph.nodes[zero].op == "constant" and graph.constants[zero].size == 1 \
+                    and float(graph.constants[zero].reshape(())) == 0.0:
+                return _tril_keep(graph, x, scores, not keep, depth - 1)
+        return False
+    if node.op != "slice" or not keep:
+        return False
+    src = graph.nodes[node.inputs[0]]
+    if src.op != "constant" or src.type.rank < 2:
+        return False
+    c = graph.constants[src.id]
+    n = c.shape[-1]
+    if c.shape[-2] != n or any(d != 1 for d in c.shape[:-2]):
+        return False
+    a = node.attrs
+    S, T = scores.shape[-2], scores.shape[-1]
+    if tuple(a["steps"][-2:]) != (1, 1) or a["starts"][-1] != 0 or a["stops"][-1] != T \
+            or a["starts"][-2] != T - S:
+        return False
+    lower = np.tril(np.ones((n, n), bool))
+    return bool(np.array_equal(c.reshape(n, n) != 0, lower))
 
 
 def _mask_parts(graph, nid, scores):
@@ -298,12 +344,23 @@ def _attention_check(m):
     causal = inner[0] or outer[0]
     masks, fill = inner[1] + outer[1], float("-inf")
     bool_mask = m.captures.get("keep", m.captures.get("drop"))
+    bool_additive = False
+    if bool_mask is not None and not inner[0] \
+            and _tril_keep(g, bool_mask, qk, keep=not m.has("drop")) \
+            and _const(g, m.captures["fill"]) <= BOOL_AS_ADDITIVE:
+        causal, bool_mask = True, None       # a tril buffer's slice: the causal flag
     if bool_mask is not None:
         fill = _const(g, m.captures["fill"])
-        if masks:
+        if masks and fill <= BOOL_AS_ADDITIVE and not inner[0]:
+            # where(keep, s, fill) + m == s + where(keep, 0, fill) + m: a fill this low
+            # absorbs any score (s + fill rounds to fill), so the bool mask joins the
+            # additive ones (GPT-Neo: a causal where, then the padding mask added)
+            bool_additive, fill = True, float("-inf")
+        elif masks:
             return (f"a bool mask ({g.nodes[bool_mask].name}) and an additive one "
-                    f"({', '.join(g.nodes[x].name for x in masks)}) together: attention "
-                    "takes one mask")
+                    f"({', '.join(g.nodes[x].name for x in masks)}) together with the "
+                    f"fill {fill:g} (attention takes one mask; a fill <= "
+                    f"{BOOL_AS_ADDITIVE:g} would join the additive masks)")
         if inner[0] and fill != float("-inf"):
             return (f"the causal mask is added inside where(mask, scores, {fill:g}): its "
                     "-inf would be replaced by the fill (add it after the where)")
@@ -362,8 +419,10 @@ def _attention_check(m):
     if len(masks) > 0:
         m.captures.update({f"mask{i}": x for i, x in enumerate(masks)})
     m._attention = dict(scale=scale, causal=causal, masks=len(masks), how=how,
-                        group=rk[1] if rk else 1, bool_mask=bool_mask is not None,
-                        fill=fill, invert=m.has("drop"), perms=perms)
+                        group=rk[1] if rk else 1,
+                        bool_mask=bool_mask is not None and not bool_additive,
+                        bool_additive=bool_additive, fill=fill, invert=m.has("drop"),
+                        perms=perms)
     return None
 
 
@@ -430,6 +489,10 @@ def _attention_build(m):
         mask = m["mask0"]
         for i in range(1, a["masks"]):
             mask = F.add(mask, m[f"mask{i}"])
+        if a["bool_additive"]:
+            fill = m["fill"]
+            mask = F.add(F.where(m["keep"], 0.0, fill) if m.has("keep")
+                         else F.where(m["drop"], fill, 0.0), mask)
     out_shape = g.nodes[m.root].type.shape
     if a["how"] == "tile":
         # head h reads kv head h % Hkv: q, the mask and the output as [.., G, Hkv, ..]

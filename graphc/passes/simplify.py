@@ -25,7 +25,7 @@ import numpy as np
 from .. import ops as F
 from ..ir.graph import Graph
 from .manager import note, register_pass
-from .patterns import Op, Rule, RuleSet, Var, apply
+from .patterns import Alt, Op, Rule, RuleSet, Var, apply
 from .rewrite import const_value, is_const_scalar, single_user
 
 MAX_ROUNDS = 100
@@ -151,8 +151,122 @@ MERGES = RuleSet([
           _power_as_products, _keeps_type("x")),
 ], "simplify merges")
 
+
+# -- batched matmuls in a flattened batch: [B*H, S, T] -> [B, H, S, T] -------------------
+# Attention written with bmm (GPT-Neo, BLOOM, DeBERTa, hand-written code) computes the
+# scores in a [B*H, S, T] batch and views them as [B, H, S, T] for the masks and the
+# softmax, then views the probabilities back for the bmm with v. These rules move such
+# batch reshapes (the last two dims kept, only the batch dims regrouped) through the
+# matmuls and the elementwise ops between, so the chain reads in the model's own 4-D
+# shape and the attention rule sees q @ k^T and p @ v there. Only matmuls of rank >= 3
+# and the scale / add / sub / mul / div between them and the reshape are moved.
+
+def _batch_regroup(graph, src_shape, dst_shape):
+    """dst's batch dims when reshape src -> dst only regroups the batch dims (the last two
+    kept, the same number of elements in the batch), else None."""
+    from ..ir.dims import prod
+    if len(src_shape) < 3 or len(dst_shape) < 3 or tuple(src_shape[-2:]) != tuple(dst_shape[-2:]):
+        return None
+    a, b = tuple(src_shape[:-2]), tuple(dst_shape[:-2])
+    if a == b or prod(a) != prod(b):
+        return None
+    return b
+
+
+def _regrouped(graph, nid, src_batch, dst_batch):
+    """Operand ``nid`` (broadcasting to src_batch + [S, T]) reshaped for dst_batch, or
+    None when its batch dims are neither src_batch nor all 1 (a partial broadcast)."""
+    t = graph.nodes[nid].type
+    nb = len(src_batch)
+    shape = (1,) * max(0, nb + 2 - t.rank) + tuple(t.shape)
+    batch, last = shape[:-2], shape[-2:]
+    if len(batch) != nb:
+        return None
+    if tuple(batch) == tuple(src_batch):
+        return tuple(dst_batch) + tuple(last)
+    if all(d == 1 for d in batch):
+        return "as is"
+    return None
+
+
+def _batched(graph, nid, depth=4) -> bool:
+    """``nid`` is a rank >= 3 matmul, or reaches one through scale / add / sub / mul / div."""
+    node = graph.nodes[nid]
+    if node.op == "matmul":
+        return node.type.rank >= 3
+    if depth == 0 or node.op not in _THROUGH:
+        return False
+    return any(_batched(graph, i, depth - 1) for i in node.inputs)
+
+
+_THROUGH = ("scale", "add", "sub", "mul", "div")
+
+
+def _split_check(m):
+    g = m.graph
+    inner, root = m.node("inner"), g.nodes[m.root]
+    dst = _batch_regroup(g, inner.type.shape, root.type.shape)
+    if dst is None:
+        return "the reshape does more than regroup the batch dims"
+    if not _batched(g, inner.id):
+        return "no batched matmul under it"
+    src = inner.type.shape[:-2]
+    if inner.op == "matmul":
+        a, b = (g.nodes[i] for i in inner.inputs)
+        if a.type.rank < 2 or b.type.rank < 2:
+            return "a matmul of a vector"
+    for i in inner.inputs:
+        if _regrouped(g, i, src, dst) is None:
+            return f"operand {g.nodes[i].name} {g.nodes[i].type} broadcasts partly"
+    return None
+
+
+def _split_build(m):
+    g = m.graph
+    inner, root = m.node("inner"), g.nodes[m.root]
+    src, dst = inner.type.shape[:-2], root.type.shape[:-2]
+    ops_in = []
+    for name in ("a", "b")[:len(inner.inputs)]:
+        shape = _regrouped(g, m.captures[name], src, dst)
+        x = m[name]
+        ops_in.append(x if shape == "as is" else F.reshape(x, shape=shape))
+    fn = {"matmul": F.matmul, "add": F.add, "sub": F.sub, "mul": F.mul, "div": F.div}
+    if inner.op == "scale":
+        return F.scale(ops_in[0], inner.attrs["factor"])
+    return fn[inner.op](*ops_in)
+
+
+def _merge_check(m):
+    g = m.graph
+    a, b = m.node("ra"), m.node("rb")
+    pa, pb = m.node("pa"), m.node("pb")
+    da = _batch_regroup(g, pa.type.shape, a.type.shape)
+    db = _batch_regroup(g, pb.type.shape, b.type.shape)
+    if da is None or db is None or da != db:
+        return "the operands are not both batch reshapes from one batch shape"
+    if tuple(pa.type.shape[:-2]) != tuple(pb.type.shape[:-2]):
+        return "the operands come from different batch shapes"
+    return None
+
+
+def _merge_build(m):
+    g = m.graph
+    out = F.matmul(m["pa"], m["pb"])
+    return F.reshape(out, shape=g.nodes[m.root].type.shape)
+
+
+BATCH_RESHAPES = RuleSet([
+    Rule("reshape(op(..)) regrouping the batch => op(reshaped operands)",
+         Op("reshape", Alt(Op("scale", Var("a"), name="inner"),
+                           Op(_THROUGH[1:] + ("matmul",), Var("a"), Var("b"), name="inner"))),
+         _split_build, _split_check),
+    Rule("matmul(reshape(a), reshape(b)) merging one batch => reshape(matmul(a, b))",
+         Op("matmul", Op("reshape", Var("pa"), name="ra"), Op("reshape", Var("pb"), name="rb")),
+         _merge_build, _merge_check),
+], "simplify batch reshapes")
+
 # Identities first: at a node, an identity wins over a merge (as x * 1 before x * c).
-RULES = RuleSet(IDENTITIES + MERGES, "simplify")
+RULES = RuleSet(IDENTITIES + MERGES + BATCH_RESHAPES, "simplify")
 
 
 def _weight_path(graph: Graph, nid: int, path: list) -> bool:

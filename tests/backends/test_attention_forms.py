@@ -120,6 +120,44 @@ def f_causal_sum(q, k, v, m):       # one mask made of causal + padding
     return merge(graphc.softmax((q @ kT(k)) / 4.0 + mask, axis=-1) @ v)
 
 
+def _flat(x):                       # [B, H, T, D] -> [B*H, T, D]: bmm's batch
+    return x.reshape(x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
+
+
+def f_bmm_bias(q, k, v, m):         # BLOOM: bias [B, H, 1, T] + scale(bmm) in [B*H, S, T]
+    B, S, T = q.shape[0], q.shape[2], k.shape[2]
+    s = _flat(m) + graphc.scale(_flat(q) @ _flat(k).transpose(0, 2, 1), 0.25)
+    p = graphc.softmax(s.reshape(B, H, S, T), axis=-1)
+    return merge((_flat(p) @ _flat(v)).reshape(B, H, S, D))
+
+
+TRIL = np.tril(np.ones((1, 1, 80, 80), bool))      # a causal buffer (GPT-Neo's "bias")
+
+
+def _bmm_tril(fill, drop):
+    """GPT-Neo: where(bias[.., T-S:T, :T], bmm, fill) + padding; nanoGPT: where(bias ==
+    0, -inf, scores) with a float tril buffer. The buffer's slice becomes the causal flag."""
+    def f(q, k, v, m):
+        B, S, T = q.shape[0], q.shape[2], k.shape[2]
+        s = (_flat(q) @ _flat(k).transpose(0, 2, 1)).reshape(B, H, S, T)
+        if drop:
+            tri = graphc.constant(TRIL.astype(np.float32))[:, :, T - S:T, :T]
+            s = graphc.where(graphc.equal(tri, 0.0), fill, s)
+        else:
+            s = graphc.where(graphc.constant(TRIL)[:, :, T - S:T, :T], s, fill)
+        p = graphc.softmax(s + m, axis=-1)
+        return merge((_flat(p) @ _flat(v)).reshape(B, H, S, D))
+    return f
+
+
+def f_bmm_keep_padding(q, k, v, m):  # where(keep, s, finfo.min) + an additive mask
+    B, S, T = q.shape[0], q.shape[2], k.shape[2]
+    s = (_flat(q) @ _flat(k).transpose(0, 2, 1)).reshape(B, H, S, T)
+    keep = graphc.greater(m, -1.0)         # a bool [B, 1, 1, T] beside the additive one
+    s = graphc.where(keep, s, float(np.finfo(np.float32).min)) + m
+    return merge((_flat(graphc.softmax(s, axis=-1)) @ _flat(v)).reshape(B, H, S, D))
+
+
 def f_gqa_broadcast(q, k, v, m):    # broadcasting matmul over [B, Hkv, G, S, D]
     B, S, T, hkv = q.shape[0], q.shape[2], k.shape[2], k.shape[1]
     q5 = q.reshape(B, hkv, H // hkv, S, D)
@@ -169,6 +207,14 @@ FORMS = {   # name -> (fn, mask spec or None, mask maker(rng, B, S, T) or None, 
                        lambda r, B, S, T: padding(r, B, T), True),
     "causal_sum": (f_causal_sum, spec(("B", 1, 1, "T")),
                    lambda r, B, S, T: padding(r, B, T), True),
+    "bmm_bias": (f_bmm_bias, spec(("B", H, 1, "T")),
+                 lambda r, B, S, T: randn(r, (B, H, 1, T)), False),
+    "bmm_tril_min": (_bmm_tril(float(np.finfo(np.float32).min), False),
+                     spec(("B", 1, 1, "T")), lambda r, B, S, T: padding(r, B, T), True),
+    "bmm_tril_drop_inf": (_bmm_tril(-np.inf, True), spec(("B", 1, 1, "T")),
+                          lambda r, B, S, T: padding(r, B, T), True),
+    "bmm_keep_padding": (f_bmm_keep_padding, spec(("B", 1, 1, "T")),
+                         lambda r, B, S, T: padding(r, B, T), False),
 }
 GQA = {     # name -> (fn, takes a padding mask, causal)
     "gqa_broadcast": (f_gqa_broadcast, True, False),
@@ -532,9 +578,9 @@ def test_explain_says_why_not():
                   *qkv, spec((3, H, "S", "T")))
     assert "broadcasts the scores f32[8,S,T] up to f32[3,8,S,T]" in why
     why = _missed(lambda q, k, v, b, m: graphc.softmax(
-        graphc.where(b, q @ kT(k) + m, -np.inf), axis=-1) @ v,
+        graphc.where(b, q @ kT(k) + m, -1e4), axis=-1) @ v,
         *qkv, spec((3, 1, 1, "T"), "bool"), spec((3, 1, "S", "T")))
-    assert "a bool mask (%3) and an additive one (%4) together" in why
+    assert "a bool mask (%3) and an additive one (%4) together with the fill -10000" in why
     why = _missed(lambda q, k, v, b: graphc.softmax(graphc.where(
         b, q @ kT(k) + graphc.causal_mask(q.shape[2], k.shape[2]), -1e9), axis=-1) @ v,
         *qkv, spec((3, 1, 1, "T"), "bool"))

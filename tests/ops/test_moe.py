@@ -1,6 +1,6 @@
 """moe on the reference backend against a NumPy computation written here: every expert on
 every token, combined with a dense [N, E] gate matrix (the op itself only runs the experts
-each token was routed to)."""
+each token was routed to); grouped_matmul's offsets checked on every backend."""
 import numpy as np
 import pytest
 
@@ -80,3 +80,21 @@ def test_moe_errors():
     exe = graphc.compile(graphc.trace(lambda x, w, i: graphc.moe(x, w, i, gu, dn), *ok))
     with pytest.raises(graphc.InputError, match="expert index 4 is out of range for 4"):
         exe(np.ones((2, 8), np.float32), np.ones((2, 2), np.float32), np.array([[0, 4], [1, 2]]))
+
+
+def test_grouped_matmul_offsets_checked_at_call(rng):
+    """Offsets that decrease or pass the rows are an InputError, not a wrong answer."""
+    def fn(x, w, offs):
+        return graphc.grouped_matmul(x, w, offs)
+    g = graphc.trace(fn, graphc.spec((5, 3)), graphc.spec((2, 3, 4)),
+                     graphc.spec((2,), "int64"))
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    for backend in ("reference", "numba", "cupy-emu"):
+        exe = graphc.compile(g, backend=backend)
+        for bad in ([3, 1], [2, 6], [-1, 2]):
+            with pytest.raises(graphc.InputError, match="offsets"):
+                exe(x, w, np.array(bad, np.int64))
+        got = exe(x, w, np.array([2, 4], np.int64))
+        want = np.concatenate([x[:2] @ w[0], x[2:4] @ w[1], np.zeros((1, 4), np.float32)])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -388,3 +388,69 @@ def test_tri_bad_diagonal(name, k):
     with pytest.raises(graphc.AttrError) as ei:
         graphc.trace(fn, spec((3, 3)))
     assert_reported_at(ei.value, line_in(fn), name)
+
+
+def _sort_py(lane, descending):
+    """Python's stable sort on (NaN-ness, value): NaN last ascending, first descending."""
+    import math
+    key = (lambda i: (not math.isnan(lane[i]), -lane[i] if not math.isnan(lane[i]) else 0)) \
+        if descending else (lambda i: (math.isnan(lane[i]), lane[i] if not math.isnan(lane[i]) else 0))
+    return sorted(range(len(lane)), key=key)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("backend", ["reference", "numba", "cupy-emu"])
+def test_sort_stable_with_nan_and_ties(descending, backend, rng):
+    x = rng.integers(-2, 3, (4, 9)).astype(np.float32)       # many ties
+    x[0, 3] = x[2, 0] = x[2, 5] = np.nan
+    x[1, 4], x[1, 7] = np.inf, -np.inf
+    g = graphc.trace(lambda a: graphc.sort(a, descending=descending), spec(("S", 9)))
+    vals, idx = graphc.compile(g, backend=backend)(x)
+    want = np.array([_sort_py(list(row), descending) for row in x])
+    np.testing.assert_array_equal(idx, want)
+    np.testing.assert_array_equal(vals, np.take_along_axis(x, want, axis=1))
+
+
+def test_sort_bad_attrs():
+    with pytest.raises(graphc.AttrError, match="descending"):
+        graphc.trace(lambda a: graphc.ops.sort(a, descending="yes"), spec((3,)))
+    with pytest.raises(graphc.AttrError, match="output"):
+        graphc.trace(lambda a: graphc.ops.sort(a, output="both"), spec((3,)))
+
+
+def test_index_put_out_of_range_is_an_input_error(rng):
+    def fn(x, i, v):
+        return graphc.index_put(x, v, i)
+    g = graphc.trace(fn, graphc.spec((4, 2)), graphc.spec((3,), "int64"), graphc.spec((3, 2)))
+    x, v = (rng.standard_normal(s).astype(np.float32) for s in ((4, 2), (3, 2)))
+    for backend in ("reference", "numba", "cupy-emu"):
+        exe = graphc.compile(g, backend=backend)
+        with pytest.raises(graphc.InputError, match="out of range"):
+            exe(x, np.array([0, 4, 1]), v)
+        got = exe(x, np.array([0, -1, 1]), v)
+        want = x.copy()
+        want[[0, 3, 1]] = v
+        np.testing.assert_array_equal(got, want)
+
+
+def test_index_put_accumulate_adds_repeats(rng):
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    v = rng.standard_normal((4, 3)).astype(np.float32)
+    i = np.array([1, 1, 4, 1])
+    g = graphc.trace(lambda a, j, b: graphc.index_put(a, b, j, accumulate=True),
+                     spec(("S", 3)), spec(("N",), "int64"), spec(("N", 3)))
+    want = x.astype(np.float64).copy()
+    for r, row in zip(i, v):
+        want[r] += row
+    for backend in ("reference", "numba", "cupy-emu"):
+        got = graphc.compile(g, backend=backend)(x, i, v)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_index_put_shape_errors():
+    with pytest.raises(graphc.ShapeError, match="do not broadcast"):
+        graphc.trace(lambda a, j, b: graphc.index_put(a, b, j),
+                     spec((5, 3)), spec((4,), "int64"), spec((2, 3)))
+    with pytest.raises(graphc.DTypeError, match="int32 or int64"):
+        graphc.trace(lambda a, j, b: graphc.index_put(a, b, j),
+                     spec((5, 3)), spec((4,)), spec((4, 3)))

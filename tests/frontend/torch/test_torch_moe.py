@@ -114,36 +114,3 @@ def test_histc_without_bounds_is_a_clear_error():
             return torch.histc(x, bins=4)       # min == max == 0: the data's range
     with pytest.raises(TorchImportError, match="histc with min == max"):
         graphc.from_torch(H(), (torch.randn(8),))
-
-
-def test_grouped_matmul_offsets_checked_at_call(rng):
-    """Offsets that decrease or pass the rows are an InputError, not a wrong answer."""
-    def fn(x, w, offs):
-        return graphc.grouped_matmul(x, w, offs)
-    g = graphc.trace(fn, graphc.spec((5, 3)), graphc.spec((2, 3, 4)),
-                     graphc.spec((2,), "int64"))
-    x = rng.standard_normal((5, 3)).astype(np.float32)
-    w = rng.standard_normal((2, 3, 4)).astype(np.float32)
-    for backend in ("reference", "numba", "cupy-emu"):
-        exe = graphc.compile(g, backend=backend)
-        for bad in ([3, 1], [2, 6], [-1, 2]):
-            with pytest.raises(graphc.InputError, match="offsets"):
-                exe(x, w, np.array(bad, np.int64))
-        got = exe(x, w, np.array([2, 4], np.int64))
-        want = np.concatenate([x[:2] @ w[0], x[2:4] @ w[1], np.zeros((1, 4), np.float32)])
-        assert rel(got, want) < TOL
-
-
-def test_index_put_out_of_range_is_an_input_error(rng):
-    def fn(x, i, v):
-        return graphc.index_put(x, v, i)
-    g = graphc.trace(fn, graphc.spec((4, 2)), graphc.spec((3,), "int64"), graphc.spec((3, 2)))
-    x, v = (rng.standard_normal(s).astype(np.float32) for s in ((4, 2), (3, 2)))
-    for backend in ("reference", "numba", "cupy-emu"):
-        exe = graphc.compile(g, backend=backend)
-        with pytest.raises(graphc.InputError, match="out of range"):
-            exe(x, np.array([0, 4, 1]), v)
-        got = exe(x, np.array([0, -1, 1]), v)
-        want = x.copy()
-        want[[0, 3, 1]] = v
-        np.testing.assert_array_equal(got, want)
