@@ -29,11 +29,22 @@ def graphc_dtype(dtype, what: str, loc=None) -> str:
     return dt
 
 
+def _range_of(symbols, sym):
+    r = symbols.ranges.get(sym.name)
+    if r is not None:
+        return r
+    env = symbols._shape_env
+    vr = getattr(env, "var_to_range", {}).get(sym) if env is not None else None
+    return None if vr is None else (vr.lower, vr.upper)
+
+
 class Symbols:
     """torch's sympy size symbols -> graphc dims (one graphc symbol per torch symbol)."""
 
-    def __init__(self):
+    def __init__(self, ranges: dict | None = None):
         self.names: dict[str, str] = {}        # torch symbol name -> graphc symbol name
+        self.ranges = dict(ranges or {})       # torch symbol name -> (lo, hi): Max / Min
+        self._shape_env = None                 # torch's ShapeEnv, for ranges not given
 
     def name(self, torch_name: str, graphc_name: str) -> None:
         self.names.setdefault(torch_name, graphc_name)
@@ -48,6 +59,8 @@ class Symbols:
             return x
         node = getattr(x, "node", None)
         expr = getattr(node, "expr", None) if node is not None else None
+        if getattr(node, "shape_env", None) is not None:
+            self._shape_env = node.shape_env
         if expr is None:
             expr = x
         return self._sympy(expr, what)
@@ -79,7 +92,32 @@ class Symbols:
             return out
         if type(e).__name__ == "FloorDiv":
             return self._sympy(e.args[0], what) // self._sympy(e.args[1], what)
+        if type(e).__name__ in ("Max", "Min"):
+            return self._sympy(self._decided(e, what), what)
         raise TorchImportError(f"{what} is the symbolic expression {e} ({type(e).__name__}); "
+                               f"graphc's symbolic dims are polynomials of the dynamic dims")
+
+    def _decided(self, e, what):
+        """The argument of Max(...) / Min(...) that wins for every size in the dims'
+        ranges (``max(0, cache - S)`` with S <= cache), else an error saying so."""
+        from torch.utils._sympy.value_ranges import ValueRanges, bound_sympy
+        ranges = {}
+        for sym in e.free_symbols:
+            r = _range_of(self, sym)
+            if r is not None:
+                ranges[sym] = ValueRanges(*r)
+        is_max = type(e).__name__ == "Max"
+        for a in e.args:
+            def wins(b):
+                if b is a:
+                    return True
+                bound = bound_sympy(a - b, ranges)
+                return bool(bound.lower >= 0) if is_max else bool(bound.upper <= 0)
+            if all(wins(b) for b in e.args):
+                return a
+        raise TorchImportError(f"{what} is the symbolic expression {e}, whose value depends "
+                               f"on which argument is larger for the sizes in the dims' "
+                               f"ranges ({', '.join(f'{k}: {v.lower}..{v.upper}' for k, v in ranges.items()) or 'none known'}); "
                                f"graphc's symbolic dims are polynomials of the dynamic dims")
 
 

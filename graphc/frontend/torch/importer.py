@@ -192,7 +192,7 @@ def translate_graph(gm, name, consts=None, dim_names=None, user_outputs=None, ra
     consts = consts or {}
     graph = Graph(name)
     builder = Builder(graph)
-    symbols = Symbols()
+    symbols = Symbols(ranges)
     env: dict = {}
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     # name the symbols first: a Dim's name for the dims it sizes

@@ -172,3 +172,28 @@ def test_import_graphc_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+class Window(torch.nn.Module):
+    """A size through max() (MPT's alibi: max(0, cache - S)), decided by the ranges."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.randn(1, 64))
+
+    def forward(self, x):
+        start = max(0, self.table.size(1) - x.size(1))       # the last S columns
+        return self.table[:, start:] * x.sum()
+
+
+def test_max_of_sizes_decided_by_the_dims_ranges(rng):
+    m = Window()
+    g = graphc.from_torch(m, (torch.randn(2, 8),),
+                          dynamic_shapes=({1: Dim("S", min=2, max=64)},))
+    exe = graphc.compile(g)
+    for S in (3, 64):
+        x = rng.standard_normal((2, S)).astype(np.float32)
+        assert rel(exe(x), _eager(m, x)) < TOL
+    # with no upper bound, max(0, 64 - S) depends on S: a clear error, not a guess
+    with pytest.raises(TorchImportError, match="depends on which argument is larger"):
+        graphc.from_torch(m, (torch.randn(2, 8),), dynamic_shapes=({1: Dim("S", min=2)},))
