@@ -41,13 +41,14 @@ def _range_of(symbols, sym):
 class Symbols:
     """torch's sympy size symbols -> graphc dims (one graphc symbol per torch symbol)."""
 
-    def __init__(self, ranges: dict | None = None):
+    def __init__(self, ranges: dict | None = None, aliases: dict | None = None):
         self.names: dict[str, str] = {}        # torch symbol name -> graphc symbol name
+        self.aliases = dict(aliases or {})     # torch symbol name -> the one it equals
         self.ranges = dict(ranges or {})       # torch symbol name -> (lo, hi): Max / Min
         self._shape_env = None                 # torch's ShapeEnv, for ranges not given
 
     def name(self, torch_name: str, graphc_name: str) -> None:
-        self.names.setdefault(torch_name, graphc_name)
+        self.names.setdefault(self.aliases.get(torch_name, torch_name), graphc_name)
 
     def dim(self, x, what: str = "a size"):
         """An int, a torch.SymInt or a sympy expression as an int or a graphc Sym."""
@@ -70,10 +71,11 @@ class Symbols:
         if isinstance(e, sympy.Integer) or getattr(e, "is_Integer", False):
             return int(e)
         if isinstance(e, sympy.Symbol):
-            n = self.names.get(e.name)
+            tname = self.aliases.get(e.name, e.name)
+            n = self.names.get(tname)
             if n is None:
-                n = e.name
-                self.names[e.name] = n
+                n = tname
+                self.names[tname] = n
             return Sym.of(n)
         if isinstance(e, sympy.Add):
             out = 0
@@ -96,6 +98,54 @@ class Symbols:
             return self._sympy(self._decided(e, what), what)
         raise TorchImportError(f"{what} is the symbolic expression {e} ({type(e).__name__}); "
                                f"graphc's symbolic dims are polynomials of the dynamic dims")
+
+    def hint(self, torch_name: str):
+        """The size torch traced a symbol with (dynamo's shape env), or None."""
+        env = self._shape_env
+        if env is None:
+            return None
+        values = getattr(env, "backed_var_to_val", None)    # torch >= 2.10's name
+        if values is None:
+            values = getattr(env, "var_to_val", {})
+        for sym, val in values.items():
+            if getattr(sym, "name", None) == torch_name:
+                return int(val)
+        return None
+
+    def equal_pair(self, error):
+        """(torch symbol, torch symbol it must equal) when a ShapeError's operands differ
+        in a dim by exactly ``a - b`` of two symbols torch traced with the same size (each
+        tensor of a kv cache gets its own symbol from dynamo, though attention needs the
+        keys' and values' lengths equal: torch's kernels check that at run time), else
+        None."""
+        back = {g: t for t, g in self.names.items()}
+        shapes = [tuple(t.shape) for t in (getattr(error, "shapes", None) or [])
+                  if hasattr(t, "shape")]
+        for i, sa in enumerate(shapes):
+            for sb in shapes[i + 1:]:
+                for a in sa:
+                    for b in sb:
+                        pair = self._pair(a, b, back)
+                        if pair is not None:
+                            return pair
+        return None
+
+    def _pair(self, a, b, back):
+        if not (isinstance(a, Sym) and isinstance(b, Sym)):
+            return None
+        d = a - b
+        if not isinstance(d, Sym) or len(d.terms) != 2:
+            return None
+        (m1, c1), (m2, c2) = d.terms
+        if len(m1) != 1 or len(m2) != 1 or sorted((c1, c2)) != [-1, 1]:
+            return None
+        x, y = (back.get(m1[0]), back.get(m2[0]))
+        if x is None or y is None:
+            return None
+        hx, hy = self.hint(x), self.hint(y)
+        if hx is None or hx != hy:
+            return None
+        return (y, x) if c1 == 1 else (x, y)
 
     def _decided(self, e, what):
         """The argument of Max(...) / Min(...) that wins for every size in the dims'

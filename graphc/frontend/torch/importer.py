@@ -10,7 +10,7 @@ import operator
 
 import numpy as np
 
-from ...errors import GraphcError
+from ...errors import GraphcError, ShapeError
 from ...ir.dims import Sym
 from ...ir.graph import Graph
 from ...ir.types import TensorType
@@ -181,18 +181,43 @@ def from_exported_program(ep, name: str = "torch_model", dim_names=None) -> Grap
                                    for k, v in ep.range_constraints.items()})
 
 
+# Symbols unified at most this many times in one translation (each a fresh start).
+MAX_UNIFIED = 32
+
+
 def translate_graph(gm, name, consts=None, dim_names=None, user_outputs=None, ranges=None,
                     where="the exported program") -> Graph:
     """The core: an FX graph of ATen ops -> a Graph. ``consts`` maps placeholder names to
     (qualified name, tensor) that become constants; other tensor placeholders become
-    inputs; SymInt placeholders are sizes (found in the inputs' shapes)."""
+    inputs; SymInt placeholders are sizes (found in the inputs' shapes).
+
+    Where an op's operands differ only in that one dim is torch symbol ``a`` and the other
+    ``b``, traced with the same size (dynamo gives each kv-cache tensor its own length
+    symbol; torch's kernels check at run time that they agree), the two become one graphc
+    symbol and the translation starts again: a call whose sizes differ there is then an
+    InputError, as torch would raise."""
+    from ...errors import ShapeError
+    aliases: dict = {}
+    while True:
+        try:
+            return _translate_graph(gm, name, consts, dim_names, user_outputs, ranges, where,
+                                    aliases)
+        except ShapeError as e:
+            pair = getattr(e, "_equal_pair", None)
+            if pair is None or len(aliases) >= MAX_UNIFIED or pair[0] in aliases:
+                raise
+            aliases[pair[0]] = aliases.get(pair[1], pair[1])
+
+
+def _translate_graph(gm, name, consts, dim_names, user_outputs, ranges, where,
+                     aliases) -> Graph:
     import torch
     table = load_families()
     check_supported(gm, table, where)
     consts = consts or {}
     graph = Graph(name)
     builder = Builder(graph)
-    symbols = Symbols(ranges)
+    symbols = Symbols(ranges, aliases)
     env: dict = {}
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     # name the symbols first: a Dim's name for the dims it sizes
@@ -237,7 +262,11 @@ def translate_graph(gm, name, consts=None, dim_names=None, user_outputs=None, ra
         for n in gm.graph.nodes:
             if n.op in ("placeholder", "output"):
                 continue
-            _translate(n, table, env, symbols, builder)
+            try:
+                _translate(n, table, env, symbols, builder)
+            except ShapeError as e:
+                e._equal_pair = symbols.equal_pair(e)
+                raise
         out_node = next(n for n in gm.graph.nodes if n.op == "output")
         outs = out_node.args[0]
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]

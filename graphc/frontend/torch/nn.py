@@ -85,5 +85,5 @@ def sdpa(ctx):
 def sdpa_flash(ctx):
     y = attention(ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.kw("attn_mask"),
                   float(ctx.arg(3, "dropout_p", 0.0)), bool(ctx.arg(4, "is_causal", False)),
-                  ctx.kw("scale"), False)
+                  ctx.kw("scale"), True)   # torch picks these kernels for enable_gqa too
     return (y,)          # the logsumexp output is for autograd; graphc compiles inference

@@ -117,3 +117,52 @@ def test_torch_compile_numba(name, rng):
     n = len(calls)
     check_sizes(model, run, rng, [(3, 17), (2, 33)])
     assert len(calls) == n, "a new (batch, sequence) recompiled"
+
+
+def _lm(name):
+    """A tiny causal LM of the family with its head (generate needs one), kv cache on."""
+    import transformers
+    from torch_hf import V, well_scaled
+    if name == "gpt2":
+        cfg = transformers.GPT2Config(n_embd=64, n_layer=N_LAYERS, n_head=4, n_positions=64,
+                                      vocab_size=V, bos_token_id=0, eos_token_id=0,
+                                      attn_implementation="sdpa")
+        return well_scaled(transformers.GPT2LMHeadModel(cfg))
+    cfg = transformers.LlamaConfig(hidden_size=64, num_hidden_layers=N_LAYERS,
+                                   num_attention_heads=4, num_key_value_heads=2,
+                                   intermediate_size=128, max_position_embeddings=64,
+                                   vocab_size=V, attn_implementation="sdpa")
+    return well_scaled(transformers.LlamaForCausalLM(cfg))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_torch_compile_generate_with_kv_cache(name, rng):
+    """model.generate with a torch.compile'd forward (kv cache on, GQA for Llama: the
+    cache's key and value lengths are separate dynamo symbols, unified by the importer)
+    gives eager's tokens; the prefill and decode graphs compile once for every length."""
+    m = _lm(name)
+    calls = []
+    inner = graphc.torch_backend(backend="numba")
+
+    def counting(gm, example_inputs):
+        calls.append(gm)
+        return inner(gm, example_inputs)
+
+    ids = torch.from_numpy(rng.integers(0, 97, (1, 6)).astype(np.int64))
+    longer = torch.from_numpy(rng.integers(0, 97, (1, 9)).astype(np.int64))
+    with torch.no_grad():
+        want = m.generate(ids, max_new_tokens=10, do_sample=False)
+        want2 = m.generate(longer, max_new_tokens=6, do_sample=False)
+        torch._dynamo.reset()
+        eager_forward = m.forward
+        m.forward = torch.compile(eager_forward, backend=counting, dynamic=True)
+        try:
+            got = m.generate(ids, max_new_tokens=10, do_sample=False)
+            n = len(calls)
+            got2 = m.generate(longer, max_new_tokens=6, do_sample=False)
+        finally:
+            m.forward = eager_forward
+    assert torch.equal(got, want), (got, want)
+    assert torch.equal(got2, want2), (got2, want2)
+    assert len(calls) == n, f"a new prompt length recompiled ({n} -> {len(calls)})"
