@@ -59,8 +59,14 @@ def export(module, example_args, dynamic_shapes=None, kwargs=None, strict=False)
     except GraphcError:
         raise
     except Exception as e:    # torch's own message names the line and the constraint
+        hint = ""
+        if "Cache" in str(e) and "not a known type" in str(e):
+            hint = ("\n(the model returns a kv cache object: pass kwargs={'use_cache': "
+                    "False} to translate the forward without one; torch.compile(model, "
+                    "backend='graphc') takes the cache as it is)")
         raise TorchImportError(f"torch.export could not export "
-                               f"{type(module).__name__}: {type(e).__name__}: {e}") from None
+                               f"{type(module).__name__}: {type(e).__name__}: {e}{hint}") \
+            from None
 
 
 def from_torch(module, example_args, dynamic_shapes=None, kwargs=None, *, name=None,

@@ -166,3 +166,22 @@ def test_torch_compile_generate_with_kv_cache(name, rng):
     assert torch.equal(got, want), (got, want)
     assert torch.equal(got2, want2), (got2, want2)
     assert len(calls) == n, f"a new prompt length recompiled ({n} -> {len(calls)})"
+
+
+@pytest.mark.slow
+def test_from_torch_of_a_model_returning_a_cache_says_what_to_do():
+    """An HF causal LM exported as it is returns a DynamicCache torch.export cannot
+    flatten: the error says to pass use_cache=False, and with it the logits match."""
+    from torch.export import Dim
+    from graphc.frontend.torch import TorchImportError
+    m = _lm("gpt2")
+    ids = torch.zeros((2, 8), dtype=torch.long) + 3
+    dims = {0: Dim("B", max=8), 1: Dim("S", max=63)}
+    with pytest.raises(TorchImportError, match=r"use_cache': False"):
+        graphc.from_torch(m, (ids,), dynamic_shapes=(dims,))
+    g = graphc.from_torch(m, (ids,), dynamic_shapes={"input_ids": dims, "use_cache": None},
+                          kwargs={"use_cache": False})
+    x = np.random.default_rng(1).integers(0, 97, (3, 11))
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).logits.numpy()
+    assert rel(graphc.compile(g)(x), want) < TOL
