@@ -93,7 +93,15 @@ class Symbols:
                 out = out * base
             return out
         if type(e).__name__ == "FloorDiv":
-            return self._sympy(e.args[0], what) // self._sympy(e.args[1], what)
+            num, den = self._sympy(e.args[0], what), self._sympy(e.args[1], what)
+            try:
+                return num // den
+            except ValueError:
+                raise TorchImportError(
+                    f"{what} is floor(({num}) / {den}), which is no polynomial of the "
+                    f"dynamic dims: graphc's symbolic dims divide exactly (a stride-{den} "
+                    f"convolution or pooling over a dynamic length; make that dim static, "
+                    f"or one that divides: Dim(..) * {den} + ..)") from None
         if type(e).__name__ in ("Max", "Min"):
             return self._sympy(self._decided(e, what), what)
         raise TorchImportError(f"{what} is the symbolic expression {e} ({type(e).__name__}); "

@@ -197,3 +197,42 @@ def test_max_of_sizes_decided_by_the_dims_ranges(rng):
     # with no upper bound, max(0, 64 - S) depends on S: a clear error, not a guess
     with pytest.raises(TorchImportError, match="depends on which argument is larger"):
         graphc.from_torch(m, (torch.randn(2, 8),), dynamic_shapes=({1: Dim("S", min=2)},))
+
+
+CONVS = [   # (conv, input shape, dims): 1-d and 2-d, strides, padding, dilation, patches
+    (lambda: torch.nn.Conv1d(5, 7, 3, padding=1), (2, 5, 19), {2: Dim("L", min=4, max=64)}),
+    (lambda: torch.nn.Conv1d(5, 6, 3, stride=2, padding=1), (2, 5, 20), {0: Dim("B", max=8)}),
+    (lambda: torch.nn.Conv1d(4, 3, 4, dilation=2, bias=False), (3, 4, 17), {}),
+    (lambda: torch.nn.Conv2d(3, 8, 4, stride=4), (2, 3, 16, 12), {0: Dim("B", max=8)}),
+    (lambda: torch.nn.Conv2d(3, 5, (3, 2), stride=(2, 1), padding=(1, 0)), (2, 3, 9, 7), {}),
+]
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("k", range(len(CONVS)))
+def test_convolution_as_a_gemm(k, backend, rng):
+    """Conv1d / Conv2d (Whisper's front end, a ViT patch embedding) against torch."""
+    make, shape, dims = CONVS[k]
+    torch.manual_seed(k)
+    m = make().eval()
+    x0 = torch.randn(*shape)
+    g = graphc.from_torch(m, (x0,), dynamic_shapes=(dims,) if dims else None)
+    exe = graphc.compile(g, backend=backend)
+    sizes = [shape] + ([tuple(s + 3 if a in dims else s for a, s in enumerate(shape))]
+                       if dims else [])
+    for s in sizes:
+        x = rng.standard_normal(s).astype(np.float32)
+        assert rel(exe(x), _eager(m, x)) < TOL, s
+
+
+def test_strided_convolution_over_a_dynamic_length_is_a_clear_error():
+    m = torch.nn.Conv1d(5, 6, 3, stride=2, padding=1)
+    with pytest.raises(TorchImportError, match=r"floor\(\(L-1\) / 2\).*divide exactly"):
+        graphc.from_torch(m, (torch.randn(2, 5, 20),),
+                          dynamic_shapes=({2: Dim("L", min=4, max=64)},))
+
+
+def test_grouped_convolution_is_a_clear_error():
+    m = torch.nn.Conv1d(4, 4, 3, groups=2)
+    with pytest.raises(TorchImportError, match="groups=2"):
+        graphc.from_torch(m, (torch.randn(1, 4, 9),))

@@ -185,3 +185,58 @@ def test_from_torch_of_a_model_returning_a_cache_says_what_to_do():
     with torch.no_grad():
         want = m(torch.from_numpy(x)).logits.numpy()
     assert rel(graphc.compile(g)(x), want) < TOL
+
+
+def _encoder(name):
+    """A ViT (a patch-embedding Conv2d) or Whisper's audio encoder (two Conv1d, the
+    second strided) with its input, tiny and random."""
+    import transformers
+    from torch_hf import well_scaled
+    if name == "vit":
+        cfg = transformers.ViTConfig(hidden_size=64, num_hidden_layers=N_LAYERS,
+                                     num_attention_heads=4, intermediate_size=128,
+                                     image_size=32, patch_size=8, attn_implementation="sdpa")
+        return (well_scaled(transformers.ViTModel(cfg, add_pooling_layer=False)),
+                lambda r, B: r.standard_normal((B, 3, 32, 32)).astype(np.float32))
+    cfg = transformers.WhisperConfig(d_model=64, encoder_layers=N_LAYERS, decoder_layers=1,
+                                     encoder_attention_heads=4, decoder_attention_heads=4,
+                                     encoder_ffn_dim=128, decoder_ffn_dim=128,
+                                     num_mel_bins=16, max_source_positions=32, vocab_size=97,
+                                     pad_token_id=0, bos_token_id=0, eos_token_id=0,
+                                     decoder_start_token_id=0, attn_implementation="sdpa")
+    return (well_scaled(transformers.WhisperModel(cfg).encoder),
+            lambda r, B: r.standard_normal((B, 16, 64)).astype(np.float32))
+
+
+class _Last(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m(x).last_hidden_state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vit", "whisper_encoder"])
+def test_conv_front_ends_through_both_paths(name, rng):
+    """ViT and Whisper's encoder: the convolutions as GEMMs, every layer's attention one
+    fused step, one compile for every batch size; torch.compile too."""
+    from torch.export import Dim
+    enc, draw = _encoder(name)
+    model = _Last(enc).eval()
+    g = graphc.from_torch(model, (torch.from_numpy(draw(rng, 2)),),
+                          dynamic_shapes=({0: Dim("B", max=8)},))
+    exe = graphc.compile(g, backend="numba")
+    for B in (1, 3):
+        x = draw(rng, B)
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        assert rel(exe(x), want) < TOL, B
+    steps, _ = attention_steps(exe)
+    assert len(steps) == N_LAYERS, exe.program
+    torch._dynamo.reset()
+    fast = torch.compile(model, backend="graphc", dynamic=True)
+    x = draw(rng, 2)
+    with torch.no_grad():
+        assert rel(fast(torch.from_numpy(x)).numpy(), model(torch.from_numpy(x)).numpy()) < TOL
