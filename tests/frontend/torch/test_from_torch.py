@@ -199,12 +199,14 @@ def test_max_of_sizes_decided_by_the_dims_ranges(rng):
         graphc.from_torch(m, (torch.randn(2, 8),), dynamic_shapes=({1: Dim("S", min=2)},))
 
 
-CONVS = [   # (conv, input shape, dims): 1-d and 2-d, strides, padding, dilation, patches
+CONVS = [   # (conv, input shape, dims): 1-d to 3-d, strides, padding, dilation, patches
     (lambda: torch.nn.Conv1d(5, 7, 3, padding=1), (2, 5, 19), {2: Dim("L", min=4, max=64)}),
     (lambda: torch.nn.Conv1d(5, 6, 3, stride=2, padding=1), (2, 5, 20), {0: Dim("B", max=8)}),
     (lambda: torch.nn.Conv1d(4, 3, 4, dilation=2, bias=False), (3, 4, 17), {}),
     (lambda: torch.nn.Conv2d(3, 8, 4, stride=4), (2, 3, 16, 12), {0: Dim("B", max=8)}),
     (lambda: torch.nn.Conv2d(3, 5, (3, 2), stride=(2, 1), padding=(1, 0)), (2, 3, 9, 7), {}),
+    (lambda: torch.nn.Conv3d(2, 3, (2, 3, 2), stride=(1, 2, 1), padding=(0, 1, 1)),
+     (2, 2, 5, 7, 4), {}),
 ]
 
 
