@@ -1,8 +1,11 @@
 """torch.compile(backend="graphc") vs eager torch vs torch.compile(backend="inductor") on
 this CPU: a GPT-2-small-shaped and a Llama-shaped model (random weights, 4 layers, hidden
 768, S=512, batch 1), each peer in its own subprocess (no peer warms another's caches),
-median of several runs, ratios printed, plus the BLAS each peer's process runs. graphc's
-and inductor's first calls are cold (empty GRAPHC_CACHE_DIR and TORCHINDUCTOR_CACHE_DIR per process); "graphs compiled a -> b" counts
+kept up for the whole run while the peers take turns over several rounds
+(benchmarks/turns.py: a slow spell of the machine falls on all of them alike), median of
+the timed calls, ratios printed, plus the BLAS each peer's process runs. graphc's and
+inductor's first calls are cold (empty GRAPHC_CACHE_DIR and TORCHINDUCTOR_CACHE_DIR per
+process) and made before the turns, one peer at a time; "graphs compiled a -> b" counts
 the graphs the backend compiled by the first call and after the new length (a == b: no
 recompile).
 
@@ -10,13 +13,15 @@ recompile).
     ... python benchmarks/torch_compile.py --omp-default   without GOMP_SPINCOUNT=10000
     ... python benchmarks/torch_compile.py --profile gpt2   where graphc's call spends its
                                                               time (exe.profile of each graph)
+    ... python benchmarks/torch_compile.py --repeat 10 --rounds 5 --families llama
 """
-import json
 import os
-import subprocess
 import tempfile
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import turns  # noqa: E402  (benchmarks/turns.py: the peers' shared protocol)
 
 PEERS = ["eager", "inductor", "graphc"]
 # `import torch` starts torch's GNU OpenMP (torch/lib/libgomp.so.1), which Numba's omp
@@ -27,7 +32,7 @@ PEERS = ["eager", "inductor", "graphc"]
 OPENMP_ENV = {} if "--omp-default" in sys.argv or "OMP_WAIT_POLICY" in os.environ or \
     "GOMP_SPINCOUNT" in os.environ else {"GOMP_SPINCOUNT": "10000"}
 FAMILIES = ["gpt2", "llama"]
-RUNS = 5
+REPEAT, ROUNDS = 10, 5       # timed calls per peer, spread over this many rounds
 
 
 def blas():
@@ -54,6 +59,8 @@ def model(family):
 
 
 def child(peer, family, S=512):
+    """A peer's process: build the model, make the cold first call (S) and one at a new
+    length (S/2), then serve timed calls of a length (turns.serve)."""
     import torch
     import graphc  # noqa: F401  (registers nothing; the entry point names "graphc")
     m = model(family)
@@ -72,15 +79,17 @@ def child(peer, family, S=512):
         run(torch.randint(0, 32000, (1, S // 2)))        # a new length: no recompile wanted
         new_len = time.perf_counter() - t0
         compiles_new_len = compiled_graphs(peer)
-        times = []
-        for _ in range(RUNS):
-            t0 = time.perf_counter()
-            run(ids)
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    print(json.dumps({"median": times[len(times) // 2], "first": first, "new_len": new_len,
-                      "compiles": [compiles_first, compiles_new_len], "phases": phases,
-                      "blas": blas()}))
+    info = {"first": first, "new_len": new_len, "compiles": [compiles_first, compiles_new_len],
+            "phases": phases, "blas": blas()}
+
+    def prepare(key):
+        x = torch.randint(0, 32000, (1, int(key)))
+
+        def call():
+            with torch.no_grad():
+                return run(x)
+        return call, (lambda out: {})
+    turns.serve(info, prepare)
 
 
 def time_phases():
@@ -176,20 +185,31 @@ def main():
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
           f"(1/5/15 min) on {os.cpu_count()} CPUs; every peer's environment adds "
           f"{OPENMP_ENV or 'nothing'}", flush=True)
-    for family in FAMILIES:
-        res = {}
-        for peer in PEERS:
-            with tempfile.TemporaryDirectory() as cache:
-                env = dict(os.environ, GRAPHC_CACHE_DIR=cache,      # cold: empty caches
-                           TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"))
+    repeat, rounds = _flag("--repeat", REPEAT), _flag("--rounds", ROUNDS)
+    families = _flag("--families", ",".join(FAMILIES), str).split(",")
+    print(f"median of {turns.calls(repeat, rounds)} calls a peer at S=512, the peers taking "
+          f"turns over {rounds} rounds", flush=True)
+    for family in families:
+        with tempfile.TemporaryDirectory() as cache:
+            specs = []
+            for peer in PEERS:
+                d = os.path.join(cache, peer)            # cold: empty caches per peer
+                env = dict(os.environ, GRAPHC_CACHE_DIR=d,
+                           TORCHINDUCTOR_CACHE_DIR=os.path.join(d, "inductor"))
                 env.update(OPENMP_ENV)
-                out = subprocess.run([sys.executable, __file__, "--child", peer, family],
-                                     capture_output=True, text=True, env=env)
-            lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
-            if out.returncode or not lines:
-                print(f"{family} {peer}: failed\n{out.stderr[-2000:]}")
+                specs.append((peer, [sys.executable, __file__, "--child", peer, family], env))
+            peers, errors = turns.start(specs)
+            turns.take_turns(peers, ["512"], repeat, rounds)
+        for e in errors + [f"{p.name}: {p.error}" for p in peers if p.error]:
+            print(f"{family} failed: {e}")
+        res = {}
+        for p in peers:
+            if p.error is None and p.times.get("512"):
+                times = sorted(p.times["512"])
+                res[p.name] = dict(p.info, median=times[len(times) // 2] / 1e3)
+        for peer in PEERS:
+            if peer not in res:
                 continue
-            res[peer] = json.loads(lines[-1])
             r = res[peer]
             print(f"{family:6s} {peer:9s} median {r['median'] * 1e3:8.1f} ms  first call "
                   f"{r['first']:6.1f} s  new length {r['new_len']:6.2f} s  graphs compiled "
@@ -205,6 +225,13 @@ def main():
             for peer in ("eager", "inductor"):
                 if peer in res:
                     print(f"{family:6s} graphc / {peer}: {g / res[peer]['median']:.2f}")
+
+
+def _flag(name, default, kind=int):
+    """The value after ``name`` on the command line, else ``default``."""
+    if name in sys.argv[1:-1]:
+        return kind(sys.argv[sys.argv.index(name) + 1])
+    return default
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ answered with N times in ms, one line of JSON each; ``quit`` ends.
 
 Parent side: :class:`Peer` starts a worker (its command line and environment),
 :func:`take_turns` runs the rounds. The benchmarks that use it: onnx_models.py,
-transformer_layer.py, threads.py (the shared protocol is here, once).
+transformer_layer.py, threads.py, torch_compile.py (the shared protocol is here, once).
 """
 from __future__ import annotations
 
