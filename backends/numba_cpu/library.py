@@ -35,10 +35,11 @@ stay ``numba.prange`` in the OpenMP pool (see templates.rows_gemm).
 - ``grouped_matmul``: one one-thread BLAS GEMM per non-empty group on its contiguous rows,
   the rows cut into one part per thread as ``moe``'s expert GEMMs are; rows past the last
   offset zeroed.
-- ``sort`` and ``index_put``: NumPy's stable argsort / fancy assignment (``np.add.at``
-  with ``accumulate``) straight on the runtime's arrays, into the step's output (no Numba
-  module: their source is ``""``). They serve the bookkeeping of MoE code that sorts
-  tokens by expert (a few thousand integers), not bulk data.
+- ``sort`` and ``index_put``: the op's own NumPy function (a stable argsort, a fancy
+  assignment or ``np.add.at``) called straight on the runtime's arrays, into the step's
+  output (no interpreter, no Numba module: their source is ``""``). They serve the
+  bookkeeping of MoE code that sorts tokens by expert (a few thousand integers), not
+  bulk data.
 """
 from __future__ import annotations
 
@@ -475,33 +476,13 @@ def _grouped_matmul(node, body, shared, mod):
     return run
 
 
-def _sort(node, body, shared, mod):
-    from graphc.ops.selection import sort_order
-    a = node.attrs
-    axis, desc, values = a["axis"], a["descending"], a["output"] == "values"
+def _reference_op(node, body, shared, mod):
+    """The op's own NumPy function, called on the runtime's arrays into the output."""
+    from graphc.ops.registry import get_op
+    reference, attrs = get_op(node.op).reference, dict(node.attrs)
 
     def run(out, ops):
-        (x,) = ops
-        order = sort_order(x, axis, desc)
-        if values:
-            out[...] = np.take_along_axis(x, order, axis=axis)
-        else:
-            out[...] = order
-    return run
-
-
-def _index_put(node, body, shared, mod):
-    from graphc.ops.selection import index_put_checked
-    accumulate = node.attrs["accumulate"]
-
-    def run(out, ops):
-        x, values, *indices = ops
-        idx = index_put_checked(x, indices)
-        out[...] = x
-        if accumulate:
-            np.add.at(out, idx, values)
-        else:
-            out[idx] = values
+        out[...] = reference(*ops, **attrs)
     return run
 
 
@@ -509,7 +490,7 @@ def _index_put(node, body, shared, mod):
 # is not supported; prepare(node, body, shared, module or None) -> run(out, ops))
 LIBRARY = {"rope": (_rope_source, _rope), "topk": (_topk_source, _topk),
            "moe": (_moe_source, _moe), "grouped_matmul": (_no_module, _grouped_matmul),
-           "sort": (_no_module, _sort), "index_put": (_no_module, _index_put)}
+           "sort": (_no_module, _reference_op), "index_put": (_no_module, _reference_op)}
 
 
 # ---------------------------------------------------------------------------------------

@@ -116,6 +116,12 @@ def _tril_keep(graph, nid, scores, keep=True, depth=4):
                     and float(graph.constants[zero].reshape(())) == 0.0:
                 return _tril_keep(graph, x, scores, not keep, depth - 1)
         return False
+    if node.op == "constant":                # static sizes: the slice was folded
+        c = graph.constants[node.id]
+        S, T = c.shape[-2], c.shape[-1]
+        i, j = np.arange(S)[:, None], np.arange(T)[None, :]
+        kept = (c.reshape(S, T) != 0) == keep
+        return S <= T and bool(np.array_equal(kept, j <= i + (T - S)))
     if node.op != "slice" or not keep:
         return False
     src = graph.nodes[node.inputs[0]]
@@ -345,13 +351,17 @@ def _attention_check(m):
     masks, fill = inner[1] + outer[1], float("-inf")
     bool_mask = m.captures.get("keep", m.captures.get("drop"))
     bool_additive = False
-    if bool_mask is not None and not inner[0] \
-            and _tril_keep(g, bool_mask, qk, keep=not m.has("drop")) \
-            and _const(g, m.captures["fill"]) <= BOOL_AS_ADDITIVE:
+    # The two conversions below keep the result only when no mask is added inside the
+    # where (where(keep, s + m, fill): a row whose kept keys m hides would see the fill's
+    # keys in the graph, and none after the conversion) or when the fill is -inf.
+    fill0 = _const(g, m.captures["fill"]) if bool_mask is not None else None
+    exact = bool_mask is not None and (not inner[1] or fill0 == float("-inf"))
+    if exact and not inner[0] and fill0 <= BOOL_AS_ADDITIVE \
+            and _tril_keep(g, bool_mask, qk, keep=not m.has("drop")):
         causal, bool_mask = True, None       # a tril buffer's slice: the causal flag
     if bool_mask is not None:
-        fill = _const(g, m.captures["fill"])
-        if masks and fill <= BOOL_AS_ADDITIVE and not inner[0]:
+        fill = fill0
+        if masks and fill <= BOOL_AS_ADDITIVE and not inner[0] and exact:
             # where(keep, s, fill) + m == s + where(keep, 0, fill) + m: a fill this low
             # absorbs any score (s + fill rounds to fill), so the bool mask joins the
             # additive ones (GPT-Neo: a causal where, then the padding mask added)
@@ -359,8 +369,9 @@ def _attention_check(m):
         elif masks:
             return (f"a bool mask ({g.nodes[bool_mask].name}) and an additive one "
                     f"({', '.join(g.nodes[x].name for x in masks)}) together with the "
-                    f"fill {fill:g} (attention takes one mask; a fill <= "
-                    f"{BOOL_AS_ADDITIVE:g} would join the additive masks)")
+                    f"fill {fill:g} (attention takes one mask; with a fill <= "
+                    f"{BOOL_AS_ADDITIVE:g} and the additive masks added after the where, "
+                    f"or a fill of -inf, the bool mask would join them)")
         if inner[0] and fill != float("-inf"):
             return (f"the causal mask is added inside where(mask, scores, {fill:g}): its "
                     "-inf would be replaced by the fill (add it after the where)")

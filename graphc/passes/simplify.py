@@ -162,14 +162,17 @@ MERGES = RuleSet([
 # and the scale / add / sub / mul / div between them and the reshape are moved.
 
 def _batch_regroup(graph, src_shape, dst_shape):
-    """dst's batch dims when reshape src -> dst only regroups the batch dims (the last two
-    kept, the same number of elements in the batch), else None."""
+    """dst's batch dims when reshape src -> dst only splits the batch dims into more (the
+    last two kept, the same number of elements in the batch: [B*H, S, T] -> [B, H, S, T]),
+    else None. One direction only: the split rule moves such a reshape under an op and
+    the merge rule moves the inverse one above a matmul, so neither undoes the other."""
     from ..ir.dims import prod
-    if len(src_shape) < 3 or len(dst_shape) < 3 or tuple(src_shape[-2:]) != tuple(dst_shape[-2:]):
+    if len(src_shape) < 3 or tuple(src_shape[-2:]) != tuple(dst_shape[-2:]) \
+            or len(dst_shape) <= len(src_shape):
         return None
     a, b = tuple(src_shape[:-2]), tuple(dst_shape[:-2])
-    if a == b or prod(a) != prod(b):
-        return None
+    if prod(a) != prod(b) or [d for d in a if d != 1] == [d for d in b if d != 1]:
+        return None     # (only unit dims added: no batch dim is split)
     return b
 
 
@@ -240,8 +243,9 @@ def _merge_check(m):
     g = m.graph
     a, b = m.node("ra"), m.node("rb")
     pa, pb = m.node("pa"), m.node("pb")
-    da = _batch_regroup(g, pa.type.shape, a.type.shape)
-    db = _batch_regroup(g, pb.type.shape, b.type.shape)
+    # the reshapes merge batch dims ([B, H, T, D] -> [B*H, T, D]): the inverse regroup
+    da = _batch_regroup(g, a.type.shape, pa.type.shape)
+    db = _batch_regroup(g, b.type.shape, pb.type.shape)
     if da is None or db is None or da != db:
         return "the operands are not both batch reshapes from one batch shape"
     if tuple(pa.type.shape[:-2]) != tuple(pb.type.shape[:-2]):

@@ -51,4 +51,13 @@ def bind_inputs(graph, arrays: Sequence, loc=None,
             elif d != n:
                 raise InputError(f"input {k} '{name}' expects {t} but got shape {a.shape}: "
                                  f"axis {ax} must be {d}", loc=loc)
+    # symbols whose range the graph was built for (an importer decided max() / min() of
+    # sizes by it): a size outside would compute something else
+    for sym, (lo, hi) in (getattr(graph, "meta", None) or {}).get("dim_ranges", {}).items():
+        n = bindings.get(sym)
+        if n is not None and (n < lo or (hi is not None and n > hi)):
+            raise InputError(f"{where[sym]} binds {sym} = {n}, outside the range {lo}.."
+                             f"{'' if hi is None else hi} the graph was imported for (a size "
+                             f"of the model, max() or min() of its dims, was decided by "
+                             f"that range)", loc=loc)
     return bindings

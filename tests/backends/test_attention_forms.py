@@ -580,7 +580,7 @@ def test_explain_says_why_not():
     why = _missed(lambda q, k, v, b, m: graphc.softmax(
         graphc.where(b, q @ kT(k) + m, -1e4), axis=-1) @ v,
         *qkv, spec((3, 1, 1, "T"), "bool"), spec((3, 1, "S", "T")))
-    assert "a bool mask (%3) and an additive one (%4) together with the fill -10000" in why
+    assert "a bool mask (%3) and an additive one (%4) together with the fill -10000 (attention" in why
     why = _missed(lambda q, k, v, b: graphc.softmax(graphc.where(
         b, q @ kT(k) + graphc.causal_mask(q.shape[2], k.shape[2]), -1e9), axis=-1) @ v,
         *qkv, spec((3, 1, 1, "T"), "bool"))
@@ -619,3 +619,36 @@ def test_op_reference_is_the_repeated_kv_softmax(rng):
     p = np.exp(s - s.max(-1, keepdims=True))
     want = (p / p.sum(-1, keepdims=True)) @ vv
     assert np.abs(got - want).max() < 1e-5
+
+
+def _left_padding(B, T, hidden=3):
+    """-inf on the first ``hidden`` keys: a causal query among them sees only -inf."""
+    m = np.zeros((B, 1, 1, T), np.float32)
+    m[..., :hidden] = NEG
+    return m
+
+
+@pytest.mark.parametrize("inside", ["tril", "keep"])
+def test_bool_mask_with_a_mask_inside_the_where_keeps_its_result(inside, backend, rng):
+    """where(mask, s + m, finfo.min): where m hides every key the bool mask keeps (early
+    causal queries under left padding), the graph gives those rows the fill's keys; the
+    bool mask must not become the causal flag or an additive mask then (that would give
+    NaN or other weights). Against the float64 reference, such rows included."""
+    fmin = float(np.finfo(np.float32).min)
+
+    def fn(q, k, v, m):
+        B, S, T = q.shape[0], q.shape[2], k.shape[2]
+        s = (_flat(q) @ _flat(k).transpose(0, 2, 1)).reshape(B, H, S, T)
+        if inside == "tril":
+            keep = graphc.constant(TRIL)[:, :, T - S:T, :T]
+        else:
+            keep = graphc.equal(graphc.causal_mask(S, T), 0.0)
+        p = graphc.softmax(graphc.where(keep, s + m, fmin), axis=-1)
+        return merge((_flat(p) @ _flat(v)).reshape(B, H, S, D))
+    g = graphc.trace(fn, *_qkv_specs(H), spec(("B", 1, 1, "T")))
+    exe = compile_for(g, backend)
+    cases = []
+    for B, S in ((2, 9), (1, 20)):
+        cases.append((randn(rng, (B, H, S, D)), randn(rng, (B, H, S, D)),
+                      randn(rng, (B, H, S, D)), _left_padding(B, S)))
+    check_graph(g, cases, exe=exe)

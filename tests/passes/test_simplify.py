@@ -195,3 +195,48 @@ def test_small_constant_powers_become_products(same_result):
     out = optimize(g, ["simplify", "dce"])
     assert ops_of(out).count("pow") == 2 and ops_of(out).count("mul") == 3
     same_result(g, out)
+
+
+@pytest.mark.parametrize("form", ["merged_operands", "split_result", "unit_dim"])
+def test_batch_reshapes_move_one_way_and_settle(form, same_result):
+    """The batch-reshape rules: a [B*H] bmm read as [B, H] ends as one 4-D matmul; a bmm
+    whose operands merge [B, H] keeps one reshape after its matmul; the rules never undo
+    each other (a fixed point in a few rounds, not MAX_ROUNDS), and a reshape that only
+    adds a unit dim is no batch split."""
+    from graphc.passes import simplify as S
+    from graphc.passes.instruments import Explain
+    if form == "merged_operands":
+        def fn(q, k):
+            return q.reshape(6, 5, 4) @ k.reshape(6, 4, 7)
+        specs = [graphc.spec((2, 3, 5, 4), "float64"), graphc.spec((2, 3, 4, 7), "float64")]
+    elif form == "split_result":
+        def fn(q, k):
+            return graphc.softmax((q @ k).reshape(2, 3, 5, 7), axis=-1)
+        specs = [graphc.spec((6, 5, 4), "float64"), graphc.spec((6, 4, 7), "float64")]
+    else:
+        def fn(q, k):
+            return q[0] @ k[0]
+        specs = [graphc.spec((1, 3, 5, 4), "float64"), graphc.spec((1, 3, 4, 7), "float64")]
+    g = graphc.trace(fn, *specs)
+    rounds = []                 # rewrites fired per simplify run
+    real = S.apply
+
+    def counting(*a, **k):
+        out = real(*a, **k)
+        rounds.append(out)
+        return out
+    S.apply = counting
+    try:
+        out = optimize(g, ["simplify", "dce"])
+    finally:
+        S.apply = real
+    assert sum(rounds) < 10, f"{sum(rounds)} rewrites: the rules undo each other"
+    mm = [n for n in out if n.op == "matmul"]
+    assert len(mm) == 1
+    if form == "split_result":
+        assert mm[0].type.rank == 4      # the matmul in the softmax's [2, 3] batch
+    elif form == "merged_operands":
+        assert mm[0].type.rank == 4 and ops_of(out) == ["matmul", "reshape"]
+    else:
+        assert mm[0].type.rank == 3      # untouched
+    same_result(g, out)

@@ -46,9 +46,22 @@ class Symbols:
         self.aliases = dict(aliases or {})     # torch symbol name -> the one it equals
         self.ranges = dict(ranges or {})       # torch symbol name -> (lo, hi): Max / Min
         self._shape_env = None                 # torch's ShapeEnv, for ranges not given
+        self.relied: set = set()               # torch symbols a Max / Min was decided by
+
+    def root(self, torch_name: str) -> str:
+        """The symbol ``torch_name`` was unified with (itself if none)."""
+        return Symbols.root_in(self.aliases, torch_name)
+
+    @staticmethod
+    def root_in(aliases: dict, torch_name: str) -> str:
+        seen = set()
+        while torch_name in aliases and torch_name not in seen:
+            seen.add(torch_name)
+            torch_name = aliases[torch_name]
+        return torch_name
 
     def name(self, torch_name: str, graphc_name: str) -> None:
-        self.names.setdefault(self.aliases.get(torch_name, torch_name), graphc_name)
+        self.names.setdefault(self.root(torch_name), graphc_name)
 
     def dim(self, x, what: str = "a size"):
         """An int, a torch.SymInt or a sympy expression as an int or a graphc Sym."""
@@ -71,7 +84,7 @@ class Symbols:
         if isinstance(e, sympy.Integer) or getattr(e, "is_Integer", False):
             return int(e)
         if isinstance(e, sympy.Symbol):
-            tname = self.aliases.get(e.name, e.name)
+            tname = self.root(e.name)
             n = self.names.get(tname)
             if n is None:
                 n = tname
@@ -131,11 +144,16 @@ class Symbols:
                   if hasattr(t, "shape")]
         for i, sa in enumerate(shapes):
             for sb in shapes[i + 1:]:
-                for a in sa:
-                    for b in sb:
-                        pair = self._pair(a, b, back)
-                        if pair is not None:
-                            return pair
+                # the dims an op pairs: aligned from the right (broadcasting), the batch
+                # dims of a matmul the same way, its contracted dims
+                pairs = list(zip(reversed(sa), reversed(sb)))
+                if len(sa) >= 2 and len(sb) >= 2:
+                    pairs += list(zip(reversed(sa[:-2]), reversed(sb[:-2])))
+                    pairs.append((sa[-1], sb[-2]))
+                for a, b in pairs:
+                    pair = self._pair(a, b, back)
+                    if pair is not None:
+                        return pair
         return None
 
     def _pair(self, a, b, back):
@@ -172,6 +190,7 @@ class Symbols:
                 bound = bound_sympy(a - b, ranges)
                 return bool(bound.lower >= 0) if is_max else bool(bound.upper <= 0)
             if all(wins(b) for b in e.args):
+                self.relied |= {sym.name for sym in ranges}
                 return a
         raise TorchImportError(f"{what} is the symbolic expression {e}, whose value depends "
                                f"on which argument is larger for the sizes in the dims' "

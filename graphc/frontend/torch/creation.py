@@ -41,7 +41,10 @@ def full_like(ctx):
     return _filled(ctx, ctx.arg(1, "fill_value"))
 
 
-@aten_op("zeros.default", "zeros_like.default", "new_zeros.default")
+@aten_op("zeros.default", "zeros_like.default", "new_zeros.default",
+         # uninitialised memory in torch: zeros here (a value is defined either way)
+         "empty_permuted.default", "empty.memory_format", "empty_like.default",
+         "new_empty.default", "empty_strided.default")
 def zeros(ctx):
     return _filled(ctx, 0)
 

@@ -210,9 +210,12 @@ def translate_graph(gm, name, consts=None, dim_names=None, user_outputs=None, ra
                                     aliases)
         except ShapeError as e:
             pair = getattr(e, "_equal_pair", None)
-            if pair is None or len(aliases) >= MAX_UNIFIED or pair[0] in aliases:
+            if pair is None or len(aliases) >= MAX_UNIFIED:
                 raise
-            aliases[pair[0]] = aliases.get(pair[1], pair[1])
+            a, b = (Symbols.root_in(aliases, x) for x in pair)
+            if a == b:
+                raise
+            aliases[a] = b              # union: every name of a's class now reaches b
 
 
 def _translate_graph(gm, name, consts, dim_names, user_outputs, ranges, where,
@@ -297,6 +300,15 @@ def _translate_graph(gm, name, consts, dim_names, user_outputs, ranges, where,
     graph.meta = {"single_output": len(out_ids) == 1,
                   "torch": {"inputs": input_names, "outputs": user_outputs or out_names,
                             "dims": dims}}
+    if ranges:      # checked at call time (a decision made for them; dynamo guards its own)
+        relied = {}
+        for tname in symbols.relied:
+            gname = symbols.names.get(symbols.root(tname))
+            if gname is not None and tname in ranges:
+                lo, hi = ranges[tname]
+                relied[gname] = (int(lo), None if str(hi) in ("oo", "int_oo") else int(hi))
+        if relied:
+            graph.meta["dim_ranges"] = relied
     return graph
 
 

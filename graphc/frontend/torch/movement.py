@@ -144,3 +144,32 @@ def repeat(ctx):
         big += [r, d]
     y = ops.broadcast_to(y, shape=tuple(big))
     return ops.reshape(y, shape=ctx.out_shape())
+
+
+@aten_op("constant_pad_nd.default")
+def constant_pad_nd(ctx):
+    """F.pad with a constant: ``pad`` pairs (before, after) from the last dim backwards;
+    a negative amount crops. A concat with filled blocks, a slice for crops."""
+    x, pad, value = ctx.arg(0), list(ctx.arg(1)), ctx.arg(2, "value", 0)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise ctx.fail(f"pad {pad} for a rank-{x.ndim} tensor")
+    v = ctx.tensor(value if value is not None else 0, x.dtype)
+    for k in range(len(pad) // 2):
+        axis = x.ndim - 1 - k
+        before, after = ctx.dim(pad[2 * k]), ctx.dim(pad[2 * k + 1])
+        for amount, at_end in ((before, False), (after, True)):
+            if isinstance(amount, int) and amount < 0:      # crop
+                starts, stops = [0] * x.ndim, list(x.shape)
+                if at_end:
+                    stops[axis] = x.shape[axis] + amount
+                else:
+                    starts[axis] = -amount
+                x = ops.slice(x, starts=tuple(starts), stops=tuple(stops),
+                              steps=(1,) * x.ndim)
+            elif not (isinstance(amount, int) and amount == 0):
+                shape = list(x.shape)
+                shape[axis] = amount
+                block = ops.broadcast_to(v, shape=tuple(shape))
+                x = ops.concat(x, block, axis=axis) if at_end else \
+                    ops.concat(block, x, axis=axis)
+    return x

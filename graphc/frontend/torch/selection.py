@@ -40,7 +40,10 @@ def topk(ctx):
 @aten_op("histc.default")
 def histc(ctx):
     """torch.histc with fixed bounds as comparisons and a sum: bin floor((x - min) *
-    bins / (max - min)), x == max in the last bin, values outside ignored."""
+    bins / (max - min)), x == max in the last bin, values outside ignored. (The numba
+    and cupy kernels may reassociate that product, so a value within an ulp of a bin
+    edge can land in the neighbouring bin there; integer ids, as MoE code counts, are
+    exact.)"""
     x = ctx.arg(0)
     bins, lo, hi = (ctx.arg(1, "bins", 100), ctx.arg(2, "min", 0), ctx.arg(3, "max", 0))
     if lo == hi:
@@ -50,12 +53,16 @@ def histc(ctx):
         raise ctx.fail(f"histc with min {lo} > max {hi}")
     dt = x.dtype
     flat = ops.reshape(x, shape=(-1,)) if x.ndim != 1 else x
-    # torch's order of operations: (x - min) * bins / (max - min)
-    b = ops.floor(ops.div(ops.mul(ops.sub(flat, float(lo)), float(int(bins))),
-                          float(hi) - float(lo)))
+    # torch's order of operations, in x's dtype: (x - min) * bins / (max - min), the
+    # bounds rounded to that dtype first (so a value at a bin edge lands where torch's)
+    import numpy as np
+    np_dt = np.float32 if dt == "float32" else np.float64
+    lo_d, hi_d = np_dt(lo), np_dt(hi)
+    b = ops.floor(ops.div(ops.mul(ops.sub(flat, float(lo_d)), float(int(bins))),
+                          float(hi_d - lo_d)))
     b = ops.minimum(b, float(int(bins) - 1))                 # x == max: the last bin
-    inside = ops.logical_and(ops.greater_equal(flat, float(lo)),
-                             ops.less_equal(flat, float(hi)))
+    inside = ops.logical_and(ops.greater_equal(flat, float(lo_d)),
+                             ops.less_equal(flat, float(hi_d)))
     b = ops.where(inside, b, -1.0)                           # outside: no bin
     edges = ops.cast(ops.arange(0, int(bins), dtype="int64"), dtype=dt)
     hits = ops.equal(ops.reshape(b, shape=(-1, 1)), ops.reshape(edges, shape=(1, -1)))
@@ -73,14 +80,6 @@ def index_put(ctx):
         raise ctx.fail("index_put with a bool mask (use torch.where)")
     values = ctx.tensor(values, x.dtype)
     return ops.index_put(x, values, *indices, accumulate=accumulate)
-
-
-@aten_op("empty_permuted.default", "empty.memory_format", "empty_like.default",
-         "new_empty.default", "empty_strided.default")
-def empty(ctx):
-    """Uninitialised memory in torch; zeros here (a value is defined either way)."""
-    from .creation import _filled
-    return _filled(ctx, 0)
 
 
 @aten_op("transformers.grouped_mm_fallback.default")

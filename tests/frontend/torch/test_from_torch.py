@@ -194,6 +194,10 @@ def test_max_of_sizes_decided_by_the_dims_ranges(rng):
     for S in (3, 64):
         x = rng.standard_normal((2, S)).astype(np.float32)
         assert rel(exe(x), _eager(m, x)) < TOL
+    # past the range the decision was made for: an InputError, not another answer
+    for backend in ("reference", "numba"):
+        with pytest.raises(graphc.InputError, match="outside the range 2..64"):
+            graphc.compile(g, backend=backend)(np.ones((2, 70), np.float32))
     # with no upper bound, max(0, 64 - S) depends on S: a clear error, not a guess
     with pytest.raises(TorchImportError, match="depends on which argument is larger"):
         graphc.from_torch(m, (torch.randn(2, 8),), dynamic_shapes=({1: Dim("S", min=2)},))
@@ -238,3 +242,28 @@ def test_grouped_convolution_is_a_clear_error():
     m = torch.nn.Conv1d(4, 4, 3, groups=2)
     with pytest.raises(TorchImportError, match="groups=2"):
         graphc.from_torch(m, (torch.randn(1, 4, 9),))
+
+
+class Padded(torch.nn.Module):
+    """F.pad (constant_pad_nd): a conv with padding='same' and an even kernel exports it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(3, 4, 4, padding="same")
+
+    def forward(self, x):
+        y = torch.nn.functional.pad(x, (2, -1, 1, 0), value=0.5)      # a crop too
+        return self.conv(x), y
+
+
+def test_constant_pad_and_same_padding(rng):
+    m = Padded().eval()
+    g = graphc.from_torch(m, (torch.randn(2, 3, 9),),
+                          dynamic_shapes=({2: Dim("L", min=4, max=64)},))
+    exe = graphc.compile(g, backend="numba")
+    for L in (9, 14):
+        x = rng.standard_normal((2, 3, L)).astype(np.float32)
+        with torch.no_grad():
+            want = m(torch.from_numpy(x))
+        for got, w in zip(exe(x), want):
+            assert rel(got, w.numpy()) < TOL, L
