@@ -10,16 +10,11 @@ import graphc
 torch = pytest.importorskip("torch", reason="needs the 'compare' extra (torch)")
 pytestmark = pytest.mark.compare
 
+from arrays import rel_err as rel  # noqa: E402  (tests/arrays.py)
+from graphc.frontend.torch import TorchImportError  # noqa: E402
 from torch.export import Dim  # noqa: E402
 
-from graphc.frontend.torch import TorchImportError  # noqa: E402
-
 TOL = 1e-5
-
-
-def rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 class SortedExperts(torch.nn.Module):
