@@ -259,7 +259,7 @@ class CupyExecutable(ProgramExecutable):
                           np.int64(n2), *(np.int64(x) for x in strides), np.int64(N),
                           np.int64(S), np.int64(T), np.float64(step.scale),
                           np.int32(bool(step.causal)), np.int64(T - S), np.int32(mode),
-                          np.float64(step.mask_fill)])
+                          np.float64(step.mask_fill), np.float64(step.softcap)])
         if o is not o_step:
             o_step[...] = o.reshape(o_step.shape)
         self.finish_attention(step, ops, out, o_step, sz)

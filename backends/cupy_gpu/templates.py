@@ -42,7 +42,7 @@ extern "C" __global__ void __NAME__(
     long long o_s1, long long o_s2, long long o_sr,
     long long m_s1, long long m_d1, long long m_s2, long long m_d2, long long m_sr,
     long long m_sc, long long B, long long S, long long T, double scale, int causal,
-    long long diag, int mask_mode, double fill) {
+    long long diag, int mask_mode, double fill, double softcap) {
   const int D = __D__, DV = __DV__, BQ = __BQ__, RPW = __BQ__ / 4, NC = (__DV__ + 31) / 32;
   const int KVW = __KVW__;
   __shared__ __A__ Qs[__BQ__ * __D__];
@@ -90,6 +90,7 @@ extern "C" __global__ void __NAME__(
         const int r = warp * RPW + i;
         __A__ s = 0;
         for (int d = 0; d < D; ++d) s += Qs[r * D + d] * KV[lane * KVW + d];
+        if (softcap > 0) s = (__A__)softcap * tanh(s / (__A__)softcap);   // Gemma 2's cap
         const long long row = r0 + r;
         bool masked = key >= T || (causal && key > row + diag);
         if (!masked && row < S && mask_mode) {  // the mask, on the scaled score

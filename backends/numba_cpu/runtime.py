@@ -181,6 +181,14 @@ class NumbaExecutable(ProgramExecutable):
         S, T, D = q.shape[-2], k.shape[-2], q.shape[-1]
         rows = min(ATTENTION_BLOCK, S)
         scale, causal, fill = float(step.scale), bool(step.causal), float(step.mask_fill)
+        cap = float(step.softcap)
+        if cap:             # c * tanh(s * scale / c) in place; the softmax scales by 1
+            cap_in, scale = scale / cap, 1.0
+
+            def capped(blk):
+                np.multiply(blk, blk.dtype.type(cap_in), out=blk)
+                np.tanh(blk, out=blk)
+                np.multiply(blk, blk.dtype.type(cap), out=blk)
         limits = None           # from the mask as given, before grouped() broadcasts it
         if mask is not None and S > rows and S * T >= KEY_LIMITS_MIN and \
                 (not step.mask_bool or fill <= MASKED):
@@ -230,6 +238,8 @@ class NumbaExecutable(ProgramExecutable):
                     inv_blk = np.ndarray(hs + (r1 - r0,), inv.dtype, buffer=inv,
                                          offset=off * rows * inv.itemsize)
                     matmul(kh[..., :kend, :], np.swapaxes(qh[..., r0:r1, :], -1, -2), blk)
+                    if cap:
+                        capped(blk)
                     b3, i2 = blk.reshape(nh, kend, r1 - r0), inv_blk.reshape(nh, r1 - r0)
                     if m4 is None:
                         extra = ()
@@ -256,6 +266,8 @@ class NumbaExecutable(ProgramExecutable):
             inv_blk = np.ndarray((1, n), inv.dtype, buffer=inv,
                                  offset=off * rows * inv.itemsize)
             matmul(kp[..., :kend, :], np.swapaxes(qp, -1, -2), blk)
+            if cap:
+                capped(buf)
             extra = ()
             if m4 is not None:   # [M1, M2, 1, keys] of the n heads -> [1, 1, keys, heads]
                 mk = np.ascontiguousarray(

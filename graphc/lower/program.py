@@ -86,6 +86,7 @@ class AttentionStep:
     mask: View | None = None
     mask_bool: bool = False
     mask_fill: float = float("-inf")
+    softcap: float = 0.0        # > 0: the scaled scores capped to c * tanh(s / c) first
 
 
 @dataclass
@@ -138,8 +139,9 @@ class Program:
                     mask = (f", mask=bool(%{s.operands[s.mask.operand]}, "
                             f"fill={s.mask_fill:g})" if s.mask_bool
                             else f", mask=%{s.operands[s.mask.operand]}")
+                cap = f", softcap={s.softcap:g}" if s.softcap else ""
                 lines.append(f"{head}attention(q, k, v{mask}, scale={s.scale:g}, "
-                             f"causal={s.causal}) blockwise"
+                             f"causal={s.causal}{cap}) blockwise"
                              + (f" -> epilogue {s.epilogue.name}" if s.epilogue else ""))
             else:
                 lines.append(f"{head}library {s.body.name}({ops})")
@@ -296,7 +298,7 @@ def lower(graph) -> Program:
                 _view(body, a.inputs[2]), a.attrs["scale"], a.attrs["causal"], epi,
                 chain or [], a.type.shape, a.type.dtype, body.nodes[a.inputs[1]].type.shape[-2],
                 mask, mask is not None and body.nodes[a.inputs[3]].type.dtype == "bool",
-                a.attrs.get("mask_fill", float("-inf"))))
+                a.attrs.get("mask_fill", float("-inf")), a.attrs.get("softcap", 0.0)))
         else:
             prog.steps.append(LibraryStep(node.id, ops, body))
     return prog

@@ -88,6 +88,12 @@ def _attention_infer(types, attrs):
         raise AttrError(f"attention(): scale and mask_fill must be numbers, got "
                         f"{attrs['scale']!r}, {attrs['mask_fill']!r}") from None
     attrs["causal"] = bool(attrs["causal"])
+    cap = attrs.get("softcap", 0.0)
+    if isinstance(cap, (bool, np.bool_)) or not isinstance(cap, (int, float, np.number)) \
+            or not cap >= 0 or math.isinf(cap):
+        raise AttrError(f"attention(): softcap must be a finite number >= 0 (0: none), "
+                        f"got {cap!r}")
+    attrs["softcap"] = float(cap)
     if isinstance(T, int) and T == 0:
         raise ShapeError(f"attention(): no keys to attend to ({k})")
     if attrs["causal"] and isinstance(S, int) and isinstance(T, int) and S > T:
@@ -107,13 +113,15 @@ def expand_kv(x, batch):
 
 
 @register_op("attention", kind="opaque", infer=_attention_infer)
-def attention(q, k, v, *mask, scale=1.0, causal=False, mask_fill=-math.inf):
+def attention(q, k, v, *mask, scale=1.0, causal=False, mask_fill=-math.inf, softcap=0.0):
     """softmax(q @ k^T * scale [+ mask] [+ causal mask]) @ v. q: [..., S, d], k: [..., T, d],
     v: [..., T, dv]. The batch dims of k and v broadcast to q's; one that divides q's
     groups the query heads (grouped-query attention: head h reads kv head h // group).
     ``mask`` (optional), broadcastable to the scores [..., S, T]: added when float
     (0 / -inf), or bool (True: attend; where it is False the score becomes ``mask_fill``).
-    causal masks key j > query i + (T - S) (bottom-right aligned), after the mask."""
+    causal masks key j > query i + (T - S) (bottom-right aligned), after the mask.
+    ``softcap`` > 0 caps the scaled scores, before the masks, to softcap * tanh(s /
+    softcap) (Gemma 2's attention logit soft cap)."""
     S, T = q.shape[-2], k.shape[-2]
     # A query that sees no key would give 0/0 = NaN: refuse, like causal_mask.
     if T == 0 or (causal and S > T):
@@ -122,6 +130,9 @@ def attention(q, k, v, *mask, scale=1.0, causal=False, mask_fill=-math.inf):
     batch = q.shape[:-2]
     k, v = expand_kv(k, batch), expand_kv(v, batch)
     s = np.matmul(q, np.swapaxes(k, -1, -2)) * np.asarray(scale, q.dtype)
+    if softcap:
+        c = np.asarray(softcap, q.dtype)
+        s = c * np.tanh(s / c)
     if mask:
         (m,) = mask
         if m.dtype == np.bool_:

@@ -26,7 +26,8 @@ def _swap_last2(t):
 
 # -- softmax(scale(q @ k^T) [+ mask]) @ v => attention ---------------------------------
 # The scores: q @ k^T, optionally scaled (scale(s), s / c, s * c with c a one-element
-# constant; a scale of q itself is absorbed too). Masks: additive operands of one or two
+# constant; a scale of q itself is absorbed too), optionally soft-capped (c * tanh(s / c),
+# Gemma 2: the op's softcap). Masks: additive operands of one or two
 # adds (a padding mask [B, 1, 1, T], a sliding window [S, T], anything broadcasting to
 # the scores; a causal_mask of the scores' [S, T], or a reshape of one, becomes the
 # op's causal flag, also inside a sum with another mask), or a bool mask through
@@ -58,15 +59,21 @@ _scores = Alt(Op("scale", _qk, name="scale"),
               Op("mul", _qk, Var("factor", _one_element), commutative=True,
                  name="multiplied"),
               _qk)
-_plus = Op("add", _scores, Var("m1"), commutative=True, name="plus1")
+# Gemma 2's soft cap of the scaled scores: c * tanh(s / c) (s / c also as scale(s, 1/c))
+_capped = Op("scale", Op("tanh", Alt(Op("div", _scores, Var("cap", _one_element),
+                                        name="cap_div"),
+                                     Op("scale", _scores, name="cap_in")), name="cap_tanh"),
+             name="cap_out")
+_any = Alt(_capped, _scores)
+_plus = Op("add", _any, Var("m1"), commutative=True, name="plus1")
 _plus2 = Op("add", _plus, Var("m2"), commutative=True, name="plus2")
-_where = Op("where", Var("keep", _bool_mask), Alt(_plus, _scores),
+_where = Op("where", Var("keep", _bool_mask), Alt(_plus, _any),
             Var("fill", _one_element), name="where")
 # where(mask, fill, scores): the mask marks the keys to drop
 _where_not = Op("where", Var("drop", _bool_mask), Var("fill", _one_element),
-                Alt(_plus, _scores), name="where")
+                Alt(_plus, _any), name="where")
 _masked = Alt(Op("add", Alt(_where, _where_not), Var("m2"), commutative=True, name="plus2"),
-              _where, _where_not, _plus2, _plus, _scores)
+              _where, _where_not, _plus2, _plus, _any)
 _probs = Op("softmax", _masked, axis=last_axis, name="probs")
 # where(isnan(p), 0, p): the NaN guard torch's SDPA decomposition (and so its ONNX
 # exporter) puts after the softmax, zeroing the row of a query that sees no key. The
@@ -341,6 +348,14 @@ def _attention_check(m):
         scale = 1.0 / d
     elif m.has("factor"):
         scale = _const(g, m.captures["factor"])
+    softcap = 0.0
+    if m.has("cap_out"):
+        softcap = m.node("cap_out").attrs["factor"]
+        inner = (_const(g, m.captures["cap"]) if m.has("cap_div")
+                 else 1.0 / m.node("cap_in").attrs["factor"])
+        if not softcap > 0 or abs(inner - softcap) > 1e-6 * softcap:
+            return (f"{m.node('cap_tanh').name} (tanh) divides the scores by {inner:g} and "
+                    f"multiplies back by {softcap:g}: no soft cap c * tanh(s / c)")
     q = m.node("q")
     if q.op == "scale" and g.users(q.id) == [m.captures["qk"]] and q.id not in g.outputs:
         scale *= q.attrs["factor"]              # scale(q) @ k^T
@@ -433,7 +448,7 @@ def _attention_check(m):
                         group=rk[1] if rk else 1,
                         bool_mask=bool_mask is not None and not bool_additive,
                         bool_additive=bool_additive, fill=fill, invert=m.has("drop"),
-                        perms=perms)
+                        perms=perms, softcap=softcap)
     return None
 
 
@@ -530,7 +545,8 @@ def _attention_build(m):
             merged = _merge_groups(q.type, k.type, v.type, mask.type if mask is not None
                                    else None)
     operands = (q, k, v) if mask is None else (q, k, v, mask)
-    out = F.attention(*operands, scale=a["scale"], causal=a["causal"], mask_fill=a["fill"])
+    out = F.attention(*operands, scale=a["scale"], causal=a["causal"], mask_fill=a["fill"],
+                      softcap=a["softcap"])
     if tuple(out.type.shape) != tuple(out_shape):
         out = F.reshape(out, shape=out_shape)
     if m.has("nan_guard"):       # the rows of queries that see no key: 0, as the guard's

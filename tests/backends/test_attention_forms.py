@@ -120,6 +120,12 @@ def f_causal_sum(q, k, v, m):       # one mask made of causal + padding
     return merge(graphc.softmax((q @ kT(k)) / 4.0 + mask, axis=-1) @ v)
 
 
+def f_softcap(q, k, v, m):          # Gemma 2: cap * tanh(s * scale / cap), then the mask
+    s = (q @ kT(k)) * 0.25
+    s = graphc.tanh(s / 3.0) * 3.0
+    return merge(graphc.softmax(s + m, axis=-1) @ v)
+
+
 def _flat(x):                       # [B, H, T, D] -> [B*H, T, D]: bmm's batch
     return x.reshape(x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
 
@@ -207,6 +213,8 @@ FORMS = {   # name -> (fn, mask spec or None, mask maker(rng, B, S, T) or None, 
                        lambda r, B, S, T: padding(r, B, T), True),
     "causal_sum": (f_causal_sum, spec(("B", 1, 1, "T")),
                    lambda r, B, S, T: padding(r, B, T), True),
+    "softcap": (f_softcap, spec(("B", 1, 1, "T")), lambda r, B, S, T: padding(r, B, T),
+                False),
     "bmm_bias": (f_bmm_bias, spec(("B", H, 1, "T")),
                  lambda r, B, S, T: randn(r, (B, H, 1, T)), False),
     "bmm_tril_min": (_bmm_tril(float(np.finfo(np.float32).min), False),
@@ -585,6 +593,9 @@ def test_explain_says_why_not():
         b, q @ kT(k) + graphc.causal_mask(q.shape[2], k.shape[2]), -1e9), axis=-1) @ v,
         *qkv, spec((3, 1, 1, "T"), "bool"))
     assert "the causal mask is added inside where(mask, scores, -1e+09)" in why
+    why = _missed(lambda q, k, v: graphc.softmax(graphc.tanh(q @ kT(k) / 2.0) * 3.0,
+                                                 axis=-1) @ v, *qkv)
+    assert "divides the scores by 2 and multiplies back by 3: no soft cap" in why
     why = _missed(lambda q, k, v: graphc.softmax(q @ kT(k), axis=-1) @ v,
                   spec((1, H, "S", D)), spec((3, H, "T", D)), spec((3, H, "T", D)))
     assert "does not broadcast to the batch dims [1,8] of q" in why

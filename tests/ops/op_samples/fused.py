@@ -18,6 +18,9 @@ SAMPLES = [
     Sample("attention", lambda q, k, v: O.attention(q, k, v, scale=0.3, causal=True),
            [In((2, "S", 8), "float64"), In((2, "T", 8), "float64"), In((2, "T", 8), "float64")],
            "causal"),
+    Sample("attention", lambda q, k, v, m: O.attention(q, k, v, m, scale=0.9, softcap=1.5),
+           [In((2, "S", 8)), In((2, "T", 8)), In((2, "T", 8)), In(("S", "T"), "bool", "bool")],
+           "softcap"),
     Sample("add_layernorm", lambda a, r, w, b: O.add_layernorm(a, r, w, b, eps=1e-5),
            [In(("S", 6)), In(("S", 6)), In((6,)), In((6,))]),
 ]
