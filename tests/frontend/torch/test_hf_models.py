@@ -1,5 +1,6 @@
-"""GPT-2, BERT (padded), Llama (GQA, RoPE), Qwen2 (qkv bias), Mixtral and Qwen2-MoE (routed
-experts through transformers' grouped GEMM), tiny and random, through
+"""GPT-2, BERT (padded), Llama (GQA, RoPE), Qwen2 (qkv bias), Gemma 2 (eager attention with
+a soft cap), Mixtral and Qwen2-MoE (routed experts through transformers' grouped GEMM),
+tiny and random, through
 graphc.from_torch (one export with dynamic batch and sequence, one compile, several
 sizes) and through torch.compile(backend=graphc...), against eager torch; the attention
 of every layer fused into one attention step on the compiled backends."""
@@ -16,7 +17,7 @@ from graphc.lower.program import AttentionStep  # noqa: E402
 
 from torch_hf import N_LAYERS, Hidden, inputs, make, rel  # noqa: E402
 
-FAMILIES = ["gpt2", "bert", "llama", "qwen2", "mixtral", "qwen2_moe"]
+FAMILIES = ["gpt2", "bert", "llama", "qwen2", "gemma2", "mixtral", "qwen2_moe"]
 MOE = {"mixtral", "qwen2_moe"}
 SIZES = [(1, 5), (3, 17), (2, 33)]
 TOL = 1e-4

@@ -44,6 +44,13 @@ def make(name: str):
                                        intermediate_size=128, max_position_embeddings=64,
                                        **common)
         m = transformers.Qwen2Model(cfg)
+    elif name == "gemma2":      # eager attention with a tanh soft cap of the scores
+        cfg = transformers.Gemma2Config(hidden_size=64, num_hidden_layers=N_LAYERS,
+                                        num_attention_heads=4, num_key_value_heads=2,
+                                        head_dim=16, intermediate_size=128,
+                                        max_position_embeddings=64, vocab_size=V,
+                                        attn_implementation="eager")
+        m = transformers.Gemma2Model(cfg)
     elif name == "mixtral":     # MoE: experts through transformers' grouped GEMM
         cfg = transformers.MixtralConfig(hidden_size=64, num_hidden_layers=N_LAYERS,
                                          num_attention_heads=4, num_key_value_heads=2,
