@@ -202,7 +202,10 @@ class NodeCtx:
             f"{self.op_type} node {self.name!r}: its {what} (input {k}, "
             f"{self.node.input[k]!r}) is computed from tensor data, not from shapes or "
             f"constants, so graphc cannot know it when it imports the model (graphc "
-            f"compiles for shapes fixed or symbolic at import)", op=self.op_type, loc=self.loc)
+            f"compiles for shapes fixed or symbolic at import). If it is shape arithmetic "
+            f"with no symbolic form (Min / Max of a dynamic dim and a constant, as GPT-Neo's "
+            f"export has), pin that dim: from_onnx(..., dims={{'seq': 128}})",
+            op=self.op_type, loc=self.loc)
 
     def need_ints(self, k: int, what: str) -> list:
         a = self.need(k, what)

@@ -257,3 +257,25 @@ def test_mha_style_projection_and_selects(rng):
             (want,) = _ort(m, xs)
             got = exe(xs)
             assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5, (backend, B, S)
+
+
+def test_min_of_a_dynamic_dim_asks_to_pin_it():
+    """Reshape to [Min(seq, 8)] (a shape with no symbolic form): the error says to pin
+    the dim, and with it pinned the model imports and runs."""
+    import onnx
+    from onnx import TensorProto, helper
+    nodes = [helper.make_node("Shape", ["x"], ["shp"], start=1, end=2),
+             helper.make_node("Min", ["shp", "eight"], ["n"]),
+             helper.make_node("Slice", ["x", "zero", "n", "one"], ["y"])]
+    g = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("eight", TensorProto.INT64, [1], [8]),
+         helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+         helper.make_tensor("one", TensorProto.INT64, [1], [1])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(graphc.GraphcError, match=r"pin that dim: from_onnx\(\.\.\., dims="):
+        graphc.from_onnx(model)
+    x = np.arange(24, dtype=np.float32).reshape(2, 12)
+    out = graphc.compile(graphc.from_onnx(model, dims={"seq": 12}))(x)
+    np.testing.assert_array_equal(out, x[:, :8])
