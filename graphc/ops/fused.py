@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import AttrError, DTypeError, InputError, ShapeError
 from ..ir.types import TensorType
 from .elementwise import _erf, _sigmoid
-from .registry import broadcast_shapes, register_op, require_float, same_dtype
+from .registry import broadcast_shapes, broadcasts_to, register_op, require_float, same_dtype
 
 ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu")
 
@@ -74,11 +74,7 @@ def _attention_infer(types, attrs):
             raise DTypeError(f"attention(): the mask must be bool (True: attend) or an "
                              f"additive {dt} mask like the scores, got {mask}")
         scores = batch + (S, T)
-        try:
-            ok = broadcast_shapes(mask.shape, scores) == scores
-        except ShapeError:
-            ok = False
-        if not ok:
+        if not broadcasts_to(mask.shape, scores):
             raise ShapeError(f"attention(): mask {mask} does not broadcast to the scores "
                              f"[{','.join(map(str, scores))}]")
     try:

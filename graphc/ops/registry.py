@@ -281,6 +281,14 @@ def broadcast_shapes(*shapes):
     return tuple(out)
 
 
+def broadcasts_to(shape, target) -> bool:
+    """Whether ``shape`` broadcasts to ``target`` without enlarging it."""
+    try:
+        return broadcast_shapes(shape, target) == tuple(target)
+    except ShapeError:
+        return False
+
+
 def same_dtype(types, what: str = "operands") -> str:
     dts = {t.dtype for t in types}
     if len(dts) > 1:

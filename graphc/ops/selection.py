@@ -11,7 +11,8 @@ from ..ir.dims import Sym, SymbolicSizeError, as_dim, exact_div
 from ..ir.types import INT_DTYPES, TensorType, normalize_dtype
 from ..lower import loopir as L
 from ..lower.exprs import dim_expr
-from .registry import norm_axis, register_op, require_float
+from .registry import (broadcast_shapes, broadcasts_to, norm_axis, register_op,
+                       require_float)
 
 # The names graphc.ops (and graphc) export from this module; a new op adds its name.
 __all__ = ['arange', 'causal_mask', 'index_put', 'sort', 'topk', 'tril', 'triu']
@@ -154,16 +155,14 @@ def _index_put_infer(types, attrs):
     if values.dtype != x.dtype:
         raise DTypeError(f"index_put(): values ({values.dtype}) and x ({x.dtype}) differ; "
                          f"cast one explicitly")
-    from .registry import broadcast_shapes
     try:
-        where = broadcast_shapes(*[t.shape for t in indices])
-        target = tuple(where) + tuple(x.shape[len(indices):])
-        if broadcast_shapes(values.shape, target) != target:
-            raise ShapeError("")
+        target = tuple(broadcast_shapes(*[t.shape for t in indices])) + \
+            tuple(x.shape[len(indices):])
     except ShapeError:
+        target = None
+    if target is None or not broadcasts_to(values.shape, target):
         raise ShapeError(f"index_put(): index tensors {', '.join(map(str, indices))} and "
-                         f"values {values} do not broadcast to the indexed part of "
-                         f"{x}") from None
+                         f"values {values} do not broadcast to the indexed part of {x}")
     if not isinstance(attrs["accumulate"], (bool, np.bool_)):
         raise AttrError(f"index_put(): accumulate must be True or False, got "
                         f"{attrs['accumulate']!r}")

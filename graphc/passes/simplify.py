@@ -161,7 +161,7 @@ MERGES = RuleSet([
 # shape and the attention rule sees q @ k^T and p @ v there. Only matmuls of rank >= 3
 # and the scale / add / sub / mul / div between them and the reshape are moved.
 
-def _batch_regroup(graph, src_shape, dst_shape):
+def _batch_regroup(src_shape, dst_shape):
     """dst's batch dims when reshape src -> dst only splits the batch dims into more (the
     last two kept, the same number of elements in the batch: [B*H, S, T] -> [B, H, S, T]),
     else None. One direction only: the split rule moves such a reshape under an op and
@@ -208,7 +208,7 @@ _THROUGH = ("scale", "add", "sub", "mul", "div")
 def _split_check(m):
     g = m.graph
     inner, root = m.node("inner"), g.nodes[m.root]
-    dst = _batch_regroup(g, inner.type.shape, root.type.shape)
+    dst = _batch_regroup(inner.type.shape, root.type.shape)
     if dst is None:
         return "the reshape does more than regroup the batch dims"
     if not _batched(g, inner.id):
@@ -240,12 +240,11 @@ def _split_build(m):
 
 
 def _merge_check(m):
-    g = m.graph
     a, b = m.node("ra"), m.node("rb")
     pa, pb = m.node("pa"), m.node("pb")
     # the reshapes merge batch dims ([B, H, T, D] -> [B*H, T, D]): the inverse regroup
-    da = _batch_regroup(g, a.type.shape, pa.type.shape)
-    db = _batch_regroup(g, b.type.shape, pb.type.shape)
+    da = _batch_regroup(a.type.shape, pa.type.shape)
+    db = _batch_regroup(b.type.shape, pb.type.shape)
     if da is None or db is None or da != db:
         return "the operands are not both batch reshapes from one batch shape"
     if tuple(pa.type.shape[:-2]) != tuple(pb.type.shape[:-2]):

@@ -202,7 +202,6 @@ def translate_graph(gm, name, consts=None, dim_names=None, user_outputs=None, ra
     symbol; torch's kernels check at run time that they agree), the two become one graphc
     symbol and the translation starts again: a call whose sizes differ there is then an
     InputError, as torch would raise."""
-    from ...errors import ShapeError
     aliases: dict = {}
     while True:
         try:
@@ -300,15 +299,12 @@ def _translate_graph(gm, name, consts, dim_names, user_outputs, ranges, where,
     graph.meta = {"single_output": len(out_ids) == 1,
                   "torch": {"inputs": input_names, "outputs": user_outputs or out_names,
                             "dims": dims}}
-    if ranges:      # checked at call time (a decision made for them; dynamo guards its own)
-        relied = {}
-        for tname in symbols.relied:
-            gname = symbols.names.get(symbols.root(tname))
-            if gname is not None and tname in ranges:
-                lo, hi = ranges[tname]
-                relied[gname] = (int(lo), None if str(hi) in ("oo", "int_oo") else int(hi))
-        if relied:
-            graph.meta["dim_ranges"] = relied
+    # the ranges a max() / min() was decided by, checked at call time (dynamo guards its
+    # own; only export's ranges are in ``dims``)
+    relied = {g: dims[g] for g in (symbols.names.get(symbols.root(t)) for t in symbols.relied)
+              if g in dims}
+    if relied:
+        graph.meta["dim_ranges"] = relied
     return graph
 
 

@@ -3,6 +3,7 @@ GEMM over gathered taps)."""
 from __future__ import annotations
 
 from ... import ops
+from .movement import pad_axis
 from .table import aten_op
 
 
@@ -48,14 +49,10 @@ def convolution(ctx):
         raise ctx.fail(f"a convolution with groups={groups} (graphc lowers groups=1)")
     if isinstance(padding, str):
         raise ctx.fail(f"padding={padding!r}")
-    stride, padding, dilation = ([v] * nd if isinstance(v, int) else list(v)
+    # one value for every spatial dim (an int, or a list of one)
+    stride, padding, dilation = ([v] * nd if isinstance(v, int) else
+                                 list(v) * nd if len(v) == 1 else list(v)
                                  for v in (stride, padding, dilation))
-    if len(stride) == 1 < nd:
-        stride = stride * nd
-    if len(padding) == 1 < nd:
-        padding = padding * nd
-    if len(dilation) == 1 < nd:
-        dilation = dilation * nd
     O, C = w.shape[0], w.shape[1]
     kernel = list(w.shape[2:])
     out_shape = ctx.out_shape()
@@ -80,12 +77,9 @@ def convolution(ctx):
         cols = ops.reshape(cols, shape=(B,) + tuple(outs) + (C * prod(kernel),))
         wmat = ops.reshape(w, shape=(O, C * prod(kernel)))
     else:
+        zero = ctx.tensor(0.0, xt.dtype)
         for a, p in enumerate(padding):
-            if p:
-                zshape = list(xt.shape)
-                zshape[1 + a] = p
-                zero = ops.broadcast_to(ctx.tensor(0.0, xt.dtype), shape=tuple(zshape))
-                xt = ops.concat(zero, xt, zero, axis=1 + a)
+            xt = pad_axis(xt, 1 + a, p, p, zero)
         taps = [()]
         for k in kernel:
             taps = [t + (i,) for t in taps for i in range(k)]

@@ -146,30 +146,34 @@ def repeat(ctx):
     return ops.reshape(y, shape=ctx.out_shape())
 
 
+def pad_axis(x, axis: int, before, after, value):
+    """``x`` with ``before`` / ``after`` entries of ``value`` (a 0-d tensor of x's dtype)
+    added on either side of ``axis``; a negative amount crops instead. A concat with
+    filled blocks, a slice for crops."""
+    for amount, at_end in ((before, False), (after, True)):
+        if isinstance(amount, int) and amount < 0:      # crop
+            starts, stops = [0] * x.ndim, list(x.shape)
+            if at_end:
+                stops[axis] = x.shape[axis] + amount
+            else:
+                starts[axis] = -amount
+            x = ops.slice(x, starts=tuple(starts), stops=tuple(stops), steps=(1,) * x.ndim)
+        elif not (isinstance(amount, int) and amount == 0):
+            shape = list(x.shape)
+            shape[axis] = amount
+            block = ops.broadcast_to(value, shape=tuple(shape))
+            x = ops.concat(x, block, axis=axis) if at_end else ops.concat(block, x, axis=axis)
+    return x
+
+
 @aten_op("constant_pad_nd.default")
 def constant_pad_nd(ctx):
     """F.pad with a constant: ``pad`` pairs (before, after) from the last dim backwards;
-    a negative amount crops. A concat with filled blocks, a slice for crops."""
+    a negative amount crops (:func:`pad_axis`)."""
     x, pad, value = ctx.arg(0), list(ctx.arg(1)), ctx.arg(2, "value", 0)
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
         raise ctx.fail(f"pad {pad} for a rank-{x.ndim} tensor")
     v = ctx.tensor(value if value is not None else 0, x.dtype)
     for k in range(len(pad) // 2):
-        axis = x.ndim - 1 - k
-        before, after = ctx.dim(pad[2 * k]), ctx.dim(pad[2 * k + 1])
-        for amount, at_end in ((before, False), (after, True)):
-            if isinstance(amount, int) and amount < 0:      # crop
-                starts, stops = [0] * x.ndim, list(x.shape)
-                if at_end:
-                    stops[axis] = x.shape[axis] + amount
-                else:
-                    starts[axis] = -amount
-                x = ops.slice(x, starts=tuple(starts), stops=tuple(stops),
-                              steps=(1,) * x.ndim)
-            elif not (isinstance(amount, int) and amount == 0):
-                shape = list(x.shape)
-                shape[axis] = amount
-                block = ops.broadcast_to(v, shape=tuple(shape))
-                x = ops.concat(x, block, axis=axis) if at_end else \
-                    ops.concat(block, x, axis=axis)
+        x = pad_axis(x, x.ndim - 1 - k, ctx.dim(pad[2 * k]), ctx.dim(pad[2 * k + 1]), v)
     return x

@@ -5,6 +5,8 @@ count them with histc, cumsum the counts into offsets, one GEMM per expert, put 
 back in order with index_put)."""
 from __future__ import annotations
 
+import numpy as np
+
 from ... import ops
 from .movement import norm_axis
 from .table import aten_op
@@ -55,7 +57,6 @@ def histc(ctx):
     flat = ops.reshape(x, shape=(-1,)) if x.ndim != 1 else x
     # torch's order of operations, in x's dtype: (x - min) * bins / (max - min), the
     # bounds rounded to that dtype first (so a value at a bin edge lands where torch's)
-    import numpy as np
     np_dt = np.float32 if dt == "float32" else np.float64
     lo_d, hi_d = np_dt(lo), np_dt(hi)
     b = ops.floor(ops.div(ops.mul(ops.sub(flat, float(lo_d)), float(int(bins))),
