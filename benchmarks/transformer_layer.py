@@ -6,6 +6,8 @@ several rounds (benchmarks/turns.py: a slow spell of a shared machine falls on a
   gemm-floor  the layer's GEMMs alone in NumPy (what BLAS alone costs)
   numpy       the layer hand-written in NumPy (eager)
   graphc      graphc's numba backend
+  graphc-blas the same with every GEMM through NumPy's BLAS (GRAPHC_GEMM=blas; not in
+              the default list: name it to compare the GEMMs)
   torch       PyTorch eager, nn.TransformerEncoderLayer with the same weights
   onnxruntime the same torch layer exported with torch.onnx.export(dynamo=True)
   openvino    OpenVINO on that ONNX file (CPU, INFERENCE_PRECISION_HINT=f32, reshaped to
@@ -133,7 +135,9 @@ def worker(peer: str) -> None:
     elif peer == "numpy":
         def call(x):
             return numpy_layer(P, x)
-    elif peer == "graphc":
+    elif peer in ("graphc", "graphc-blas"):
+        if peer == "graphc-blas":      # every GEMM through NumPy's BLAS (not oneDNN)
+            os.environ["GRAPHC_GEMM"] = "blas"
         import graphc
         from graphc.models import transformer
         g = transformer.Transformer(cfg, P).trace_layer(0)

@@ -116,12 +116,19 @@ def blas_summary(libs: list[dict] | None = None) -> str:
                      f"{i.get('threading_layer')})" for i in libs)
 
 
+def gemm_summary() -> str:
+    """The GEMM graphc's numba backend runs float32 products with (oneDNN's sgemm where
+    installed, else NumPy's BLAS; backends/numba_cpu/gemm.py), in one line."""
+    from graphc.backends.numba_cpu import gemm
+    return gemm.describe()
+
+
 def blas_report() -> str:
     """One line naming each BLAS library and its kernel (e.g. ``BLAS: openblas 0.3.31
     (kernel SkylakeX, 2 threads)``), then a loud warning block for each reason it may be
     handicapped (:func:`blas_warnings`). Every benchmark prints it first."""
     libs = blas_libraries()
-    text = "BLAS: " + blas_summary(libs)
+    text = "BLAS: " + blas_summary(libs) + "\nGEMM (graphc numba): " + gemm_summary()
     warnings = blas_warnings(libs)
     if warnings:
         bar = "!" * 78

@@ -50,7 +50,7 @@ import numpy as np
 from graphc.errors import InputError
 from graphc.ir.node import user_stacklevel
 
-from . import threads
+from . import gemm, threads
 from .templates import fill
 from .vmath import VMATH, sigmoid_fn
 
@@ -443,8 +443,8 @@ def _expert_gemms(parts, rows, weights, out, transposed=True) -> None:
     def task(part):
         def run():
             for e, a, b in part:
-                np.matmul(rows[a:b], weights[e].T if transposed else weights[e],
-                          out=out[a:b])
+                gemm.matmul(rows[a:b], weights[e].T if transposed else weights[e],
+                            out[a:b])
         return run
     threads.run_parallel([task(p) for p in parts])
 

@@ -18,7 +18,7 @@ from graphc.runtime.program import ProgramExecutable
 from .cache import load_module
 from .render import split_loop, work
 
-from . import threads
+from . import gemm, threads
 from . import templates
 from .templates import SOFTMAX_PARALLEL_MIN
 
@@ -280,7 +280,7 @@ class NumbaExecutable(ProgramExecutable):
             op *= inv_blk.reshape(bs + (1, 1))
 
         def one_thread(a, b, c):
-            np.matmul(a, b, out=c)
+            gemm.matmul(a, b, c)
 
         def each_head(qp, kp, vp, op, mp, off):
             """blocks() on one thread; one head (batch entry) at a time when a head's

@@ -23,6 +23,8 @@ import threading
 import numba
 import numpy as np
 
+from . import gemm
+
 # Below this many multiply-adds a GEMM runs on the calling thread (handing half to a
 # helper costs ~20-50 us).
 SPLIT_MIN_MACS = 1 << 21
@@ -283,23 +285,25 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, split: bool = True) ->
             a, out, batch, m = a2, o2, (), a2.shape[0]
     n = b.shape[-1]
     if k == 1:
-        np.matmul(a, b, out=out)
+        gemm.matmul(a, b, out)
         return
+    if not batch and b.ndim == 2 and gemm.matmul2d(a, b, out, k):
+        return          # oneDNN's own OpenMP team of k threads (faster than two halves)
     for d, size in enumerate(batch):
         if size >= k:
             def part(lo, hi, d=d, size=size):
                 sl = (slice(None),) * d + (slice(lo, hi),)
-                return lambda: np.matmul(_along(a, out.ndim, d, lo, hi, size),
-                                         _along(b, out.ndim, d, lo, hi, size),
-                                         out=out[sl])
+                return lambda: gemm.matmul(_along(a, out.ndim, d, lo, hi, size),
+                                           _along(b, out.ndim, d, lo, hi, size),
+                                           out[sl])
             run_parallel([part(lo, hi) for lo, hi in parts(size, k)])
             return
     if n >= 64 * k:
-        run_parallel([(lambda lo=lo, hi=hi: np.matmul(a, b[..., lo:hi], out=out[..., lo:hi]))
+        run_parallel([(lambda lo=lo, hi=hi: gemm.matmul(a, b[..., lo:hi], out[..., lo:hi]))
                       for lo, hi in parts(n, k, 16)])
     elif m >= 2 * k:
-        run_parallel([(lambda lo=lo, hi=hi: np.matmul(a[..., lo:hi, :], b,
-                                                      out=out[..., lo:hi, :]))
+        run_parallel([(lambda lo=lo, hi=hi: gemm.matmul(a[..., lo:hi, :], b,
+                                                        out[..., lo:hi, :]))
                       for lo, hi in parts(m, k)])
     else:
-        np.matmul(a, b, out=out)
+        gemm.matmul(a, b, out)
