@@ -45,7 +45,7 @@ MODELS = ("layer", "gpt2", "llama")
 SIZES = ((1, 512), (4, 128))
 VOCAB = 8192
 PEERS = ("graphc", "onnxruntime", "openvino")
-NAMES = {"graphc": "graphc", "onnxruntime": "ORT", "openvino": "OV"}
+NAMES = {"graphc": "graphc", "graphc-blas": "blas", "onnxruntime": "ORT", "openvino": "OV"}
 
 
 def export(model: str, path: str) -> None:
@@ -98,13 +98,16 @@ def worker(peer: str, model: str, path: str, out_dir: str) -> None:
     for the parent to compare."""
     info: dict = {"peer": peer, "model": model}
     t0 = time.perf_counter()
-    if peer == "graphc":
+    if peer in ("graphc", "graphc-blas"):
+        if peer == "graphc-blas":        # every GEMM through NumPy's BLAS, not oneDNN
+            os.environ["GRAPHC_GEMM"] = "blas"
         import graphc
         g = graphc.from_onnx(path)
         info["import_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         exe = graphc.compile(g, backend="numba", progress=False)
         info["compile_s"] = time.perf_counter() - t1
+        info["session_s"] = info["import_s"] + info["compile_s"]
 
         def call(xs):
             return exe(*xs)
@@ -171,7 +174,8 @@ def main(argv=None) -> int:
                          "(default 5)")
     ap.add_argument("--peers", default=",".join(PEERS),
                     help="graphc and its peers (default graphc,onnxruntime,openvino; "
-                         "openvino where installed)")
+                         "openvino where installed; graphc-blas: graphc with every GEMM "
+                         "through NumPy's BLAS, GRAPHC_GEMM=blas)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--file", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
