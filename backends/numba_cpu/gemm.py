@@ -3,21 +3,27 @@
 otherwise and for every other dtype.
 
 Why oneDNN (measured on the 2-core AVX-512 machine of docs/benchmarks.md, one thread per
-call as the backend runs BLAS): it runs the shapes a Transformer's graph has 7-10%
-faster than OpenBLAS 0.3.31's SkylakeX kernel ([512, 768] x [768, 1152] 113 against 105
-GFLOP/s, the attention's [2048, 64] x [64, 128] 110 against 99) and few-row GEMMs 20-25%
-faster (a MoE expert's [64, 1024] x [1024, 2816] 114 against 91): OpenBLAS packs the
-whole weight for few rows. Two one-thread calls side by side on the two cores (the
-backend's split) lose less with it (halves of [512, 768] x [768, 768]: 208 against 141
-GFLOP/s in all). ONNX Runtime's MLAS and OpenVINO (oneDNN itself) are the peers it
-closes on. ``GRAPHC_GEMM=blas`` keeps NumPy's BLAS for every GEMM (to compare them).
+call as the backend runs GEMMs, both ~the core's peak of ~110 GFLOP/s at best): with the
+weight stored [K, N] (ONNX files, graphc's own models) it runs a Transformer's shapes
+7-10% faster than OpenBLAS 0.3.31's SkylakeX kernel ([512, 768] x [768, 1152] 113
+against 105 GFLOP/s, the attention's [2048, 64] x [64, 128] 110 against 99) and few-row
+GEMMs 20-25% faster (a MoE expert's [64, 1024] x [1024, 2816] 114 against 91: OpenBLAS
+packs the whole weight for few rows); with the weight stored [N, K] and read transposed
+(PyTorch's ``x @ W.T``) the two are even, 100-106 GFLOP/s. Two one-thread calls side by
+side on the two cores (the backend's split) lose less with it: halves of [512, 768] x
+[768, 768] 208 against 141 GFLOP/s in all. oneDNN's own OpenMP team of two threads on a
+whole GEMM was no faster than the halves with a [K, N] weight and slower with a
+transposed one (175 against 199 GFLOP/s on [512, 1024] x [1024, 32000]^T), so the
+backend keeps splitting GEMMs itself and every call here runs on one thread. ONNX
+Runtime's MLAS and OpenVINO (oneDNN itself) are the peers it closes on.
+``GRAPHC_GEMM=blas`` keeps NumPy's BLAS for every GEMM (to compare them).
 
 :func:`matmul2d` computes ``out = a @ b`` for 2-D float32 operands whose rows or
 columns are contiguous (any lead, so views into a fused projection or a cache need no
 copy) into an ``out`` with contiguous rows, or answers False (the caller then uses
-NumPy). oneDNN's OpenMP threads: a call runs on ``threads`` threads of the calling
-thread's OpenMP team (set per call, the caller's own count restored), so it never
-oversubscribes the cores the backend's helper threads are using."""
+NumPy). oneDNN's OpenMP build sizes a call's team by the calling thread's OpenMP count:
+it is set to 1 for the call and restored, so a call never starts threads of its own
+beside the backend's."""
 from __future__ import annotations
 
 import ctypes
@@ -123,20 +129,20 @@ def _operand(x: np.ndarray):
     return None
 
 
-def _team(lib, threads: int):
-    """Set the calling thread's OpenMP team size for the next call; the count to restore
-    afterwards (None when unchanged)."""
+def _one_thread(lib):
+    """The calling thread's OpenMP count set to 1 for the next call; the count to restore
+    afterwards (None when it was 1)."""
     have = lib.omp_get_max_threads()
-    if have == threads:
+    if have == 1:
         return None
-    lib.omp_set_num_threads(threads)
+    lib.omp_set_num_threads(1)
     return have
 
 
-def matmul2d(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int = 1) -> bool:
+def matmul2d(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     """``out[...] = a @ b`` through oneDNN for 2-D float32 ``a`` [M, K], ``b`` [K, N],
     ``out`` [M, N] (rows or columns contiguous; out's rows contiguous, not overlapping
-    the operands), on ``threads`` OpenMP threads. False (nothing done) where it does not
+    the operands), on the calling thread alone. False (nothing done) where it does not
     apply: the caller runs NumPy."""
     lib = _state.get("lib", 0)
     if lib == 0:
@@ -154,7 +160,7 @@ def matmul2d(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int = 1) ->
     if ta is None or tb is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
         return False
     ldc = out.strides[0] // 4 if M > 1 else N
-    restore = _team(lib, threads)
+    restore = _one_thread(lib)
     try:
         status = lib.dnnl_sgemm(ta[0], tb[0], M, N, K, 1.0, a.ctypes.data, ta[1],
                                 b.ctypes.data, tb[1], 0.0, out.ctypes.data, ldc)
@@ -167,12 +173,12 @@ def matmul2d(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int = 1) ->
     return True
 
 
-def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int = 1) -> None:
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``np.matmul(a, b, out=out)`` with each 2-D product through :func:`matmul2d`
     where it applies (a batch of them one by one, broadcast as NumPy does), NumPy
     otherwise."""
     if a.ndim == b.ndim == out.ndim == 2:
-        if not matmul2d(a, b, out, threads):
+        if not matmul2d(a, b, out):
             np.matmul(a, b, out=out)
         return
     if (available() and a.ndim >= 2 and b.ndim >= 2 and out.dtype == _F32
@@ -180,7 +186,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int = 1) -> N
         A = np.broadcast_to(a, out.shape[:-2] + a.shape[-2:])
         B = np.broadcast_to(b, out.shape[:-2] + b.shape[-2:])
         for i in np.ndindex(out.shape[:-2]):
-            if not matmul2d(A[i], B[i], out[i], threads):
+            if not matmul2d(A[i], B[i], out[i]):
                 np.matmul(A[i], B[i], out=out[i])
         return
     np.matmul(a, b, out=out)

@@ -287,8 +287,6 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, split: bool = True) ->
     if k == 1:
         gemm.matmul(a, b, out)
         return
-    if not batch and b.ndim == 2 and gemm.matmul2d(a, b, out, k):
-        return          # oneDNN's own OpenMP team of k threads (faster than two halves)
     for d, size in enumerate(batch):
         if size >= k:
             def part(lo, hi, d=d, size=size):
