@@ -175,7 +175,16 @@ def profile(family, S=512, top=25):
         print(r.exe.profile(*arrays, repeat=3).table(top))
 
 
+KNOWN = ("--child", "--profile", "--omp-default", "--repeat", "--rounds", "--families")
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    unknown = [a for a in sys.argv[1:] if a.startswith("-") and a not in KNOWN]
+    if unknown and sys.argv[1] != "--child":
+        sys.exit(f"torch_compile.py: unknown option {unknown[0]} (--help lists them)")
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(sys.argv[2], sys.argv[3])
     if len(sys.argv) > 1 and sys.argv[1] == "--profile":
