@@ -4,7 +4,8 @@ wheel and its dependencies, from a directory outside the source tree):
     python .ci/wheel_smoke.py [--source-tree DIR] [--imports-only]
 
 Checks that graphc is the installed copy (not the source tree), that every subpackage,
-the package data and the backend entry points are there, then traces a small graph,
+the package data and the backend entry points are there, that oneDNN's sgemm loads
+(Linux x86-64), then traces a small graph,
 compiles it on numba, runs it and compares with NumPy.
 """
 import argparse
@@ -45,6 +46,11 @@ def main(argv=None) -> int:
     if missing:
         sys.exit(f"backend entry points missing: {sorted(missing)}")
     print(f"{len(MODULES)} modules, cuda_emu.h, entry points {sorted(eps)}: ok")
+    import platform
+    from graphc.backends.numba_cpu import gemm
+    if sys.platform == "linux" and platform.machine() == "x86_64" and not gemm.available():
+        sys.exit(f"the onednn-cpu-gomp dependency does not load: {gemm.describe()}")
+    print(f"float32 GEMM: {gemm.describe()}")
     if args.imports_only:
         return 0
 
