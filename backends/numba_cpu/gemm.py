@@ -102,18 +102,24 @@ _ISA = {0x1: "sse41", 0x3: "avx", 0x7: "avx2", 0x407: "avx2_vnni", 0x27: "avx512
         0xfef: "avx512_core_amx"}
 
 
+def _lib():
+    """The loaded library or None, without the lock once :func:`_load` has decided."""
+    return _state["lib"] if "lib" in _state else _load()
+
+
 def available() -> bool:
     """Whether float32 GEMMs go through oneDNN."""
-    return _load() is not None
+    return _lib() is not None
 
 
 def describe() -> str:
     """One line: the GEMM float32 products use, e.g. ``oneDNN 3.2.0 sgemm
-    (libdnnl.so.3, OpenMP, avx512_core_bf16 kernels) for float32; ...`` or ``NumPy's BLAS (onednn-cpu-gomp not installed)``."""
-    if _load() is not None:
+    (libdnnl.so.3, OpenMP, avx512_core_bf16 kernels) for float32; ...`` or ``NumPy's
+    BLAS for every GEMM (onednn-cpu-gomp not installed)``."""
+    if _lib() is not None:
+        isa = _ISA.get(_state["isa"], hex(_state["isa"]))
         return (f"oneDNN {_state['version']} sgemm ({os.path.basename(_state['path'])}, "
-                f"OpenMP, {_ISA.get(_state['isa'], hex(_state['isa']))} kernels) for float32; NumPy's BLAS "
-                f"for the rest")
+                f"OpenMP, {isa} kernels) for float32; NumPy's BLAS for the rest")
     return f"NumPy's BLAS for every GEMM ({_state['why']})"
 
 
@@ -123,9 +129,9 @@ def _operand(x: np.ndarray):
     r, c = x.shape
     s0, s1 = x.strides
     if s1 == 4 and (s0 % 4 == 0 and s0 // 4 >= max(c, 1) or r == 1):
-        return b"N", max(s0 // 4 if r > 1 else c, c, 1)
+        return b"N", s0 // 4 if r > 1 else max(c, 1)
     if s0 == 4 and (s1 % 4 == 0 and s1 // 4 >= max(r, 1) or c == 1):
-        return b"T", max(s1 // 4 if c > 1 else r, r, 1)
+        return b"T", s1 // 4 if c > 1 else max(r, 1)
     return None
 
 
@@ -144,17 +150,15 @@ def matmul2d(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     ``out`` [M, N] (rows or columns contiguous; out's rows contiguous, not overlapping
     the operands), on the calling thread alone. False (nothing done) where it does not
     apply: the caller runs NumPy."""
-    lib = _state.get("lib", 0)
-    if lib == 0:
-        lib = _load()
+    lib = _lib()
     if (lib is None or a.dtype != _F32 or b.dtype != _F32 or out.dtype != _F32
             or a.ndim != 2 or b.ndim != 2 or out.ndim != 2):
         return False
     M, K = a.shape
     N = b.shape[1]
-    if M == 0 or N == 0 or K == 0 or out.strides[1] != 4 \
-            or not (a.flags.aligned and b.flags.aligned and out.flags.aligned) or out.strides[0] % 4 \
-            or (M > 1 and out.strides[0] // 4 < N) or not out.flags.writeable:
+    if (M == 0 or N == 0 or K == 0 or out.strides[1] != 4 or out.strides[0] % 4
+            or (M > 1 and out.strides[0] // 4 < N) or not out.flags.writeable
+            or not (a.flags.aligned and b.flags.aligned and out.flags.aligned)):
         return False
     ta, tb = _operand(a), _operand(b)
     if ta is None or tb is None or np.may_share_memory(out, a) or np.may_share_memory(out, b):
