@@ -33,7 +33,7 @@ from graphc.runtime.backends import ProgramBackend
 from .cache import digest, load_module, precompile
 from .library import bind_program
 from .library import sources as library_sources
-from .render import render_kernel, work
+from .render import render_kernel, split_loop, work
 from .runtime import NumbaExecutable
 from .templates import attention_softmax, rows_gemm
 from .threads import find_blas
@@ -126,15 +126,19 @@ def _plan(program, fastmath: bool) -> _Plan:
 
 
 # A kernel whose loops all have static extents and whose work (statements executed) is at
-# most this is rendered as a plain serial loop (no range arguments): a hand-off to a
-# helper thread would cost more than its work (a decode step is ~80 of them on one
-# token). Larger or symbolic ones take a range the runtime splits (threads.split).
+# most this runs on the calling thread: a hand-off to a helper thread would cost more
+# than its work (a decode step is ~80 of them on one token). One with a split loop keeps
+# it (threads.ranges gives it one range), so a decode step's kernel shares the module of
+# the same computation over a prefill's S rows (render.function_sizes); its other
+# parallel loops, and every parallel loop of a kernel without a split loop, become
+# serial (not ``prange``). Larger or symbolic ones take a range the runtime splits.
 SERIAL_MAX_WORK = 1 << 15
 
 
 def _serial_if_tiny(kernel) -> None:
     statements = work(kernel.body)           # None: a symbolic extent
-    if statements is not None and statements <= SERIAL_MAX_WORK:
+    if statements is not None and statements <= SERIAL_MAX_WORK \
+            and split_loop(kernel) is None:
         for n in L.walk(kernel.body):
             if isinstance(n, L.Loop):
                 n.parallel = False

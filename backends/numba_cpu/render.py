@@ -202,13 +202,39 @@ def work(body, env: dict | None = None):
     return total
 
 
+def function_sizes(kernel: L.Kernel) -> list[str]:
+    """The sizes the rendered function takes: all of the kernel's, except those only the
+    split loop's extent uses (the runtime gives that loop's range). So one computation
+    over a dynamic number of rows and over a static one (a model's prefill and its decode
+    step, S rows and 1) renders to the same source: one module (see render_kernel)."""
+    split = split_loop(kernel)
+    if split is None:
+        return list(kernel.sizes)
+    used = {n.name for n in L.walk(split.body) if isinstance(n, L.Var)}
+    return [s for s in kernel.sizes if s in used]
+
+
 def signature(kernel: L.Kernel) -> str:
     args = []
     for b in kernel.buffers:
         dims = ", ".join([":"] * (max(b.rank, 1) - 1) + ["::1"])
         args.append(f"{_NB[b.dtype]}[{dims}]")
-    args += ["int64"] * (len(kernel.sizes) + (2 if split_loop(kernel) else 0))
+    args += ["int64"] * (len(function_sizes(kernel)) + (2 if split_loop(kernel) else 0))
     return f"void({', '.join(args)})"
+
+
+def _comment(kernel: L.Kernel, split: L.Loop | None) -> str:
+    """The kernel's pseudo-code as the module's comment: for a split kernel without its
+    name and its split loop's extent (``lo..hi``), which are not in the function either,
+    so kernels that compute alike share one module's source."""
+    if split is None:
+        text = L.format_kernel(kernel)
+    else:
+        sizes = function_sizes(kernel)
+        head = L.format_kernel(L.Kernel("kernel", kernel.buffers, sizes, [])).splitlines()
+        text = "\n".join(head + [f"  parallel for {split.var} in lo..hi:"]
+                         + L.format_stmts(split.body, "    "))
+    return "\n".join("# " + line for line in text.splitlines())
 
 
 def render_kernel(kernel: L.Kernel, fastmath: bool = False) -> str:
@@ -219,9 +245,9 @@ def render_kernel(kernel: L.Kernel, fastmath: bool = False) -> str:
     body = r.stmts(kernel.body, "    ")
     parallel = r.split is None and any(isinstance(n, L.Loop) and n.parallel
                                        for n in L.walk(kernel.body))
-    params = [b.name for b in kernel.buffers] + list(kernel.sizes) + \
+    params = [b.name for b in kernel.buffers] + function_sizes(kernel) + \
         (list(RANGE_ARGS) if r.split is not None else [])
-    comment = "\n".join("# " + line for line in L.format_kernel(kernel).splitlines())
+    comment = _comment(kernel, r.split)
     flags = "True" if fastmath else DEFAULT_FLAGS
     return (f"{PRELUDE}\n{comment}\n"
             f"@nb.njit({signature(kernel)!r}, parallel={parallel}, fastmath={flags}, "

@@ -16,7 +16,7 @@ from graphc.lower.program import AttentionStep
 from graphc.runtime.program import ProgramExecutable
 
 from .cache import load_module
-from .render import split_loop, work
+from .render import function_sizes, split_loop, work
 
 from . import gemm, threads
 from . import templates
@@ -55,6 +55,14 @@ class NumbaExecutable(ProgramExecutable):
         # of it (render.split_loop)
         self.splits = {name: loop for name, k in kernels.items()
                        if (loop := split_loop(k)) is not None}
+        # name -> the positions in kernel.sizes of the sizes its function takes, where
+        # it takes fewer (render.function_sizes: those of the split loop's extent alone
+        # are not passed)
+        self.size_pick = {}
+        for name, k in kernels.items():
+            taken = function_sizes(k)
+            if taken != list(k.sizes):
+                self.size_pick[name] = tuple(k.sizes.index(s) for s in taken)
         # (scores dtype, mask kind) -> the masked score softmax (library.sources lists
         # these modules for the parallel compile, so loading them is a cache hit)
         self.masked_softmax = {
@@ -156,7 +164,10 @@ class NumbaExecutable(ProgramExecutable):
 
     def kernel(self, kernel, ops, out, acc, sz):
         fn = self.functions[kernel.name]
-        args = (*self.kernel_args(kernel, ops, out, acc), *sz.size_args[kernel.name])
+        sizes = sz.size_args[kernel.name]
+        pick = self.size_pick.get(kernel.name)
+        args = (*self.kernel_args(kernel, ops, out, acc),
+                *(sizes if pick is None else (sizes[i] for i in pick)))
         split = self.splits.get(kernel.name)
         if split is None:                     # a kernel that runs as it is
             fn(*args)

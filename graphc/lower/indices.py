@@ -190,7 +190,10 @@ class _Simplifier:
             cond = self.expr(e.cond)
             if isinstance(cond, L.Const) and cond.dtype == "bool":
                 return self.expr(e.a) if cond.value else self.expr(e.b)
-            return L.Select(cond, self.expr(e.a), self.expr(e.b))
+            a, b = self.expr(e.a), self.expr(e.b)
+            if a == b:          # both sides alike (a concat of one tensor broadcast, as
+                return a        # DeepSeek's rope key over 16 heads: 16 equal branches)
+            return L.Select(cond, a, b)
         if not isinstance(e, L.Bin):
             return e
         a, b = self.expr(e.a), self.expr(e.b)

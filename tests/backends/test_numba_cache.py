@@ -331,3 +331,47 @@ def test_compile_many_batches_the_kernels(tmp_path, monkeypatch, rng):
         graphc.compile_many([g1, "not a graph"], backend="numba")
     with pytest.raises(graphc.BackendError, match="unknown options"):
         graphc.compile_many([g1, g2], backend="numba", tile=4)
+
+
+def test_rows_static_and_dynamic_share_one_module(tmp_path, monkeypatch, rng):
+    """One computation over a dynamic number of rows (a prefill's S) and a static one (a
+    decode step's 1 row, or 3) renders to one module source (render.function_sizes: the
+    split loop's extent is the runtime's range, not in the source), so a model's
+    executables compile it once; each still computes its own rows."""
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    w = rng.standard_normal(16).astype(np.float32)
+
+    def f(x):            # a row norm and a gated product: two kernels
+        h = graphc.rmsnorm(x, w)
+        return h * graphc.sigmoid(h) * x
+    exes = [graphc.compile(graphc.trace(f, spec((n, 16))), backend="numba")
+            for n in ("S", 1, 3)]
+    srcs = [sorted(e.sources.values()) for e in exes]
+    assert srcs[0] == srcs[1] == srcs[2] and len(srcs[0]) >= 1
+    assert all("def kernel(" in s and ", S," not in s for s in srcs[0])
+    for e, n in zip(exes, (7, 1, 3)):
+        x = rng.standard_normal((n, 16)).astype(np.float32)
+        xd = x.astype(np.float64)
+        h = xd / np.sqrt((xd * xd).mean(-1, keepdims=True) + 1e-6) * w
+        want = h / (1 + np.exp(-h)) * xd
+        got = e(x)
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+
+
+def test_select_of_equal_branches_is_one_load():
+    """``c ? x : x`` is x: a concat of one tensor broadcast over 16 heads (DeepSeek-V2's
+    rope key beside each head's own) reads it once, not through 16 nested branches."""
+    from graphc.lower import loopir as L
+    from graphc.lower.indices import simplify_indices
+    i, j = L.Var("i"), L.Var("j")
+    load = L.Load("in1", (j,))
+    value = load
+    for h in range(15, 0, -1):
+        value = L.Select(L.Bin("<", i, L.c(h)), load, value)
+    value = L.Select(L.Bin("<", j, L.c(4)), L.Load("in0", (i, j)), value)
+    k = L.Kernel("k_t", [L.BufferParam("in0", "float32", 2), L.BufferParam("in1", "float32", 1),
+                         L.BufferParam("out", "float32", 2, "out")], [],
+                 [L.Loop("i", L.c(16), [L.Loop("j", L.c(8), [
+                     L.Store("out", (i, j), value)])], parallel=True)])
+    text = L.format_kernel(simplify_indices(k))
+    assert text.count("in1[") == 1 and text.count("?") == 1, text

@@ -401,4 +401,5 @@ def test_kernel_source_is_numba():
     src = kernel_sources(exe)
     assert "@nb.njit(" in src and "cache=True" in src and "parallel=False" in src
     assert "in range(_graphc_lo, _graphc_hi):" in src and "nb.prange" not in src
-    assert "int64, int64, int64)'" in src        # S, then the range
+    # S bounds the split loop alone: not passed, the runtime gives the loop's range
+    assert "float32[:, ::1], int64, int64)'" in src and "def kernel(in0, out, _graphc_lo" in src

@@ -114,7 +114,8 @@ def _inputs(dt, rng):
 def _run_numba(kernel, a, b, n_out):
     fn, _ = load_kernel(numba_render.render_kernel(kernel))
     outs = [np.empty(N, a.dtype) for _ in range(n_out)]
-    fn(a, b, *outs, np.int64(N), *((0, N) if numba_render.split_loop(kernel) else ()))
+    sizes = [np.int64(N)] * len(numba_render.function_sizes(kernel))
+    fn(a, b, *outs, *sizes, *((0, N) if numba_render.split_loop(kernel) else ()))
     return outs
 
 
