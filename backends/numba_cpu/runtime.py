@@ -1,11 +1,12 @@
 """Running a lowered Program on the CPU (graphc.runtime.program does the walking): BLAS
 for GEMMs (one thread per call, large ones split over the backend's threads: threads.py),
-Numba kernels for one-row GEMMs (a decode step: templates.rows_gemm) and the rest,
+Numba kernels for few-row GEMMs (a decode step: templates.rows_gemm) and the rest,
 blockwise attention with a score block per 128 query rows (a large one's heads split over
 the threads)."""
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -41,6 +42,11 @@ KEY_LIMITS_MIN = 1 << 16
 # lm_head of DeepSeek-V2 mini at 8 rows 20.0 -> 13.5 ms on one thread, 2-16 rows cost
 # BLAS nearly what 16 do (docs/deepseek_v2.md, batched generation).
 FEW_ROWS = 8
+# A batched GEMM [B, m, K] @ [B, K, N] with at most this many multiply-adds per entry
+# (m * K * N) runs templates.rows_batched(_t), one entry per thread task, instead of a
+# BLAS call per entry: a decode step's per-head products (16 heads of [8, 64] x [64,
+# 256] in a batch of 8: 0.60 ms through BLAS calls, one by one)
+BATCHED_MACS = 1 << 18
 
 
 class NumbaExecutable(ProgramExecutable):
@@ -51,6 +57,7 @@ class NumbaExecutable(ProgramExecutable):
         self.functions = functions        # name -> compiled function
         self.attention_softmax = attention_softmax  # scores dtype -> softmax module
         self.rows = rows or {}            # dtype -> module of the one-row GEMMs
+        self.tiles = {}                   # dtype -> module of the tiled few-row GEMMs
         # name -> the loop split over the threads, for the kernels rendered over a range
         # of it (render.split_loop)
         self.splits = {name: loop for name, k in kernels.items()
@@ -80,39 +87,54 @@ class NumbaExecutable(ProgramExecutable):
             threads.blas_exit()
 
     def matmul(self, a, b, out):
-        """One row per batch entry (a decode step) against contiguous weights or cache,
-        or up to FEW_ROWS rows against a weight (``x @ W.T``: a batched decode step): the
-        Numba kernels of templates.rows_gemm (OpenMP); anything else: BLAS, split over
-        the threads when large (threads.py)."""
+        """Few rows against a weight (``x @ W.T`` with up to FEW_ROWS rows: a decode
+        step, a batched one), one row per batch entry against a shared weight, and
+        batched GEMMs of few multiply-adds per entry (a decode step's per-head
+        products): the Numba kernels of templates.rows_gemm (OpenMP); anything else:
+        BLAS, split over the threads when large (threads.py)."""
         dt = str(out.dtype)
-        if (dt in ("float32", "float64") and a.ndim >= 2 and a.shape[-2] <= FEW_ROWS
-                and a.dtype == b.dtype == out.dtype and b.flags.writeable
-                and a.flags.c_contiguous and out.flags.c_contiguous):
-            m, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
-            rows = self.rows.get(dt)
-            if b.ndim == 2 and b.flags.f_contiguous and all(d == 1 for d in a.shape[:-2]):
-                # x @ W.T, few rows x [.., m, K] (a decode step, a batch of them). A graph
-                # whose row count is symbolic has no rows module compiled with it (most
-                # such graphs never see few rows): loaded at the first few-row call (a
-                # cache hit after the first process that compiled it)
-                if rows is None:
-                    rows = self.rows[dt] = load_module(templates.rows_gemm(dt))[0]
-                rows.rows_shared_t(a.reshape(m, K), b.T, out.reshape(m, N))
-                return
-            if rows is not None and m == 1 and a.ndim == 3 and out.ndim == 3 \
-                    and a.shape[0] == out.shape[0]:
-                B = a.shape[0]
-                a2, o2 = a.reshape(B, K), out.reshape(B, N)
-                if b.ndim == 2 and b.flags.c_contiguous:
-                    rows.rows_shared(a2, b, o2)
-                    return
-                if b.ndim == 2 and b.flags.f_contiguous:
-                    rows.rows_shared_t(a2, b.T, o2)
-                    return
-                if b.ndim == 3 and b.shape[0] == B and b.flags.c_contiguous:
-                    rows.rows_batched(a2, b, o2)
-                    return
-        threads.matmul(a, b, out)
+        if not (dt in ("float32", "float64") and a.ndim >= 2 and b.ndim >= 2
+                and a.dtype == b.dtype == out.dtype and a.flags.writeable
+                and b.flags.writeable and out.flags.c_contiguous):
+            threads.matmul(a, b, out)
+            return
+        m, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+        call = None
+        if b.ndim == 2 and m <= FEW_ROWS and a.flags.c_contiguous:
+            # x [.., m, K] @ W [K, N], all rows one block: a decode step (m = 1, its
+            # heads as the rows [nh, 1, K]), a batched one (m rows)
+            n = math.prod(a.shape[:-1])
+            a2, o2 = a.reshape(n, K), out.reshape(n, N)
+            if b.flags.f_contiguous and m > 1 and n <= FEW_ROWS:
+                call = "tiles", "tiled_t", a2, b.T, o2
+            elif b.flags.f_contiguous and m == 1:
+                call = "rows", "rows_shared_t", a2, b.T, o2
+            elif b.flags.c_contiguous and m == 1:
+                call = "rows", "rows_shared", a2, b, o2
+        elif (a.ndim == b.ndim == out.ndim == 3 and a.shape[0] == b.shape[0]
+                and m * K * N <= BATCHED_MACS):
+            if b.flags.c_contiguous:
+                call = "rows", "rows_batched", a, b, out
+            elif m > 1 and (bt := b.transpose(0, 2, 1)).flags.c_contiguous:
+                call = "tiles", "tiled_batched_t", np.ascontiguousarray(a), bt, out
+        if call is None:
+            threads.matmul(a, b, out)
+            return
+        getattr(self.few_rows_module(call[0], dt), call[1])(*call[2:])
+
+    def few_rows_module(self, kind: str, dt: str):
+        """The module of templates.rows_gemm ("rows") or templates.tiles_gemm ("tiles")
+        for ``dt``. A graph whose row count is symbolic has no rows module compiled with
+        it (most such graphs never see few rows), and no graph has the tiles module
+        (~5 s to compile, which a one-row decode step does not need): loaded at the
+        first call that takes it (a cache hit after the first process that compiled
+        it)."""
+        mods = self.rows if kind == "rows" else self.tiles
+        mod = mods.get(dt)
+        if mod is None:
+            source = templates.rows_gemm(dt) if kind == "rows" else templates.tiles_gemm(dt)
+            mod = mods[dt] = load_module(source)[0]
+        return mod
 
     def gemm_run(self, steps, vals, sz, outputs) -> bool:
         """Sibling GEMMs (program.gemm_runs: q, k and v of one input; gate and up) at

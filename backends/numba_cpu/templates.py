@@ -209,20 +209,144 @@ def attention_softmax(dtype: str = "float32", mask: str | None = None) -> str:
                 MT=mt or dtype, MASKED_COL=col, MASKED_ONE=one)
 
 
+# Dot products of rows a [B, K] with the rows of bt [N, K] (a weight stored [out, in], read
+# as ``x @ W.T``), weight row by weight row (each read once from memory, the rows of a
+# from L1): rows_gemm's and tiles_gemm's modules include it.
+ROW_DOTS = '''
+@nb.njit(inline="always", fastmath={"reassoc", "contract"})
+def _dots(a, bt, out, h0, h1, n0, n1):
+    """out[h, n] = a[h] . bt[n] for rows h0..h1 and weight rows n0..n1, one at a time."""
+    for n in range(n0, n1):
+        for h in range(h0, h1):
+            s = nb.__FT__(0)
+            for k in range(a.shape[1]):
+                s += a[h, k] * bt[n, k]
+            out[h, n] = s
+'''
+
+
+# The dot-product tiles of more than one row against the rows of a weight (tiles_gemm):
+# per weight row a plain dot product per row is bound by the loads (two per multiply-add);
+# four rows against four weight rows load eight values for sixteen multiply-adds, the
+# sums in registers. (Their own module: it takes ~5 s to compile, which a model's one-row
+# decode step does not need.)
+ROW_TILES = '''
+@nb.njit(inline="always", fastmath={"reassoc", "contract"})
+def _tile4x4(a, bt, out, h, n0, n1):
+    """Rows h..h+3 against weight rows n0..n1 four at a time: sixteen sums in
+    registers, eight loads for sixteen multiply-adds."""
+    n = n0
+    while n + 4 <= n1:
+        s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = nb.__FT__(0)
+        s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = nb.__FT__(0)
+        for k in range(a.shape[1]):
+            w0 = bt[n, k]
+            w1 = bt[n + 1, k]
+            w2 = bt[n + 2, k]
+            w3 = bt[n + 3, k]
+            x0 = a[h, k]
+            x1 = a[h + 1, k]
+            x2 = a[h + 2, k]
+            x3 = a[h + 3, k]
+            s00 += x0 * w0
+            s01 += x1 * w0
+            s02 += x2 * w0
+            s03 += x3 * w0
+            s10 += x0 * w1
+            s11 += x1 * w1
+            s12 += x2 * w1
+            s13 += x3 * w1
+            s20 += x0 * w2
+            s21 += x1 * w2
+            s22 += x2 * w2
+            s23 += x3 * w2
+            s30 += x0 * w3
+            s31 += x1 * w3
+            s32 += x2 * w3
+            s33 += x3 * w3
+        out[h, n] = s00
+        out[h + 1, n] = s01
+        out[h + 2, n] = s02
+        out[h + 3, n] = s03
+        out[h, n + 1] = s10
+        out[h + 1, n + 1] = s11
+        out[h + 2, n + 1] = s12
+        out[h + 3, n + 1] = s13
+        out[h, n + 2] = s20
+        out[h + 1, n + 2] = s21
+        out[h + 2, n + 2] = s22
+        out[h + 3, n + 2] = s23
+        out[h, n + 3] = s30
+        out[h + 1, n + 3] = s31
+        out[h + 2, n + 3] = s32
+        out[h + 3, n + 3] = s33
+        n += 4
+    _dots(a, bt, out, h, h + 4, n, n1)
+
+
+@nb.njit(inline="always", fastmath={"reassoc", "contract"})
+def _tile2x4(a, bt, out, h, n0, n1):
+    """Rows h, h+1 against weight rows n0..n1 four at a time."""
+    n = n0
+    while n + 4 <= n1:
+        s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = nb.__FT__(0)
+        for k in range(a.shape[1]):
+            w0 = bt[n, k]
+            w1 = bt[n + 1, k]
+            w2 = bt[n + 2, k]
+            w3 = bt[n + 3, k]
+            x0 = a[h, k]
+            x1 = a[h + 1, k]
+            s00 += x0 * w0
+            s01 += x1 * w0
+            s10 += x0 * w1
+            s11 += x1 * w1
+            s20 += x0 * w2
+            s21 += x1 * w2
+            s30 += x0 * w3
+            s31 += x1 * w3
+        out[h, n] = s00
+        out[h + 1, n] = s01
+        out[h, n + 1] = s10
+        out[h + 1, n + 1] = s11
+        out[h, n + 2] = s20
+        out[h + 1, n + 2] = s21
+        out[h, n + 3] = s30
+        out[h + 1, n + 3] = s31
+        n += 4
+    _dots(a, bt, out, h, h + 2, n, n1)
+
+
+@nb.njit(nogil=True, fastmath={"reassoc", "contract"})
+def tiles(a, bt, out, h0, h1, n0, n1):
+    """out[h0:h1, n0:n1] = a[h0:h1] @ bt[n0:n1].T: rows four at a time against four
+    weight rows, then two, then one (bt [N, K] C-contiguous)."""
+    h = h0
+    while h + 4 <= h1:
+        _tile4x4(a, bt, out, h, n0, n1)
+        h += 4
+    if h + 2 <= h1:
+        _tile2x4(a, bt, out, h, n0, n1)
+        h += 2
+    _dots(a, bt, out, h, h1, n0, n1)
+'''
+
+
 # GEMMs with one row per batch entry (a decode step: a token's query or attention output
-# against per-head weights or the cache, [B, 1, K] @ ...) and few rows against a weight
-# (``x @ W.T``, a batched decode step): the weights are read once from memory with every
-# thread (one-thread BLAS per call would stream them on one core, and re-pack them on
-# every call). These stay ``numba.prange`` loops in Numba's OpenMP pool, the one use of
-# it: a decode step makes ~40 such calls of 50-800 us, and waking OpenMP's spinning
-# workers costs a few us where a hand-off to the backend's Python helper threads costs
-# ~70 (threads.split: decode 75.9 -> 64.3 tokens/s on DeepSeek-V2 mini when these went
-# through it). Dot products and row updates the compiler
-# vectorises (``reassoc``). ``x @ W.T`` with W stored [out, in] and one row is
-# ``rows_shared_t`` with one row.
+# against per-head weights or the cache, [B, 1, K] @ ...), batched GEMMs of few rows (a
+# decode step's per-head products) and few rows against a weight (``x @ W.T``, a batched
+# decode step: tiles_gemm): the weights are read once from memory with every thread
+# (one-thread BLAS per call would stream them on one core, and re-pack them on every
+# call). These stay ``numba.prange`` loops in Numba's OpenMP pool, the one use of it: a
+# decode step makes ~40 such calls of 50-800 us, and waking OpenMP's spinning workers
+# costs a few us where a hand-off to the backend's Python helper threads costs ~70
+# (threads.split: decode 75.9 -> 64.3 tokens/s on DeepSeek-V2 mini when these went
+# through it). Dot products and row updates the compiler vectorises (``reassoc``).
+# ``x @ W.T`` with W stored [out, in] and one row is ``rows_shared_t`` with one row.
 _ROWS = '''import numpy as np
 import numba as nb
 
+__DOTS__
 
 @nb.njit(inline="always", fastmath={"reassoc", "contract"})
 def _row_times(a, b, out):
@@ -235,12 +359,29 @@ def _row_times(a, b, out):
             out[n] += ak * b[k, n]
 
 
-@nb.njit("void(__FT__[:, ::1], __FT__[:, :, ::1], __FT__[:, ::1])", parallel=True,
+@nb.njit(inline="always", fastmath={"reassoc", "contract"})
+def _rows_times(a, b, out):
+    """out = a @ b for few rows a [M, K] (any strides) and b [K, N]: row updates that
+    vectorise, each row of b read once for the M rows (from L1, as out's rows are)."""
+    for m in range(out.shape[0]):
+        for n in range(out.shape[1]):
+            out[m, n] = 0
+    for k in range(a.shape[1]):
+        for m in range(out.shape[0]):
+            amk = a[m, k]
+            for n in range(out.shape[1]):
+                out[m, n] += amk * b[k, n]
+
+
+@nb.njit("void(__FT__[:, :, :], __FT__[:, :, ::1], __FT__[:, :, ::1])", parallel=True,
          cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def rows_batched(a, b, out):
-    """out[h] = a[h] @ b[h]: a [B, K], b [B, K, N] C-contiguous; one h per thread task."""
+    """out[h] = a[h] @ b[h]: a [B, M, K] few rows (a view: any strides), b [B, K, N] and
+    out C-contiguous; one h per thread task. Per-head GEMMs of a decode step (the query
+    through W_UK, the latent output through W_UV, one row or a batch's few) are ~0.1-0.5
+    MFLOP each: a BLAS call per head costs more than its work."""
     for h in nb.prange(a.shape[0]):
-        _row_times(a[h], b[h], out[h])
+        _rows_times(a[h], b[h], out[h])
 
 
 @nb.njit("void(__FT__[:, ::1], __FT__[:, ::1], __FT__[:, ::1])", parallel=True,
@@ -254,27 +395,62 @@ def rows_shared(a, b, out):
 @nb.njit("void(__FT__[:, ::1], __FT__[:, ::1], __FT__[:, ::1])", parallel=True,
          cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def rows_shared_t(a, bt, out):
-    """out = a @ bt.T: a [B, K] few rows (one: a GEMV), bt [N, K] C-contiguous (a
-    transposed view in the graph: a weight stored [out, in], a cache's keys); the N dot
-    products of every row in blocks of 16 over the threads."""
-    B, K = a.shape
+    """out = a @ bt.T: a [B, K] rows (one: a GEMV; several: one row each of a batch of
+    heads), bt [N, K] C-contiguous (a transposed view in the graph: a weight stored
+    [out, in], a cache's keys); blocks of 16 weight rows over the threads."""
     N = bt.shape[0]
     for t in nb.prange((N + 15) // 16):
-        for n in range(t * 16, min(N, t * 16 + 16)):
-            for h in range(B):
-                s = nb.__FT__(0)
-                for k in range(K):
-                    s += a[h, k] * bt[n, k]
-                out[h, n] = s
+        _dots(a, bt, out, 0, a.shape[0], t * 16, min(N, t * 16 + 16))
 
 
 kernel = rows_shared_t
 '''
 
 
+# The tiled few-row GEMMs (ROW_TILES), loaded at the first GEMM that takes them.
+_TILED = '''import numpy as np
+import numba as nb
+
+__DOTS__
+__TILES__
+
+@nb.njit("void(__FT__[:, ::1], __FT__[:, ::1], __FT__[:, ::1])", parallel=True,
+         cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def tiled_t(a, bt, out):
+    """out = a @ bt.T: a [B, K] few rows (2 to FEW_ROWS: a batched decode step), bt [N,
+    K] C-contiguous (a weight stored [out, in]); blocks of 16 weight rows over the
+    threads (a batched decode step's [8, 1024] x [1024, 5632]: 1.54 ms as rows_shared_t's
+    dot products, 0.57 tiled)."""
+    N = bt.shape[0]
+    for t in nb.prange((N + 15) // 16):
+        tiles(a, bt, out, 0, a.shape[0], t * 16, min(N, t * 16 + 16))
+
+
+@nb.njit("void(__FT__[:, :, ::1], __FT__[:, :, ::1], __FT__[:, :, ::1])", parallel=True,
+         cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def tiled_batched_t(a, bt, out):
+    """out[h] = a[h] @ bt[h].T: a [B, M, K] few rows, bt [B, N, K] (a transposed view in
+    the graph: each sequence's cached keys), out: C-contiguous; one h per thread task."""
+    for h in nb.prange(a.shape[0]):
+        tiles(a[h], bt[h], out[h], 0, a.shape[1], 0, bt.shape[1])
+
+
+kernel = tiled_t
+'''
+
+
 def rows_gemm(dtype: str = "float32") -> str:
-    """The source of the one-row-per-batch GEMMs (``rows_batched``, ``rows_shared``,
-    ``rows_shared_t``) for ``dtype`` (float32 or float64)."""
+    """The source of the one-row and batched few-row GEMMs (``rows_batched``,
+    ``rows_shared``, ``rows_shared_t``) for ``dtype`` (float32 or float64)."""
     if dtype not in _FLAGS:
         raise ValueError(f"rows_gemm for {dtype!r}")
-    return _ROWS.replace("__FT__", dtype)
+    return _ROWS.replace("__DOTS__", ROW_DOTS).replace("__FT__", dtype)
+
+
+def tiles_gemm(dtype: str = "float32") -> str:
+    """The source of the tiled few-row GEMMs against a transposed operand (``tiled_t``,
+    ``tiled_batched_t``) for ``dtype`` (float32 or float64)."""
+    if dtype not in _FLAGS:
+        raise ValueError(f"tiles_gemm for {dtype!r}")
+    return (_TILED.replace("__DOTS__", ROW_DOTS).replace("__TILES__", ROW_TILES)
+            .replace("__FT__", dtype))

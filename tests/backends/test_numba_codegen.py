@@ -76,32 +76,34 @@ def test_float32_tanh_vectorisable_and_accurate(rng):
     assert special[2] == 0 and np.isnan(special[3])
 
 
-def test_few_rows_against_a_weight_take_the_rows_kernel(rng, monkeypatch):
-    """x @ W.T with 1 to FEW_ROWS rows (a batched decode step) runs rows_shared_t, more
-    rows BLAS, in a graph whose row count is symbolic (the module loaded at the first
-    few-row call); odd sizes (K 37, N 53) against float64 either way."""
+def test_few_rows_against_a_weight_take_the_rows_kernels(rng, monkeypatch):
+    """x @ W.T with one row runs rows_shared_t, 2 to FEW_ROWS rows (a batched decode
+    step) tiled_t, more rows BLAS, in a graph whose row count is symbolic (the modules
+    loaded at the first call that takes them); odd sizes (K 37, N 53) against float64
+    either way."""
     from graphc.backends.numba_cpu import runtime
     w = randn(rng, (53, 37))
     exe = graphc.compile(graphc.trace(lambda x: x @ graphc.constant(w, name="W").T,
                                       spec(("M", 37))), backend="numba")
-    assert not exe.rows                # symbolic rows: no rows module compiled with it
+    assert not exe.rows and not exe.tiles      # symbolic rows: no module compiled with it
     exe(randn(rng, (2, 37)))
-    mod = exe.rows["float32"]          # loaded at the first few-row call
+    assert "float32" in exe.tiles and not exe.rows      # loaded at the first few-row call
     calls = []
+    real = exe.few_rows_module
 
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(mod, name)
+    def spy(kind, dt):
+        mod = real(kind, dt)
 
-        @staticmethod
-        def rows_shared_t(a, bt, out):
-            calls.append(a.shape[0])
-            mod.rows_shared_t(a, bt, out)
-    monkeypatch.setitem(exe.rows, "float32", Spy())
-    for m in (1, 2, 3, 5, 8, 9, 20):
+        class Spy:
+            def __getattr__(self, name):
+                fn = getattr(mod, name)
+                return lambda *args: (calls.append((name, args[0].shape[0])), fn(*args))[1]
+        return Spy()
+    monkeypatch.setattr(exe, "few_rows_module", spy)
+    for m in (1, 2, 3, 4, 5, 6, 7, 8, 9, 20):
         x = randn(rng, (m, 37))
         got = exe(x)
         want = x.astype(np.float64) @ w.astype(np.float64).T
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-6, m
-    assert calls == [1, 2, 3, 5, 8]
+    assert calls == [("rows_shared_t", 1)] + [("tiled_t", m) for m in range(2, 9)]
     assert runtime.FEW_ROWS == 8

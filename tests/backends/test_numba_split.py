@@ -224,6 +224,7 @@ def test_one_row_gemms(dtype, rng):
         assert _rel(got, want) < (1e-5 if dtype == "float32" else 1e-13)
     assert {("rows_shared_t", 1), ("rows_batched", 6), ("rows_shared", 6),
             ("rows_shared_t", 6)} <= set(calls)
+    assert not exe.tiles          # one-row steps never load the tiled module (~5 s cold)
 
 
 def test_symbolic_rows_take_blas(rng):
