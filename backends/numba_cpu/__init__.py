@@ -116,7 +116,8 @@ def _plan(program, fastmath: bool) -> _Plan:
     softmax_dtypes = sorted({s.acc_dtype for s in program.steps
                              if isinstance(s, AttentionStep)})
     # The one-row GEMMs (templates.rows_gemm) for the dtypes of GEMMs with one row (a
-    # decode step); a symbolic row count that is 1 at run time takes BLAS.
+    # decode step); a symbolic row count that is few at run time loads them (and the
+    # tiled ones, templates.tiles_gemm) at its first such call (runtime.few_rows_module).
     row_dtypes = sorted({s.acc_dtype for s in program.steps if isinstance(s, GemmStep)
                          and len(s.acc_shape) >= 2 and s.acc_shape[-2] == 1}
                         & {"float32", "float64"})

@@ -227,15 +227,17 @@ def test_one_row_gemms(dtype, rng):
     assert not exe.tiles          # one-row steps never load the tiled module (~5 s cold)
 
 
-def test_symbolic_rows_take_blas(rng):
-    """A symbolic row count (here 1 at run time): no one-row kernels are compiled, BLAS
-    gives the same result."""
+def test_symbolic_rows_load_the_row_kernels_at_run_time(rng):
+    """A symbolic row count: no one-row kernels are compiled with the graph; one row at
+    run time loads them then (the one-row kernels, not the tiled ones), and the
+    result matches float64."""
     w = rng.standard_normal((45, 70)).astype(np.float32)
     g = graphc.trace(lambda x: x @ graphc.constant(w.T, name="W^T"), spec(("M", 70), "float32"))
     exe = graphc.compile(g, backend="numba")
     assert not exe.rows
     x = rng.standard_normal((1, 70)).astype(np.float32)
     assert _rel(exe(x), x.astype(np.float64) @ w.T.astype(np.float64)) < 1e-6
+    assert "float32" in exe.rows and not exe.tiles
 
 
 def test_interrupted_split_leaves_no_stale_completion():
