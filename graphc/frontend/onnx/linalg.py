@@ -1,5 +1,6 @@
 """Contractions: MatMul, Gemm, Einsum (two-operand equations become one batched matmul;
-more operands contract pairwise; a repeated index takes the diagonal)."""
+more operands contract pairwise; a repeated index takes the diagonal), Conv (one GEMM
+over gathered taps, as the torch importer's convolution)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +8,7 @@ import numpy as np
 from ... import ops
 from ...ir.dims import prod
 from ...ir.types import FLOAT_DTYPES
+from ..patterns import conv_gemm
 from .common import const
 from .table import onnx_op
 
@@ -43,6 +45,79 @@ def gemm(ctx):
             c = ops.mul(c, const(ctx, beta, c.dtype))
         y = ops.add(y, c)
     return y
+
+
+@onnx_op("Conv")
+def conv(ctx):
+    """Conv (groups 1, any stride, dilation, explicit or auto padding) as one GEMM
+    (graphc.frontend.patterns.conv_gemm). An output size that floor-divides a dynamic
+    dim (a stride over a dynamic length) has no symbolic form: an error that says to
+    pin the dim."""
+    x, w = ctx.t(0), ctx.t(1)
+    bias = ctx.t(2) if ctx.has(2) else None
+    if x.dtype not in FLOAT_DTYPES or w.dtype != x.dtype:
+        raise ctx.fail(f"Conv of {x.dtype} by {w.dtype}: graphc convolves float tensors "
+                       f"of one dtype")
+    nd = w.ndim - 2
+    if nd < 1 or x.ndim != w.ndim:
+        raise ctx.fail(f"Conv of a rank-{x.ndim} input by a rank-{w.ndim} weight")
+    group = int(ctx.attr("group", 1))
+    if group != 1:
+        raise ctx.fail(f"group={group} (graphc lowers groups=1)")
+    kernel = list(w.shape[2:])
+    if any(not isinstance(k, int) for k in kernel) or not isinstance(w.shape[1], int):
+        raise ctx.fail(f"a weight of symbolic shape {w.shape}")
+    if ctx.attr("kernel_shape") is not None and list(ctx.attr("kernel_shape")) != kernel:
+        raise ctx.fail(f"kernel_shape {list(ctx.attr('kernel_shape'))} but the weight's "
+                       f"is {kernel}")
+    if x.shape[1] != w.shape[1]:
+        raise ctx.fail(f"input channels {x.shape[1]} (shape {x.shape}) but the weight "
+                       f"{w.shape} takes {w.shape[1]}")
+    stride = [int(v) for v in ctx.attr("strides", [1] * nd)]
+    dilation = [int(v) for v in ctx.attr("dilations", [1] * nd)]
+    pads = [int(v) for v in ctx.attr("pads", [0] * (2 * nd))]
+    auto = ctx.attr("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if len(stride) != nd or len(dilation) != nd or len(pads) != 2 * nd:
+        raise ctx.fail(f"strides {stride}, dilations {dilation}, pads {pads} for {nd} "
+                       f"spatial dims")
+    before, after, outs = [], [], []
+    for a in range(nd):
+        L, k, s, d = x.shape[2 + a], kernel[a], stride[a], dilation[a]
+        span = d * (k - 1) + 1
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            if s == 1:
+                out, total = L, span - 1
+            elif isinstance(L, int):
+                out = -(-L // s)
+                total = max((out - 1) * s + span - L, 0)
+            else:
+                raise ctx.fail(f"stride {s} over the dynamic dim {L} of input {x.shape}: "
+                               f"its output size ceil({L} / {s}) has no symbolic form; pin "
+                               f"the dim with from_onnx(..., dims=...)")
+            small, big = total // 2, total - total // 2
+            p0, p1 = (small, big) if auto == "SAME_UPPER" else (big, small)
+        elif auto in ("NOTSET", "VALID"):
+            p0, p1 = (pads[a], pads[nd + a]) if auto == "NOTSET" else (0, 0)
+            num = L + p0 + p1 - span
+            if s == 1:
+                out = num + 1
+            elif isinstance(num, int):
+                out = num // s + 1
+            else:
+                raise ctx.fail(f"stride {s} over the dynamic dim {L} of input {x.shape}: "
+                               f"its output size floor(({num}) / {s}) + 1 has no symbolic "
+                               f"form; pin the dim with from_onnx(..., dims=...)")
+        else:
+            raise ctx.fail(f"auto_pad={auto!r}")
+        if isinstance(out, int) and out < 1:
+            raise ctx.fail(f"the kernel {kernel} (dilations {dilation}) is larger than the "
+                           f"padded input {x.shape}")
+        before.append(p0)
+        after.append(p1)
+        outs.append(out)
+    return conv_gemm(x, w, bias, stride, before, after, dilation, outs,
+                     lambda: const(ctx, 0.0, x.dtype))
 
 
 _POOL = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

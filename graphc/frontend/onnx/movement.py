@@ -7,6 +7,7 @@ import numpy as np
 from ... import ops
 from ...ir.dims import Sym, prod
 from .common import axis_of, const, dims_tuple, fold
+from ..patterns import pad_axis
 from .context import KNOWN_LIMIT, Known
 from .table import onnx_op
 
@@ -374,27 +375,9 @@ def pad(ctx):
     n = len(axes)
     if len(pads) != 2 * n:
         raise ctx.fail(f"{len(pads)} pads for {n} axes")
+    fill = const(ctx, value, x.dtype)
     for a, before, after in zip(axes, pads[:n], pads[n:]):
-        for side, amount in (("before", before), ("after", after)):
-            if isinstance(amount, int) and amount < 0:
-                st = [None] * r
-                en = [None] * r
-                d = x.shape[a]
-                if side == "before":
-                    st[a] = -amount
-                else:
-                    en[a] = d + amount
-                x = ops.slice(x, starts=tuple(st), stops=tuple(en), steps=(1,) * r)
-        parts = []
-        for amount in (before, after):
-            if isinstance(amount, int) and amount <= 0:
-                parts.append(None)
-                continue
-            shape = tuple(amount if k == a else d for k, d in enumerate(x.shape))
-            parts.append(ops.broadcast_to(const(ctx, value, x.dtype), shape=shape))
-        pieces = [p for p in (parts[0], x, parts[1]) if p is not None]
-        if len(pieces) > 1:
-            x = ops.concat(*pieces, axis=a)
+        x = pad_axis(x, a, before, after, fill)
     if x is ctx.t(0):
         x = ops.reshape(x, shape=tuple(x.shape))
     return x

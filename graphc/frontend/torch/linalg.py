@@ -3,7 +3,7 @@ GEMM over gathered taps)."""
 from __future__ import annotations
 
 from ... import ops
-from .movement import pad_axis
+from ..patterns import conv_gemm
 from .table import aten_op
 
 
@@ -33,7 +33,6 @@ def convolution(ctx):
     a patch embedding, stride == kernel with no padding, is a reshape instead), times
     the weight as [taps * C, O], the bias added, the channels moved back. Groups and
     transposed convolutions are an error."""
-    from ...ir.dims import prod
     x, w, bias = ctx.arg(0), ctx.arg(1), ctx.arg(2)
     if ctx.op == "aten.convolution.default":
         stride, padding, dilation = ctx.arg(3), ctx.arg(4), ctx.arg(5)
@@ -53,51 +52,5 @@ def convolution(ctx):
     stride, padding, dilation = ([v] * nd if isinstance(v, int) else
                                  list(v) * nd if len(v) == 1 else list(v)
                                  for v in (stride, padding, dilation))
-    O, C = w.shape[0], w.shape[1]
-    kernel = list(w.shape[2:])
-    out_shape = ctx.out_shape()
-    B = x.shape[0]
-    # channels last: [B, *spatial, C]
-    xt = ops.transpose(x, axes=(0,) + tuple(range(2, 2 + nd)) + (1,))
-    spatial = list(xt.shape[1:1 + nd])
-    outs = list(out_shape[2:])
-    patch = (stride == kernel and all(p == 0 for p in padding) and all(d == 1 for d in dilation)
-             and all(isinstance(s, int) and isinstance(k, int) and s % k == 0
-                     for s, k in zip(spatial, kernel)))
-    if patch:
-        # [B, n1, k1, n2, k2, .., C] -> [B, n1, n2, .., C, k1, k2, ..]: the taps in the
-        # weight's (C, k1, k2, ..) order
-        split = [B]
-        for s, k in zip(spatial, kernel):
-            split += [s // k, k]
-        cols = ops.reshape(xt, shape=tuple(split) + (C,))
-        perm = (0,) + tuple(1 + 2 * i for i in range(nd)) + (1 + 2 * nd,) + \
-            tuple(2 + 2 * i for i in range(nd))
-        cols = ops.transpose(cols, axes=perm)
-        cols = ops.reshape(cols, shape=(B,) + tuple(outs) + (C * prod(kernel),))
-        wmat = ops.reshape(w, shape=(O, C * prod(kernel)))
-    else:
-        zero = ctx.tensor(0.0, xt.dtype)
-        for a, p in enumerate(padding):
-            xt = pad_axis(xt, 1 + a, p, p, zero)
-        taps = [()]
-        for k in kernel:
-            taps = [t + (i,) for t in taps for i in range(k)]
-        pieces = []
-        for t in taps:
-            starts, stops, steps = [0] * (nd + 2), list(xt.shape), [1] * (nd + 2)
-            for a in range(nd):
-                s0 = t[a] * dilation[a]
-                starts[1 + a] = s0
-                stops[1 + a] = s0 + (outs[a] - 1) * stride[a] + 1
-                steps[1 + a] = stride[a]
-            pieces.append(ops.slice(xt, starts=tuple(starts), stops=tuple(stops),
-                                    steps=tuple(steps)))
-        cols = pieces[0] if len(pieces) == 1 else ops.concat(*pieces, axis=nd + 1)
-        # weight [O, C, k1, ..] -> [O, taps, C]: the columns' (tap, channel) order
-        wmat = ops.transpose(w, axes=(0,) + tuple(range(2, 2 + nd)) + (1,))
-        wmat = ops.reshape(wmat, shape=(O, prod(kernel) * C))
-    y = ops.matmul(cols, ops.transpose(wmat, axes=(1, 0)))
-    if bias is not None:
-        y = ops.add(y, bias)
-    return ops.transpose(y, axes=(0, nd + 1) + tuple(range(1, nd + 1)))
+    return conv_gemm(x, w, bias, stride, padding, padding, dilation,
+                     list(ctx.out_shape()[2:]), lambda: ctx.tensor(0.0, x.dtype))

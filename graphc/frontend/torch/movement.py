@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ... import ops
 from ...ir.dims import Sym
+from ..patterns import pad_axis
 from .table import aten_op
 
 BIG = 2 ** 62        # torch writes an open slice end as 2**63 - 1
@@ -144,26 +145,6 @@ def repeat(ctx):
         big += [r, d]
     y = ops.broadcast_to(y, shape=tuple(big))
     return ops.reshape(y, shape=ctx.out_shape())
-
-
-def pad_axis(x, axis: int, before, after, value):
-    """``x`` with ``before`` / ``after`` entries of ``value`` (a 0-d tensor of x's dtype)
-    added on either side of ``axis``; a negative amount crops instead. A concat with
-    filled blocks, a slice for crops."""
-    for amount, at_end in ((before, False), (after, True)):
-        if isinstance(amount, int) and amount < 0:      # crop
-            starts, stops = [0] * x.ndim, list(x.shape)
-            if at_end:
-                stops[axis] = x.shape[axis] + amount
-            else:
-                starts[axis] = -amount
-            x = ops.slice(x, starts=tuple(starts), stops=tuple(stops), steps=(1,) * x.ndim)
-        elif not (isinstance(amount, int) and amount == 0):
-            shape = list(x.shape)
-            shape[axis] = amount
-            block = ops.broadcast_to(value, shape=tuple(shape))
-            x = ops.concat(x, block, axis=axis) if at_end else ops.concat(block, x, axis=axis)
-    return x
 
 
 @aten_op("constant_pad_nd.default")

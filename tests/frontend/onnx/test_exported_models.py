@@ -1,9 +1,9 @@
 """Models exported by torch.onnx (the dynamo exporter, dynamic batch and sequence): tiny
-GPT-2, BERT (attention_mask, padded rows) and Llama (GQA, rotate-half RoPE) from
-`transformers`, built from configs (no downloads). Each is imported once with symbolic
-(batch, seq), compiled once per backend and run at several sizes against ONNX Runtime
-on the same file; after O2 every layer's attention is one fused attention step. Slow:
-the exports alone take ~10 s apiece."""
+GPT-2, BERT (attention_mask, padded rows), Llama (GQA, rotate-half RoPE), ViT and
+Whisper (Conv front ends) from `transformers`, built from configs (no downloads). Each
+is imported once with symbolic (batch, seq), compiled once per backend and run at
+several sizes against ONNX Runtime on the same file; after O2 every layer's attention is
+one fused attention step. Slow: the exports alone take ~10 s apiece."""
 import warnings
 
 import numpy as np
@@ -184,3 +184,69 @@ def test_exported_attention_is_one_fused_step_per_layer(family, exported):
             for view in (st.k, st.v):
                 shape = exe.graph.nodes[st.operands[view.operand]].type.shape
                 assert prod(shape) == kv, shape
+
+
+def conv_model(family):
+    """ViT (a Conv2d patch embedding) or Whisper (two Conv1d over the mel frames, an
+    encoder-decoder with cross attention), tiny and wrapped to return the last hidden
+    state, with example inputs, input names and dynamic axes."""
+    if family == "vit":
+        from transformers import ViTConfig, ViTModel
+        m = well_scaled(ViTModel(ViTConfig(
+            hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4,
+            intermediate_size=64, image_size=32, patch_size=8, num_channels=3)))
+        return _Vit(m), (torch.randn(2, 3, 32, 32),), ["pixel_values"], \
+            {"pixel_values": {0: "batch"}, "out": {0: "batch"}}
+    from transformers import WhisperConfig, WhisperModel
+    m = well_scaled(WhisperModel(WhisperConfig(
+        d_model=32, encoder_layers=LAYERS, decoder_layers=LAYERS, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8,
+        max_source_positions=16, max_target_positions=32, vocab_size=V, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)))
+    return _Whisper(m), (torch.randn(2, 8, 32), torch.randint(0, V, (2, 5))), \
+        ["input_features", "decoder_input_ids"], \
+        {"input_features": {0: "batch"}, "decoder_input_ids": {0: "batch", 1: "seq"},
+         "out": {0: "batch", 1: "seq"}}
+
+
+class _Vit(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, pixel_values):
+        return self.m(pixel_values=pixel_values).last_hidden_state
+
+
+class _Whisper(_Vit):
+    def forward(self, input_features, decoder_input_ids):
+        return self.m(input_features=input_features, decoder_input_ids=decoder_input_ids,
+                      use_cache=False).last_hidden_state
+
+
+@pytest.mark.parametrize("family,attentions", [("vit", LAYERS), ("whisper", 3 * LAYERS)])
+def test_exported_conv_front_end_matches_ort(family, attentions, tmp_path, rng):
+    """Models whose inputs go through ONNX Conv (ViT's patch embedding, Whisper's strided
+    Conv1d pair) import with a dynamic batch, match ONNX Runtime at two sizes on reference
+    and numba, and keep every attention fused (Whisper: encoder, decoder and cross)."""
+    mod, args, names, dyn = conv_model(family)
+    path = str(tmp_path / f"{family}.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(mod, args, path, input_names=names, output_names=["out"],
+                          dynamic_axes=dyn, dynamo=True, opset_version=18, verbose=False)
+    g = graphc.from_onnx(path)
+    sess = session(path)
+    for backend in ("reference", "numba"):
+        exe = graphc.compile(g, backend=backend)
+        for B, S in ((1, 3), (3, 7)):
+            if family == "vit":
+                feeds = {names[0]: rng.standard_normal((B, 3, 32, 32)).astype(np.float32)}
+            else:
+                feeds = {names[0]: rng.standard_normal((B, 8, 32)).astype(np.float32),
+                         names[1]: rng.integers(0, V, (B, S)).astype(np.int64)}
+            (want,) = sess.run(None, feeds)
+            got = exe(*feeds.values())
+            assert got.shape == want.shape and rel(got, want) < TOL, (family, backend, B, S)
+    steps = [s for s in exe.program.steps if isinstance(s, AttentionStep)]
+    assert len(steps) == attentions, exe.program

@@ -279,3 +279,59 @@ def test_min_of_a_dynamic_dim_asks_to_pin_it():
     x = np.arange(24, dtype=np.float32).reshape(2, 12)
     out = graphc.compile(graphc.from_onnx(model, dims={"seq": 12}))(x)
     np.testing.assert_array_equal(out, x[:, :8])
+
+
+def _conv_model(rng, x_dims, wshape, attrs, bias=True):
+    w = rng.standard_normal(wshape).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "W")]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(wshape[0]).astype(np.float32), "B"))
+    node = helper.make_node("Conv", ["x", "W"] + (["B"] if bias else []), ["y"], name="conv0",
+                            **attrs)
+    return _model([node], [helper.make_tensor_value_info("x", F, list(x_dims))],
+                  [helper.make_tensor_value_info("y", F, None)], inits)
+
+
+@pytest.mark.parametrize("xshape,wshape,attrs,bias", [
+    ((2, 3, 11, 9), (4, 3, 3, 2), dict(strides=[2, 1], pads=[1, 0, 2, 1], dilations=[1, 2]), True),
+    ((1, 3, 8, 12), (5, 3, 4, 4), dict(strides=[4, 4]), True),          # a patch embedding
+    ((2, 4, 13), (6, 4, 3), dict(auto_pad="SAME_UPPER", strides=[2]), False),
+    ((2, 4, 13), (6, 4, 4), dict(auto_pad="SAME_LOWER"), True),
+    ((2, 4, 13), (6, 4, 3), dict(auto_pad="VALID", dilations=[3]), True),
+    ((1, 2, 5, 6, 7), (3, 2, 2, 3, 2), dict(pads=[1, 1, 0, 0, 1, 1]), True),
+])
+def test_conv_against_onnxruntime(xshape, wshape, attrs, bias, rng):
+    """Conv as one GEMM (the torch importer's): strides, asymmetric pads, dilations,
+    auto_pad SAME_UPPER / SAME_LOWER / VALID, a patch embedding, 1-D to 3-D, on the
+    reference and numba against ONNX Runtime."""
+    m = _conv_model(rng, xshape, wshape, attrs, bias)
+    x = rng.standard_normal(xshape).astype(np.float32)
+    want = _ort(m, x)[0]
+    g = graphc.from_onnx(m)
+    assert not any(n.op == "conv" for n in g.nodes.values())
+    for backend in ("reference", "numba"):
+        got = graphc.compile(g, backend=backend)(x)
+        assert got.shape == want.shape
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5, backend
+
+
+def test_conv_over_a_dynamic_length(rng):
+    """Stride 1 over a dynamic length: one compile for every length; a stride over it has
+    no symbolic output size: an error naming the node that says to pin the dim, and
+    pinned it imports."""
+    m = _conv_model(rng, ("batch", 4, "L"), (6, 4, 3), dict(pads=[1, 1]))
+    exe = graphc.compile(graphc.from_onnx(m), backend="numba")
+    for B, L in ((1, 5), (2, 17)):
+        x = rng.standard_normal((B, 4, L)).astype(np.float32)
+        want = _ort(m, x)[0]
+        assert np.linalg.norm(exe(x) - want) / np.linalg.norm(want) < 1e-5
+    strided = _conv_model(rng, ("batch", 4, "L"), (6, 4, 3), dict(strides=[2]))
+    with pytest.raises(graphc.GraphcError, match="conv0.*stride 2 over the dynamic dim L.*pin"):
+        graphc.from_onnx(strided)
+    x = rng.standard_normal((2, 4, 16)).astype(np.float32)
+    got = graphc.compile(graphc.from_onnx(strided, dims={"L": 16}), backend="reference")(x)
+    want = _ort(strided, x)[0]
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+    grouped = _conv_model(rng, (1, 4, 9), (4, 2, 3), dict(group=2))
+    with pytest.raises(graphc.GraphcError, match="group=2"):
+        graphc.from_onnx(grouped)

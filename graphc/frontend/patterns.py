@@ -1,0 +1,83 @@
+"""Graph-building helpers the torch and ONNX importers share: constant padding of one axis
+and a convolution written as one GEMM over gathered taps."""
+from __future__ import annotations
+
+from .. import ops
+from ..ir.dims import prod
+
+
+def pad_axis(x, axis: int, before, after, value):
+    """``x`` with ``before`` / ``after`` entries of ``value`` (a 0-d tensor of x's dtype)
+    added on either side of ``axis``; a negative amount crops instead. A concat with
+    filled blocks, a slice for crops."""
+    for amount, at_end in ((before, False), (after, True)):
+        if isinstance(amount, int) and amount < 0:      # crop
+            starts, stops = [0] * x.ndim, list(x.shape)
+            if at_end:
+                stops[axis] = x.shape[axis] + amount
+            else:
+                starts[axis] = -amount
+            x = ops.slice(x, starts=tuple(starts), stops=tuple(stops), steps=(1,) * x.ndim)
+        elif not (isinstance(amount, int) and amount == 0):
+            shape = list(x.shape)
+            shape[axis] = amount
+            block = ops.broadcast_to(value, shape=tuple(shape))
+            x = ops.concat(x, block, axis=axis) if at_end else ops.concat(block, x, axis=axis)
+    return x
+
+
+def conv_gemm(x, w, bias, stride, pad_before, pad_after, dilation, outs, zero):
+    """A convolution (groups 1) as a GEMM: x [B, C, *spatial], w [O, C, *kernel], bias
+    [O] or None; per spatial dim its stride, zero padding before / after, dilation and
+    output size (``outs``). The input goes channels-last, the kernel's taps are strided
+    slices of the zero-padded input (``zero()``: a 0-d tensor of x's dtype) concatenated
+    along the channels (im2col), times the weight as [taps * C, O]; a patch embedding
+    (stride == kernel, no padding, sizes that divide) is a reshape instead. The bias is
+    added and the channels moved back: [B, O, *outs]."""
+    nd = w.ndim - 2
+    O, C = w.shape[0], w.shape[1]
+    kernel = list(w.shape[2:])
+    B = x.shape[0]
+    # channels last: [B, *spatial, C]
+    xt = ops.transpose(x, axes=(0,) + tuple(range(2, 2 + nd)) + (1,))
+    spatial = list(xt.shape[1:1 + nd])
+    unpadded = all(isinstance(p, int) and p == 0 for p in list(pad_before) + list(pad_after))
+    patch = (list(stride) == kernel and unpadded and all(d == 1 for d in dilation)
+             and all(isinstance(s, int) and isinstance(k, int) and s % k == 0
+                     for s, k in zip(spatial, kernel)))
+    if patch:
+        # [B, n1, k1, n2, k2, .., C] -> [B, n1, n2, .., C, k1, k2, ..]: the taps in the
+        # weight's (C, k1, k2, ..) order
+        split = [B]
+        for s, k in zip(spatial, kernel):
+            split += [s // k, k]
+        cols = ops.reshape(xt, shape=tuple(split) + (C,))
+        perm = (0,) + tuple(1 + 2 * i for i in range(nd)) + (1 + 2 * nd,) + \
+            tuple(2 + 2 * i for i in range(nd))
+        cols = ops.transpose(cols, axes=perm)
+        cols = ops.reshape(cols, shape=(B,) + tuple(outs) + (C * prod(kernel),))
+        wmat = ops.reshape(w, shape=(O, C * prod(kernel)))
+    else:
+        for a, (p0, p1) in enumerate(zip(pad_before, pad_after)):
+            xt = pad_axis(xt, 1 + a, p0, p1, zero())
+        taps = [()]
+        for k in kernel:
+            taps = [t + (i,) for t in taps for i in range(k)]
+        pieces = []
+        for t in taps:
+            starts, stops, steps = [0] * (nd + 2), list(xt.shape), [1] * (nd + 2)
+            for a in range(nd):
+                s0 = t[a] * dilation[a]
+                starts[1 + a] = s0
+                stops[1 + a] = s0 + (outs[a] - 1) * stride[a] + 1
+                steps[1 + a] = stride[a]
+            pieces.append(ops.slice(xt, starts=tuple(starts), stops=tuple(stops),
+                                    steps=tuple(steps)))
+        cols = pieces[0] if len(pieces) == 1 else ops.concat(*pieces, axis=nd + 1)
+        # weight [O, C, k1, ..] -> [O, taps, C]: the columns' (tap, channel) order
+        wmat = ops.transpose(w, axes=(0,) + tuple(range(2, 2 + nd)) + (1,))
+        wmat = ops.reshape(wmat, shape=(O, prod(kernel) * C))
+    y = ops.matmul(cols, ops.transpose(wmat, axes=(1, 0)))
+    if bias is not None:
+        y = ops.add(y, bias)
+    return ops.transpose(y, axes=(0, nd + 1) + tuple(range(1, nd + 1)))
