@@ -120,13 +120,11 @@ def attention(ctx):
     with_bias = scores if bias is None else ops.add(scores, bias)
     if mode == 2:
         qk_out = with_bias
+    probs = ops.softmax(with_bias, axis=-1)
     if bias is not None:
-        # a row every key of which is masked gives zeros (ONNX), not 0/0
-        dead = ops.equal(ops.max(bias, axis=-1, keepdims=True), const(ctx, -math.inf, dt))
-        zero = const(ctx, 0.0, dt)
-        probs = ops.where(dead, zero, ops.softmax(ops.where(dead, zero, with_bias), axis=-1))
-    else:
-        probs = ops.softmax(with_bias, axis=-1)
+        # a row every key of which is masked gives zeros (ONNX), not 0/0: the NaN guard
+        # torch's SDPA decomposition writes too, the form the attention rule fuses
+        probs = ops.where(ops.isnan(probs), const(ctx, 0.0, dt), probs)
     if mode == 3:
         qk_out = probs
     y = ops.matmul(probs, v)

@@ -335,3 +335,35 @@ def test_conv_over_a_dynamic_length(rng):
     grouped = _conv_model(rng, (1, 4, 9), (4, 2, 3), dict(group=2))
     with pytest.raises(graphc.GraphcError, match="group=2"):
         graphc.from_onnx(grouped)
+
+
+def test_attention_op_with_a_mask_is_one_fused_step(rng):
+    """ONNX's own Attention (opset 23: what the dynamo exporter writes for SDPA there)
+    with a bool padding mask, one query row of which sees no key: the import's NaN guard
+    is the form the attention rule folds, so after O2 it is one AttentionStep, and the
+    dead row is 0 as in ONNX Runtime."""
+    from graphc.lower.program import AttentionStep
+    B, H, S, D = 2, 4, 6, 8
+    mk = helper.make_node
+    nodes = [mk("Attention", ["q", "k", "v", "mask"], ["y"], name="sdpa")]
+    ins = [helper.make_tensor_value_info("q", F, ["batch", H, "seq", D]),
+           helper.make_tensor_value_info("k", F, ["batch", H, "seq", D]),
+           helper.make_tensor_value_info("v", F, ["batch", H, "seq", D]),
+           helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", 1, "seq", "seq"])]
+    out = [helper.make_tensor_value_info("y", F, None)]
+    m = _model(nodes, ins, out, opset=23)
+    m.ir_version = 10
+    q, k, v = (rng.standard_normal((B, H, S, D)).astype(np.float32) for _ in range(3))
+    mask = rng.random((B, 1, S, S)) < 0.7
+    mask[..., 0] = True
+    mask[1, 0, 2] = False                       # batch 1, query 2: no key
+    (want,) = _ort(m, q, k, v, mask)
+    assert np.all(want[1, :, 2] == 0)
+    g = graphc.from_onnx(m)
+    for backend in ("reference", "numba"):
+        exe = graphc.compile(g, backend=backend)
+        got = exe(q, k, v, mask)
+        assert np.all(got[1, :, 2] == 0) and not np.isnan(got).any(), backend
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5, backend
+    steps = [s for s in exe.program.steps if isinstance(s, AttentionStep)]
+    assert len(steps) == 1, exe.program
