@@ -26,23 +26,28 @@ def pad_axis(x, axis: int, before, after, value):
     return x
 
 
-def conv_gemm(x, w, bias, stride, pad_before, pad_after, dilation, outs, zero):
-    """A convolution (groups 1) as a GEMM: x [B, C, *spatial], w [O, C, *kernel], bias
+def conv_gemm(x, w, bias, stride, pad_before, pad_after, dilation, outs, zero, groups=1):
+    """A convolution as a GEMM: x [B, C, *spatial], w [O, C / groups, *kernel], bias
     [O] or None; per spatial dim its stride, zero padding before / after, dilation and
     output size (``outs``). The input goes channels-last, the kernel's taps are strided
     slices of the zero-padded input (``zero()``: a 0-d tensor of x's dtype) concatenated
     along the channels (im2col), times the weight as [taps * C, O]; a patch embedding
     (stride == kernel, no padding, sizes that divide) is a reshape instead. The bias is
-    added and the channels moved back: [B, O, *outs]."""
+    added and the channels moved back: [B, O, *outs].
+
+    Grouped (``groups`` g > 1; the caller checks that g divides C and O): a depthwise
+    one (one input and one output channel a group) is a sum over the taps of each slice
+    times its weights, one elementwise kernel; any other is one batched GEMM with the
+    groups as its batch, [g, B * outs, taps * C/g] @ [g, taps * C/g, O/g]."""
     nd = w.ndim - 2
-    O, C = w.shape[0], w.shape[1]
+    O, C = w.shape[0], w.shape[1] * groups
     kernel = list(w.shape[2:])
     B = x.shape[0]
     # channels last: [B, *spatial, C]
     xt = ops.transpose(x, axes=(0,) + tuple(range(2, 2 + nd)) + (1,))
     spatial = list(xt.shape[1:1 + nd])
     unpadded = all(isinstance(p, int) and p == 0 for p in list(pad_before) + list(pad_after))
-    patch = (list(stride) == kernel and unpadded and all(d == 1 for d in dilation)
+    patch = (groups == 1 and list(stride) == kernel and unpadded and all(d == 1 for d in dilation)
              and all(isinstance(s, int) and isinstance(k, int) and s % k == 0
                      for s, k in zip(spatial, kernel)))
     if patch:
@@ -73,6 +78,8 @@ def conv_gemm(x, w, bias, stride, pad_before, pad_after, dilation, outs, zero):
                 steps[1 + a] = stride[a]
             pieces.append(ops.slice(xt, starts=tuple(starts), stops=tuple(stops),
                                     steps=tuple(steps)))
+        if groups != 1:
+            return _grouped(pieces, w, bias, groups, B, outs)
         cols = pieces[0] if len(pieces) == 1 else ops.concat(*pieces, axis=nd + 1)
         # weight [O, C, k1, ..] -> [O, taps, C]: the columns' (tap, channel) order
         wmat = ops.transpose(w, axes=(0,) + tuple(range(2, 2 + nd)) + (1,))
@@ -81,3 +88,35 @@ def conv_gemm(x, w, bias, stride, pad_before, pad_after, dilation, outs, zero):
     if bias is not None:
         y = ops.add(y, bias)
     return ops.transpose(y, axes=(0, nd + 1) + tuple(range(1, nd + 1)))
+
+
+def _grouped(pieces, w, bias, g, B, outs):
+    """The grouped convolution of conv_gemm from its taps (``pieces``: [B, *outs, C]
+    each, in the weight's tap order)."""
+    nd = w.ndim - 2
+    O, Cg = w.shape[0], w.shape[1]
+    Og, taps = O // g, len(pieces)
+    first = (0, nd + 1) + tuple(range(1, nd + 1))        # channels back to axis 1
+    if Cg == 1 and Og == 1:
+        wt = ops.reshape(w, shape=(O, taps))              # depthwise
+        y = None
+        for t, piece in enumerate(pieces):
+            col = ops.reshape(ops.slice(wt, starts=(0, t), stops=(O, t + 1), steps=(1, 1)),
+                              shape=(O,))
+            term = ops.mul(piece, col)
+            y = term if y is None else ops.add(y, term)
+        if bias is not None:
+            y = ops.add(y, bias)
+        return ops.transpose(y, axes=first)
+    n = B * prod(outs)
+    cols = ops.concat(*pieces, axis=nd + 1) if taps > 1 else pieces[0]
+    cols = ops.reshape(cols, shape=(n, taps, g, Cg))
+    cols = ops.reshape(ops.transpose(cols, axes=(2, 0, 1, 3)), shape=(g, n, taps * Cg))
+    # w [O, Cg, *k] -> [g, Og, Cg, taps] -> [g, taps, Cg, Og]
+    wg = ops.reshape(w, shape=(g, Og, Cg, taps))
+    wg = ops.reshape(ops.transpose(wg, axes=(0, 3, 2, 1)), shape=(g, taps * Cg, Og))
+    y = ops.matmul(cols, wg)                                 # [g, n, Og]
+    y = ops.reshape(ops.transpose(y, axes=(1, 0, 2)), shape=(B,) + tuple(outs) + (O,))
+    if bias is not None:
+        y = ops.add(y, bias)
+    return ops.transpose(y, axes=first)

@@ -49,7 +49,8 @@ def gemm(ctx):
 
 @onnx_op("Conv")
 def conv(ctx):
-    """Conv (groups 1, any stride, dilation, explicit or auto padding) as one GEMM
+    """Conv (any group count, stride, dilation, explicit or auto padding) as one GEMM,
+    a batched one over groups, or a sum of taps when depthwise
     (graphc.frontend.patterns.conv_gemm). An output size that floor-divides a dynamic
     dim (a stride over a dynamic length) has no symbolic form: an error that says to
     pin the dim."""
@@ -62,17 +63,14 @@ def conv(ctx):
     if nd < 1 or x.ndim != w.ndim:
         raise ctx.fail(f"Conv of a rank-{x.ndim} input by a rank-{w.ndim} weight")
     group = int(ctx.attr("group", 1))
-    if group != 1:
-        raise ctx.fail(f"group={group} (graphc lowers groups=1)")
+    if group < 1 or x.shape[1] != w.shape[1] * group or w.shape[0] % group:
+        raise ctx.fail(f"group={group} for input {x.shape} and weight {w.shape}")
     kernel = list(w.shape[2:])
     if any(not isinstance(k, int) for k in kernel) or not isinstance(w.shape[1], int):
         raise ctx.fail(f"a weight of symbolic shape {w.shape}")
     if ctx.attr("kernel_shape") is not None and list(ctx.attr("kernel_shape")) != kernel:
         raise ctx.fail(f"kernel_shape {list(ctx.attr('kernel_shape'))} but the weight's "
                        f"is {kernel}")
-    if x.shape[1] != w.shape[1]:
-        raise ctx.fail(f"input channels {x.shape[1]} (shape {x.shape}) but the weight "
-                       f"{w.shape} takes {w.shape[1]}")
     stride = [int(v) for v in ctx.attr("strides", [1] * nd)]
     dilation = [int(v) for v in ctx.attr("dilations", [1] * nd)]
     pads = [int(v) for v in ctx.attr("pads", [0] * (2 * nd))]
@@ -117,7 +115,7 @@ def conv(ctx):
         after.append(p1)
         outs.append(out)
     return conv_gemm(x, w, bias, stride, before, after, dilation, outs,
-                     lambda: const(ctx, 0.0, x.dtype))
+                     lambda: const(ctx, 0.0, x.dtype), group)
 
 
 _POOL = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

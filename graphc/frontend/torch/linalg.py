@@ -31,8 +31,9 @@ def convolution(ctx):
     """A convolution as a GEMM: the input channels-last, the kernel's taps gathered as
     strided slices of the (zero-padded) input concatenated along the channels (im2col;
     a patch embedding, stride == kernel with no padding, is a reshape instead), times
-    the weight as [taps * C, O], the bias added, the channels moved back. Groups and
-    transposed convolutions are an error."""
+    the weight as [taps * C, O], the bias added, the channels moved back; grouped ones
+    a batched GEMM over the groups, depthwise ones a sum of taps (patterns.conv_gemm).
+    Transposed convolutions are an error."""
     x, w, bias = ctx.arg(0), ctx.arg(1), ctx.arg(2)
     if ctx.op == "aten.convolution.default":
         stride, padding, dilation = ctx.arg(3), ctx.arg(4), ctx.arg(5)
@@ -44,8 +45,8 @@ def convolution(ctx):
     nd = w.ndim - 2
     if transposed:
         raise ctx.fail("a transposed convolution")
-    if groups != 1:
-        raise ctx.fail(f"a convolution with groups={groups} (graphc lowers groups=1)")
+    if groups < 1 or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+        raise ctx.fail(f"groups={groups} for input {x.shape} and weight {w.shape}")
     if isinstance(padding, str):
         raise ctx.fail(f"padding={padding!r}")
     # one value for every spatial dim (an int, or a list of one)
@@ -53,4 +54,4 @@ def convolution(ctx):
                                  list(v) * nd if len(v) == 1 else list(v)
                                  for v in (stride, padding, dilation))
     return conv_gemm(x, w, bias, stride, padding, padding, dilation,
-                     list(ctx.out_shape()[2:]), lambda: ctx.tensor(0.0, x.dtype))
+                     list(ctx.out_shape()[2:]), lambda: ctx.tensor(0.0, x.dtype), groups)

@@ -1,5 +1,5 @@
 """Reductions: sum, mean, amax / amin, max / min over a dim, any / all, argmax / argmin,
-var, softmax / log_softmax, cumsum."""
+var, vector norms, softmax / log_softmax, cumsum."""
 from __future__ import annotations
 
 from ... import ops
@@ -80,6 +80,31 @@ def any_(ctx):
     i = ops.cast(x, dtype="int32")
     r = (ops.max if ".any." in ctx.op else ops.min)(i, axis=ax, keepdims=keep)
     return ops.not_equal(r, 0)
+
+
+@aten_op("linalg_vector_norm.default")
+def vector_norm(ctx):
+    """torch.linalg.vector_norm / Tensor.norm (weight norm's g * v / ||v||): ord 2 the
+    root of the sum of squares, 1 the sum of |x|, inf / -inf the max / min of |x|, 0 the
+    count of non-zeros, any other p (sum |x|^p)^(1/p)."""
+    x = _in(ctx, ctx.arg(0))
+    p = float(ctx.arg(1, "ord", 2))
+    ax = _axes(ctx, x, ctx.arg(2, "dim"))
+    keep = bool(ctx.arg(3, "keepdim", False))
+    if x.dtype not in ("float32", "float64"):
+        raise ctx.fail(f"the norm of a {x.dtype} tensor")
+    a = ops.abs(x)
+    if p == 2:
+        return ops.sqrt(ops.sum(ops.mul(x, x), axis=ax, keepdims=keep))
+    if p == 1:
+        return ops.sum(a, axis=ax, keepdims=keep)
+    if p in (float("inf"), float("-inf")):
+        return (ops.max if p > 0 else ops.min)(a, axis=ax, keepdims=keep)
+    if p == 0:
+        nz = ops.cast(ops.not_equal(x, ctx.tensor(0.0, x.dtype)), dtype=x.dtype)
+        return ops.sum(nz, axis=ax, keepdims=keep)
+    s = ops.sum(ops.pow(a, ctx.tensor(p, x.dtype)), axis=ax, keepdims=keep)
+    return ops.pow(s, ctx.tensor(1.0 / p, x.dtype))
 
 
 @aten_op("var.correction", "var.dim")

@@ -299,11 +299,16 @@ def _conv_model(rng, x_dims, wshape, attrs, bias=True):
     ((2, 4, 13), (6, 4, 4), dict(auto_pad="SAME_LOWER"), True),
     ((2, 4, 13), (6, 4, 3), dict(auto_pad="VALID", dilations=[3]), True),
     ((1, 2, 5, 6, 7), (3, 2, 2, 3, 2), dict(pads=[1, 1, 0, 0, 1, 1]), True),
+    ((2, 6, 10), (9, 2, 3), dict(group=3, pads=[1, 1], strides=[2]), True),      # grouped
+    ((2, 5, 7, 9), (5, 1, 3, 3), dict(group=5, pads=[1, 1, 1, 1]), True),       # depthwise
+    ((2, 4, 11), (8, 1, 5), dict(group=4, dilations=[2]), False),       # multiplier 2
+    ((1, 4, 8, 8), (4, 2, 2, 2), dict(group=2, strides=[2, 2]), True),  # grouped patches
 ])
 def test_conv_against_onnxruntime(xshape, wshape, attrs, bias, rng):
     """Conv as one GEMM (the torch importer's): strides, asymmetric pads, dilations,
-    auto_pad SAME_UPPER / SAME_LOWER / VALID, a patch embedding, 1-D to 3-D, on the
-    reference and numba against ONNX Runtime."""
+    auto_pad SAME_UPPER / SAME_LOWER / VALID, a patch embedding, 1-D to 3-D, groups
+    (depthwise, with a channel multiplier), on the reference and numba against ONNX
+    Runtime."""
     m = _conv_model(rng, xshape, wshape, attrs, bias)
     x = rng.standard_normal(xshape).astype(np.float32)
     want = _ort(m, x)[0]
@@ -332,9 +337,9 @@ def test_conv_over_a_dynamic_length(rng):
     got = graphc.compile(graphc.from_onnx(strided, dims={"L": 16}), backend="reference")(x)
     want = _ort(strided, x)[0]
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
-    grouped = _conv_model(rng, (1, 4, 9), (4, 2, 3), dict(group=2))
-    with pytest.raises(graphc.GraphcError, match="group=2"):
-        graphc.from_onnx(grouped)
+    bad = _conv_model(rng, (1, 4, 9), (4, 2, 3), dict(group=3))
+    with pytest.raises(graphc.GraphcError, match=r"conv0.*group=3 for input \(1, 4, 9\)"):
+        graphc.from_onnx(bad)
 
 
 def test_attention_op_with_a_mask_is_one_fused_step(rng):

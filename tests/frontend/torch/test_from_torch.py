@@ -211,13 +211,17 @@ CONVS = [   # (conv, input shape, dims): 1-d to 3-d, strides, padding, dilation,
     (lambda: torch.nn.Conv2d(3, 5, (3, 2), stride=(2, 1), padding=(1, 0)), (2, 3, 9, 7), {}),
     (lambda: torch.nn.Conv3d(2, 3, (2, 3, 2), stride=(1, 2, 1), padding=(0, 1, 1)),
      (2, 2, 5, 7, 4), {}),
+    (lambda: torch.nn.Conv1d(4, 6, 3, groups=2, padding=1), (2, 4, 13), {2: Dim("L", max=64)}),
+    (lambda: torch.nn.Conv2d(6, 6, 3, groups=6, padding=1), (2, 6, 7, 5), {}),   # depthwise
+    (lambda: torch.nn.Conv1d(8, 8, 4, groups=8, padding=2), (1, 8, 9), {}),      # wav2vec2 style
 ]
 
 
 @pytest.mark.parametrize("backend", ["reference", "numba"])
 @pytest.mark.parametrize("k", range(len(CONVS)))
 def test_convolution_as_a_gemm(k, backend, rng):
-    """Conv1d / Conv2d (Whisper's front end, a ViT patch embedding) against torch."""
+    """Conv1d / Conv2d (Whisper's front end, a ViT patch embedding, grouped and
+    depthwise ones) against torch."""
     make, shape, dims = CONVS[k]
     torch.manual_seed(k)
     m = make().eval()
@@ -238,9 +242,45 @@ def test_strided_convolution_over_a_dynamic_length_is_a_clear_error():
                           dynamic_shapes=({2: Dim("L", min=4, max=64)},))
 
 
-def test_grouped_convolution_is_a_clear_error():
-    m = torch.nn.Conv1d(4, 4, 3, groups=2)
-    with pytest.raises(TorchImportError, match="groups=2"):
+class Norms(torch.nn.Module):
+    """GroupNorm (affine and not) and vector norms of several orders, the pieces of
+    wav2vec2's feature encoder and of weight norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.gn = torch.nn.GroupNorm(3, 6)
+        self.plain = torch.nn.GroupNorm(2, 6, affine=False)
+        with torch.no_grad():
+            self.gn.weight.copy_(torch.randn(6))
+            self.gn.bias.copy_(torch.randn(6))
+
+    def forward(self, x):
+        n2 = torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True)
+        n1 = torch.linalg.vector_norm(x, ord=1, dim=-1)
+        ninf = torch.linalg.vector_norm(x, ord=float("inf"), dim=1)
+        n3 = x.norm(p=3, dim=-1)
+        return self.gn(x) + self.plain(x) + x / n2, n1, ninf, n3
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_group_norm_and_vector_norms(backend, rng):
+    torch.manual_seed(0)
+    m = Norms().eval()
+    g = graphc.from_torch(m, (torch.randn(2, 6, 5),),
+                          dynamic_shapes=({2: Dim("L", min=2, max=64)},))
+    exe = graphc.compile(g, backend=backend)
+    for L in (5, 11):
+        x = rng.standard_normal((2, 6, L)).astype(np.float32)
+        with torch.no_grad():
+            want = [t.numpy() for t in m(torch.from_numpy(x))]
+        got = exe(x)
+        for gi, wi in zip(got, want):
+            assert gi.shape == wi.shape and rel(gi, wi) < TOL, L
+
+
+def test_transposed_convolution_is_a_clear_error():
+    m = torch.nn.ConvTranspose1d(4, 4, 3)
+    with pytest.raises(TorchImportError, match="transposed convolution"):
         graphc.from_torch(m, (torch.randn(1, 4, 9),))
 
 
