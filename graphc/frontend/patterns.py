@@ -1,5 +1,5 @@
-"""Graph-building helpers the torch and ONNX importers share: constant padding of one axis
-and a convolution written as one GEMM over gathered taps."""
+"""Graph-building helpers the torch and ONNX importers share: constant padding of one axis,
+a convolution written as one GEMM over gathered taps, group normalisation."""
 from __future__ import annotations
 
 from .. import ops
@@ -120,3 +120,22 @@ def _grouped(pieces, w, bias, g, B, outs):
     if bias is not None:
         y = ops.add(y, bias)
     return ops.transpose(y, axes=first)
+
+
+def group_normalize(x, groups: int, eps):
+    """x [N, C, *] normalised over each group of C / groups channels and every position
+    (mean, biased variance; ``eps`` a 0-d tensor of x's dtype), no affine: (y, mean,
+    rstd), the statistics [N, groups, 1]. GroupNorm's core; InstanceNorm's with a group
+    per channel."""
+    N, C = x.shape[0], x.shape[1]
+    rest = tuple(x.shape[2:])
+    xg = ops.reshape(x, shape=(N, groups, (C // groups) * prod(rest)))
+    m = ops.mean(xg, axis=-1, keepdims=True)
+    d = ops.sub(xg, m)
+    rstd = ops.rsqrt(ops.add(ops.mean(ops.mul(d, d), axis=-1, keepdims=True), eps))
+    return ops.reshape(ops.mul(d, rstd), shape=tuple(x.shape)), m, rstd
+
+
+def per_channel(x, t):
+    """``t`` [C] shaped to scale x [N, C, *] along its channels."""
+    return ops.reshape(t, shape=(x.shape[1],) + (1,) * (x.ndim - 2))

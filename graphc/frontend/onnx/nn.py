@@ -1,10 +1,11 @@
 """Neural-network ONNX ops: activations, LayerNormalization, RMSNormalization,
-RotaryEmbedding, Attention (attention.py)."""
+InstanceNormalization, GroupNormalization, RotaryEmbedding, Attention (attention.py)."""
 from __future__ import annotations
 
 
 from ... import ops
 from ...ir.types import FLOAT_DTYPES
+from ..patterns import group_normalize, per_channel
 from .common import axis_of, const
 from .table import onnx_op
 
@@ -163,6 +164,41 @@ def rms_norm(ctx):
     if native:
         return ops.rmsnorm(x, scale, eps=eps)
     return ops.mul(ops.mul(x, _inv_rms(ctx, x, axes, eps)), scale)
+
+
+def _grouped_norm(ctx, groups):
+    """Instance / group normalisation of input 0 in ``groups`` groups, then the [C] scale
+    and bias (inputs 1, 2)."""
+    x = _float(ctx)
+    C = x.shape[1] if x.ndim >= 2 else None
+    if x.ndim < 3 or not isinstance(C, int):
+        raise ctx.fail(f"an input of shape {x.shape}: [N, C, D1, ...] with static C")
+    if groups < 1 or C % groups:
+        raise ctx.fail(f"{groups} groups of the {C} channels of {x.shape}")
+    y, _, _ = group_normalize(x, groups, _c(ctx, x, float(ctx.attr("epsilon", 1e-5))))
+    scale, bias = ctx.t(1), ctx.t(2)
+    if groups != C and tuple(scale.shape) == (groups,) and ctx.opset < 21:
+        # opset 18's GroupNormalization: a scale and bias per group
+        scale, bias = (ops.reshape(ops.broadcast_to(ops.reshape(t, shape=(groups, 1)),
+                                                    shape=(groups, C // groups)), shape=(C,))
+                       for t in (scale, bias))
+    for t, what in ((scale, "scale"), (bias, "bias")):
+        if tuple(t.shape) != (C,):
+            raise ctx.fail(f"{what} of shape {t.shape} for {C} channels")
+    return ops.add(ops.mul(y, per_channel(x, scale)), per_channel(x, bias))
+
+
+@onnx_op("InstanceNormalization")
+def instance_norm(ctx):
+    x = _float(ctx)
+    if x.ndim < 3 or not isinstance(x.shape[1], int):
+        raise ctx.fail(f"an input of shape {x.shape}: [N, C, D1, ...] with static C")
+    return _grouped_norm(ctx, x.shape[1])
+
+
+@onnx_op("GroupNormalization")
+def group_norm(ctx):
+    return _grouped_norm(ctx, int(ctx.attr("num_groups")))
 
 
 @onnx_op("RotaryEmbedding")

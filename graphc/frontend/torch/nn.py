@@ -8,8 +8,8 @@ import math
 import numpy as np
 
 from ... import ops
-from ...ir.dims import prod
 from ...ir.types import TensorType
+from ..patterns import group_normalize, per_channel
 from .table import aten_op
 
 
@@ -35,26 +35,18 @@ def layer_norm(ctx):
 
 @aten_op("native_group_norm.default")
 def group_norm(ctx):
-    """GroupNorm: x [N, C, *] normalised over each group of C / G channels and every
-    position (mean and biased variance), then the per-channel weight and bias; also the
-    [N, G] mean and rstd that native_group_norm returns."""
+    """GroupNorm (patterns.group_normalize), then the per-channel weight and bias; also
+    the [N, G] mean and rstd that native_group_norm returns."""
     x, w, b = ctx.arg(0), ctx.arg(1), ctx.arg(2)
     G, eps = int(ctx.arg(6)), float(ctx.arg(7))
     N, C = x.shape[0], x.shape[1]
     if not isinstance(C, int) or C % G:
         raise ctx.fail(f"{G} groups of the {C} channels of {x.shape}")
-    rest = tuple(x.shape[2:])
-    xg = ops.reshape(x, shape=(N, G, (C // G) * prod(rest)))
-    m = ops.mean(xg, axis=-1, keepdims=True)
-    d = ops.sub(xg, m)
-    rstd = ops.rsqrt(ops.add(ops.mean(ops.mul(d, d), axis=-1, keepdims=True),
-                             ctx.tensor(eps, x.dtype)))
-    y = ops.reshape(ops.mul(d, rstd), shape=tuple(x.shape))
-    per_channel = (C,) + (1,) * len(rest)
+    y, m, rstd = group_normalize(x, G, ctx.tensor(eps, x.dtype))
     if w is not None:
-        y = ops.mul(y, ops.reshape(w, shape=per_channel))
+        y = ops.mul(y, per_channel(x, w))
     if b is not None:
-        y = ops.add(y, ops.reshape(b, shape=per_channel))
+        y = ops.add(y, per_channel(x, b))
     return (y, ops.reshape(m, shape=(N, G)), ops.reshape(rstd, shape=(N, G)))
 
 

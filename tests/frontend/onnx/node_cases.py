@@ -68,10 +68,10 @@ _MODULE_CASES: dict = {}
 
 # Ops graphc also translates, beyond the issue's list (their cases: test_extra_ops).
 EXTRA_OPS = frozenset("""Mod Round Pad Tile Mean PRelu Celu Softsign ThresholdedRelu ReduceL1
-ReduceLogSum ReduceLogSumExp ReduceProd Conv""".split())
+ReduceLogSum ReduceLogSumExp ReduceProd Conv InstanceNormalization GroupNormalization""".split())
 EXTRA_MODULES = ("mod", "round", "pad", "tile", "mean", "prelu", "celu", "softsign",
                  "thresholdedrelu", "reducel1", "reduce_log_sum", "reduce_log_sum_exp",
-                 "reduceprod", "conv")
+                 "reduceprod", "conv", "instance_normalization", "groupnormalization")
 
 
 def module_cases(*modules: str, ops=None) -> list[dict]:

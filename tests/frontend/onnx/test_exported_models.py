@@ -187,8 +187,9 @@ def test_exported_attention_is_one_fused_step_per_layer(family, exported):
 
 
 def conv_model(family):
-    """ViT (a Conv2d patch embedding) or Whisper (two Conv1d over the mel frames, an
-    encoder-decoder with cross attention), tiny and wrapped to return the last hidden
+    """ViT (a Conv2d patch embedding), Whisper (two Conv1d over the mel frames, an
+    encoder-decoder with cross attention) or wav2vec2 (strided Conv1d over raw audio,
+    GroupNorm as InstanceNormalization, a grouped positional Conv1d), tiny and wrapped to return the last hidden
     state, with example inputs, input names and dynamic axes."""
     if family == "vit":
         from transformers import ViTConfig, ViTModel
@@ -197,6 +198,14 @@ def conv_model(family):
             intermediate_size=64, image_size=32, patch_size=8, num_channels=3)))
         return _Vit(m), (torch.randn(2, 3, 32, 32),), ["pixel_values"], \
             {"pixel_values": {0: "batch"}, "out": {0: "batch"}}
+    if family == "wav2vec2":
+        from transformers import Wav2Vec2Config, Wav2Vec2Model
+        m = well_scaled(Wav2Vec2Model(Wav2Vec2Config(
+            hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4,
+            intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3),
+            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=20)))
+        return _Audio(m), (torch.randn(2, 400),), ["input_values"], \
+            {"input_values": {0: "batch"}, "out": {0: "batch"}}
     from transformers import WhisperConfig, WhisperModel
     m = well_scaled(WhisperModel(WhisperConfig(
         d_model=32, encoder_layers=LAYERS, decoder_layers=LAYERS, encoder_attention_heads=4,
@@ -218,16 +227,22 @@ class _Vit(torch.nn.Module):
         return self.m(pixel_values=pixel_values).last_hidden_state
 
 
+class _Audio(_Vit):
+    def forward(self, input_values):
+        return self.m(input_values=input_values).last_hidden_state
+
+
 class _Whisper(_Vit):
     def forward(self, input_features, decoder_input_ids):
         return self.m(input_features=input_features, decoder_input_ids=decoder_input_ids,
                       use_cache=False).last_hidden_state
 
 
-@pytest.mark.parametrize("family,attentions", [("vit", LAYERS), ("whisper", 3 * LAYERS)])
+@pytest.mark.parametrize("family,attentions",
+                         [("vit", LAYERS), ("whisper", 3 * LAYERS), ("wav2vec2", LAYERS)])
 def test_exported_conv_front_end_matches_ort(family, attentions, tmp_path, rng):
     """Models whose inputs go through ONNX Conv (ViT's patch embedding, Whisper's strided
-    Conv1d pair) import with a dynamic batch, match ONNX Runtime at two sizes on reference
+    Conv1d pair, wav2vec2's feature encoder and grouped positional conv) import with a dynamic batch, match ONNX Runtime at two sizes on reference
     and numba, and keep every attention fused (Whisper: encoder, decoder and cross)."""
     mod, args, names, dyn = conv_model(family)
     path = str(tmp_path / f"{family}.onnx")
@@ -242,6 +257,8 @@ def test_exported_conv_front_end_matches_ort(family, attentions, tmp_path, rng):
         for B, S in ((1, 3), (3, 7)):
             if family == "vit":
                 feeds = {names[0]: rng.standard_normal((B, 3, 32, 32)).astype(np.float32)}
+            elif family == "wav2vec2":
+                feeds = {names[0]: rng.standard_normal((B, 400)).astype(np.float32)}
             else:
                 feeds = {names[0]: rng.standard_normal((B, 8, 32)).astype(np.float32),
                          names[1]: rng.integers(0, V, (B, S)).astype(np.int64)}
