@@ -11,7 +11,7 @@ import numpy as np
 from ... import ops
 from ...ir.dims import Sym
 from ..tensor import Tensor
-from .errors import TorchImportError
+from .errors import NonPolynomialDimError, TorchImportError
 
 _DTYPES = {"torch.float32": "float32", "torch.float64": "float64", "torch.int64": "int64",
            "torch.int32": "int32", "torch.bool": "bool", "torch.int16": "int32",
@@ -110,14 +110,14 @@ class Symbols:
             try:
                 return num // den
             except ValueError:
-                raise TorchImportError(
+                raise NonPolynomialDimError(
                     f"{what} is floor(({num}) / {den}), which is no polynomial of the "
                     f"dynamic dims: graphc's symbolic dims divide exactly (a stride-{den} "
                     f"convolution or pooling over a dynamic length; make that dim static, "
                     f"or one that divides: Dim(..) * {den} + ..)") from None
         if type(e).__name__ in ("Max", "Min"):
             return self._sympy(self._decided(e, what), what)
-        raise TorchImportError(f"{what} is the symbolic expression {e} ({type(e).__name__}); "
+        raise NonPolynomialDimError(f"{what} is the symbolic expression {e} ({type(e).__name__}); "
                                f"graphc's symbolic dims are polynomials of the dynamic dims")
 
     def hint(self, torch_name: str):

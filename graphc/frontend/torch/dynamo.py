@@ -6,12 +6,19 @@ Dynamo hands over each FX subgraph between graph breaks; AOTAutograd (inference 
 turns it into core ATen (scaled dot-product attention kept whole) and graphc translates
 and compiles that once: its SymInt sizes are graphc symbols, so with ``dynamic=True`` a
 new sequence length runs the same executable. Torch tensors in and out, without copies
-for contiguous CPU float32 / float64 (``.numpy()`` / ``torch.from_numpy``)."""
+for contiguous CPU float32 / float64 (``.numpy()`` / ``torch.from_numpy``).
+
+A graph one of whose sizes is no polynomial of the dynamic dims (a strided convolution
+over a dynamic audio length: floor((L - k) / s) + 1) cannot be one symbolic executable:
+it is compiled once per distinct input size instead (the FX graph re-traced with the
+call's real tensors, static), with a warning that says so and why."""
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import InferenceOnlyError, TorchImportError
+import warnings
+
+from .errors import InferenceOnlyError, NonPolynomialDimError, TorchImportError
 
 _COUNT = [0]
 
@@ -52,13 +59,59 @@ def compile_fx(fx, backend, level, options):
     from ...api import compile as graphc_compile
     from .importer import translate_graph
     _COUNT[0] += 1
-    graph = translate_graph(fx, f"torch_compile_{_COUNT[0]}", where="the torch.compile graph")
-    exe = graphc_compile(graph, backend=backend, level=level, **options)
     kinds = []
     for n in fx.graph.nodes:
         if n.op == "placeholder":
             kinds.append(isinstance(n.meta.get("val"), torch.Tensor))
+    name = f"torch_compile_{_COUNT[0]}"
+    try:
+        graph = translate_graph(fx, name, where="the torch.compile graph")
+    except NonPolynomialDimError as e:
+        warnings.warn(f"graphc compiles {name} once per input size: {e.message}",
+                      stacklevel=2)
+        return PerSizeRunner(fx, name, kinds, backend, level, options)
+    exe = graphc_compile(graph, backend=backend, level=level, **options)
     return Runner(exe, kinds)
+
+
+class PerSizeRunner:
+    """A graph with a non-polynomial size: per distinct (input shapes, int arguments) the
+    FX graph is traced again with the call's real tensors (make_fx: every size static)
+    and compiled; later calls of that size reuse it."""
+
+    def __init__(self, fx, name, kinds, backend, level, options):
+        self.fx, self.name, self.kinds = fx, name, kinds
+        self.backend, self.level, self.options = backend, level, options
+        self.runners: dict = {}
+
+    def __call__(self, *args):
+        if len(args) == 1 and isinstance(args[0], list) and len(self.kinds) != 1:
+            args = args[0]
+        key = tuple(tuple(a.shape) if t else int(a) for t, a in zip(self.kinds, args))
+        run = self.runners.get(key)
+        if run is None:
+            import torch
+            from torch.fx.experimental.proxy_tensor import make_fx
+
+            from ...api import compile as graphc_compile
+            from .importer import translate_graph
+            tensors = [a for t, a in zip(self.kinds, args) if t]
+            sizes = [int(a) for t, a in zip(self.kinds, args) if not t]
+
+            def static(*ts):
+                it_t, it_s = iter(ts), iter(sizes)
+                return self.fx(*[next(it_t) if t else next(it_s) for t in self.kinds])
+
+            with torch.no_grad():
+                traced = make_fx(static, tracing_mode="real")(*tensors)
+            traced.graph.eliminate_dead_code()      # the outputs autograd would read
+            traced.recompile()
+            graph = translate_graph(traced, f"{self.name}_{len(self.runners)}",
+                                    where="the torch.compile graph")
+            exe = graphc_compile(graph, backend=self.backend, level=self.level,
+                                 **self.options)
+            run = self.runners[key] = Runner(exe, [True] * len(tensors))
+        return run(*[a for t, a in zip(self.kinds, args) if t])
 
 
 class Runner:

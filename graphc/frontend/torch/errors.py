@@ -13,3 +13,8 @@ class TorchImportError(GraphcError):
 
 class InferenceOnlyError(TorchImportError):
     """torch.compile(backend="graphc") was handed a graph that needs autograd."""
+
+
+class NonPolynomialDimError(TorchImportError):
+    """A size of the graph is no polynomial of its dynamic dims (a strided convolution's
+    floor division of a dynamic length): graphc's symbolic dims cannot hold it."""

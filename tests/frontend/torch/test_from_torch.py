@@ -278,6 +278,21 @@ def test_group_norm_and_vector_norms(backend, rng):
             assert gi.shape == wi.shape and rel(gi, wi) < TOL, L
 
 
+def test_torch_compile_of_a_strided_conv_over_a_dynamic_length(rng):
+    """torch.compile(dynamic=True) of a stride-2 conv: its output length floor((L-1)/2)
+    is no polynomial of L, so graphc compiles that graph once per length, says so in a
+    warning, and every length matches eager."""
+    torch._dynamo.reset()
+    m = torch.nn.Sequential(torch.nn.Conv1d(5, 6, 3, stride=2, padding=1), torch.nn.GELU()).eval()
+    fast = torch.compile(m, backend="graphc", dynamic=True)
+    with pytest.warns(UserWarning, match="once per input size.*floor"):
+        with torch.no_grad():
+            for L in (20, 27, 31, 20):
+                x = torch.from_numpy(rng.standard_normal((2, 5, L)).astype(np.float32))
+                got = fast(x)
+                assert rel(got.numpy(), m(x).numpy()) < TOL, L
+
+
 def test_transposed_convolution_is_a_clear_error():
     m = torch.nn.ConvTranspose1d(4, 4, 3)
     with pytest.raises(TorchImportError, match="transposed convolution"):
