@@ -36,8 +36,8 @@ def conv_gemm(x, w, bias, stride, pad_before, pad_after, dilation, outs, zero, g
     added and the channels moved back: [B, O, *outs].
 
     Grouped (``groups`` g > 1; the caller checks that g divides C and O): a depthwise
-    one (one input and one output channel a group) is a sum over the taps of each slice
-    times its weights, one elementwise kernel; any other is one batched GEMM with the
+    one (one input and one output channel a group) is, per channel, the sum over the
+    taps of column times weight (one reduction); any other is one batched GEMM with the
     groups as its batch, [g, B * outs, taps * C/g] @ [g, taps * C/g, O/g]."""
     nd = w.ndim - 2
     O, C = w.shape[0], w.shape[1] * groups
@@ -65,22 +65,9 @@ def conv_gemm(x, w, bias, stride, pad_before, pad_after, dilation, outs, zero, g
     else:
         for a, (p0, p1) in enumerate(zip(pad_before, pad_after)):
             xt = pad_axis(xt, 1 + a, p0, p1, zero())
-        taps = [()]
-        for k in kernel:
-            taps = [t + (i,) for t in taps for i in range(k)]
-        pieces = []
-        for t in taps:
-            starts, stops, steps = [0] * (nd + 2), list(xt.shape), [1] * (nd + 2)
-            for a in range(nd):
-                s0 = t[a] * dilation[a]
-                starts[1 + a] = s0
-                stops[1 + a] = s0 + (outs[a] - 1) * stride[a] + 1
-                steps[1 + a] = stride[a]
-            pieces.append(ops.slice(xt, starts=tuple(starts), stops=tuple(stops),
-                                    steps=tuple(steps)))
+        cols = _im2col(xt, kernel, stride, dilation, outs)      # [B, *outs, taps * C]
         if groups != 1:
-            return _grouped(pieces, w, bias, groups, B, outs)
-        cols = pieces[0] if len(pieces) == 1 else ops.concat(*pieces, axis=nd + 1)
+            return _grouped(cols, w, bias, groups, B, outs)
         # weight [O, C, k1, ..] -> [O, taps, C]: the columns' (tap, channel) order
         wmat = ops.transpose(w, axes=(0,) + tuple(range(2, 2 + nd)) + (1,))
         wmat = ops.reshape(wmat, shape=(O, prod(kernel) * C))
@@ -90,26 +77,63 @@ def conv_gemm(x, w, bias, stride, pad_before, pad_after, dilation, outs, zero, g
     return ops.transpose(y, axes=(0, nd + 1) + tuple(range(1, nd + 1)))
 
 
-def _grouped(pieces, w, bias, g, B, outs):
-    """The grouped convolution of conv_gemm from its taps (``pieces``: [B, *outs, C]
-    each, in the weight's tap order)."""
+GATHER_TAPS = 5     # kernels of more taps than this over static sizes: one gather
+
+
+def _im2col(xt, kernel, stride, dilation, outs):
+    """The columns of a convolution: xt [B, *padded, C] channels-last -> [B, *outs,
+    taps * C], taps in the weight's (k1, k2, ..) order, channels inner. A few taps are
+    strided slices concatenated; many over static sizes one take_along_axis of the
+    flattened positions by a constant index (small code whatever the kernel: a 7x7
+    depthwise conv as 49 slices made one kernel of 49 inputs that LLVM took minutes on)."""
+    nd = len(kernel)
+    B, C = xt.shape[0], xt.shape[-1]
+    padded = list(xt.shape[1:1 + nd])
+    taps = [()]
+    for k in kernel:
+        taps = [t + (i,) for t in taps for i in range(k)]
+    static = all(isinstance(d, int) for d in padded + list(outs))
+    if static and len(taps) > GATHER_TAPS:
+        import numpy as np
+        grids = np.meshgrid(*[np.arange(o) * s for o, s in zip(outs, stride)], indexing="ij")
+        flat = np.zeros(tuple(outs) + (len(taps),), np.int64)
+        for j, t in enumerate(taps):
+            pos = 0
+            for a in range(nd):
+                pos = pos * padded[a] + grids[a] + t[a] * dilation[a]
+            flat[..., j] = pos
+        xf = ops.reshape(xt, shape=(B, prod(padded), C))
+        index = flat.reshape(1, -1, 1)
+        cols = ops.take_along_axis(xf, index, axis=1)              # [B, outs * taps, C]
+        return ops.reshape(cols, shape=(B,) + tuple(outs) + (len(taps) * C,))
+    pieces = []
+    for t in taps:
+        starts, stops, steps = [0] * (nd + 2), list(xt.shape), [1] * (nd + 2)
+        for a in range(nd):
+            s0 = t[a] * dilation[a]
+            starts[1 + a] = s0
+            stops[1 + a] = s0 + (outs[a] - 1) * stride[a] + 1
+            steps[1 + a] = stride[a]
+        pieces.append(ops.slice(xt, starts=tuple(starts), stops=tuple(stops),
+                                steps=tuple(steps)))
+    return pieces[0] if len(pieces) == 1 else ops.concat(*pieces, axis=nd + 1)
+
+
+def _grouped(cols, w, bias, g, B, outs):
+    """The grouped convolution of conv_gemm from its columns [B, *outs, taps * C]."""
     nd = w.ndim - 2
     O, Cg = w.shape[0], w.shape[1]
-    Og, taps = O // g, len(pieces)
+    Og, taps = O // g, prod(w.shape[2:])
     first = (0, nd + 1) + tuple(range(1, nd + 1))        # channels back to axis 1
     if Cg == 1 and Og == 1:
-        wt = ops.reshape(w, shape=(O, taps))              # depthwise
-        y = None
-        for t, piece in enumerate(pieces):
-            col = ops.reshape(ops.slice(wt, starts=(0, t), stops=(O, t + 1), steps=(1, 1)),
-                              shape=(O,))
-            term = ops.mul(piece, col)
-            y = term if y is None else ops.add(y, term)
+        # depthwise: per channel the sum over the taps of column times weight
+        c4 = ops.reshape(cols, shape=(B,) + tuple(outs) + (taps, O))
+        wt = ops.transpose(ops.reshape(w, shape=(O, taps)), axes=(1, 0))    # [taps, C]
+        y = ops.sum(ops.mul(c4, wt), axis=nd + 1)
         if bias is not None:
             y = ops.add(y, bias)
         return ops.transpose(y, axes=first)
     n = B * prod(outs)
-    cols = ops.concat(*pieces, axis=nd + 1) if taps > 1 else pieces[0]
     cols = ops.reshape(cols, shape=(n, taps, g, Cg))
     cols = ops.reshape(ops.transpose(cols, axes=(2, 0, 1, 3)), shape=(g, n, taps * Cg))
     # w [O, Cg, *k] -> [g, Og, Cg, taps] -> [g, taps, Cg, Og]

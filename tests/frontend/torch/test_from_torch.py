@@ -293,6 +293,20 @@ def test_torch_compile_of_a_strided_conv_over_a_dynamic_length(rng):
                 assert rel(got.numpy(), m(x).numpy()) < TOL, L
 
 
+def test_large_kernel_taps_are_one_gather(rng):
+    """ConvNeXt's 7x7 depthwise conv: its 49 taps are one take_along_axis of the padded
+    input (not 49 slices concatenated, a kernel LLVM took minutes to compile), and the
+    result matches torch."""
+    torch.manual_seed(0)
+    m = torch.nn.Conv2d(8, 8, 7, padding=3, groups=8).eval()
+    g = graphc.from_torch(m, (torch.randn(2, 8, 9, 9),))
+    ops_used = [n.op for n in g.nodes.values()]
+    # the zero padding's concats (two per spatial dim), not one of 49 taps
+    assert ops_used.count("take_along_axis") == 1 and ops_used.count("concat") == 4, ops_used
+    x = rng.standard_normal((2, 8, 9, 9)).astype(np.float32)
+    assert rel(graphc.compile(g, backend="reference")(x), _eager(m, x)) < TOL
+
+
 def test_transposed_convolution_is_a_clear_error():
     m = torch.nn.ConvTranspose1d(4, 4, 3)
     with pytest.raises(TorchImportError, match="transposed convolution"):
