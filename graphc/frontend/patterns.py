@@ -2,6 +2,8 @@
 a convolution written as one GEMM over gathered taps, group normalisation."""
 from __future__ import annotations
 
+import numpy as np
+
 from .. import ops
 from ..ir.dims import prod
 
@@ -29,9 +31,9 @@ def pad_axis(x, axis: int, before, after, value):
 def conv_gemm(x, w, bias, stride, pad_before, pad_after, dilation, outs, zero, groups=1):
     """A convolution as a GEMM: x [B, C, *spatial], w [O, C / groups, *kernel], bias
     [O] or None; per spatial dim its stride, zero padding before / after, dilation and
-    output size (``outs``). The input goes channels-last, the kernel's taps are strided
-    slices of the zero-padded input (``zero()``: a 0-d tensor of x's dtype) concatenated
-    along the channels (im2col), times the weight as [taps * C, O]; a patch embedding
+    output size (``outs``). The input goes channels-last, the kernel's taps are read from
+    the zero-padded input (``zero()``: a 0-d tensor of x's dtype) along the channels
+    (im2col: _im2col), times the weight as [taps * C, O]; a patch embedding
     (stride == kernel, no padding, sizes that divide) is a reshape instead. The bias is
     added and the channels moved back: [B, O, *outs].
 
@@ -66,12 +68,12 @@ def conv_gemm(x, w, bias, stride, pad_before, pad_after, dilation, outs, zero, g
         for a, (p0, p1) in enumerate(zip(pad_before, pad_after)):
             xt = pad_axis(xt, 1 + a, p0, p1, zero())
         cols = _im2col(xt, kernel, stride, dilation, outs)      # [B, *outs, taps * C]
-        if groups != 1:
-            return _grouped(cols, w, bias, groups, B, outs)
-        # weight [O, C, k1, ..] -> [O, taps, C]: the columns' (tap, channel) order
-        wmat = ops.transpose(w, axes=(0,) + tuple(range(2, 2 + nd)) + (1,))
-        wmat = ops.reshape(wmat, shape=(O, prod(kernel) * C))
-    y = ops.matmul(cols, ops.transpose(wmat, axes=(1, 0)))
+        if groups == 1:
+            # weight [O, C, k1, ..] -> [O, taps, C]: the columns' (tap, channel) order
+            wmat = ops.transpose(w, axes=(0,) + tuple(range(2, 2 + nd)) + (1,))
+            wmat = ops.reshape(wmat, shape=(O, prod(kernel) * C))
+    y = (ops.matmul(cols, ops.transpose(wmat, axes=(1, 0))) if groups == 1
+         else _grouped(cols, w, groups, B, outs))
     if bias is not None:
         y = ops.add(y, bias)
     return ops.transpose(y, axes=(0, nd + 1) + tuple(range(1, nd + 1)))
@@ -94,7 +96,6 @@ def _im2col(xt, kernel, stride, dilation, outs):
         taps = [t + (i,) for t in taps for i in range(k)]
     static = all(isinstance(d, int) for d in padded + list(outs))
     if static and len(taps) > GATHER_TAPS:
-        import numpy as np
         grids = np.meshgrid(*[np.arange(o) * s for o, s in zip(outs, stride)], indexing="ij")
         flat = np.zeros(tuple(outs) + (len(taps),), np.int64)
         for j, t in enumerate(taps):
@@ -119,20 +120,17 @@ def _im2col(xt, kernel, stride, dilation, outs):
     return pieces[0] if len(pieces) == 1 else ops.concat(*pieces, axis=nd + 1)
 
 
-def _grouped(cols, w, bias, g, B, outs):
-    """The grouped convolution of conv_gemm from its columns [B, *outs, taps * C]."""
+def _grouped(cols, w, g, B, outs):
+    """The grouped convolution of conv_gemm: columns [B, *outs, taps * C] -> [B, *outs,
+    O], before the bias."""
     nd = w.ndim - 2
     O, Cg = w.shape[0], w.shape[1]
     Og, taps = O // g, prod(w.shape[2:])
-    first = (0, nd + 1) + tuple(range(1, nd + 1))        # channels back to axis 1
     if Cg == 1 and Og == 1:
         # depthwise: per channel the sum over the taps of column times weight
         c4 = ops.reshape(cols, shape=(B,) + tuple(outs) + (taps, O))
         wt = ops.transpose(ops.reshape(w, shape=(O, taps)), axes=(1, 0))    # [taps, C]
-        y = ops.sum(ops.mul(c4, wt), axis=nd + 1)
-        if bias is not None:
-            y = ops.add(y, bias)
-        return ops.transpose(y, axes=first)
+        return ops.sum(ops.mul(c4, wt), axis=nd + 1)
     n = B * prod(outs)
     cols = ops.reshape(cols, shape=(n, taps, g, Cg))
     cols = ops.reshape(ops.transpose(cols, axes=(2, 0, 1, 3)), shape=(g, n, taps * Cg))
@@ -140,10 +138,7 @@ def _grouped(cols, w, bias, g, B, outs):
     wg = ops.reshape(w, shape=(g, Og, Cg, taps))
     wg = ops.reshape(ops.transpose(wg, axes=(0, 3, 2, 1)), shape=(g, taps * Cg, Og))
     y = ops.matmul(cols, wg)                                 # [g, n, Og]
-    y = ops.reshape(ops.transpose(y, axes=(1, 0, 2)), shape=(B,) + tuple(outs) + (O,))
-    if bias is not None:
-        y = ops.add(y, bias)
-    return ops.transpose(y, axes=first)
+    return ops.reshape(ops.transpose(y, axes=(1, 0, 2)), shape=(B,) + tuple(outs) + (O,))
 
 
 def group_normalize(x, groups: int, eps):

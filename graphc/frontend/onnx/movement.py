@@ -6,8 +6,8 @@ import numpy as np
 
 from ... import ops
 from ...ir.dims import Sym, prod
-from .common import axis_of, const, dims_tuple, fold
 from ..patterns import pad_axis
+from .common import axis_of, const, dims_tuple, fold
 from .context import KNOWN_LIMIT, Known
 from .table import onnx_op
 

@@ -166,13 +166,14 @@ def rms_norm(ctx):
     return ops.mul(ops.mul(x, _inv_rms(ctx, x, axes, eps)), scale)
 
 
-def _grouped_norm(ctx, groups):
-    """Instance / group normalisation of input 0 in ``groups`` groups, then the [C] scale
-    and bias (inputs 1, 2)."""
+def _grouped_norm(ctx, groups=None):
+    """Instance / group normalisation of input 0 in ``groups`` groups (None: one per
+    channel), then the [C] scale and bias (inputs 1, 2)."""
     x = _float(ctx)
     C = x.shape[1] if x.ndim >= 2 else None
     if x.ndim < 3 or not isinstance(C, int):
         raise ctx.fail(f"an input of shape {x.shape}: [N, C, D1, ...] with static C")
+    groups = C if groups is None else groups
     if groups < 1 or C % groups:
         raise ctx.fail(f"{groups} groups of the {C} channels of {x.shape}")
     y, _, _ = group_normalize(x, groups, _c(ctx, x, float(ctx.attr("epsilon", 1e-5))))
@@ -190,10 +191,7 @@ def _grouped_norm(ctx, groups):
 
 @onnx_op("InstanceNormalization")
 def instance_norm(ctx):
-    x = _float(ctx)
-    if x.ndim < 3 or not isinstance(x.shape[1], int):
-        raise ctx.fail(f"an input of shape {x.shape}: [N, C, D1, ...] with static C")
-    return _grouped_norm(ctx, x.shape[1])
+    return _grouped_norm(ctx)
 
 
 @onnx_op("GroupNormalization")

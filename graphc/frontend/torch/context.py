@@ -117,8 +117,9 @@ class Symbols:
                     f"or one that divides: Dim(..) * {den} + ..)") from None
         if type(e).__name__ in ("Max", "Min"):
             return self._sympy(self._decided(e, what), what)
-        raise NonPolynomialDimError(f"{what} is the symbolic expression {e} ({type(e).__name__}); "
-                               f"graphc's symbolic dims are polynomials of the dynamic dims")
+        raise NonPolynomialDimError(
+            f"{what} is the symbolic expression {e} ({type(e).__name__}); graphc's "
+            f"symbolic dims are polynomials of the dynamic dims")
 
     def hint(self, torch_name: str):
         """The size torch traced a symbol with (dynamo's shape env), or None."""

@@ -14,9 +14,9 @@ it is compiled once per distinct input size instead (the FX graph re-traced with
 call's real tensors, static), with a warning that says so and why."""
 from __future__ import annotations
 
-import numpy as np
-
 import warnings
+
+import numpy as np
 
 from .errors import InferenceOnlyError, NonPolynomialDimError, TorchImportError
 
@@ -74,6 +74,13 @@ def compile_fx(fx, backend, level, options):
     return Runner(exe, kinds)
 
 
+def _flat(args, n):
+    """The call's arguments: AOTAutograd passes them as one list (boxed), dynamo spread."""
+    if len(args) == 1 and isinstance(args[0], list) and n != 1:
+        return args[0]
+    return args
+
+
 class PerSizeRunner:
     """A graph with a non-polynomial size: per distinct (input shapes, int arguments) the
     FX graph is traced again with the call's real tensors (make_fx: every size static)
@@ -85,8 +92,7 @@ class PerSizeRunner:
         self.runners: dict = {}
 
     def __call__(self, *args):
-        if len(args) == 1 and isinstance(args[0], list) and len(self.kinds) != 1:
-            args = args[0]
+        args = _flat(args, len(self.kinds))
         key = tuple(tuple(a.shape) if t else int(a) for t, a in zip(self.kinds, args))
         run = self.runners.get(key)
         if run is None:
@@ -124,8 +130,7 @@ class Runner:
 
     def __call__(self, *args):
         import torch
-        if len(args) == 1 and isinstance(args[0], list) and len(self.tensor_args) != 1:
-            args = args[0]
+        args = _flat(args, len(self.tensor_args))
         arrays = []
         for is_t, a in zip(self.tensor_args, args):
             if not is_t:
